@@ -1,0 +1,48 @@
+"""The backend contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An object store.
+
+    Keys are relative, slash-separated, made of ``[A-Za-z0-9._-]`` segments.
+
+    Contract, which the conformance suite checks:
+
+    - ``put`` is atomic: a reader sees the whole old object, the whole new one, or
+      nothing; never a prefix. It may be repeated (same key, same data) safely.
+      When ``put`` returns, the object is durable (it survives a crash of the host).
+    - ``get`` of a missing key raises :class:`stasis.errors.ObjectNotFound`
+      (permanent). Any other failure raises ``OSError`` (worth a retry for a
+      network backend; ``ENOSPC`` is permanent until space is freed).
+    - ``delete`` of a missing key is not an error (deletes may repeat).
+    - ``list`` yields every committed object under a prefix, in no set order, never
+      a partial upload or a temporary file.
+    - ``exists`` and ``size`` are cheap metadata calls.
+    """
+
+    url: str
+
+    def get(self, key: str) -> bytes: ...
+
+    def put(self, key: str, data: bytes | memoryview) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...

@@ -1,0 +1,102 @@
+"""``stasis backup``: make recovery points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stasis.cli.common import (
+    JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, human, open_repo, out, print_json, progress_for,
+)
+from stasis.errors import UsageError
+from stasis.protection.backup import back_up_images
+from stasis.repository import Manifest
+from stasis.settings import run_dir
+
+app = typer.Typer(help="Make recovery points.", no_args_is_help=True)
+
+
+def parse_tags(tags: list[str]) -> dict[str, str]:
+    parsed = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag takes KEY=VALUE, not '{tag}'")
+        parsed[key] = value
+    return parsed
+
+
+def backup_result(m: Manifest) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "name": m.name,
+        "time": m.time,
+        "kind": m.kind,
+        "parent": m.parent,
+        "tags": m.tags,
+        "duration_s": m.timings.get("duration_s"),
+        "bytes_read": m.bytes_read,
+        "size": m.virtual_size,
+        "vms": [
+            {
+                "name": vm.name,
+                "kind": vm.kind,
+                "disks": [
+                    {
+                        "target": d.name,
+                        "name": d.name,
+                        "format": d.format,
+                        "mode": d.mode,
+                        "bytes_read": d.bytes_read,
+                        "bytes_new": d.bytes_new,
+                        "stored_new": d.stored_new,
+                        "virtual_size": d.virtual_size,
+                        "reason": d.reason,
+                    }
+                    for d in vm.disks
+                ],
+            }
+            for vm in m.vms
+        ],
+    }
+
+
+def print_backup(m: Manifest) -> None:
+    stored = sum(d.stored_new for _, d in m.disks())
+    out.print(f"Point [bold]{m.id[:12]}[/] '{m.name}' committed in "
+              f"{m.timings.get('duration_s', 0):.1f} s: read {human(m.bytes_read)} of "
+              f"{human(m.virtual_size)}, stored {human(stored)} new.")
+    for vm, d in m.disks():
+        out.print(f"  {vm.name}/{d.name}: {d.mode}, read {human(d.bytes_read)}, "
+                  f"new {human(d.stored_new)}")
+
+
+@app.command("image")
+def image(
+    paths: Annotated[list[Path], typer.Argument(help="Images (any format QEMU reads) or block "
+                                                "devices; all go into one point.")],
+    repo: RepoOpt,
+    name: Annotated[str | None, typer.Option(help="Point name (default: the first file's "
+                                             "name). Points of one name form a chain.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Source format (default: "
+                                            "probed by qemu-img).")] = None,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Back up disk images or block devices."""
+    tags = parse_tags(tag or [])
+    r = open_repo(repo, passphrase_file, key_file)
+    progress = progress_for(json_output)
+    try:
+        m = back_up_images(r, paths, name=name, tags=tags, fmt=fmt, progress=progress,
+                           run_dir=run_dir())
+    finally:
+        progress.finish()
+    if json_output:
+        print_json(backup_result(m))
+    else:
+        print_backup(m)

@@ -1,0 +1,177 @@
+"""Options and helpers every command shares."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from stasis.errors import KeySlotError, UsageError, WrongPassphrase
+from stasis.progress import NoProgress
+from stasis.progress import Progress as ProgressProtocol
+from stasis.repository import Credentials, Repository
+
+out = Console()
+err = Console(stderr=True)
+
+RepoOpt = Annotated[
+    Path,
+    typer.Option("--repo", "-r", envvar="STASIS_REPO", help="Repository path ($STASIS_REPO).",
+                 show_default=False),
+]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="Read the passphrase from this file "
+                 "(else $STASIS_PASSPHRASE, else a prompt)."),
+]
+KeyFileOpt = Annotated[
+    Path | None, typer.Option("--key-file", help="Open the repository with this key file.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+KEYFILE_HEADER = "stasis-keyfile-v1"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise UsageError(f"'{text}' is not a size (examples: 4M, 1MiB, 65536)")
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read the passphrase file {path}: {e.strerror}") from None
+    return data.rstrip(b"\r\n")
+
+
+def read_key_file(path: Path) -> bytes:
+    try:
+        lines = path.read_text().split()
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeySlotError(f"cannot read the key file {path}: {e}") from None
+    if len(lines) != 2 or lines[0] != KEYFILE_HEADER:
+        raise KeySlotError(f"{path} is not a Stasis key file")
+    try:
+        return base64.b64decode(lines[1], validate=True)
+    except ValueError:
+        raise KeySlotError(f"{path} is not a Stasis key file (bad base64)") from None
+
+
+def write_key_file(path: Path, material: bytes) -> None:
+    if path.exists():
+        raise KeySlotError(f"{path} exists; a new key file is never written over an old one")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{KEYFILE_HEADER}\n{base64.b64encode(material).decode()}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _prompt_once() -> bytes:
+    if not sys.stdin.isatty():
+        raise WrongPassphrase("the repository", "empty passphrase (no $STASIS_PASSPHRASE, "
+                              "--passphrase-file or terminal to ask on)")
+    return getpass.getpass("Repository passphrase: ").encode()
+
+
+def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credentials:
+    if key_file is not None:
+        return Credentials(keyfile=read_key_file(key_file))
+    if passphrase_file is not None:
+        return Credentials(passphrase=read_passphrase_file(passphrase_file))
+    env = os.environ.get("STASIS_PASSPHRASE")
+    if env is not None:
+        return Credentials(passphrase=env.encode())
+    return Credentials(prompt=_prompt_once)
+
+
+def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRASE") -> bytes:
+    """A passphrase for a new key slot: file, environment, or asked twice."""
+    if passphrase_file is not None:
+        value = read_passphrase_file(passphrase_file)
+    elif os.environ.get(env_var) is not None:
+        value = os.environ[env_var].encode()
+    elif sys.stdin.isatty():
+        value = getpass.getpass("New passphrase: ").encode()
+        if getpass.getpass("Repeat it: ").encode() != value:
+            raise UsageError("the two passphrases differ; nothing was written")
+    else:
+        raise UsageError(f"no passphrase: set ${env_var}, pass a passphrase file, or run on a "
+                         "terminal; nothing was written")
+    if not value:
+        raise UsageError("the passphrase is empty; nothing was written")
+    return value
+
+
+def open_repo(repo: Path, passphrase_file: Path | None, key_file: Path | None) -> Repository:
+    return Repository.open(repo, credentials(passphrase_file, key_file))
+
+
+class RichProgress:
+    """Progress bars on stderr, for terminals."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def start(self, description: str, total: int) -> None:
+        if self._task is None:
+            self._bar.start()
+        else:
+            self._bar.stop_task(self._task)
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, amount)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+            self._task = None
+
+
+def progress_for(json_output: bool) -> ProgressProtocol:
+    if err.is_terminal and not json_output:
+        return RichProgress()
+    return NoProgress()

@@ -1,0 +1,80 @@
+"""The ``stasis`` entry point: command tree, signals, errors and exit codes."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+import typer
+
+from stasis import __version__
+from stasis.cli import backup, points, repo, restore, verify
+from stasis.cli.common import err
+from stasis.errors import StasisError, exit_code_table
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so every ``finally`` cleans up."""
+
+
+def _exit_codes_help() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in exit_code_table())
+    return f"\b\nExit codes:\n{rows}"
+
+
+app = typer.Typer(
+    name="stasis",
+    help="Backup and disaster recovery for libvirt/KVM virtual machines.\n\n" + _exit_codes_help(),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(repo.app, name="repo")
+app.add_typer(backup.app, name="backup")
+app.add_typer(restore.app, name="restore")
+app.command("list")(points.list_points)
+app.command("show")(points.show)
+app.command("verify")(verify.verify)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def run() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(standalone_mode=False)
+    except StasisError as e:
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # usage errors: bad options or arguments
+        show = getattr(e, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {e.format_message()}", highlight=False)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        what = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+        err.print(f"[bold red]interrupted[/] by {what}: nothing was committed; the repository "
+                  "is usable and a restore target was left as it was.", highlight=False)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()

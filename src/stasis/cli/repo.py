@@ -1,0 +1,128 @@
+"""``stasis repo``: create a repository, show what it holds, manage its key slots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stasis.cli.common import (
+    JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, human, new_passphrase, open_repo, out,
+    parse_size, print_json, read_key_file, write_key_file,
+)
+from stasis.errors import UsageError
+from stasis.repository import Repository, crypto
+from stasis.repository.stats import repo_info
+
+app = typer.Typer(help="Create and inspect repositories.", no_args_is_help=True)
+key_app = typer.Typer(help="Key slots: passphrases and key files that open the repository.",
+                      no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+@app.command("init")
+def init(
+    repo: RepoOpt,
+    encryption: Annotated[str, typer.Option(help="aes-256-gcm or none.")] = "aes-256-gcm",
+    chunk_size: Annotated[str, typer.Option(help="Chunk size, a power of two.")] = "4MiB",
+    passphrase_file: PassFileOpt = None,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="Protect the repository with a new key file written here "
+        "instead of a passphrase.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Create a new repository in an empty or new directory."""
+    size = parse_size(chunk_size)
+    passphrase = keyfile = None
+    if encryption != "none":
+        if key_file is not None:
+            keyfile = crypto.new_keyfile_material()
+        else:
+            passphrase = new_passphrase(passphrase_file)
+    r = Repository.init(repo, encryption=encryption, chunk_size=size, passphrase=passphrase,
+                        keyfile=keyfile)
+    if keyfile is not None and key_file is not None:
+        write_key_file(key_file, keyfile)
+    if json_output:
+        print_json({"path": str(repo), "id": r.id, "encryption": encryption, "chunk_size": size})
+    else:
+        out.print(f"Created repository {r.id[:12]} at {repo} ({encryption}, "
+                  f"{human(size)} chunks).")
+
+
+@app.command("info")
+def info(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOpt = None,
+         json_output: JsonOpt = False) -> None:
+    """Sizes, deduplication and compression of a repository."""
+    r = open_repo(repo, passphrase_file, key_file)
+    i = repo_info(r)
+    if json_output:
+        print_json(i.to_dict())
+        return
+    out.print(f"Repository {i.id[:12]} at {i.path}")
+    out.print(f"  encryption        {i.encryption}, chunks of {human(i.chunk_size)}")
+    out.print(f"  points            {i.points}")
+    out.print(f"  logical size      {human(i.logical_size)} (virtual size of every disk)")
+    out.print(f"  referenced data   {human(i.referenced_size)}")
+    out.print(f"  unique data       {human(i.unique_size)} in {i.chunk_count} chunks")
+    out.print(f"  stored size       {human(i.stored_size)}")
+    out.print(f"  dedup ratio       {i.dedup_ratio:.2f}")
+    out.print(f"  compression ratio {i.compression_ratio:.2f}")
+
+
+@key_app.command("list")
+def key_list(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOpt = None,
+             json_output: JsonOpt = False) -> None:
+    """List the key slots."""
+    slots = open_repo(repo, passphrase_file, key_file).key_slots()
+    if json_output:
+        print_json(slots)
+        return
+    for s in slots:
+        out.print(f"{s['id']}  {s['kind']:<10}  {s['label']}")
+
+
+@key_app.command("add")
+def key_add(
+    repo: RepoOpt,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    new_passphrase_file: Annotated[Path | None, typer.Option(
+        help="The new passphrase, from a file (else $STASIS_NEW_PASSPHRASE, else a prompt)."
+    )] = None,
+    new_key_file: Annotated[Path | None, typer.Option(
+        help="Write a new key file here and add a slot for it.")] = None,
+    label: Annotated[str, typer.Option(help="A note to tell slots apart.")] = "",
+    json_output: JsonOpt = False,
+) -> None:
+    """Add a key slot: another passphrase, or a new key file."""
+    r = open_repo(repo, passphrase_file, key_file)
+    if new_key_file is not None:
+        if new_key_file.exists():
+            material = read_key_file(new_key_file)  # reused, never overwritten
+        else:
+            material = crypto.new_keyfile_material()
+            write_key_file(new_key_file, material)
+        slot = r.add_key_slot(kind="keyfile", secret=material, label=label or str(new_key_file))
+    else:
+        secret = new_passphrase(new_passphrase_file, env_var="STASIS_NEW_PASSPHRASE")
+        slot = r.add_key_slot(kind="passphrase", secret=secret, label=label or "passphrase")
+    if json_output:
+        print_json({"id": slot})
+    else:
+        out.print(f"Added key slot {slot}.")
+
+
+@key_app.command("remove")
+def key_remove(
+    slot: Annotated[str, typer.Argument(help="Slot id, from 'stasis repo key list'.")],
+    repo: RepoOpt,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Remove a key slot (never the last one)."""
+    if not slot:
+        raise UsageError("name the slot to remove")
+    open_repo(repo, passphrase_file, key_file).remove_key_slot(slot)
+    out.print(f"Removed key slot {slot}.")

@@ -1,0 +1,177 @@
+"""The one exception hierarchy of Stasis.
+
+Every expected failure is a subclass of :class:`StasisError`. The class carries the
+message template (its docstring, filled with the constructor's arguments) and a
+stable exit code, so the CLI prints one clear sentence and exits with a code that
+scripts can rely on. Messages say what failed, what was kept safe, and what to do
+next. The table of codes is printed by ``stasis --help`` from :func:`exit_code_table`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class StasisError(Exception):
+    """{}"""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args)
+        self.kwargs = kwargs
+
+    @property
+    def message(self) -> str:
+        template = (self.__doc__ or "{}").strip()
+        try:
+            return template.format(*self.args, **self.kwargs)
+        except (IndexError, KeyError):
+            return " ".join(str(a) for a in self.args) or template
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(StasisError):
+    """{}"""
+
+    exit_code = 2
+
+
+class RepositoryNotFound(StasisError):
+    """No repository at {}: the path does not exist. Create one with 'stasis repo init --repo PATH', or point --repo / $STASIS_REPO at an existing one."""
+
+    exit_code = 10
+
+
+class NotARepository(StasisError):
+    """{} exists but is not a Stasis repository (no 'config' file). Nothing was read or written there."""
+
+    exit_code = 11
+
+
+class RepositoryExists(StasisError):
+    """{} is not empty; a repository is only created in a new or empty directory. Nothing was written."""
+
+    exit_code = 11
+
+
+class ConfigCorrupt(StasisError):
+    """The repository config at {} is damaged ({}). Nothing was written; the chunks, indexes and manifests are untouched. Restore the 'config' file from a copy of the repository."""
+
+    exit_code = 12
+
+
+class UnsupportedFormat(StasisError):
+    """The repository at {} uses format version {}, which this Stasis ({}) cannot read. Nothing was written; use a newer Stasis."""
+
+    exit_code = 12
+
+
+class WrongPassphrase(StasisError):
+    """No key slot of the repository at {} opens with the {} given. Nothing was read or written. Check $STASIS_PASSPHRASE, --passphrase-file or --key-file."""
+
+    exit_code = 13
+
+
+class KeySlotError(StasisError):
+    """{}"""
+
+    exit_code = 13
+
+
+class PointNotFound(StasisError):
+    """No recovery point matches '{}'. 'stasis list' shows the points; name one by id, unique id prefix, or NAME@latest."""
+
+    exit_code = 14
+
+
+class AmbiguousPoint(StasisError):
+    """'{}' matches {} points ({}); give more characters of the id."""
+
+    exit_code = 15
+
+
+class DiskNotFound(StasisError):
+    """{}"""
+
+    exit_code = 14
+
+
+class SourceUnreadable(StasisError):
+    """Cannot read the source {}: {}. Nothing was written to the repository."""
+
+    exit_code = 16
+
+
+class TargetExists(StasisError):
+    """The restore target {} already exists; it was left untouched. Pass --force to overwrite it, or choose another path."""
+
+    exit_code = 17
+
+
+class TargetError(StasisError):
+    """Cannot write the restore target {}: {}. {}"""
+
+    exit_code = 17
+
+
+class RepositoryFull(StasisError):
+    """The repository's storage is full ({}). The point was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc. Free space and run the backup again."""
+
+    exit_code = 18
+
+
+class IntegrityError(StasisError):
+    """{}"""
+
+    exit_code = 19
+
+
+class Locked(StasisError):
+    """The repository at {} is locked by {}. Nothing was written. Wait for that job to finish, or if it died, run the command again after {} when the lock expires."""
+
+    exit_code = 20
+
+
+class BackendError(StasisError):
+    """The repository storage failed: {}. Nothing was committed."""
+
+    exit_code = 21
+
+
+class Interrupted(StasisError):
+    """Interrupted by {}. {}"""
+
+    exit_code = 130
+
+
+class ObjectNotFound(StasisError):
+    """Object {} is missing from the repository."""
+
+    exit_code = 19
+
+
+def exit_code_table() -> list[tuple[int, str]]:
+    """Return (code, meaning) rows for the help text, one per distinct code."""
+    rows: dict[int, str] = {0: "success", 1: "unexpected error (a bug: please report it)"}
+    meanings = {
+        2: "bad usage or arguments",
+        10: "no repository at the path",
+        11: "the path is not a repository (or not empty at init)",
+        12: "the repository config is damaged or of an unknown version",
+        13: "wrong passphrase or key file",
+        14: "no recovery point, VM or disk matches the name",
+        15: "the point name matches more than one point",
+        16: "the backup source cannot be read",
+        17: "the restore target exists or cannot be written",
+        18: "the repository's storage is full",
+        19: "integrity error: damaged or missing data found",
+        20: "the repository is locked by another job",
+        21: "the repository storage failed",
+        130: "interrupted by Ctrl-C; nothing was committed",
+        143: "interrupted by SIGTERM; nothing was committed",
+    }
+    rows.update(meanings)
+    return sorted(rows.items())

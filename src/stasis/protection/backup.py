@@ -1,0 +1,276 @@
+"""The backup data path: NBD export → chunks → repository → index → manifest.
+
+For each disk: block status gives the extents that hold data (and, for an
+incremental, the dirty ones); the chunks to read are those extents aligned to the
+chunk grid. Each chunk is read, checked for zeros, named by the keyed hash, and
+stored only if the repository lacks it. The disk index is the parent's with the
+read entries replaced. The manifest is written last, after every chunk and index
+it references is durable (the backend's put is durable when it returns).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stasis import __version__
+from stasis.blockio import images
+from stasis.blockio.nbd import ALLOCATION, Export, QemuNbd, extents
+from stasis.errors import BackendError, RepositoryFull, UsageError
+from stasis.parallel import ordered_map
+from stasis.progress import NoProgress, Progress
+from stasis.repository import ZERO_NAME, DiskIndex, DiskRecord, Manifest, Repository, VmRecord
+from stasis.repository.repo import new_point_id, utc_now_iso
+
+NBD_STATE_ZERO = 2
+NBD_STATE_DIRTY = 1
+
+
+@dataclass
+class DiskSource:
+    """One disk to back up, reachable as an NBD export."""
+
+    name: str
+    export: Export
+    virtual_size: int
+    format: str
+    source: str = ""
+    format_options: dict[str, Any] = field(default_factory=dict)
+    # Incremental: the parent's index and the meta context whose extents are dirty.
+    parent_index: DiskIndex | None = None
+    dirty_context: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class ChunkPlan:
+    read: list[int]  # entry numbers to read
+    keep: list[int]  # entry numbers taken from the parent index
+    bytes_to_read: int
+
+
+def plan_chunks(src: DiskSource, chunk_size: int) -> ChunkPlan:
+    """Which chunks hold data (and changed): block status, aligned to the grid."""
+    h = src.export.handle()
+    size = src.virtual_size
+    count = -(-size // chunk_size)
+
+    def touched(context: str, want: int, match_set: bool) -> set[int]:
+        chunks: set[int] = set()
+        for off, length, flags in extents(h, context, size):
+            if bool(flags & want) != match_set:
+                continue
+            chunks.update(range(off // chunk_size, (off + length - 1) // chunk_size + 1))
+        return chunks
+
+    data = touched(ALLOCATION, NBD_STATE_ZERO, False)
+    if src.dirty_context is None or src.parent_index is None:
+        read = sorted(data)
+        keep: list[int] = []
+    else:
+        dirty = touched(src.dirty_context, NBD_STATE_DIRTY, True)
+        read = sorted(dirty & data)
+        keep = [i for i in range(count) if i not in dirty]
+    total = sum(min(chunk_size, size - i * chunk_size) for i in read)
+    return ChunkPlan(read=read, keep=keep, bytes_to_read=total)
+
+
+@dataclass
+class _Stats:
+    bytes_read: int = 0
+    bytes_new: int = 0
+    stored_new: int = 0
+    chunks_new: int = 0
+
+
+class ChunkStore:
+    """Reads, names and stores chunks for one backup run, across all its disks."""
+
+    def __init__(self, repo: Repository, *, workers: int | None = None, progress: Progress) -> None:
+        self.repo = repo
+        self.workers = workers
+        self.progress = progress
+        self.chunk_size = repo.chunk_size
+        self._zeros = bytes(self.chunk_size)
+        self._seen: set[bytes] = set()
+        self._seen_lock = threading.Lock()
+
+    def _one(self, src: DiskSource, i: int, stats: _Stats) -> bytes:
+        offset = i * self.chunk_size
+        length = min(self.chunk_size, src.virtual_size - offset)
+        data = src.export.handle().pread(length, offset)
+        self.progress.advance(length)
+        if data == (self._zeros if length == self.chunk_size else bytes(length)):
+            return ZERO_NAME
+        name = self.repo.chunk_name(data)
+        with self._seen_lock:
+            if name in self._seen:
+                return name
+        if not self.repo.has_chunk(name):
+            stored = self.repo.store_chunk(name, data)
+            with self._seen_lock:
+                stats.bytes_new += length
+                stats.stored_new += stored
+                stats.chunks_new += 1
+        with self._seen_lock:
+            self._seen.add(name)
+        return name
+
+    def back_up(self, src: DiskSource, plan: ChunkPlan) -> tuple[DiskIndex, _Stats]:
+        stats = _Stats(bytes_read=plan.bytes_to_read)
+        index = DiskIndex.empty(src.virtual_size, self.chunk_size)
+        if src.parent_index is not None:
+            for i in plan.keep:
+                index.entries[i] = src.parent_index.entries[i]
+        results = ordered_map(
+            lambda i: self._one(src, i, stats), plan.read, workers=self.workers, name="backup"
+        )
+        with contextlib.closing(results):
+            for i, name in results:
+                index.entries[i] = name
+        return index, stats
+
+
+def _storage_errors(err: OSError) -> BaseException:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RepositoryFull(err.strerror or "no space left on device")
+    return BackendError(f"{err.strerror or err} ({getattr(err, 'filename', '') or 'storage'})")
+
+
+def back_up_disks(
+    repo: Repository,
+    sources: Sequence[DiskSource],
+    *,
+    name: str,
+    kind: str,
+    vms: list[VmRecord],
+    disk_vm: Sequence[int],
+    tags: dict[str, str] | None = None,
+    parent: Manifest | None = None,
+    point_time: str | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    extra_timings: dict[str, float] | None = None,
+) -> Manifest:
+    """Back up ``sources`` (already exported) into one point and commit it.
+
+    ``disk_vm[k]`` says which of ``vms`` source k belongs to. The caller holds a
+    shared repository lock.
+    """
+    progress = progress or NoProgress()
+    started = time.time()
+    point_time = point_time or utc_now_iso()
+    store = ChunkStore(repo, workers=workers, progress=progress)
+    try:
+        plans = [plan_chunks(src, repo.chunk_size) for src in sources]
+        progress.start(f"backup {name}", sum(p.bytes_to_read for p in plans))
+        for k, (src, plan) in enumerate(zip(sources, plans, strict=True)):
+            index, stats = store.back_up(src, plan)
+            index_name = repo.store_index(index)
+            vms[disk_vm[k]].disks.append(
+                DiskRecord(
+                    name=src.name,
+                    index=index_name,
+                    virtual_size=src.virtual_size,
+                    format=src.format,
+                    source=src.source,
+                    mode="incremental" if src.dirty_context and src.parent_index else "full",
+                    reason=src.reason,
+                    bytes_read=stats.bytes_read,
+                    bytes_new=stats.bytes_new,
+                    stored_new=stats.stored_new,
+                    chunks_new=stats.chunks_new,
+                    format_options=src.format_options,
+                )
+            )
+        progress.finish()
+    except OSError as e:
+        raise _storage_errors(e) from e
+    ended = time.time()
+    manifest = Manifest(
+        id=new_point_id(),
+        name=name,
+        time=point_time,
+        kind=kind,
+        parent=parent.id if parent else None,
+        tags=dict(tags or {}),
+        host=socket.gethostname(),
+        chunk_size=repo.chunk_size,
+        vms=vms,
+        timings={"start": started, "end": ended, "duration_s": round(ended - started, 3),
+                 **(extra_timings or {})},
+        stasis_version=__version__,
+    )
+    try:
+        repo.commit(manifest)
+    except OSError as e:
+        raise _storage_errors(e) from e
+    return manifest
+
+
+def _disk_names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        base = p.name or "disk"
+        candidate, n = base, 2
+        while candidate in names:
+            candidate, n = f"{base}-{n}", n + 1
+        names.append(candidate)
+    return names
+
+
+def back_up_images(
+    repo: Repository,
+    paths: Sequence[str | Path],
+    *,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+    fmt: str | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    run_dir: str | Path | None = None,
+) -> Manifest:
+    """Back up disk images or block devices into one point named ``name``."""
+    if not paths:
+        raise UsageError("give at least one image or block device to back up")
+    infos = [images.inspect(p, fmt) for p in paths]  # every source checked before any write
+    point_name = name or Path(paths[0]).name
+    point_time = utc_now_iso()
+    with repo.shared_lock(f"backup {point_name}"):
+        parent = repo.latest(point_name)
+        with contextlib.ExitStack() as stack:
+            sources = []
+            for info, disk_name in zip(infos, _disk_names([Path(p) for p in paths]), strict=True):
+                export = stack.enter_context(QemuNbd(info.path, info.format, run_dir=run_dir))
+                sources.append(
+                    DiskSource(
+                        name=disk_name,
+                        export=export,
+                        virtual_size=info.virtual_size,
+                        format=info.format,
+                        source=str(Path(info.path).resolve()),
+                        format_options=info.options,
+                        reason="disk image: every allocated range read, known chunks not stored again",
+                    )
+                )
+            vm = VmRecord(name=point_name, kind="images")
+            return back_up_disks(
+                repo,
+                sources,
+                name=point_name,
+                kind="image",
+                vms=[vm],
+                disk_vm=[0] * len(sources),
+                tags=tags,
+                parent=parent,
+                point_time=point_time,
+                progress=progress,
+                workers=workers,
+            )

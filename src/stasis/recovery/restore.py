@@ -1,0 +1,242 @@
+"""Restore of one disk: manifest → disk index → verified chunks → sparse NBD target.
+
+A file target is built under a temporary name beside it and renamed into place
+only when complete and flushed, so a failed or interrupted restore never leaves a
+file that looks like a finished one. A block device is written in place (only with
+``force``). Only non-zero ranges are written, so what was unallocated stays so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stasis.blockio import images
+from stasis.blockio.nbd import Export, QemuNbd
+from stasis.errors import DiskNotFound, IntegrityError, TargetError, TargetExists, UsageError
+from stasis.parallel import ordered_map
+from stasis.progress import NoProgress, Progress
+from stasis.repository import DiskIndex, DiskRecord, Manifest, ObjectDamaged, Repository, VmRecord
+
+# Zero runs shorter than this are written; longer ones are left as holes.
+HOLE_GRANULARITY = 64 * 1024
+FORMATS = ("raw", "qcow2")
+
+
+@dataclass
+class RestoreResult:
+    point: str
+    vm: str
+    disk: str
+    target: str
+    format: str
+    virtual_size: int
+    bytes_written: int
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def select_disk(point: Manifest, vm: str | None, disk: str | None) -> tuple[VmRecord, DiskRecord]:
+    """The one disk of ``point`` that ``vm`` and ``disk`` name (either may be omitted
+    when it leaves a single choice)."""
+    pairs = point.disks()
+    if vm is not None:
+        pairs = [(v, d) for v, d in pairs if v.name == vm]
+        if not pairs:
+            names = ", ".join(v.name for v in point.vms)
+            raise DiskNotFound(f"point {point.id[:12]} has no VM named '{vm}' (it has: {names})")
+    if disk is not None:
+        pairs = [(v, d) for v, d in pairs if d.name == disk]
+    if len(pairs) == 1:
+        return pairs[0]
+    listing = ", ".join(f"{v.name}/{d.name}" for v, d in point.disks())
+    if not pairs:
+        raise DiskNotFound(f"point {point.id[:12]} has no disk '{disk}' (it has: {listing})")
+    raise UsageError(
+        f"point {point.id[:12]} has {len(pairs)} disks ({listing}); choose one with --vm and --disk"
+    )
+
+
+def _nonzero_runs(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of the runs of ``data`` that are not all zeros, at hole granularity."""
+    runs: list[tuple[int, int]] = []
+    zero = bytes(HOLE_GRANULARITY)
+    start = -1
+    n = len(data)
+    for pos in range(0, n, HOLE_GRANULARITY):
+        end = min(pos + HOLE_GRANULARITY, n)
+        is_zero = data[pos:end] == (zero if end - pos == HOLE_GRANULARITY else bytes(end - pos))
+        if is_zero:
+            if start >= 0:
+                runs.append((start, pos))
+                start = -1
+        elif start < 0:
+            start = pos
+    if start >= 0:
+        runs.append((start, n))
+    return runs
+
+
+def write_index(
+    repo: Repository,
+    index: DiskIndex,
+    export: Export,
+    *,
+    point: Manifest,
+    vm: VmRecord,
+    disk: DiskRecord,
+    progress: Progress,
+    workers: int | None = None,
+) -> int:
+    """Write every stored chunk of ``index`` to ``export``; return bytes written."""
+    damaged: list[bytes] = []
+
+    def one(entry: tuple[int, bytes]) -> int:
+        i, name = entry
+        offset = i * index.chunk_size
+        try:
+            data = repo.load_chunk(name)
+        except ObjectDamaged as e:
+            damaged.append(name)
+            raise IntegrityError(
+                f"Damaged data in point {point.id[:12]}, VM {vm.name}, disk {disk.name}, "
+                f"offset {offset}: chunk {name.hex()[:16]} {e.reason}. The chunk was moved to "
+                "quarantine; the next backup that meets the same data stores it again. "
+                "The restore target was not completed."
+            ) from None
+        if len(data) != index.chunk_length(i):
+            raise IntegrityError(
+                f"Chunk {name.hex()[:16]} at offset {offset} of {vm.name}/{disk.name} has "
+                f"{len(data)} bytes, expected {index.chunk_length(i)}."
+            )
+        h = export.handle()
+        written = 0
+        for start, end in _nonzero_runs(data):
+            h.pwrite(data[start:end], offset + start)
+            written += end - start
+        progress.advance(len(data))
+        return written
+
+    total = 0
+    stored = index.stored()
+    try:
+        results = ordered_map(one, stored, workers=workers, name="restore")
+        with contextlib.closing(results):
+            for _entry, written in results:
+                total += written
+    finally:
+        for name in damaged:
+            with contextlib.suppress(OSError):
+                repo.quarantine_chunk(name)
+    return total
+
+
+def restore_disk(
+    repo: Repository,
+    point: Manifest,
+    *,
+    target: str | Path,
+    vm: str | None = None,
+    disk: str | None = None,
+    fmt: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    run_dir: str | Path | None = None,
+) -> RestoreResult:
+    progress = progress or NoProgress()
+    started = time.time()
+    vm_rec, disk_rec = select_disk(point, vm, disk)
+    target = Path(target)
+    try:
+        st: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        st = None
+    is_block = st is not None and stat.S_ISBLK(st.st_mode)
+    if st is not None and not force:
+        raise TargetExists(target)
+    if st is not None and not is_block and not stat.S_ISREG(st.st_mode):
+        raise TargetError(target, "it exists and is not a regular file or a block device",
+                          "It was left untouched.")
+    out_fmt = fmt or (disk_rec.format if disk_rec.format in FORMATS else "qcow2")
+    if out_fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not '{out_fmt}'")
+    if is_block and out_fmt != "raw":
+        raise UsageError("a block device is written raw: use --format raw")
+    if not target.parent.is_dir():
+        raise TargetError(target, f"the directory {target.parent} does not exist",
+                          "Nothing was restored.")
+
+    index = repo.load_disk_index(point, vm_rec, disk_rec)
+    with repo.shared_lock(f"restore {point.id[:12]}"):
+        if is_block:
+            return _restore_to_block(repo, point, vm_rec, disk_rec, index, target, progress,
+                                     workers, run_dir, started)
+        partial = target.parent / f".{target.name}.stasis-partial-{secrets.token_hex(4)}"
+        try:
+            options = disk_rec.format_options if disk_rec.format == out_fmt else {}
+            images.create(partial, out_fmt, disk_rec.virtual_size, options)
+            progress.start(f"restore {vm_rec.name}/{disk_rec.name}", index_bytes(index))
+            with QemuNbd(partial, out_fmt, writable=True, run_dir=run_dir) as export:
+                written = write_index(repo, index, export, point=point, vm=vm_rec,
+                                      disk=disk_rec, progress=progress, workers=workers)
+            fd = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if target.exists() and not force:  # appeared while we worked
+                raise TargetExists(target)
+            os.replace(partial, target)
+            dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            progress.finish()
+        except OSError as e:
+            raise TargetError(target, e.strerror or str(e), "Nothing was left at the target.") from e
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+    return RestoreResult(point.id, vm_rec.name, disk_rec.name, str(target), out_fmt,
+                         disk_rec.virtual_size, written, round(time.time() - started, 3))
+
+
+def index_bytes(index: DiskIndex) -> int:
+    return sum(index.chunk_length(i) for i, _ in index.stored())
+
+
+def _restore_to_block(
+    repo: Repository, point: Manifest, vm_rec: VmRecord, disk_rec: DiskRecord, index: DiskIndex,
+    target: Path, progress: Progress, workers: int | None, run_dir: str | Path | None,
+    started: float,
+) -> RestoreResult:
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+    if size < disk_rec.virtual_size:
+        raise TargetError(target, f"the device has {size} bytes, the disk needs "
+                          f"{disk_rec.virtual_size}", "It was left untouched.")
+    progress.start(f"restore {vm_rec.name}/{disk_rec.name}", index_bytes(index))
+    with QemuNbd(target, "raw", writable=True, run_dir=run_dir) as export:
+        h = export.handle()
+        # The device may hold old data: zero it first (a discard where it can).
+        step = 1 << 30
+        for off in range(0, disk_rec.virtual_size, step):
+            h.zero(min(step, disk_rec.virtual_size - off), off)
+        written = write_index(repo, index, export, point=point, vm=vm_rec, disk=disk_rec,
+                              progress=progress, workers=workers)
+    progress.finish()
+    return RestoreResult(point.id, vm_rec.name, disk_rec.name, str(target), "raw",
+                         disk_rec.virtual_size, written, round(time.time() - started, 3))

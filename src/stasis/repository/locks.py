@@ -1,0 +1,146 @@
+"""Repository locks: many backups at once, garbage collection alone.
+
+A lock is an object ``locks/<id>`` (JSON: kind, host, pid, process start time,
+purpose, created, refreshed). Backups, restores and verifies take *shared* locks;
+garbage collection takes an *exclusive* one. Taking a lock is: write ours, list all,
+and if a live lock conflicts, delete ours and wait or fail. Two takers racing both
+see each other and both back off, then retry after a random pause, so at most one
+exclusive holder wins.
+
+A lock is stale, and ignored (and removed), when its process is gone (same host:
+the pid no longer runs with the same start time) or when it was not refreshed for
+``STALE_AFTER`` seconds (another host, or a hung process). Holders refresh every
+``REFRESH_EVERY`` seconds from a background thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+from stasis.backends.base import Backend
+from stasis.errors import Locked, ObjectNotFound
+
+STALE_AFTER = 30 * 60.0
+REFRESH_EVERY = 5 * 60.0
+PREFIX = "locks/"
+
+
+def _proc_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # field 22 (starttime) comes after the parenthesised command name
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+@dataclass
+class LockInfo:
+    id: str
+    kind: str  # shared | exclusive
+    host: str
+    pid: int
+    start: str
+    purpose: str
+    created: float
+    refreshed: float
+
+    def describe(self) -> str:
+        return f"{self.purpose} (pid {self.pid} on {self.host}, {self.kind} lock)"
+
+
+class LockManager:
+    def __init__(self, backend: Backend, *, now: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.now = now
+        self.host = socket.gethostname()
+
+    def locks(self) -> list[LockInfo]:
+        found = []
+        for obj in self.backend.list(PREFIX):
+            try:
+                found.append(LockInfo(**json.loads(self.backend.get(obj.key))))
+            except (ObjectNotFound, ValueError, TypeError):
+                continue  # removed meanwhile, or half-readable: not ours to judge
+        return found
+
+    def is_stale(self, lock: LockInfo) -> bool:
+        if self.now() - lock.refreshed > STALE_AFTER:
+            return True
+        return lock.host == self.host and _proc_start(lock.pid) != lock.start
+
+    def remove_stale(self) -> list[LockInfo]:
+        stale = [lk for lk in self.locks() if self.is_stale(lk)]
+        for lk in stale:
+            self.backend.delete(PREFIX + lk.id)
+        return stale
+
+    def _write(self, lock: LockInfo) -> None:
+        self.backend.put(PREFIX + lock.id, json.dumps(asdict(lock)).encode())
+
+    @contextlib.contextmanager
+    def hold(self, kind: str, purpose: str, *, wait: float = 0.0) -> Iterator[LockInfo]:
+        """Hold a lock of ``kind`` for the ``with`` block; wait up to ``wait`` s."""
+        pid = os.getpid()
+        now = self.now()
+        lock = LockInfo(
+            id=secrets.token_hex(8),
+            kind=kind,
+            host=self.host,
+            pid=pid,
+            start=_proc_start(pid),
+            purpose=purpose,
+            created=now,
+            refreshed=now,
+        )
+        deadline = time.monotonic() + wait
+        while True:
+            self._write(lock)
+            conflict = self._conflict(lock)
+            if conflict is None:
+                break
+            self.backend.delete(PREFIX + lock.id)
+            if time.monotonic() >= deadline:
+                expires = time.strftime(
+                    "%H:%M:%S", time.localtime(conflict.refreshed + STALE_AFTER)
+                )
+                raise Locked(self.backend.url, conflict.describe(), expires)
+            time.sleep(random.uniform(0.05, 0.5))
+        stop = threading.Event()
+        refresher = threading.Thread(
+            target=self._refresh_loop, args=(lock, stop), name="lock-refresh", daemon=True
+        )
+        refresher.start()
+        try:
+            yield lock
+        finally:
+            stop.set()
+            refresher.join()
+            self.backend.delete(PREFIX + lock.id)
+
+    def _conflict(self, mine: LockInfo) -> LockInfo | None:
+        for other in self.locks():
+            if other.id == mine.id:
+                continue
+            if mine.kind == "shared" and other.kind == "shared":
+                continue
+            if self.is_stale(other):
+                self.backend.delete(PREFIX + other.id)
+                continue
+            return other
+        return None
+
+    def _refresh_loop(self, lock: LockInfo, stop: threading.Event) -> None:
+        while not stop.wait(REFRESH_EVERY):
+            lock.refreshed = self.now()
+            with contextlib.suppress(OSError):
+                self._write(lock)

@@ -1,0 +1,103 @@
+"""Manifests: one recovery point, the repository's only commit point.
+
+A manifest is JSON (UTF-8), sealed as kind 3 under ``manifests/<id>``. It holds
+everything needed to bring the point back without any catalog: the VMs (or, for
+disk-image points, one pseudo-VM of kind ``images``), their disks with geometry,
+format and disk-index name, the domain XML where there is one, timings and lineage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+class ManifestFormatError(Exception):
+    pass
+
+
+@dataclass
+class DiskRecord:
+    name: str
+    index: str  # hex name of the disk index object
+    virtual_size: int
+    format: str  # raw, qcow2, ... as it was at the source
+    source: str = ""
+    mode: str = "full"  # full | incremental
+    reason: str = ""  # why a full read was needed (or how an incremental was based)
+    bytes_read: int = 0
+    bytes_new: int = 0  # plaintext bytes of chunks this point stored first
+    stored_new: int = 0  # bytes those chunks took in the repository
+    chunks_new: int = 0
+    format_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VmRecord:
+    name: str
+    kind: str = "images"  # images | vm
+    uuid: str = ""
+    domain_xml: str = ""
+    consistency: str = ""
+    disks: list[DiskRecord] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    id: str
+    name: str
+    time: str  # ISO 8601, UTC, the instant the point captures
+    kind: str = "image"  # image | vm | group
+    parent: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    host: str = ""
+    chunk_size: int = 0
+    vms: list[VmRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    stasis_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def virtual_size(self) -> int:
+        return sum(d.virtual_size for vm in self.vms for d in vm.disks)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(d.bytes_read for vm in self.vms for d in vm.disks)
+
+    def disks(self) -> list[tuple[VmRecord, DiskRecord]]:
+        return [(vm, d) for vm in self.vms for d in vm.disks]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        try:
+            version = int(raw.get("format_version", 0))
+            if version != FORMAT_VERSION:
+                raise ManifestFormatError(f"manifest format version {version} is unknown")
+            vms = [
+                VmRecord(**{**vm, "disks": [DiskRecord(**d) for d in vm["disks"]]})
+                for vm in raw["vms"]
+            ]
+            return cls(**{**raw, "vms": vms})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestFormatError(f"malformed manifest: {e}") from None
+
+    @classmethod
+    def decode(cls, data: bytes) -> Manifest:
+        try:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ManifestFormatError(f"manifest is not JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise ManifestFormatError("manifest is not a JSON object")
+        return cls.from_dict(raw)

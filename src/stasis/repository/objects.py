@@ -1,0 +1,116 @@
+"""Sealing and opening of stored objects (chunks, disk indexes, manifests).
+
+Layout of a sealed object::
+
+    version:u8 = 1 | kind:u8 | compression:u8 | encryption:u8 | body
+
+- kind: 1 chunk, 2 disk index, 3 manifest;
+- compression: 0 none, 1 zstd (the whole plaintext, one frame);
+- encryption 1 (aes-256-gcm): body = nonce(12) | ciphertext | tag(16), with
+  associated data = the 4 header bytes + the object's name, so an object cannot be
+  swapped for another or have its header changed unnoticed;
+- encryption 0 (none): body = payload | check(32), check = keyed BLAKE3 of
+  header + name + payload, so damage is still detected.
+
+Opening checks, in order: header, tag (or check), decompression, and then the
+caller checks that the plaintext hashes to the name where names are hashes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+
+import blake3
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VERSION = 1
+KIND_CHUNK, KIND_INDEX, KIND_MANIFEST = 1, 2, 3
+COMP_NONE, COMP_ZSTD = 0, 1
+ENC_NONE, ENC_AESGCM = 0, 1
+HEADER = struct.Struct("BBBB")
+ZSTD_LEVEL = 3
+# Compressing a sample first skips zstd on data that will not shrink (random data,
+# already-compressed files), which is common in disk images.
+SAMPLE = 64 * 1024
+INCOMPRESSIBLE = 0.97
+MAX_PLAINTEXT = 1 << 30
+
+
+class SealError(Exception):
+    """An object failed authentication, decompression or decoding."""
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+
+
+def compress(data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
+    view = memoryview(data)
+    if len(view) > 4 * SAMPLE:
+        sample = view[len(view) // 2 : len(view) // 2 + SAMPLE]
+        if len(_compressor().compress(sample)) > INCOMPRESSIBLE * SAMPLE:
+            return COMP_NONE, view
+    packed = _compressor().compress(view)
+    if len(packed) >= len(view):
+        return COMP_NONE, view
+    return COMP_ZSTD, packed
+
+
+class Sealer:
+    """Seals and opens objects with one repository's keys."""
+
+    def __init__(self, *, encrypted: bool, enc_key: bytes, check_key: bytes) -> None:
+        self.encrypted = encrypted
+        self._aead = AESGCM(enc_key) if encrypted else None
+        self._check_key = check_key
+
+    def seal(self, kind: int, name: str, plaintext: bytes | memoryview) -> bytes:
+        comp, payload = compress(plaintext)
+        header = HEADER.pack(VERSION, kind, comp, ENC_AESGCM if self.encrypted else ENC_NONE)
+        aad = header + name.encode()
+        if self._aead is not None:
+            nonce = secrets.token_bytes(12)
+            return b"".join((header, nonce, self._aead.encrypt(nonce, bytes(payload), aad)))
+        check = blake3.blake3(aad, key=self._check_key)
+        check.update(payload)
+        return b"".join((header, payload, check.digest()))
+
+    def open(self, kind: int, name: str, blob: bytes) -> bytes:
+        if len(blob) < HEADER.size + 16:
+            raise SealError("object too short")
+        version, got_kind, comp, enc = HEADER.unpack_from(blob)
+        if version != VERSION:
+            raise SealError(f"unknown object version {version}")
+        if got_kind != kind:
+            raise SealError(f"object is of kind {got_kind}, expected {kind}")
+        header = blob[: HEADER.size]
+        aad = header + name.encode()
+        if enc == ENC_AESGCM:
+            if self._aead is None:
+                raise SealError("object is encrypted but the repository is not")
+            nonce = blob[HEADER.size : HEADER.size + 12]
+            try:
+                payload = self._aead.decrypt(nonce, blob[HEADER.size + 12 :], aad)
+            except InvalidTag:
+                raise SealError("authentication failed (wrong key or damaged data)") from None
+        elif enc == ENC_NONE:
+            if self._aead is not None:
+                raise SealError("object is not encrypted but the repository is")
+            payload, check = blob[HEADER.size : -32], blob[-32:]
+            digest = blake3.blake3(aad, key=self._check_key)
+            digest.update(payload)
+            if digest.digest() != check:
+                raise SealError("checksum mismatch (damaged data)")
+        else:
+            raise SealError(f"unknown encryption {enc}")
+        if comp == COMP_NONE:
+            return payload
+        if comp == COMP_ZSTD:
+            try:
+                return zstandard.ZstdDecompressor().decompress(payload, max_output_size=MAX_PLAINTEXT)
+            except zstandard.ZstdError as e:
+                raise SealError(f"decompression failed: {e}") from None
+        raise SealError(f"unknown compression {comp}")

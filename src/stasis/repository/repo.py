@@ -1,0 +1,451 @@
+"""The repository: config, key slots, chunks, disk indexes and manifests.
+
+Object keys (see docs/format.md)::
+
+    config                      JSON, clear, with a MAC under the master key
+    keys/<slot>                 JSON key slots wrapping the master secret
+    chunks/<aa>/<name>          sealed chunks, name = keyed BLAKE3 of the plaintext
+    indexes/<aa>/<name>         sealed disk indexes, named the same way
+    manifests/<point id>        sealed manifests: writing one commits a point
+    locks/<id>                  shared and exclusive locks
+    quarantine/<name>.<time>    chunks that failed verification, moved aside
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from stasis import __version__
+from stasis.backends.base import Backend
+from stasis.backends.local import LocalBackend
+from stasis.errors import (
+    AmbiguousPoint,
+    ConfigCorrupt,
+    IntegrityError,
+    KeySlotError,
+    NotARepository,
+    ObjectNotFound,
+    PointNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    UnsupportedFormat,
+    WrongPassphrase,
+)
+from stasis.repository import crypto, objects
+from stasis.repository.index import DiskIndex, IndexFormatError
+from stasis.repository.locks import LockInfo, LockManager
+from stasis.repository.manifest import DiskRecord, Manifest, ManifestFormatError, VmRecord
+
+REPO_FORMAT = "stasis-repository"
+REPO_VERSION = 1
+DEFAULT_CHUNK_SIZE = 4 << 20
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 64 << 10, 32 << 20
+ENCRYPTIONS = ("aes-256-gcm", "none")
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+class ObjectDamaged(Exception):
+    """A stored object failed verification. Callers add point, disk and offset."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass
+class Credentials:
+    """What the user gave to open a repository. Any may be None."""
+
+    passphrase: bytes | None = None
+    keyfile: bytes | None = None
+    prompt: Callable[[], bytes] | None = None
+
+    def describe(self) -> str:
+        if self.keyfile is not None:
+            return "key file"
+        return "passphrase"
+
+
+def _canonical(config: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {k: v for k, v in config.items() if k != "mac"}, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def chunk_key(name: bytes) -> str:
+    h = name.hex()
+    return f"chunks/{h[:2]}/{h}"
+
+
+def index_key(name: str) -> str:
+    return f"indexes/{name[:2]}/{name}"
+
+
+def manifest_key(point_id: str) -> str:
+    return f"manifests/{point_id}"
+
+
+def new_point_id() -> str:
+    return secrets.token_hex(16)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Repository:
+    def __init__(self, backend: Backend, config: dict[str, Any], keys: crypto.Keys) -> None:
+        self.backend = backend
+        self.config = config
+        self.keys = keys
+        self.sealer = objects.Sealer(
+            encrypted=self.encrypted, enc_key=keys.enc, check_key=keys.mac
+        )
+        self.locks = LockManager(backend)
+
+    # ----------------------------------------------------------- create / open
+
+    @property
+    def id(self) -> str:
+        return str(self.config["id"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.config["chunk_size"])
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.config["encryption"] != "none")
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    @classmethod
+    def init(
+        cls,
+        path: str | Path,
+        *,
+        encryption: str = "aes-256-gcm",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        passphrase: bytes | None = None,
+        keyfile: bytes | None = None,
+    ) -> Repository:
+        if encryption not in ENCRYPTIONS:
+            raise KeySlotError(f"unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}")
+        if (
+            chunk_size < MIN_CHUNK_SIZE
+            or chunk_size > MAX_CHUNK_SIZE
+            or chunk_size & (chunk_size - 1)
+        ):
+            raise KeySlotError(
+                f"chunk size {chunk_size} must be a power of two from 64 KiB to 32 MiB"
+            )
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise RepositoryExists(root)
+        root.mkdir(parents=True, exist_ok=True)
+        backend = LocalBackend(root)
+        keys = crypto.Keys.generate()
+        config: dict[str, Any] = {
+            "format": REPO_FORMAT,
+            "version": REPO_VERSION,
+            "id": secrets.token_hex(16),
+            "chunk_size": chunk_size,
+            "encryption": encryption,
+            "compression": f"zstd-{objects.ZSTD_LEVEL}",
+            "chunk_hash": "blake3-keyed",
+            "created": utc_now_iso(),
+            "created_by": f"stasis {__version__}",
+        }
+        if encryption == "none":
+            slot = crypto.make_slot(
+                slot_id="plain", repo_id=config["id"], master=keys.master, kind="plain",
+                secret=None, label="no encryption",
+            )
+        elif keyfile is not None:
+            slot = crypto.make_slot(
+                slot_id=secrets.token_hex(4), repo_id=config["id"], master=keys.master,
+                kind="keyfile", secret=keyfile, label="key file",
+            )
+        elif passphrase:
+            slot = crypto.make_slot(
+                slot_id=secrets.token_hex(4), repo_id=config["id"], master=keys.master,
+                kind="passphrase", secret=passphrase, label="initial passphrase",
+            )
+        else:
+            raise KeySlotError("an encrypted repository needs a passphrase or a key file")
+        config["mac"] = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
+        # Key slot first, config last: a directory with a config is a repository.
+        backend.put(f"keys/{slot['id']}", json.dumps(slot, indent=1).encode())
+        backend.put("config", json.dumps(config, indent=1).encode())
+        return cls(backend, config, keys)
+
+    @staticmethod
+    def read_config(path: str | Path) -> dict[str, Any]:
+        root = Path(path)
+        if not root.exists():
+            raise RepositoryNotFound(root)
+        if not root.is_dir() or not (root / "config").exists():
+            raise NotARepository(root)
+        try:
+            config = json.loads((root / "config").read_bytes())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigCorrupt(root / "config", f"not readable JSON: {e}") from None
+        if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
+            raise ConfigCorrupt(root / "config", "it does not describe a Stasis repository")
+        if config.get("version") != REPO_VERSION:
+            raise UnsupportedFormat(root, config.get("version"), __version__)
+        required = ("id", "chunk_size", "encryption", "mac")
+        missing = [k for k in required if k not in config]
+        if missing:
+            raise ConfigCorrupt(root / "config", f"missing {', '.join(missing)}")
+        if config["encryption"] not in ENCRYPTIONS or not isinstance(config["chunk_size"], int):
+            raise ConfigCorrupt(root / "config", "unknown encryption or chunk size")
+        return config
+
+    @classmethod
+    def open(cls, path: str | Path, credentials: Credentials | None = None) -> Repository:
+        config = cls.read_config(path)
+        backend = LocalBackend(path)
+        creds = credentials or Credentials()
+        slots = []
+        for obj in backend.list("keys/"):
+            try:
+                slots.append(json.loads(backend.get(obj.key)))
+            except (ValueError, ObjectNotFound):
+                continue
+        master = cls._unlock(config["id"], slots, creds)
+        if master is None and creds.passphrase is None and creds.keyfile is None and creds.prompt:
+            creds = Credentials(passphrase=creds.prompt())
+            master = cls._unlock(config["id"], slots, creds)
+        if master is None:
+            raise WrongPassphrase(path, creds.describe())
+        keys = crypto.Keys.from_master(master)
+        expected = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
+        if not hmac.compare_digest(expected, str(config["mac"])):
+            raise ConfigCorrupt(
+                Path(path) / "config", "its contents changed since it was written: the MAC does not match"
+            )
+        return cls(backend, config, keys)
+
+    @staticmethod
+    def _unlock(repo_id: str, slots: list[dict[str, Any]], creds: Credentials) -> bytes | None:
+        for slot in slots:
+            kind = slot.get("kind")
+            secret = creds.keyfile if kind == "keyfile" else creds.passphrase
+            if kind != "plain" and secret is None:
+                continue
+            try:
+                master = crypto.open_slot(slot, repo_id=repo_id, secret=secret)
+            except (KeyError, ValueError):
+                continue
+            if master is not None:
+                return master
+        return None
+
+    # ---------------------------------------------------------------- key slots
+
+    def key_slots(self) -> list[dict[str, Any]]:
+        slots = []
+        for obj in self.backend.list("keys/"):
+            slot = json.loads(self.backend.get(obj.key))
+            slots.append({"id": slot["id"], "kind": slot["kind"], "label": slot.get("label", "")})
+        return sorted(slots, key=lambda s: s["id"])
+
+    def add_key_slot(self, *, kind: str, secret: bytes, label: str) -> str:
+        if not self.encrypted:
+            raise KeySlotError("a repository without encryption has no key slots to add")
+        slot_id = secrets.token_hex(4)
+        slot = crypto.make_slot(
+            slot_id=slot_id, repo_id=self.id, master=self.keys.master, kind=kind,
+            secret=secret, label=label,
+        )
+        self.backend.put(f"keys/{slot_id}", json.dumps(slot, indent=1).encode())
+        return slot_id
+
+    def remove_key_slot(self, slot_id: str) -> None:
+        ids = [s["id"] for s in self.key_slots()]
+        if slot_id not in ids:
+            raise KeySlotError(f"no key slot {slot_id!r}; 'stasis repo key list' shows them")
+        if len(ids) == 1:
+            raise KeySlotError(
+                "refusing to remove the last key slot: the repository could never be opened again"
+            )
+        self.backend.delete(f"keys/{slot_id}")
+
+    # ------------------------------------------------------------------ chunks
+
+    def chunk_name(self, data: bytes | memoryview) -> bytes:
+        return bytes(blake3.blake3(data, key=self.keys.id).digest())
+
+    def has_chunk(self, name: bytes) -> bool:
+        return self.backend.exists(chunk_key(name))
+
+    def store_chunk(self, name: bytes, data: bytes | memoryview) -> int:
+        """Seal and store a chunk; return the bytes it takes in the repository."""
+        blob = self.sealer.seal(objects.KIND_CHUNK, name.hex(), data)
+        self.backend.put(chunk_key(name), blob)
+        return len(blob)
+
+    def open_chunk(self, name: bytes, blob: bytes) -> bytes:
+        key = chunk_key(name)
+        try:
+            data = self.sealer.open(objects.KIND_CHUNK, name.hex(), blob)
+        except objects.SealError as e:
+            raise ObjectDamaged(key, str(e)) from None
+        if self.chunk_name(data) != name:
+            raise ObjectDamaged(key, "content does not match its name")
+        return data
+
+    def load_chunk(self, name: bytes) -> bytes:
+        """Read and verify a chunk (tag, decompression, keyed hash)."""
+        key = chunk_key(name)
+        try:
+            blob = self.backend.get(key)
+        except ObjectNotFound:
+            raise ObjectDamaged(key, "missing") from None
+        return self.open_chunk(name, blob)
+
+    def quarantine_chunk(self, name: bytes) -> str:
+        """Move a damaged chunk aside so the next backup meeting its data stores it again."""
+        key = chunk_key(name)
+        dest = f"quarantine/{name.hex()}.{int(time.time())}"
+        with contextlib.suppress(ObjectNotFound):
+            self.backend.put(dest, self.backend.get(key))
+        self.backend.delete(key)
+        return dest
+
+    # ----------------------------------------------------------------- indexes
+
+    def store_index(self, index: DiskIndex) -> str:
+        plain = index.encode()
+        name = blake3.blake3(plain, key=self.keys.id).hexdigest()
+        if not self.backend.exists(index_key(name)):
+            self.backend.put(index_key(name), self.sealer.seal(objects.KIND_INDEX, name, plain))
+        return str(name)
+
+    def load_index(self, name: str) -> DiskIndex:
+        key = index_key(name)
+        try:
+            plain = self.sealer.open(objects.KIND_INDEX, name, self.backend.get(key))
+        except ObjectNotFound:
+            raise ObjectDamaged(key, "missing") from None
+        except objects.SealError as e:
+            raise ObjectDamaged(key, str(e)) from None
+        if blake3.blake3(plain, key=self.keys.id).hexdigest() != name:
+            raise ObjectDamaged(key, "content does not match its name")
+        try:
+            return DiskIndex.decode(plain)
+        except IndexFormatError as e:
+            raise ObjectDamaged(key, str(e)) from None
+
+    def load_disk_index(self, point: Manifest, vm: VmRecord, disk: DiskRecord) -> DiskIndex:
+        """The index of one disk of a point; damage is an IntegrityError naming them."""
+        try:
+            return self.load_index(disk.index)
+        except ObjectDamaged as e:
+            raise IntegrityError(
+                f"The disk index of point {point.id[:12]}, VM {vm.name}, disk {disk.name} "
+                f"is damaged ({e.reason}). Other disks and points are not affected."
+            ) from None
+
+    # --------------------------------------------------------------- manifests
+
+    def commit(self, manifest: Manifest) -> None:
+        """Store a manifest: the point exists from here on.
+
+        Callers must have stored (durably) every chunk and index it references.
+        """
+        key = manifest_key(manifest.id)
+        self.backend.put(
+            key, self.sealer.seal(objects.KIND_MANIFEST, manifest.id, manifest.encode())
+        )
+
+    def point_ids(self) -> list[str]:
+        ids = []
+        for obj in self.backend.list("manifests/"):
+            pid = obj.key.rsplit("/", 1)[-1]
+            if _HEX.match(pid):
+                ids.append(pid)
+        return ids
+
+    def load_manifest(self, point_id: str) -> Manifest:
+        key = manifest_key(point_id)
+        try:
+            plain = self.sealer.open(objects.KIND_MANIFEST, point_id, self.backend.get(key))
+            manifest = Manifest.decode(plain)
+        except ObjectNotFound:
+            raise ObjectDamaged(key, "missing") from None
+        except (objects.SealError, ManifestFormatError) as e:
+            raise ObjectDamaged(key, str(e)) from None
+        if manifest.id != point_id:
+            raise ObjectDamaged(key, "manifest id does not match its name")
+        return manifest
+
+    def points(
+        self, *, on_damaged: Callable[[str, ObjectDamaged], None] | None = None
+    ) -> list[Manifest]:
+        """Every committed point, oldest first. Damaged manifests go to ``on_damaged``."""
+        found = []
+        for pid in self.point_ids():
+            try:
+                found.append(self.load_manifest(pid))
+            except ObjectDamaged as e:
+                if on_damaged is not None:
+                    on_damaged(pid, e)
+        return sorted(found, key=lambda m: (m.time, m.id))
+
+    def resolve(self, spec: str, points: list[Manifest] | None = None) -> Manifest:
+        """A point by id, unique id prefix, or NAME@latest."""
+        spec = spec.strip()
+        if "@" in spec:
+            name, _, which = spec.rpartition("@")
+            if which != "latest":
+                raise PointNotFound(spec)
+            candidates = [m for m in (points or self.points()) if m.name == name]
+            if not candidates:
+                raise PointNotFound(spec)
+            return candidates[-1]
+        if not spec or not _HEX.match(spec.lower()):
+            raise PointNotFound(spec)
+        ids = [pid for pid in self.point_ids() if pid.startswith(spec.lower())]
+        if not ids:
+            raise PointNotFound(spec)
+        if len(ids) > 1:
+            shown = ", ".join(sorted(i[:12] for i in ids)[:5])
+            raise AmbiguousPoint(spec, len(ids), shown)
+        return self.load_manifest(ids[0])
+
+    def latest(self, name: str) -> Manifest | None:
+        candidates = [m for m in self.points() if m.name == name]
+        return candidates[-1] if candidates else None
+
+    # ------------------------------------------------------------------- locks
+
+    def shared_lock(self, purpose: str, wait: float = 60.0) -> contextlib.AbstractContextManager[LockInfo]:
+        return self.locks.hold("shared", purpose, wait=wait)
+
+    def exclusive_lock(self, purpose: str, wait: float = 0.0) -> contextlib.AbstractContextManager[LockInfo]:
+        return self.locks.hold("exclusive", purpose, wait=wait)
+
+    # ------------------------------------------------------------------- stats
+
+    def chunk_objects(self) -> Iterator[tuple[bytes, int]]:
+        for obj in self.backend.list("chunks/"):
+            name = obj.key.rsplit("/", 1)[-1]
+            if len(name) == 64 and _HEX.match(name):
+                yield bytes.fromhex(name), obj.size
