@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import tempfile
 import threading
@@ -96,6 +97,16 @@ def extents(h: nbd.NBD, context: str, size: int) -> Iterator[tuple[int, int, int
             offset = off + length
 
 
+def _listening(path: str) -> bool:
+    """True once a server accepts connections on ``path`` (bind comes before listen)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
+
+
 class QemuNbd:
     """A qemu-nbd process serving one image on a private unix socket."""
 
@@ -132,7 +143,7 @@ class QemuNbd:
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.socket_path):
+        while not _listening(self.socket_path):
             if self.proc.poll() is not None:
                 err = (self.proc.stderr.read() if self.proc.stderr else b"").decode().strip()
                 self._cleanup()
@@ -151,11 +162,15 @@ class QemuNbd:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.export is not None:
-            if et is None and self.writable:
-                self.export.flush()
-            self.export.close()
-        self._cleanup()
+        try:
+            if self.export is not None:
+                try:
+                    if et is None and self.writable:
+                        self.export.flush()
+                finally:
+                    self.export.close()
+        finally:
+            self._cleanup()
 
     def _cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

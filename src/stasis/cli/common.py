@@ -29,7 +29,7 @@ from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 RepoOpt = Annotated[
     Path,

@@ -18,6 +18,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered like Ctrl-C so every ``finally`` cleans up."""
 
 
+_signal_seen: list[str] = []
+
+
 def _exit_codes_help() -> str:
     rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in exit_code_table())
     return f"\b\nExit codes:\n{rows}"
@@ -45,16 +48,31 @@ def version() -> None:
     print(__version__)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _signal_seen:
+        return  # already stopping: let the cleanup finish
+    _signal_seen.append("SIGTERM" if signum == signal.SIGTERM else "Ctrl-C")
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    what = _signal_seen[0] if _signal_seen else "Ctrl-C"
+    err.print(f"[bold red]interrupted[/] by {what}: nothing was committed; the repository "
+              "is usable and a restore target was left as it was.", highlight=False)
+    sys.exit(143 if what == "SIGTERM" else 130)
 
 
 def run() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
-        app(standalone_mode=False)
+        # Typer answers an interrupt inside a command by returning 130.
+        if app(standalone_mode=False) == 130 and _signal_seen:
+            _interrupted()
     except StasisError as e:
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -65,12 +83,8 @@ def run() -> None:
         else:
             err.print(f"error: {e.format_message()}", highlight=False)
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, typer.Abort) as e:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        what = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
-        err.print(f"[bold red]interrupted[/] by {what}: nothing was committed; the repository "
-                  "is usable and a restore target was left as it was.", highlight=False)
-        sys.exit(143 if isinstance(e, Terminated) else 130)
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
     except BrokenPipeError:
         sys.exit(1)
     sys.exit(0)
