@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -35,7 +35,7 @@ def ordered_map(
     workers: int | None = None,
     in_flight: int | None = None,
     name: str = "stasis",
-) -> Iterator[tuple[T, R]]:
+) -> Generator[tuple[T, R], None, None]:
     """Yield (item, fn(item)) in the order of ``items``, running ``fn`` in threads."""
     workers = workers or default_workers()
     in_flight = in_flight or 2 * workers

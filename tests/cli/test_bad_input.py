@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, MiB, Cli, images_equal, leftovers, mixed_image, nbd_processes
+from tests.conftest import BIN, Cli, MiB, images_equal, leftovers, mixed_image, nbd_processes
 
 
 def repo_state(repo: Path) -> dict[str, bytes]:
@@ -20,7 +20,7 @@ def repo_state(repo: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(repo)): p.read_bytes()
         for p in sorted(repo.rglob("*"))
-        if p.is_file() and not p.relative_to(repo).parts[0] == "locks"
+        if p.is_file() and p.relative_to(repo).parts[0] != "locks"
     }
 
 

@@ -43,7 +43,8 @@ def test_flipped_chunk_byte_is_caught_and_quarantined(
     entry, name = index.stored()[1]
     path = Path(repo.url) / chunk_key(name)
     size = path.stat().st_size
-    flip(path, {"header": 2, "nonce-or-start": 6, "middle": size // 2, "tag-or-end": size - 3}[where])
+    positions = {"header": 2, "nonce-or-start": 6, "middle": size // 2, "tag-or-end": size - 3}
+    flip(path, positions[where])
 
     out = tmp_path / "out.raw"
     with pytest.raises(IntegrityError) as caught:
@@ -87,7 +88,7 @@ def test_any_flipped_manifest_byte_is_caught(
     repo, point, _src = backed_up
     path = Path(repo.url) / manifest_key(point.id)
     original = path.read_bytes()
-    for position in random.Random(3).sample(range(len(original)), 12) + [0, len(original) - 1]:
+    for position in [*random.Random(3).sample(range(len(original)), 12), 0, len(original) - 1]:
         path.write_bytes(original)
         flip(path, position)
         report = verify(repo, deep=True)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from stasis.repository import DiskIndex, DiskRecord, Manifest, VmRecord
 from stasis.repository.index import ZERO_NAME, IndexFormatError, chunk_count
 from stasis.repository.manifest import ManifestFormatError
-from stasis.repository.objects import KIND_CHUNK, KIND_INDEX, KIND_MANIFEST, SealError, Sealer
+from stasis.repository.objects import KIND_CHUNK, KIND_INDEX, KIND_MANIFEST, Sealer, SealError
 
 KEY_A, KEY_B = secrets.token_bytes(32), secrets.token_bytes(32)
 SEALERS = {

@@ -15,13 +15,14 @@ from stasis.repository.locks import STALE_AFTER, LockInfo, LockManager
 def test_shared_locks_coexist_and_exclusive_waits_for_them(repo: Repository) -> None:
     with repo.shared_lock("backup a"), repo.shared_lock("backup b"):
         assert len(repo.locks.locks()) == 2
-        with pytest.raises(Locked, match="backup"):
-            with repo.exclusive_lock("gc"):
-                pass
-    with repo.exclusive_lock("gc"):
-        with pytest.raises(Locked, match="gc"):
-            with repo.shared_lock("backup c", wait=0):
-                pass
+        with pytest.raises(Locked, match="backup"), repo.exclusive_lock("gc"):
+            pass
+    with (
+        repo.exclusive_lock("gc"),
+        pytest.raises(Locked, match="gc"),
+        repo.shared_lock("backup c", wait=0),
+    ):
+        pass
     assert repo.locks.locks() == []
 
 
@@ -42,9 +43,8 @@ def test_lock_not_refreshed_expires(repo: Repository) -> None:
     lock = LockInfo(id="cafe", kind="exclusive", host="other-host", pid=1, start="1",
                     purpose="gc elsewhere", created=clock[0], refreshed=clock[0])
     repo.backend.put("locks/cafe", json.dumps(lock.__dict__).encode())
-    with pytest.raises(Locked, match="other-host"):
-        with mgr.hold("shared", "backup"):
-            pass
+    with pytest.raises(Locked, match="other-host"), mgr.hold("shared", "backup"):
+        pass
     clock[0] += STALE_AFTER + 1
     with mgr.hold("shared", "backup"):
         pass

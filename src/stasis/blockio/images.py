@@ -83,4 +83,5 @@ def create(path: str | Path, fmt: str, size: int, options: dict[str, Any] | None
         cmd += ["-o", ",".join(opts)]
     proc = subprocess.run([*cmd, str(path), str(size)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise TargetError(path, proc.stderr.strip() or "qemu-img create failed", "Nothing was restored.")
+        reason = proc.stderr.strip() or "qemu-img create failed"
+        raise TargetError(path, reason, "Nothing was restored.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -75,18 +76,8 @@ def extents(h: nbd.NBD, context: str, size: int) -> Iterator[tuple[int, int, int
     offset = 0
     while offset < size:
         got: list[tuple[int, int, int]] = []
-
-        def callback(metacontext: str, off: int, entries: list[int], err: object) -> int:
-            if metacontext != context:
-                return 0
-            pos = off
-            for i in range(0, len(entries), 2):
-                length, flags = entries[i], entries[i + 1]
-                got.append((pos, length, flags))
-                pos += length
-            return 0
-
-        h.block_status(min(STATUS_WINDOW, size - offset), offset, callback)
+        h.block_status(min(STATUS_WINDOW, size - offset), offset,
+                       functools.partial(_collect, context, got))
         if not got:
             raise RuntimeError(f"no block status for {context} at {offset}")
         for off, length, flags in got:
@@ -105,6 +96,18 @@ def _listening(path: str) -> bool:
         except (FileNotFoundError, ConnectionRefusedError):
             return False
     return True
+
+
+def _collect(
+    context: str, got: list[tuple[int, int, int]], metacontext: str, off: int,
+    entries: list[int], err: object,
+) -> int:
+    if metacontext == context:
+        pos = off
+        for i in range(0, len(entries), 2):
+            got.append((pos, entries[i], entries[i + 1]))
+            pos += entries[i]
+    return 0
 
 
 class QemuNbd:

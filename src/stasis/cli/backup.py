@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from stasis.cli.common import (
-    JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, human, open_repo, out, print_json, progress_for,
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    human,
+    open_repo,
+    out,
+    print_json,
+    progress_for,
 )
 from stasis.errors import UsageError
 from stasis.protection.backup import back_up_images

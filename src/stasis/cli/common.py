@@ -65,7 +65,8 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", text.lower())
     if not m:
         raise UsageError(f"'{text}' is not a size (examples: 4M, 1MiB, 65536)")
-    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+    exponent = " kmgt".index(m.group(2) or " ")
+    return int(m.group(1)) * (1 << (10 * exponent))
 
 
 def read_passphrase_file(path: Path) -> bytes:

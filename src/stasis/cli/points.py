@@ -7,7 +7,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from stasis.cli.common import JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, err, human, open_repo, out, print_json
+from stasis.cli.common import (
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    err,
+    human,
+    open_repo,
+    out,
+    print_json,
+)
 from stasis.repository import Manifest
 
 

@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 
 from stasis.cli.common import (
-    JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, human, new_passphrase, open_repo, out,
-    parse_size, print_json, read_key_file, write_key_file,
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    human,
+    new_passphrase,
+    open_repo,
+    out,
+    parse_size,
+    print_json,
+    read_key_file,
+    write_key_file,
 )
 from stasis.errors import UsageError
 from stasis.repository import Repository, crypto

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from stasis.cli.common import (
-    JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, human, open_repo, out, print_json, progress_for,
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    human,
+    open_repo,
+    out,
+    print_json,
+    progress_for,
 )
 from stasis.recovery.restore import restore_disk
 from stasis.settings import run_dir

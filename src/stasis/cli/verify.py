@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from stasis.cli.common import (
-    JsonOpt, KeyFileOpt, PassFileOpt, RepoOpt, err, human, open_repo, out, print_json,
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    err,
+    human,
+    open_repo,
+    out,
+    print_json,
     progress_for,
 )
 from stasis.errors import IntegrityError
@@ -16,7 +24,9 @@ from stasis.protection.verify import verify as run_verify
 
 def verify(
     repo: RepoOpt,
-    points: Annotated[list[str] | None, typer.Argument(help="Points to verify (default: all).")] = None,
+    points: Annotated[
+        list[str] | None, typer.Argument(help="Points to verify (default: all).")
+    ] = None,
     deep: Annotated[bool, typer.Option(help="Read, authenticate and re-hash every chunk.")] = False,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,

@@ -257,7 +257,8 @@ def back_up_images(
                         format=info.format,
                         source=str(Path(info.path).resolve()),
                         format_options=info.options,
-                        reason="disk image: every allocated range read, known chunks not stored again",
+                        reason="disk image: every allocated range read, "
+                        "known chunks not stored again",
                     )
                 )
             vm = VmRecord(name=point_name, kind="images")

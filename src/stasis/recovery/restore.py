@@ -203,7 +203,8 @@ def restore_disk(
                 os.close(dfd)
             progress.finish()
         except OSError as e:
-            raise TargetError(target, e.strerror or str(e), "Nothing was left at the target.") from e
+            reason = e.strerror or str(e)
+            raise TargetError(target, reason, "Nothing was left at the target.") from e
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()

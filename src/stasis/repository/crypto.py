@@ -34,7 +34,10 @@ KEYFILE_LEN = 32
 # Argon2id cost: 64 MiB and 3 passes takes about 0.15 s here and makes a guess
 # cost the same memory. Tests may lower it through STASIS_KDF_MEMORY_KIB (read at
 # slot creation only; the parameters are stored in the slot).
-DEFAULT_KDF = {"name": "argon2id", "memory_kib": 65536, "iterations": 3, "lanes": 2}
+DEFAULT_KDF_LANES = 2
+DEFAULT_KDF: dict[str, Any] = {
+    "name": "argon2id", "memory_kib": 65536, "iterations": 3, "lanes": DEFAULT_KDF_LANES,
+}
 
 
 def b64e(data: bytes) -> str:
@@ -78,7 +81,7 @@ def kdf_params() -> dict[str, Any]:
     params = dict(DEFAULT_KDF)
     override = os.environ.get("STASIS_KDF_MEMORY_KIB")
     if override:
-        params["memory_kib"] = max(8 * int(params["lanes"]), int(override))
+        params["memory_kib"] = max(8 * DEFAULT_KDF_LANES, int(override))
         params["iterations"] = 1
     return params
 

@@ -110,7 +110,9 @@ class Sealer:
             return payload
         if comp == COMP_ZSTD:
             try:
-                return zstandard.ZstdDecompressor().decompress(payload, max_output_size=MAX_PLAINTEXT)
+                return zstandard.ZstdDecompressor().decompress(
+                    payload, max_output_size=MAX_PLAINTEXT
+                )
             except zstandard.ZstdError as e:
                 raise SealError(f"decompression failed: {e}") from None
         raise SealError(f"unknown compression {comp}")

@@ -54,6 +54,7 @@ DEFAULT_CHUNK_SIZE = 4 << 20
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 64 << 10, 32 << 20
 ENCRYPTIONS = ("aes-256-gcm", "none")
 _HEX = re.compile(r"^[0-9a-f]+$")
+LockContext = contextlib.AbstractContextManager[LockInfo]
 
 
 class ObjectDamaged(Exception):
@@ -238,7 +239,8 @@ class Repository:
         expected = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
         if not hmac.compare_digest(expected, str(config["mac"])):
             raise ConfigCorrupt(
-                Path(path) / "config", "its contents changed since it was written: the MAC does not match"
+                Path(path) / "config",
+                "its contents changed since it was written: the MAC does not match",
             )
         return cls(backend, config, keys)
 
@@ -436,10 +438,10 @@ class Repository:
 
     # ------------------------------------------------------------------- locks
 
-    def shared_lock(self, purpose: str, wait: float = 60.0) -> contextlib.AbstractContextManager[LockInfo]:
+    def shared_lock(self, purpose: str, wait: float = 60.0) -> LockContext:
         return self.locks.hold("shared", purpose, wait=wait)
 
-    def exclusive_lock(self, purpose: str, wait: float = 0.0) -> contextlib.AbstractContextManager[LockInfo]:
+    def exclusive_lock(self, purpose: str, wait: float = 0.0) -> LockContext:
         return self.locks.hold("exclusive", purpose, wait=wait)
 
     # ------------------------------------------------------------------- stats
