@@ -21,7 +21,8 @@ R = TypeVar("R")
 
 
 def default_workers() -> int:
-    return max(4, 4 * (os.cpu_count() or 1))
+    # Measured on 2 cores: 4 workers 558 MiB/s, 8 workers 374 MiB/s (oversubscribed).
+    return max(4, 2 * (os.cpu_count() or 1))
 
 
 class Cancelled(Exception):

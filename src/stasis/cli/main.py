@@ -12,6 +12,7 @@ from stasis import __version__
 from stasis.cli import backup, points, repo, restore, verify
 from stasis.cli.common import err
 from stasis.errors import StasisError, exit_code_table
+from stasis.memory import tune_allocator
 
 
 class Terminated(KeyboardInterrupt):
@@ -65,6 +66,7 @@ def _interrupted() -> None:
 
 
 def run() -> None:
+    tune_allocator()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

@@ -36,6 +36,7 @@ def init(
     repo: RepoOpt,
     encryption: Annotated[str, typer.Option(help="aes-256-gcm or none.")] = "aes-256-gcm",
     chunk_size: Annotated[str, typer.Option(help="Chunk size, a power of two.")] = "4MiB",
+    compression: Annotated[str, typer.Option(help="zstd-1 … zstd-19, or none.")] = "zstd-3",
     passphrase_file: PassFileOpt = None,
     key_file: Annotated[Path | None, typer.Option(
         "--key-file", help="Protect the repository with a new key file written here "
@@ -50,8 +51,8 @@ def init(
             keyfile = crypto.new_keyfile_material()
         else:
             passphrase = new_passphrase(passphrase_file)
-    r = Repository.init(repo, encryption=encryption, chunk_size=size, passphrase=passphrase,
-                        keyfile=keyfile)
+    r = Repository.init(repo, encryption=encryption, chunk_size=size, compression=compression,
+                        passphrase=passphrase, keyfile=keyfile)
     if keyfile is not None and key_file is not None:
         write_key_file(key_file, keyfile)
     if json_output:

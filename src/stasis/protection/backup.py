@@ -15,38 +15,40 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stasis import __version__
-from stasis.blockio import images
-from stasis.blockio.nbd import ALLOCATION, Export, QemuNbd, extents
+from stasis.blockio import BlockReader, images
+from stasis.blockio.nbd import QemuNbd
+from stasis.blockio.raw import RawFile
 from stasis.errors import BackendError, RepositoryFull, UsageError
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.repository import ZERO_NAME, DiskIndex, DiskRecord, Manifest, Repository, VmRecord
 from stasis.repository.repo import new_point_id, utc_now_iso
 
-NBD_STATE_ZERO = 2
-NBD_STATE_DIRTY = 1
-
 
 @dataclass
 class DiskSource:
-    """One disk to back up, reachable as an NBD export."""
+    """One disk to back up."""
 
     name: str
-    export: Export
+    reader: BlockReader
     virtual_size: int
     format: str
     source: str = ""
     format_options: dict[str, Any] = field(default_factory=dict)
-    # Incremental: the parent's index and the meta context whose extents are dirty.
+    # Incremental: the parent's index and the extents changed since it was taken.
     parent_index: DiskIndex | None = None
-    dirty_context: str | None = None
+    changed: Callable[[], Iterable[tuple[int, int]]] | None = None
     reason: str = ""
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent_index is not None and self.changed is not None
 
 
 @dataclass
@@ -58,24 +60,22 @@ class ChunkPlan:
 
 def plan_chunks(src: DiskSource, chunk_size: int) -> ChunkPlan:
     """Which chunks hold data (and changed): block status, aligned to the grid."""
-    h = src.export.handle()
     size = src.virtual_size
     count = -(-size // chunk_size)
 
-    def touched(context: str, want: int, match_set: bool) -> set[int]:
+    def touched(ranges: Iterable[tuple[int, int]]) -> set[int]:
         chunks: set[int] = set()
-        for off, length, flags in extents(h, context, size):
-            if bool(flags & want) != match_set:
-                continue
-            chunks.update(range(off // chunk_size, (off + length - 1) // chunk_size + 1))
+        for off, length in ranges:
+            if length > 0:
+                chunks.update(range(off // chunk_size, (off + length - 1) // chunk_size + 1))
         return chunks
 
-    data = touched(ALLOCATION, NBD_STATE_ZERO, False)
-    if src.dirty_context is None or src.parent_index is None:
+    data = touched(src.reader.data_extents(size))
+    if src.changed is None or src.parent_index is None:
         read = sorted(data)
         keep: list[int] = []
     else:
-        dirty = touched(src.dirty_context, NBD_STATE_DIRTY, True)
+        dirty = touched(src.changed())
         read = sorted(dirty & data)
         keep = [i for i in range(count) if i not in dirty]
     total = sum(min(chunk_size, size - i * chunk_size) for i in read)
@@ -105,7 +105,7 @@ class ChunkStore:
     def _one(self, src: DiskSource, i: int, stats: _Stats) -> bytes:
         offset = i * self.chunk_size
         length = min(self.chunk_size, src.virtual_size - offset)
-        data = src.export.handle().pread(length, offset)
+        data = src.reader.read(offset, length)
         self.progress.advance(length)
         if data == (self._zeros if length == self.chunk_size else bytes(length)):
             return ZERO_NAME
@@ -181,7 +181,7 @@ def back_up_disks(
                     virtual_size=src.virtual_size,
                     format=src.format,
                     source=src.source,
-                    mode="incremental" if src.dirty_context and src.parent_index else "full",
+                    mode="incremental" if src.incremental else "full",
                     reason=src.reason,
                     bytes_read=stats.bytes_read,
                     bytes_new=stats.bytes_new,
@@ -213,6 +213,22 @@ def back_up_disks(
     except OSError as e:
         raise _storage_errors(e) from e
     return manifest
+
+
+@contextlib.contextmanager
+def open_reader(
+    info: images.ImageInfo, run_dir: str | Path | None = None
+) -> Iterator[BlockReader]:
+    """Read raw images and devices directly; everything else through qemu-nbd."""
+    if info.format == "raw":
+        raw = RawFile(info.path)
+        try:
+            yield raw
+        finally:
+            raw.close()
+    else:
+        with QemuNbd(info.path, info.format, run_dir=run_dir) as export:
+            yield export
 
 
 def _disk_names(paths: Sequence[Path]) -> list[str]:
@@ -248,11 +264,11 @@ def back_up_images(
         with contextlib.ExitStack() as stack:
             sources = []
             for info, disk_name in zip(infos, _disk_names([Path(p) for p in paths]), strict=True):
-                export = stack.enter_context(QemuNbd(info.path, info.format, run_dir=run_dir))
+                reader = stack.enter_context(open_reader(info, run_dir))
                 sources.append(
                     DiskSource(
                         name=disk_name,
-                        export=export,
+                        reader=reader,
                         virtual_size=info.virtual_size,
                         format=info.format,
                         source=str(Path(info.path).resolve()),

@@ -13,12 +13,14 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stasis.blockio import images
-from stasis.blockio.nbd import Export, QemuNbd
+from stasis.blockio import BlockWriter, images
+from stasis.blockio.nbd import QemuNbd
+from stasis.blockio.raw import RawFile
 from stasis.errors import DiskNotFound, IntegrityError, TargetError, TargetExists, UsageError
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
@@ -88,7 +90,7 @@ def _nonzero_runs(data: bytes) -> list[tuple[int, int]]:
 def write_index(
     repo: Repository,
     index: DiskIndex,
-    export: Export,
+    target: BlockWriter,
     *,
     point: Manifest,
     vm: VmRecord,
@@ -96,7 +98,7 @@ def write_index(
     progress: Progress,
     workers: int | None = None,
 ) -> int:
-    """Write every stored chunk of ``index`` to ``export``; return bytes written."""
+    """Write every stored chunk of ``index`` to ``target``; return bytes written."""
     damaged: list[bytes] = []
 
     def one(entry: tuple[int, bytes]) -> int:
@@ -117,10 +119,10 @@ def write_index(
                 f"Chunk {name.hex()[:16]} at offset {offset} of {vm.name}/{disk.name} has "
                 f"{len(data)} bytes, expected {index.chunk_length(i)}."
             )
-        h = export.handle()
         written = 0
+        view = memoryview(data)
         for start, end in _nonzero_runs(data):
-            h.pwrite(data[start:end], offset + start)
+            target.write(view[start:end], offset + start)
             written += end - start
         progress.advance(len(data))
         return written
@@ -185,14 +187,9 @@ def restore_disk(
             options = disk_rec.format_options if disk_rec.format == out_fmt else {}
             images.create(partial, out_fmt, disk_rec.virtual_size, options)
             progress.start(f"restore {vm_rec.name}/{disk_rec.name}", index_bytes(index))
-            with QemuNbd(partial, out_fmt, writable=True, run_dir=run_dir) as export:
-                written = write_index(repo, index, export, point=point, vm=vm_rec,
+            with _open_writer(partial, out_fmt, run_dir) as writer:
+                written = write_index(repo, index, writer, point=point, vm=vm_rec,
                                       disk=disk_rec, progress=progress, workers=workers)
-            fd = os.open(partial, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             if target.exists() and not force:  # appeared while we worked
                 raise TargetExists(target)
             os.replace(partial, target)
@@ -210,6 +207,26 @@ def restore_disk(
                 partial.unlink()
     return RestoreResult(point.id, vm_rec.name, disk_rec.name, str(target), out_fmt,
                          disk_rec.virtual_size, written, round(time.time() - started, 3))
+
+
+@contextlib.contextmanager
+def _open_writer(path: Path, fmt: str, run_dir: str | Path | None) -> Iterator[BlockWriter]:
+    """A new image, written directly when raw, else through qemu-nbd; durable on exit."""
+    if fmt == "raw":
+        raw = RawFile(str(path), writable=True)
+        try:
+            yield raw
+            raw.sync()
+        finally:
+            raw.close()
+        return
+    with QemuNbd(path, fmt, writable=True, run_dir=run_dir) as export:
+        yield export
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def index_bytes(index: DiskIndex) -> int:

@@ -31,7 +31,7 @@ KIND_CHUNK, KIND_INDEX, KIND_MANIFEST = 1, 2, 3
 COMP_NONE, COMP_ZSTD = 0, 1
 ENC_NONE, ENC_AESGCM = 0, 1
 HEADER = struct.Struct("BBBB")
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 3  # default for new repositories; the level only matters when writing
 # Compressing a sample first skips zstd on data that will not shrink (random data,
 # already-compressed files), which is common in disk images.
 SAMPLE = 64 * 1024
@@ -43,17 +43,26 @@ class SealError(Exception):
     """An object failed authentication, decompression or decoding."""
 
 
-def _compressor() -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+def parse_compression(setting: str) -> int:
+    """The zstd level of a config's ``compression`` ("zstd-N"), 0 for "none"."""
+    if setting == "none":
+        return 0
+    name, _, level = setting.partition("-")
+    if name != "zstd" or not level.isdigit() or not 1 <= int(level) <= 19:
+        raise ValueError(f"unknown compression {setting!r} (zstd-1 … zstd-19, or none)")
+    return int(level)
 
 
-def compress(data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
+def compress(data: bytes | memoryview, level: int = ZSTD_LEVEL) -> tuple[int, bytes | memoryview]:
     view = memoryview(data)
+    if level == 0:
+        return COMP_NONE, view
+    compressor = zstandard.ZstdCompressor(level=level)
     if len(view) > 4 * SAMPLE:
         sample = view[len(view) // 2 : len(view) // 2 + SAMPLE]
-        if len(_compressor().compress(sample)) > INCOMPRESSIBLE * SAMPLE:
+        if len(compressor.compress(sample)) > INCOMPRESSIBLE * SAMPLE:
             return COMP_NONE, view
-    packed = _compressor().compress(view)
+    packed = compressor.compress(view)
     if len(packed) >= len(view):
         return COMP_NONE, view
     return COMP_ZSTD, packed
@@ -62,13 +71,16 @@ def compress(data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
 class Sealer:
     """Seals and opens objects with one repository's keys."""
 
-    def __init__(self, *, encrypted: bool, enc_key: bytes, check_key: bytes) -> None:
+    def __init__(
+        self, *, encrypted: bool, enc_key: bytes, check_key: bytes, level: int = ZSTD_LEVEL
+    ) -> None:
         self.encrypted = encrypted
+        self.level = level
         self._aead = AESGCM(enc_key) if encrypted else None
         self._check_key = check_key
 
     def seal(self, kind: int, name: str, plaintext: bytes | memoryview) -> bytes:
-        comp, payload = compress(plaintext)
+        comp, payload = compress(plaintext, self.level)
         header = HEADER.pack(VERSION, kind, comp, ENC_AESGCM if self.encrypted else ENC_NONE)
         aad = header + name.encode()
         if self._aead is not None:

@@ -41,6 +41,7 @@ from stasis.errors import (
     RepositoryExists,
     RepositoryNotFound,
     UnsupportedFormat,
+    UsageError,
     WrongPassphrase,
 )
 from stasis.repository import crypto, objects
@@ -113,7 +114,8 @@ class Repository:
         self.config = config
         self.keys = keys
         self.sealer = objects.Sealer(
-            encrypted=self.encrypted, enc_key=keys.enc, check_key=keys.mac
+            encrypted=self.encrypted, enc_key=keys.enc, check_key=keys.mac,
+            level=objects.parse_compression(str(config.get("compression", "zstd-3"))),
         )
         self.locks = LockManager(backend)
 
@@ -142,19 +144,25 @@ class Repository:
         *,
         encryption: str = "aes-256-gcm",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        compression: str = f"zstd-{objects.ZSTD_LEVEL}",
         passphrase: bytes | None = None,
         keyfile: bytes | None = None,
     ) -> Repository:
         if encryption not in ENCRYPTIONS:
-            raise KeySlotError(f"unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}")
+            raise UsageError(f"unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}")
         if (
             chunk_size < MIN_CHUNK_SIZE
             or chunk_size > MAX_CHUNK_SIZE
             or chunk_size & (chunk_size - 1)
         ):
-            raise KeySlotError(
-                f"chunk size {chunk_size} must be a power of two from 64 KiB to 32 MiB"
+            raise UsageError(
+                f"chunk size {chunk_size} must be a power of two from 64 KiB to 32 MiB; "
+                "nothing was written"
             )
+        try:
+            objects.parse_compression(compression)
+        except ValueError as e:
+            raise UsageError(f"{e}; nothing was written") from None
         root = Path(path)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise RepositoryExists(root)
@@ -167,7 +175,7 @@ class Repository:
             "id": secrets.token_hex(16),
             "chunk_size": chunk_size,
             "encryption": encryption,
-            "compression": f"zstd-{objects.ZSTD_LEVEL}",
+            "compression": compression,
             "chunk_hash": "blake3-keyed",
             "created": utc_now_iso(),
             "created_by": f"stasis {__version__}",
@@ -216,6 +224,10 @@ class Repository:
             raise ConfigCorrupt(root / "config", f"missing {', '.join(missing)}")
         if config["encryption"] not in ENCRYPTIONS or not isinstance(config["chunk_size"], int):
             raise ConfigCorrupt(root / "config", "unknown encryption or chunk size")
+        try:
+            objects.parse_compression(str(config.get("compression", "zstd-3")))
+        except ValueError as e:
+            raise ConfigCorrupt(root / "config", str(e)) from None
         return config
 
     @classmethod
