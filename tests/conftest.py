@@ -146,8 +146,11 @@ def nbd_processes() -> list[str]:
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
+        if state == "Z":
+            continue  # exited, waiting to be reaped: not running
         if cmd and cmd[0].endswith(b"qemu-nbd"):
             found.append(b" ".join(cmd).decode(errors="replace"))
     return found

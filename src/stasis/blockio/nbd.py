@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -108,6 +109,39 @@ def extents(h: nbd.NBD, context: str, size: int) -> Iterator[tuple[int, int, int
 
 
 @functools.cache
+def die_with_parent() -> tuple[str, ...]:
+    """A command prefix that makes the child get SIGTERM when Stasis dies, even by
+    kill -9, so no server lingers (util-linux setpriv, PR_SET_PDEATHSIG)."""
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "TERM") if setpriv else ()
+
+
+# sun_path holds 108 bytes; leave room for "/stasis-nbd-<pid>-<random>/nbd.sock".
+MAX_SOCKET_BASE = 108 - 48
+
+
+def socket_base(run_dir: str | Path | None) -> Path:
+    """Where sockets go: the run directory, or the system's temporary directory when
+    the run directory's path is too long for a unix socket."""
+    if run_dir is not None and len(os.fsencode(run_dir)) <= MAX_SOCKET_BASE:
+        return Path(run_dir)
+    return Path(tempfile.gettempdir())
+
+
+def remove_dead_debris(run_dir: Path) -> list[Path]:
+    """Remove the socket directories of Stasis processes that no longer run."""
+    removed = []
+    for entry in run_dir.glob("stasis-nbd-*"):
+        parts = entry.name.split("-")
+        if len(parts) < 4 or not parts[2].isdigit():
+            continue
+        if not os.path.exists(f"/proc/{parts[2]}"):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+@functools.cache
 def qemu_aio() -> str:
     """io_uring serves about 1.7× the reads of the thread pool here; older builds lack it."""
     probe = subprocess.run(["qemu-nbd", "--help"], capture_output=True, text=True)
@@ -152,7 +186,9 @@ class QemuNbd:
         self.fmt = fmt
         self.writable = writable
         self.connections = connections
-        self._dir = tempfile.mkdtemp(prefix="stasis-nbd-", dir=run_dir)
+        base = socket_base(run_dir)
+        remove_dead_debris(base)
+        self._dir = tempfile.mkdtemp(prefix=f"stasis-nbd-{os.getpid()}-", dir=base)
         self.socket_path = os.path.join(self._dir, "nbd.sock")
         self.proc: subprocess.Popen[bytes] | None = None
         self.export: Export | None = None
@@ -169,7 +205,8 @@ class QemuNbd:
             cmd += ["--read-only"]
         cmd.append(self.path)
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*die_with_parent(), *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30
         while not _listening(self.socket_path):
