@@ -170,8 +170,28 @@ def exit_code_table() -> list[tuple[int, str]]:
         19: "integrity error: damaged or missing data found",
         20: "the repository is locked by another job",
         21: "the repository storage failed",
+        22: "libvirt failed or cannot be reached",
+        23: "the VM is in the wrong state for this (e.g. running for an in-place restore)",
         130: "interrupted by Ctrl-C; nothing was committed",
         143: "interrupted by SIGTERM; nothing was committed",
     }
     rows.update(meanings)
     return sorted(rows.items())
+
+
+class HypervisorError(StasisError):
+    """libvirt failed: {}. {}"""
+
+    exit_code = 22
+
+
+class VmNotFound(StasisError):
+    """No VM named '{}' at {}. 'stasis vms' lists them."""
+
+    exit_code = 14
+
+
+class VmState(StasisError):
+    """{}"""
+
+    exit_code = 23

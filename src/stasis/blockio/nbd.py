@@ -128,15 +128,16 @@ def socket_base(run_dir: str | Path | None) -> Path:
     return Path(tempfile.gettempdir())
 
 
-def remove_dead_debris(run_dir: Path) -> list[Path]:
-    """Remove the socket directories of Stasis processes that no longer run."""
+def remove_dead_debris(run_dir: Path, *, dry_run: bool = False) -> list[Path]:
+    """Remove the socket and scratch directories of Stasis processes that no longer run."""
     removed = []
-    for entry in run_dir.glob("stasis-nbd-*"):
-        parts = entry.name.split("-")
-        if len(parts) < 4 or not parts[2].isdigit():
+    for entry in run_dir.glob("stasis-*-*-*"):
+        parts = entry.name.split("-")  # stasis-<kind>-<pid>-<random>
+        if len(parts) != 4 or not parts[2].isdigit() or not entry.is_dir():
             continue
         if not os.path.exists(f"/proc/{parts[2]}"):
-            shutil.rmtree(entry, ignore_errors=True)
+            if not dry_run:
+                shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 
@@ -181,11 +182,13 @@ class QemuNbd:
         writable: bool = False,
         connections: int = 16,
         run_dir: str | Path | None = None,
+        bitmap: str | None = None,
     ) -> None:
         self.path = str(path)
         self.fmt = fmt
         self.writable = writable
         self.connections = connections
+        self.bitmap = bitmap
         base = socket_base(run_dir)
         remove_dead_debris(base)
         self._dir = tempfile.mkdtemp(prefix=f"stasis-nbd-{os.getpid()}-", dir=base)
@@ -203,6 +206,8 @@ class QemuNbd:
             cmd += ["--discard=unmap", "--detect-zeroes=unmap"]
         else:
             cmd += ["--read-only"]
+        if self.bitmap:
+            cmd += [f"--bitmap={self.bitmap}"]
         cmd.append(self.path)
         self.proc = subprocess.Popen(
             [*die_with_parent(), *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -222,7 +227,8 @@ class QemuNbd:
                 self._cleanup()
                 raise SourceUnreadable(self.path, "qemu-nbd did not start within 30 s")
             time.sleep(0.005)
-        self.export = Export(self.socket_path)
+        contexts = (f"qemu:dirty-bitmap:{self.bitmap}",) if self.bitmap else ()
+        self.export = Export(self.socket_path, meta_contexts=contexts)
         return self.export
 
     def __exit__(

@@ -9,7 +9,7 @@ from types import FrameType
 import typer
 
 from stasis import __version__
-from stasis.cli import backup, points, repo, restore, verify
+from stasis.cli import backup, points, repo, restore, verify, vms
 from stasis.cli.common import err
 from stasis.errors import StasisError, exit_code_table
 from stasis.memory import tune_allocator
@@ -41,6 +41,10 @@ app.add_typer(restore.app, name="restore")
 app.command("list")(points.list_points)
 app.command("show")(points.show)
 app.command("verify")(verify.verify)
+app.command("vms")(vms.vms)
+app.command("doctor")(vms.doctor)
+backup.app.command("vm")(vms.backup_vm)
+restore.app.command("vm")(vms.restore_vm_cmd)
 
 
 @app.command("version")

@@ -45,6 +45,10 @@ class DiskSource:
     parent_index: DiskIndex | None = None
     changed: Callable[[], Iterable[tuple[int, int]]] | None = None
     reason: str = ""
+    vm: int = 0  # which VmRecord of the point it belongs to
+    role: str = "disk"  # disk, or a file's role (nvram, kernel...)
+    checkpoint: str = ""
+    source_kind: str = "file"
 
     @property
     def incremental(self) -> bool:
@@ -151,17 +155,17 @@ def back_up_disks(
     name: str,
     kind: str,
     vms: list[VmRecord],
-    disk_vm: Sequence[int],
     tags: dict[str, str] | None = None,
+    point_id: str | None = None,
     parent: Manifest | None = None,
     point_time: str | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
     extra_timings: dict[str, float] | None = None,
 ) -> Manifest:
-    """Back up ``sources`` (already exported) into one point and commit it.
+    """Back up ``sources`` (already open) into one point and commit it.
 
-    ``disk_vm[k]`` says which of ``vms`` source k belongs to. The caller holds a
+    Each source names the VmRecord of ``vms`` it belongs to. The caller holds a
     shared repository lock.
     """
     progress = progress or NoProgress()
@@ -171,10 +175,11 @@ def back_up_disks(
     try:
         plans = [plan_chunks(src, repo.chunk_size) for src in sources]
         progress.start(f"backup {name}", sum(p.bytes_to_read for p in plans))
-        for k, (src, plan) in enumerate(zip(sources, plans, strict=True)):
+        for src, plan in zip(sources, plans, strict=True):
             index, stats = store.back_up(src, plan)
             index_name = repo.store_index(index)
-            vms[disk_vm[k]].disks.append(
+            vm = vms[src.vm]
+            (vm.disks if src.role == "disk" else vm.files).append(
                 DiskRecord(
                     name=src.name,
                     index=index_name,
@@ -188,6 +193,8 @@ def back_up_disks(
                     stored_new=stats.stored_new,
                     chunks_new=stats.chunks_new,
                     format_options=src.format_options,
+                    checkpoint=src.checkpoint,
+                    source_kind=src.source_kind,
                 )
             )
         progress.finish()
@@ -195,7 +202,7 @@ def back_up_disks(
         raise _storage_errors(e) from e
     ended = time.time()
     manifest = Manifest(
-        id=new_point_id(),
+        id=point_id or new_point_id(),
         name=name,
         time=point_time,
         kind=kind,
@@ -284,7 +291,6 @@ def back_up_images(
                 name=point_name,
                 kind="image",
                 vms=[vm],
-                disk_vm=[0] * len(sources),
                 tags=tags,
                 parent=parent,
                 point_time=point_time,

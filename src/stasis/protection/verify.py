@@ -88,7 +88,7 @@ def verify(
     refs: dict[bytes, list[Ref]] = defaultdict(list)
     lengths: dict[bytes, int] = {}
     for point in points:
-        for vm, disk in point.disks():
+        for vm, disk in point.streams():
             try:
                 index = repo.load_index(disk.index)
             except ObjectDamaged as e:

@@ -33,6 +33,10 @@ class DiskRecord:
     stored_new: int = 0  # bytes those chunks took in the repository
     chunks_new: int = 0
     format_options: dict[str, Any] = field(default_factory=dict)
+    # VM disks: the libvirt checkpoint whose bitmap holds the changes since this
+    # point (the base of the next incremental), and the source's kind (file, block).
+    checkpoint: str = ""
+    source_kind: str = "file"
 
 
 @dataclass
@@ -42,7 +46,10 @@ class VmRecord:
     uuid: str = ""
     domain_xml: str = ""
     consistency: str = ""
+    state: str = ""  # running | shut off, when captured
     disks: list[DiskRecord] = field(default_factory=list)
+    # Files the VM needs beyond its disks (nvram, loader, kernel, initrd), by role.
+    files: list[DiskRecord] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +79,10 @@ class Manifest:
     def disks(self) -> list[tuple[VmRecord, DiskRecord]]:
         return [(vm, d) for vm in self.vms for d in vm.disks]
 
+    def streams(self) -> list[tuple[VmRecord, DiskRecord]]:
+        """Every stored stream: disks, then the VMs' files (nvram, kernel...)."""
+        return self.disks() + [(vm, f) for vm in self.vms for f in vm.files]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -85,7 +96,11 @@ class Manifest:
             if version != FORMAT_VERSION:
                 raise ManifestFormatError(f"manifest format version {version} is unknown")
             vms = [
-                VmRecord(**{**vm, "disks": [DiskRecord(**d) for d in vm["disks"]]})
+                VmRecord(**{
+                    **vm,
+                    "disks": [DiskRecord(**d) for d in vm["disks"]],
+                    "files": [DiskRecord(**d) for d in vm.get("files", [])],
+                })
                 for vm in raw["vms"]
             ]
             return cls(**{**raw, "vms": vms})

@@ -33,7 +33,7 @@ def repo_info(repo: Repository) -> RepoInfo:
     lengths: dict[bytes, int] = {}
     seen_indexes: dict[str, tuple[int, list[tuple[bytes, int]]]] = {}
     for point in points:
-        for _vm, disk in point.disks():
+        for _vm, disk in point.streams():
             logical += disk.virtual_size
             if disk.index not in seen_indexes:
                 index = repo.load_index(disk.index)

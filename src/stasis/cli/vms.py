@@ -1,0 +1,184 @@
+"""``stasis vms``, ``stasis backup vm``, ``stasis restore vm`` and ``stasis doctor``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import libvirt
+import typer
+from rich.table import Table
+
+from stasis.cli.backup import backup_result, parse_tags, print_backup
+from stasis.cli.common import (
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    err,
+    human,
+    open_repo,
+    out,
+    print_json,
+    progress_for,
+)
+from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor.domain import parse
+from stasis.protection.doctor import doctor as run_doctor
+from stasis.protection.vm import back_up_vm
+from stasis.recovery.vm import restore_vm
+from stasis.repository import Repository
+from stasis.settings import run_dir, scratch_dir
+
+ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNECT",
+                                         help="libvirt URI.")]
+
+
+def vms(
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    repo: Annotated[Path | None, typer.Option(
+        "--repo", "-r", envvar="STASIS_REPO",
+        help="Repository to tell protection and newest points from.")] = None,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List libvirt VMs with their disks and newest point."""
+    conn = lv.connect(connect)
+    r: Repository | None = open_repo(repo, passphrase_file, key_file) if repo else None
+    latest: dict[str, Any] = {}
+    if r is not None:
+        for p in r.points():
+            for vm in p.vms:
+                if vm.kind == "vm":
+                    latest[vm.name] = p
+    rows = []
+    for dom in sorted(conn.listAllDomains(), key=lambda d: d.name()):
+        running = dom.isActive()
+        info = parse(lv.domain_xml(dom, inactive=not running))
+        disks = []
+        for d in info.disks:
+            size = alloc = None
+            with contextlib.suppress(libvirt.libvirtError):  # shown without sizes, not fatal
+                size, alloc = lv.block_info(dom, d.target)
+            disks.append({"target": d.target, "format": d.format, "source": d.source,
+                          "virtual_size": size, "allocated": alloc, "bitmaps": d.bitmaps})
+        chain = lv.checkpoints(dom, lv.chain_prefix(r.id)) if r is not None else []
+        point = latest.get(dom.name())
+        rows.append({
+            "name": dom.name(), "uuid": info.uuid, "state": lv.domain_state(dom),
+            "disks": disks,
+            "protected": (point is not None or bool(chain)) if r is not None else None,
+            "checkpoint": chain[-1].name if chain else None,
+            "newest_point": {"id": point.id, "time": point.time} if point else None,
+        })
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(box=None)
+    for col in ("name", "state", "disks", "protected", "newest point"):
+        table.add_column(col)
+    for row in rows:
+        disk_text = ", ".join(
+            f"{d['target']} {d['format']} {human(d['virtual_size'] or 0)}" for d in row["disks"])
+        prot = "-" if row["protected"] is None else ("yes" if row["protected"] else "no")
+        newest = row["newest_point"]
+        table.add_row(row["name"], row["state"], disk_text, prot,
+                      f"{newest['id'][:12]} {newest['time'][:19]}" if newest else "-")
+    out.print(table)
+
+
+def backup_vm(
+    names: Annotated[list[str], typer.Argument(help="VM names.")],
+    repo: RepoOpt,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Back up VMs, live and incremental where a checkpoint chain allows."""
+    tags = parse_tags(tag or [])
+    conn = lv.connect(connect)
+    r = open_repo(repo, passphrase_file, key_file)
+    results = []
+    for name in names:
+        progress = progress_for(json_output)
+        try:
+            m = back_up_vm(conn, r, name, run_dir=run_dir(), scratch_dir=scratch_dir(),
+                           tags=tags, progress=progress)
+        finally:
+            progress.finish()
+        results.append(m)
+        if not json_output:
+            print_backup(m)
+    if json_output:
+        data = [backup_result(m) for m in results]
+        print_json(data[0] if len(data) == 1 else data)
+
+
+def restore_vm_cmd(
+    point: Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")],
+    repo: RepoOpt,
+    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the new VM (default: "
+                                             "NAME-restored).")] = None,
+    storage: Annotated[Path | None, typer.Option(help="Directory for the disks (default: "
+                                                 "/var/lib/libvirt/images).")] = None,
+    network: Annotated[str | None, typer.Option(help="Connect every interface to this "
+                                                "libvirt network.")] = None,
+    start: Annotated[bool, typer.Option(help="Start the VM once defined.")] = False,
+    in_place: Annotated[bool, typer.Option(help="Restore over the original VM, which must "
+                                           "be shut off.")] = False,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Restore a whole VM, as a new VM or in place."""
+    conn = lv.connect(connect)
+    r = open_repo(repo, passphrase_file, key_file)
+    m = r.resolve(point)
+    progress = progress_for(json_output)
+    try:
+        result = restore_vm(conn, r, m, vm=vm, name=name, storage=storage, network=network,
+                            start=start, in_place=in_place, progress=progress,
+                            run_dir=run_dir())
+    finally:
+        progress.finish()
+    if json_output:
+        print_json(result.to_dict())
+        return
+    where = "in place" if result.in_place else f"as {result.name} in {result.storage}"
+    out.print(f"Restored VM {result.vm} of point {m.id[:12]} {where}"
+              + (" and started it" if result.started else "") + f" in {result.duration_s:.1f} s.")
+    for d in result.disks:
+        out.print(f"  {d.disk}: {d.target} ({d.format}, {human(d.virtual_size)})")
+
+
+def doctor(
+    fix: Annotated[bool, typer.Option(help="Remove what is found.")] = False,
+    repo: Annotated[Path | None, typer.Option(
+        "--repo", "-r", envvar="STASIS_REPO", help="Repository to check.")] = None,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Find (and with --fix remove) debris of interrupted work."""
+    r = open_repo(repo, passphrase_file, key_file) if repo else None
+    conn = lv.connect(connect) if os.path.exists("/run/libvirt") or connect != lv.DEFAULT_URI \
+        else None
+    report = run_doctor(conn, r, [run_dir(), scratch_dir()], fix=fix)
+    if json_output:
+        print_json([f.__dict__ for f in report.findings])
+        return
+    if not report.findings:
+        out.print("Nothing left behind.")
+    for f in report.findings:
+        verb = "removed" if f.fixed else "found"
+        out.print(f"{verb} {f.kind}: {f.what}")
+    if report.findings and not fix:
+        err.print("Run 'stasis doctor --fix' to remove it.")

@@ -1,0 +1,193 @@
+"""Domains: what a libvirt domain's XML says about its disks, files and identity.
+
+Pure functions over XML (no connection), so they are easy to test and reuse for the
+domain XML stored in a point.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Disk formats QEMU can keep persistent dirty bitmaps in.
+BITMAP_FORMATS = ("qcow2",)
+
+
+@dataclass
+class DomainDisk:
+    target: str  # vda, sdb, ...
+    source: str  # file path or block device
+    format: str  # raw, qcow2, ...
+    kind: str  # file | block
+    device: str = "disk"
+    readonly: bool = False
+
+    @property
+    def bitmaps(self) -> bool:
+        return self.format in BITMAP_FORMATS
+
+
+@dataclass
+class DomainFile:
+    """A file outside the disks that recreating the VM needs (NVRAM, kernel...)."""
+
+    role: str  # nvram | loader | kernel | initrd | dtb
+    path: str
+
+
+@dataclass
+class DomainInfo:
+    name: str
+    uuid: str
+    disks: list[DomainDisk] = field(default_factory=list)
+    files: list[DomainFile] = field(default_factory=list)
+    dac: tuple[int, int] | None = None  # uid, gid QEMU runs as (live XML only)
+
+
+def parse(xml: str) -> DomainInfo:
+    root = ET.fromstring(xml)
+    info = DomainInfo(name=root.findtext("name", ""), uuid=root.findtext("uuid", ""))
+    for disk in root.iterfind("devices/disk"):
+        device = disk.get("device", "disk")
+        target = disk.find("target")
+        source = disk.find("source")
+        driver = disk.find("driver")
+        if target is None or source is None or device not in ("disk", "lun"):
+            continue  # cdroms, floppies and empty drives are not backed up
+        path = source.get("file") or source.get("dev") or ""
+        if not path:
+            continue  # network disks: not supported by this version
+        info.disks.append(
+            DomainDisk(
+                target=target.get("dev", ""),
+                source=path,
+                format=driver.get("type", "raw") if driver is not None else "raw",
+                kind=disk.get("type", "file"),
+                device=device,
+                readonly=disk.find("readonly") is not None,
+            )
+        )
+    os_el = root.find("os")
+    if os_el is not None:
+        for role in ("loader", "nvram", "kernel", "initrd", "dtb"):
+            el = os_el.find(role)
+            if el is not None and el.text and el.text.strip():
+                info.files.append(DomainFile(role, el.text.strip()))
+    for label in root.iterfind("seclabel"):
+        if label.get("model") == "dac":
+            m = re.fullmatch(r"\+?(\d+):\+?(\d+)", (label.findtext("label") or "").strip())
+            if m:
+                info.dac = (int(m.group(1)), int(m.group(2)))
+    return info
+
+
+@dataclass
+class Rewrite:
+    """How to make a domain definition for a restored or cloned VM."""
+
+    name: str
+    disk_paths: dict[str, str]  # target -> new source path
+    disk_formats: dict[str, str]  # target -> new format
+    file_paths: dict[str, str]  # role -> new path
+    storage: Path
+    network: str | None = None
+    keep_identity: bool = False  # in-place restore: same name, UUID and MACs
+
+
+def rewrite(xml: str, rw: Rewrite) -> str:
+    """The domain XML of ``xml`` with a new identity and new paths."""
+    root = ET.fromstring(xml)
+    root.attrib.pop("id", None)
+    name_el = root.find("name")
+    if name_el is not None:
+        name_el.text = rw.name
+    if not rw.keep_identity:
+        uuid_el = root.find("uuid")
+        if uuid_el is not None:
+            root.remove(uuid_el)  # libvirt gives the new domain a new one
+        for iface in root.iterfind("devices/interface"):
+            mac = iface.find("mac")
+            if mac is not None:
+                iface.remove(mac)
+            target = iface.find("target")
+            if target is not None:
+                iface.remove(target)  # host-side tap names are per VM
+    if rw.network is not None:
+        for iface in root.iterfind("devices/interface"):
+            iface.set("type", "network")
+            for child in list(iface):
+                if child.tag in ("source", "virtualport"):
+                    iface.remove(child)
+            ET.SubElement(iface, "source", {"network": rw.network})
+    for disk in root.iterfind("devices/disk"):
+        target = disk.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if dev not in rw.disk_paths:
+            continue
+        disk.set("type", "file")
+        source = disk.find("source")
+        if source is None:
+            source = ET.SubElement(disk, "source")
+        source.attrib.clear()
+        source.set("file", rw.disk_paths[dev])
+        backing = disk.find("backingStore")
+        if backing is not None:
+            disk.remove(backing)
+        driver = disk.find("driver")
+        if driver is not None and dev in rw.disk_formats:
+            driver.set("type", rw.disk_formats[dev])
+    os_el = root.find("os")
+    if os_el is not None:
+        for role, path in rw.file_paths.items():
+            el = os_el.find(role)
+            if el is not None:
+                el.text = path
+    if not rw.keep_identity:
+        _move_sockets_and_logs(root, rw)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _move_sockets_and_logs(root: ET.Element, rw: Rewrite) -> None:
+    """Serial, console and channel endpoints (unix sockets, log files) get paths of
+    their own, so the restored VM can run beside the original."""
+    for n, el in enumerate(root.iter("source")):
+        path = el.get("path")
+        if path and el.get("mode") in ("bind", None) and _is_char_device_source(root, el):
+            el.set("path", str(rw.storage / f"{rw.name}.{n}{Path(path).suffix or '.sock'}"))
+    for n, log in enumerate(root.iter("log")):
+        if log.get("file"):
+            log.set("file", str(rw.storage / f"{rw.name}.{n}.log"))
+
+
+def _is_char_device_source(root: ET.Element, source: ET.Element) -> bool:
+    for tag in ("serial", "console", "channel", "parallel"):
+        for dev in root.iterfind(f"devices/{tag}"):
+            if source in list(dev):
+                return True
+    return False
+
+
+def qemu_run_id(name: str, run_dir: str = "/run/libvirt/qemu") -> str:
+    """Identity of the QEMU process running ``name``: host boot, pid and start time.
+
+    Dirty bitmaps only see writes made through QEMU; a new identity means the VM was
+    off (or its process replaced) since, so a bitmap may miss writes.
+    """
+    try:
+        pid = int(Path(run_dir, f"{name}.pid").read_text().strip())
+        with open(f"/proc/{pid}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return ""
+    return f"{boot}:{pid}:{start}"
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

@@ -1,0 +1,124 @@
+"""Debris left by interrupted work, found and (on request) removed.
+
+What a crash or kill -9 can leave, and how each is recognised:
+
+- a libvirt backup job still running, whose socket lies in a ``stasis-job-<pid>-…``
+  directory of a process that no longer runs;
+- a checkpoint of this repository's chain whose point never committed (its name
+  ends with a point-id prefix that no manifest has);
+- socket and scratch directories of dead Stasis processes in the run directory;
+- locks of dead processes, and temporary files in the repository.
+
+Every VM backup runs the VM's part of this first, so the next incremental is right
+even if nobody ran ``stasis doctor``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from stasis.backends.local import LocalBackend
+from stasis.blockio.nbd import remove_dead_debris
+from stasis.errors import VmState
+from stasis.hypervisor import libvirt_api as lv
+from stasis.repository import Repository
+
+_JOB_DIR = re.compile(r"/" + re.escape(lv.JOB_DIR_PREFIX) + r"(\d+)-[0-9a-f]+/")
+
+
+@dataclass
+class Finding:
+    kind: str
+    what: str
+    fixed: bool = False
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, kind: str, what: str, fixed: bool) -> None:
+        self.findings.append(Finding(kind, what, fixed))
+
+
+def orphaned_job(dom: libvirt.virDomain) -> tuple[bool, str] | None:
+    """(is Stasis's and its process is dead, socket) of the domain's backup job."""
+    sock = lv.backup_job_socket(dom)
+    if sock is None:
+        return None
+    m = _JOB_DIR.search(sock)
+    if not m:
+        return False, sock
+    return not os.path.exists(f"/proc/{m.group(1)}"), sock
+
+
+def clean_vm(dom: libvirt.virDomain, repo: Repository, report: DoctorReport | None = None,
+             *, fix: bool = True) -> DoctorReport:
+    """End a dead Stasis job of ``dom`` and delete checkpoints whose point never committed.
+
+    Raises VmState when the VM is in a backup job that is not dead debris.
+    """
+    report = report or DoctorReport()
+    job = orphaned_job(dom)
+    if job is not None:
+        dead, sock = job
+        if not dead:
+            raise VmState(
+                f"VM {dom.name()} is already in a backup job ({sock or 'not made by Stasis'}); "
+                "nothing was changed. Wait for it to end."
+            )
+        if fix:
+            lv.end_job(dom)
+        report.add("libvirt job", f"{dom.name()}: backup job of a dead Stasis process", fix)
+    if dom.isActive():  # libvirt cannot delete checkpoints of a shut-off VM
+        committed = {pid[:12] for pid in repo.point_ids()}
+        for chk in lv.checkpoints(dom, lv.chain_prefix(repo.id)):
+            if chk.point_prefix() not in committed:
+                if fix:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        lv.delete_checkpoint(dom, chk.name)
+                report.add("checkpoint", f"{dom.name()}: {chk.name} (its point never committed)",
+                           fix)
+    return report
+
+
+def doctor(conn: libvirt.virConnect | None, repo: Repository | None, run_dirs: list[Path], *,
+           fix: bool) -> DoctorReport:
+    """Look for debris everywhere Stasis works; remove it when ``fix``."""
+    report = DoctorReport()
+    if conn is not None and repo is not None:
+        for dom in conn.listAllDomains():
+            with contextlib.suppress(VmState):
+                clean_vm(dom, repo, report, fix=fix)
+    for run_dir in run_dirs:
+        for path in remove_dead_debris(run_dir, dry_run=not fix):
+            report.add("scratch", str(path), fix)
+    if repo is not None:
+        stale = [lk for lk in repo.locks.locks() if repo.locks.is_stale(lk)]
+        for lk in stale:
+            if fix:
+                repo.backend.delete("locks/" + lk.id)
+            report.add("lock", lk.describe(), fix)
+        if isinstance(repo.backend, LocalBackend):
+            for tmp in repo.backend.temporary_leftovers():
+                # A write in flight also has a temporary file: only old ones are debris.
+                if _older_than(tmp, 3600):
+                    if fix:
+                        with contextlib.suppress(FileNotFoundError):
+                            tmp.unlink()
+                    report.add("temporary file", str(tmp), fix)
+    return report
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,202 @@
+"""Restore of whole VMs: every disk written sparse in its format, the domain
+rewritten (new name, UUID, MACs, paths, network) and defined; or in place over the
+original, shut-off VM, whose checkpoint chain then starts again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from stasis.errors import HypervisorError, TargetExists, UsageError, VmState
+from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor.domain import Rewrite, parse, rewrite
+from stasis.progress import Progress
+from stasis.recovery.restore import RestoreResult, restore_disk
+from stasis.repository import Manifest, Repository, VmRecord
+
+DEFAULT_STORAGE = Path("/var/lib/libvirt/images")
+SHARED_FILES = ("loader",)  # firmware code: used from the host when it is there
+
+
+@dataclass
+class VmRestoreResult:
+    point: str
+    vm: str
+    name: str
+    storage: str
+    in_place: bool
+    started: bool
+    disks: list[RestoreResult] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["disks"] = [r.to_dict() for r in self.disks]
+        return d
+
+
+def select_vm(point: Manifest, vm: str | None) -> VmRecord:
+    vms = [v for v in point.vms if v.kind == "vm"]
+    if not vms:
+        raise UsageError(f"point {point.id[:12]} holds disk images, not VMs: use "
+                         "'stasis restore disk'")
+    if vm is not None:
+        for v in vms:
+            if v.name == vm:
+                return v
+        raise UsageError(f"point {point.id[:12]} has no VM '{vm}' (it has: "
+                         f"{', '.join(v.name for v in vms)})")
+    if len(vms) > 1:
+        raise UsageError(f"point {point.id[:12]} has {len(vms)} VMs; choose one with --vm")
+    return vms[0]
+
+
+def _suffix(fmt: str) -> str:
+    return {"qcow2": ".qcow2", "raw": ".img"}.get(fmt, f".{fmt}")
+
+
+def restore_vm(
+    conn: libvirt.virConnect,
+    repo: Repository,
+    point: Manifest,
+    *,
+    vm: str | None = None,
+    name: str | None = None,
+    storage: Path | None = None,
+    network: str | None = None,
+    start: bool = False,
+    in_place: bool = False,
+    progress: Progress | None = None,
+    run_dir: Path | None = None,
+) -> VmRestoreResult:
+    began = time.time()
+    rec = select_vm(point, vm)
+    if in_place:
+        return _restore_in_place(conn, repo, point, rec, start=start, progress=progress,
+                                 run_dir=run_dir, began=began)
+    new_name = name or f"{rec.name}-restored"
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.lookupByName(new_name)
+        raise UsageError(f"a VM named '{new_name}' already exists; choose another --name. "
+                         "Nothing was restored.")
+    storage = storage or DEFAULT_STORAGE
+    if not storage.is_dir():
+        raise UsageError(f"the storage directory {storage} does not exist; nothing was restored")
+    if network is not None:
+        try:
+            conn.networkLookupByName(network)
+        except libvirt.libvirtError:
+            raise UsageError(f"no libvirt network named '{network}'; nothing was restored") \
+                from None
+    disk_paths = {d.name: str(storage / f"{new_name}-{d.name}{_suffix(d.format)}")
+                  for d in rec.disks}
+    file_paths = {f.name: str(storage / f"{new_name}-{f.name}") for f in rec.files
+                  if f.name not in SHARED_FILES or not Path(f.source).exists()}
+    for path in [*disk_paths.values(), *file_paths.values()]:
+        if os.path.exists(path):
+            raise TargetExists(path)
+    result = VmRestoreResult(point.id, rec.name, new_name, str(storage), False, False)
+    written: list[str] = []
+    try:
+        for d in rec.disks:
+            fmt = d.format if d.format in ("raw", "qcow2") else "qcow2"
+            result.disks.append(restore_disk(repo, point, target=disk_paths[d.name], vm=rec.name,
+                                             disk=d.name, fmt=fmt, progress=progress,
+                                             run_dir=run_dir))
+            written.append(disk_paths[d.name])
+        for f in rec.files:
+            if f.name in file_paths:
+                _restore_file(repo, point, rec, f.name, Path(file_paths[f.name]), run_dir)
+                written.append(file_paths[f.name])
+                result.files[f.name] = file_paths[f.name]
+        xml = rewrite(rec.domain_xml, Rewrite(
+            name=new_name, disk_paths=disk_paths,
+            disk_formats={d.name: d.format if d.format in ("raw", "qcow2") else "qcow2"
+                          for d in rec.disks},
+            file_paths=file_paths, storage=storage, network=network,
+        ))
+        dom = _define(conn, xml)
+    except BaseException:
+        for path in written:  # nothing half-restored stays behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        raise
+    if start:
+        _start(dom)
+        result.started = True
+    result.duration_s = round(time.time() - began, 3)
+    return result
+
+
+def _restore_file(repo: Repository, point: Manifest, rec: VmRecord, role: str, target: Path,
+                  run_dir: Path | None) -> None:
+    # A file is stored like a raw disk, so the disk restore writes it (sparse, atomic).
+    record = next(f for f in rec.files if f.name == role)
+    shadow = VmRecord(name=rec.name, kind=rec.kind, disks=[record])
+    shadow_point = Manifest(id=point.id, name=point.name, time=point.time, vms=[shadow])
+    restore_disk(repo, shadow_point, target=target, vm=rec.name, disk=role, fmt="raw",
+                 run_dir=run_dir)
+
+
+def _define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
+    try:
+        return conn.defineXML(xml)
+    except libvirt.libvirtError as e:
+        raise HypervisorError(f"the restored domain could not be defined "
+                              f"({e.get_error_message()})",
+                              "Its restored disks were removed again.") from None
+
+
+def _start(dom: libvirt.virDomain) -> None:
+    try:
+        dom.create()
+    except libvirt.libvirtError as e:
+        raise HypervisorError(f"{dom.name()} was restored and defined but did not start "
+                              f"({e.get_error_message()})", "Its disks and definition are "
+                              "in place; fix the cause and start it with virsh start.") from None
+
+
+def _restore_in_place(
+    conn: libvirt.virConnect, repo: Repository, point: Manifest, rec: VmRecord, *,
+    start: bool, progress: Progress | None, run_dir: Path | None, began: float,
+) -> VmRestoreResult:
+    dom = lv.lookup(conn, rec.name)
+    if dom.isActive():
+        raise VmState(f"VM {rec.name} is {lv.domain_state(dom)}; an in-place restore needs it "
+                      "shut off. Nothing was changed. Shut it down first, or restore as a new "
+                      "VM with --name.")
+    current = parse(lv.domain_xml(dom, inactive=True))
+    result = VmRestoreResult(point.id, rec.name, rec.name, "", True, False)
+    paths = {d.target: d.source for d in current.disks}
+    for d in rec.disks:
+        target = paths.get(d.name, d.source)
+        if not target:
+            raise UsageError(f"disk {d.name} of {rec.name} has no path to restore to")
+        fmt = d.format if d.format in ("raw", "qcow2") else "qcow2"
+        result.disks.append(restore_disk(repo, point, target=target, vm=rec.name, disk=d.name,
+                                         fmt=fmt, force=True, progress=progress,
+                                         run_dir=run_dir))
+    # The old images, and with them every bitmap, are gone: so is the chain.
+    for chk in dom.listAllCheckpoints():
+        if chk.getName().startswith("stasis-"):
+            with contextlib.suppress(libvirt.libvirtError):
+                chk.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+    xml = rewrite(rec.domain_xml, Rewrite(
+        name=rec.name, disk_paths={d.name: paths.get(d.name, d.source) for d in rec.disks},
+        disk_formats={d.name: d.format for d in rec.disks}, file_paths={},
+        storage=Path("."), keep_identity=True,
+    ))
+    dom = _define(conn, xml)
+    if start:
+        _start(dom)
+        result.started = True
+    result.duration_s = round(time.time() - began, 3)
+    return result
