@@ -95,6 +95,7 @@ class Rewrite:
     storage: Path
     network: str | None = None
     keep_identity: bool = False  # in-place restore: same name, UUID and MACs
+    socket_dir: Path | None = None  # for unix sockets, when ``storage`` is too deep
 
 
 def rewrite(xml: str, rw: Rewrite) -> str:
@@ -150,24 +151,38 @@ def rewrite(xml: str, rw: Rewrite) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+CHAR_DEVICES = ("serial", "console", "channel", "parallel")
+# sun_path holds 108 bytes: leave room for "/<name>.chardevN.sock".
+SOCKET_BASE_MAX = 40
+
+
 def _move_sockets_and_logs(root: ET.Element, rw: Rewrite) -> None:
     """Serial, console and channel endpoints (unix sockets, log files) get paths of
-    their own, so the restored VM can run beside the original."""
-    for n, el in enumerate(root.iter("source")):
-        path = el.get("path")
-        if path and el.get("mode") in ("bind", None) and _is_char_device_source(root, el):
-            el.set("path", str(rw.storage / f"{rw.name}.{n}{Path(path).suffix or '.sock'}"))
-    for n, log in enumerate(root.iter("log")):
-        if log.get("file"):
-            log.set("file", str(rw.storage / f"{rw.name}.{n}.log"))
+    their own, so the restored VM can run beside the original. ``<console>`` repeats
+    serial 0, so one old path always becomes one new path."""
+    moved: dict[str, str] = {}
 
+    def new_path(old: str, base: Path, default_suffix: str) -> str:
+        if old not in moved:
+            suffix = Path(old).suffix or default_suffix
+            moved[old] = str(base / f"{rw.name}.chardev{len(moved)}{suffix}")
+        return moved[old]
 
-def _is_char_device_source(root: ET.Element, source: ET.Element) -> bool:
-    for tag in ("serial", "console", "channel", "parallel"):
-        for dev in root.iterfind(f"devices/{tag}"):
-            if source in list(dev):
-                return True
-    return False
+    socket_base = rw.storage
+    if rw.socket_dir is not None and len(os.fsencode(rw.storage)) > SOCKET_BASE_MAX:
+        socket_base = rw.socket_dir
+    for dev in root.iter():
+        if dev.tag not in CHAR_DEVICES:
+            continue
+        for source in dev.iterfind("source"):
+            path = source.get("path")
+            if not path or source.get("mode") not in ("bind", None):
+                continue
+            base = socket_base if dev.get("type") == "unix" else rw.storage
+            source.set("path", new_path(path, base, ".sock"))
+        for log in dev.iterfind("log"):
+            if log.get("file"):
+                log.set("file", new_path(log.get("file", ""), rw.storage, ".log"))
 
 
 def qemu_run_id(name: str, run_dir: str = "/run/libvirt/qemu") -> str:

@@ -59,6 +59,13 @@ def select_vm(point: Manifest, vm: str | None) -> VmRecord:
     return vms[0]
 
 
+def vm_socket_dir() -> Path:
+    """Unix sockets of restored VMs whose storage path is too long for one."""
+    path = Path("/run/stasis/vm-sockets") if os.geteuid() == 0 else Path("/tmp/stasis-sockets")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _suffix(fmt: str) -> str:
     return {"qcow2": ".qcow2", "raw": ".img"}.get(fmt, f".{fmt}")
 
@@ -122,6 +129,7 @@ def restore_vm(
             disk_formats={d.name: d.format if d.format in ("raw", "qcow2") else "qcow2"
                           for d in rec.disks},
             file_paths=file_paths, storage=storage, network=network,
+            socket_dir=vm_socket_dir(),
         ))
         dom = _define(conn, xml)
     except BaseException:
