@@ -1,0 +1,86 @@
+"""Test guests for Stasis's own tests, demo and benchmarks.
+
+Small libvirt VMs that boot in seconds without KVM: the host's Debian cloud kernel,
+a busybox initramfs built on the machine (:mod:`.boot`), 1–3 virtio disks of known
+content (:mod:`.disks`), a console log with a boot marker and a command channel on
+a second serial port (:mod:`.control`), and a workload whose writes date the
+content of a disk to one instant (:mod:`.workload`). Not part of the product's
+layers: nothing in Stasis imports it. ``python -m stasis.testkit --help`` for the CLI.
+
+    with GuestKit() as kit:
+        g = kit.create(disks=[DiskSpec("vda", "qcow2", 64 * MiB)])
+        g.wait_ready()
+        status, output = g.run("cat /proc/partitions")
+"""
+
+from stasis.testkit.boot import READY_MARKER, BootFiles, build_boot_files
+from stasis.testkit.control import CommandResult
+from stasis.testkit.disks import (
+    SAMPLE,
+    DiskSpec,
+    GiB,
+    KiB,
+    MiB,
+    image_info,
+    read_image,
+    sample_tree,
+    tree_manifest,
+)
+from stasis.testkit.errors import (
+    GuestCommandFailed,
+    GuestCommandTimeout,
+    GuestKitError,
+    GuestNotReady,
+    SeqLogMismatch,
+)
+from stasis.testkit.guest import (
+    DEFAULT_DISKS,
+    DEFAULT_PREFIX,
+    Guest,
+    GuestDisk,
+    GuestInfo,
+    GuestKit,
+    default_kit_dir,
+)
+from stasis.testkit.workload import (
+    SeqLog,
+    SeqLogTarget,
+    SeqLogWorkload,
+    check_seqlog,
+    read_regions,
+    seq_block,
+)
+
+__all__ = [
+    "DEFAULT_DISKS",
+    "DEFAULT_PREFIX",
+    "READY_MARKER",
+    "SAMPLE",
+    "BootFiles",
+    "CommandResult",
+    "DiskSpec",
+    "GiB",
+    "Guest",
+    "GuestCommandFailed",
+    "GuestCommandTimeout",
+    "GuestDisk",
+    "GuestInfo",
+    "GuestKit",
+    "GuestKitError",
+    "GuestNotReady",
+    "KiB",
+    "MiB",
+    "SeqLog",
+    "SeqLogMismatch",
+    "SeqLogTarget",
+    "SeqLogWorkload",
+    "build_boot_files",
+    "check_seqlog",
+    "default_kit_dir",
+    "image_info",
+    "read_image",
+    "read_regions",
+    "sample_tree",
+    "seq_block",
+    "tree_manifest",
+]
