@@ -176,3 +176,40 @@ def progress_for(json_output: bool) -> ProgressProtocol:
     if err.is_terminal and not json_output:
         return RichProgress()
     return NoProgress()
+
+
+class ProgressBoard:
+    """One progress display with a bar per concurrent job (e.g. a VM each)."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
+        )
+        self._started = False
+
+    def lane(self, _name: str = "") -> ProgressProtocol:
+        board = self
+
+        class Lane:
+            task: TaskID | None = None
+
+            def start(self, description: str, total: int) -> None:
+                if not board._started:
+                    board._bar.start()
+                    board._started = True
+                self.task = board._bar.add_task(description, total=total)
+
+            def advance(self, amount: int) -> None:
+                if self.task is not None:
+                    board._bar.advance(self.task, amount)
+
+            def finish(self) -> None:
+                pass
+
+        return Lane()
+
+    def close(self) -> None:
+        if self._started:
+            self._bar.stop()
+            self._started = False

@@ -74,9 +74,13 @@ def run() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        # Typer answers an interrupt inside a command by returning 130.
-        if app(standalone_mode=False) == 130 and _signal_seen:
+        # Typer answers an interrupt inside a command by returning 130, and a
+        # typer.Exit raised by a command by returning its code.
+        code = app(standalone_mode=False)
+        if code == 130 and _signal_seen:
             _interrupted()
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except StasisError as e:
         err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -11,11 +11,13 @@ import libvirt
 import typer
 from rich.table import Table
 
+from stasis.blockio.nbd import socket_base
 from stasis.cli.backup import backup_result, parse_tags, print_backup
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    ProgressBoard,
     RepoOpt,
     err,
     human,
@@ -27,7 +29,7 @@ from stasis.cli.common import (
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.protection.doctor import doctor as run_doctor
-from stasis.protection.vm import back_up_vm
+from stasis.protection.vm import back_up_vms
 from stasis.recovery.vm import restore_vm
 from stasis.repository import Repository
 from stasis.settings import run_dir, scratch_dir
@@ -95,28 +97,43 @@ def backup_vm(
     repo: RepoOpt,
     connect: ConnectOpt = lv.DEFAULT_URI,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    parallel: Annotated[int, typer.Option(help="VMs backed up at once.")] = 2,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Back up VMs, live and incremental where a checkpoint chain allows."""
+    """Back up VMs, live and incremental where a checkpoint chain allows.
+
+    Several VMs are backed up in parallel, each into its own point; one failing
+    does not stop the others, and the exit code is the first failure's.
+    """
     tags = parse_tags(tag or [])
     conn = lv.connect(connect)
     r = open_repo(repo, passphrase_file, key_file)
-    results = []
-    for name in names:
-        progress = progress_for(json_output)
-        try:
-            m = back_up_vm(conn, r, name, run_dir=run_dir(), scratch_dir=scratch_dir(),
-                           tags=tags, progress=progress)
-        finally:
-            progress.finish()
-        results.append(m)
-        if not json_output:
-            print_backup(m)
+    board = ProgressBoard() if err.is_terminal and not json_output else None
+    try:
+        outcomes = back_up_vms(conn, r, list(dict.fromkeys(names)), run_dir=run_dir(),
+                               scratch_dir=scratch_dir(), tags=tags,
+                               progress=board.lane if board else None, parallel=parallel)
+    finally:
+        if board:
+            board.close()
+    failed = [o for o in outcomes if o.error is not None]
     if json_output:
-        data = [backup_result(m) for m in results]
-        print_json(data[0] if len(data) == 1 else data)
+        data = [backup_result(o.point) if o.point else
+                {"name": o.name, "error": o.error.message if o.error else "",
+                 "exit_code": o.error.exit_code if o.error else 1} for o in outcomes]
+        print_json(data[0] if len(data) == 1 and not failed else data)
+    else:
+        for o in outcomes:
+            if o.point is not None:
+                print_backup(o.point)
+    for o in failed[1:] if json_output else failed:
+        err.print(f"[bold red]error:[/] {o.name}: {o.error}", highlight=False)
+    if failed and failed[0].error is not None:
+        if len(names) == 1:
+            raise failed[0].error
+        raise typer.Exit(failed[0].error.exit_code)
 
 
 def restore_vm_cmd(
@@ -171,7 +188,9 @@ def doctor(
     r = open_repo(repo, passphrase_file, key_file) if repo else None
     conn = lv.connect(connect) if os.path.exists("/run/libvirt") or connect != lv.DEFAULT_URI \
         else None
-    report = run_doctor(conn, r, [run_dir(), scratch_dir()], fix=fix)
+    dirs = [run_dir(), scratch_dir()]
+    dirs += [socket_base(d) for d in dirs]  # sockets of deep directories go elsewhere
+    report = run_doctor(conn, r, sorted(set(dirs)), fix=fix)
     if json_output:
         print_json([f.__dict__ for f in report.findings])
         return

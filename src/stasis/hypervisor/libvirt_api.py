@@ -23,7 +23,7 @@ from typing import Any
 
 import libvirt
 
-from stasis.blockio.nbd import NBD_STATE_DIRTY, Export, socket_base
+from stasis.blockio.nbd import NBD_STATE_DIRTY, Export, remove_dead_debris, socket_base
 from stasis.errors import HypervisorError, VmNotFound
 from stasis.hypervisor.domain import DomainDisk
 
@@ -129,10 +129,9 @@ class JobDisk:
     incremental_from: str | None = None  # checkpoint name, or None for a full read
 
 
-def job_dir(run_dir: Path, dac: tuple[int, int] | None) -> Path:
-    """A private directory for a job's socket and scratch files, owned by QEMU's user
-    (QEMU binds the socket there) and named with our pid (for debris cleanup)."""
-    base = socket_base(run_dir)
+def job_dir(base: Path, dac: tuple[int, int] | None) -> Path:
+    """A private directory for a job's scratch files (or socket), owned by QEMU's user
+    (QEMU writes and binds there) and named with our pid (for debris cleanup)."""
     path = base / f"{JOB_DIR_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     path.mkdir(mode=0o770)
     if dac is not None:
@@ -165,7 +164,8 @@ class PullBackup:
         self.checkpoint_disks = checkpoint_disks
         self.run_dir = run_dir
         self.dac = dac
-        self.dir: Path | None = None
+        self.dir: Path | None = None  # scratch files
+        self.socket_dir: Path | None = None  # the NBD socket: the same, unless too deep
         self._keep = False
         self._begun = False
         self.begin_seconds = 0.0
@@ -202,13 +202,17 @@ class PullBackup:
         return ET.tostring(root, encoding="unicode")
 
     def __enter__(self) -> PullBackup:
+        short = socket_base(self.run_dir)
+        for base in {self.run_dir, short}:  # what a killed run left behind
+            remove_dead_debris(base)
         self.dir = job_dir(self.run_dir, self.dac)
-        socket_path = str(self.dir / "nbd.sock")
+        self.socket_dir = self.dir if short == self.run_dir else job_dir(short, self.dac)
+        socket_path = str(self.socket_dir / "nbd.sock")
         started = time.monotonic()
         try:
             self.dom.backupBegin(self.backup_xml(socket_path), self.checkpoint_xml(), 0)
         except libvirt.libvirtError as e:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self._remove_dirs()
             raise HypervisorError(
                 f"the backup job of {self.dom.name()} did not start ({e.get_error_message()})",
                 "Nothing was changed.",
@@ -237,8 +241,12 @@ class PullBackup:
                     with contextlib.suppress(libvirt.libvirtError):
                         delete_checkpoint(self.dom, self.checkpoint)
             finally:
-                if self.dir is not None:
-                    shutil.rmtree(self.dir, ignore_errors=True)
+                self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        for path in (self.dir, self.socket_dir):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def end_job(dom: libvirt.virDomain) -> None:

@@ -25,7 +25,7 @@ from stasis.blockio import BlockReader, images
 from stasis.blockio.nbd import QemuNbd
 from stasis.blockio.raw import RawFile
 from stasis.errors import BackendError, RepositoryFull, UsageError
-from stasis.parallel import ordered_map
+from stasis.parallel import Cancelled, ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.repository import ZERO_NAME, DiskIndex, DiskRecord, Manifest, Repository, VmRecord
 from stasis.repository.repo import new_point_id, utc_now_iso
@@ -97,8 +97,10 @@ class _Stats:
 class ChunkStore:
     """Reads, names and stores chunks for one backup run, across all its disks."""
 
-    def __init__(self, repo: Repository, *, workers: int | None = None, progress: Progress) -> None:
+    def __init__(self, repo: Repository, *, workers: int | None = None, progress: Progress,
+                 cancel: threading.Event | None = None) -> None:
         self.repo = repo
+        self.cancel = cancel or threading.Event()
         self.workers = workers
         self.progress = progress
         self.chunk_size = repo.chunk_size
@@ -107,6 +109,8 @@ class ChunkStore:
         self._seen_lock = threading.Lock()
 
     def _one(self, src: DiskSource, i: int, stats: _Stats) -> bytes:
+        if self.cancel.is_set():
+            raise Cancelled()
         offset = i * self.chunk_size
         length = min(self.chunk_size, src.virtual_size - offset)
         data = src.reader.read(offset, length)
@@ -162,16 +166,18 @@ def back_up_disks(
     progress: Progress | None = None,
     workers: int | None = None,
     extra_timings: dict[str, float] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Manifest:
     """Back up ``sources`` (already open) into one point and commit it.
 
     Each source names the VmRecord of ``vms`` it belongs to. The caller holds a
-    shared repository lock.
+    shared repository lock. Setting ``cancel`` (from another thread) stops the run
+    with :class:`Cancelled` before anything is committed.
     """
     progress = progress or NoProgress()
     started = time.time()
     point_time = point_time or utc_now_iso()
-    store = ChunkStore(repo, workers=workers, progress=progress)
+    store = ChunkStore(repo, workers=workers, progress=progress, cancel=cancel)
     try:
         plans = [plan_chunks(src, repo.chunk_size) for src in sources]
         progress.start(f"backup {name}", sum(p.bytes_to_read for p in plans))
@@ -215,6 +221,8 @@ def back_up_disks(
                  **(extra_timings or {})},
         stasis_version=__version__,
     )
+    if store.cancel.is_set():
+        raise Cancelled()
     try:
         repo.commit(manifest)
     except OSError as e:

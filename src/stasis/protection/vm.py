@@ -13,7 +13,9 @@ import contextlib
 import functools
 import json
 import subprocess
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,7 @@ def back_up_vm(
     tags: dict[str, str] | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> Manifest:
     """Make one point of VM ``name`` and commit it.
 
@@ -192,9 +195,10 @@ def back_up_vm(
         running = lv.is_running(dom)
         if running:
             return _back_up_running(conn, repo, dom, parent, parent_vm, run_dir=scratch_dir,
-                                    tags=tags, progress=progress, workers=workers)
+                                    tags=tags, progress=progress, workers=workers,
+                                    cancel=cancel)
         return _back_up_shut_off(repo, dom, parent, parent_vm, run_dir=run_dir, tags=tags,
-                                 progress=progress, workers=workers)
+                                 progress=progress, workers=workers, cancel=cancel)
 
 
 def _vm_record(dom: libvirt.virDomain, info: DomainInfo, state: str) -> VmRecord:
@@ -209,6 +213,7 @@ def _back_up_running(
     conn: libvirt.virConnect, repo: Repository, dom: libvirt.virDomain,
     parent: Manifest | None, parent_vm: VmRecord | None, *, run_dir: Path,
     tags: dict[str, str] | None, progress: Progress | None, workers: int | None,
+    cancel: threading.Event | None,
 ) -> Manifest:
     live = parse(lv.domain_xml(dom))
     run_id = qemu_run_id(dom.name())
@@ -253,6 +258,7 @@ def _back_up_running(
         manifest = back_up_disks(
             repo, sources, name=dom.name(), kind="vm", vms=[vm], tags=tags, parent=parent,
             point_id=point_id, point_time=point_time, progress=progress, workers=workers,
+            cancel=cancel,
         )
         job.keep_checkpoint()
     # Older checkpoints of this chain are no longer a base for anything.
@@ -266,7 +272,7 @@ def _back_up_running(
 def _back_up_shut_off(
     repo: Repository, dom: libvirt.virDomain, parent: Manifest | None,
     parent_vm: VmRecord | None, *, run_dir: Path, tags: dict[str, str] | None,
-    progress: Progress | None, workers: int | None,
+    progress: Progress | None, workers: int | None, cancel: threading.Event | None,
 ) -> Manifest:
     info = parse(lv.domain_xml(dom, inactive=True))
     point_time = utc_now_iso()
@@ -306,8 +312,60 @@ def _back_up_shut_off(
                                           if parent_vm else "")}
         return back_up_disks(
             repo, sources, name=dom.name(), kind="vm", vms=[vm], tags=tags, parent=parent,
-            point_time=point_time, progress=progress, workers=workers,
+            point_time=point_time, progress=progress, workers=workers, cancel=cancel,
         )
+
+
+@dataclass
+class VmOutcome:
+    name: str
+    point: Manifest | None = None
+    error: StasisError | None = None
+
+
+def back_up_vms(
+    conn: libvirt.virConnect,
+    repo: Repository,
+    names: list[str],
+    *,
+    run_dir: Path,
+    scratch_dir: Path,
+    tags: dict[str, str] | None = None,
+    progress: Callable[[str], Progress] | None = None,
+    parallel: int = 2,
+) -> list[VmOutcome]:
+    """Back up several VMs, ``parallel`` at a time, each into its own point.
+
+    One VM failing does not stop the others; its outcome carries the error. An
+    interrupt (Ctrl-C, SIGTERM) stops them all before they commit and is re-raised.
+    """
+    cancel = threading.Event()
+    outcomes = {n: VmOutcome(n) for n in names}
+
+    def one(name: str) -> None:
+        try:
+            outcomes[name].point = back_up_vm(
+                conn, repo, name, run_dir=run_dir, scratch_dir=scratch_dir, tags=tags,
+                progress=progress(name) if progress else None, cancel=cancel)
+        except StasisError as e:
+            outcomes[name].error = e
+
+    if len(names) == 1 or parallel <= 1:
+        for name in names:
+            one(name)
+        return list(outcomes.values())
+    pool = ThreadPoolExecutor(max_workers=min(parallel, len(names)),
+                              thread_name_prefix="vm")
+    futures = [pool.submit(one, n) for n in names]
+    try:
+        for fut in futures:
+            fut.result()
+    except BaseException:
+        cancel.set()  # every VM's pipeline stops; each ends its job and drops its checkpoint
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return list(outcomes.values())
 
 
 def _format_options(disk: DomainDisk) -> dict[str, object]:

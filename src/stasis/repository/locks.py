@@ -103,6 +103,7 @@ class LockManager:
             refreshed=now,
         )
         deadline = time.monotonic() + wait
+        self.remove_stale()  # what killed jobs left: the next job clears it
         while True:
             self._write(lock)
             conflict = self._conflict(lock)
