@@ -28,7 +28,9 @@ from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
 
-out = Console()
+# Piped output (logs, scripts) is not cut at 80 columns: lines stay whole, and tables
+# get room enough for point ids and names.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 RepoOpt = Annotated[
@@ -51,6 +53,10 @@ KEYFILE_HEADER = "stasis-keyfile-v1"
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def human(n: float) -> str:

@@ -15,6 +15,7 @@ from stasis.cli.common import (
     human,
     open_repo,
     out,
+    plural,
     print_json,
     progress_for,
 )
@@ -44,7 +45,8 @@ def verify(
         print_json(report.to_dict())
     else:
         kind = "deep" if deep else "quick"
-        out.print(f"Verified ({kind}) {report.points} points, {report.chunks} chunks"
+        out.print(f"Verified ({kind}) {plural(report.points, 'point')}, "
+                  f"{plural(report.chunks, 'chunk')}"
                   + (f", {human(report.bytes_checked)} read" if deep else "") + ".")
         for p in report.problems:
             err.print(f"[red]damaged:[/] {p.describe()}")
