@@ -206,6 +206,20 @@ def test_chain_doubts_send_only_that_disk_to_a_full_read(
     assert m["vdd"][0] == "full" and "added" in m["vdd"][1]
     assert m["vda"][0] == "incremental"
 
+    # The disk removed again: the point says so, the other disks stay incremental.
+    dom.detachDeviceFlags(
+        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{extra}'/><target dev='vdd' bus='virtio'/></disk>",
+        libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    deadline = time.monotonic() + 30
+    while "vdd" in dom.XMLDesc(0):
+        assert time.monotonic() < deadline, "the guest did not release vdd"
+        time.sleep(0.2)
+    del guest.disks["vdd"]
+    removed = next_point("removed")
+    assert removed.vms[0].extra["disks_removed"] == ["vdd"]
+    assert "vdd" not in modes(removed) and modes(removed)["vda"][0] == "incremental"
+
     # The VM destroyed and started again.
     guest.domain.destroy()
     time.sleep(0.5)

@@ -51,6 +51,8 @@ def backup_result(m: Manifest) -> dict[str, Any]:
             {
                 "name": vm.name,
                 "kind": vm.kind,
+                "state": vm.state,
+                "disks_removed": vm.extra.get("disks_removed", []),
                 "disks": [
                     {
                         "target": d.name,
@@ -78,7 +80,10 @@ def print_backup(m: Manifest) -> None:
               f"{human(m.virtual_size)}, stored {human(stored)} new.")
     for vm, d in m.disks():
         out.print(f"  {vm.name}/{d.name}: {d.mode}, read {human(d.bytes_read)}, "
-                  f"new {human(d.stored_new)}")
+                  f"new {human(d.stored_new)}" + (f" ({d.reason})" if d.mode == "full" else ""))
+    for vm in m.vms:
+        for gone in vm.extra.get("disks_removed", []):
+            out.print(f"  {vm.name}/{gone}: removed from the VM since the last point")
 
 
 @app.command("image")

@@ -235,7 +235,8 @@ def _back_up_running(
     with job, contextlib.ExitStack() as stack:
         vm = _vm_record(dom, live, "running")
         vm.extra = {"checkpoint_run_id": run_id, "checkpoint": job.checkpoint or "",
-                    "begin_s": round(job.begin_seconds, 4)}
+                    "begin_s": round(job.begin_seconds, 4),
+                    "disks_removed": _removed(parent_vm, live)}
         sources: list[DiskSource] = []
         for p in plans:
             export = job.export(p.disk.target, incremental=p.base is not None)
@@ -309,7 +310,8 @@ def _back_up_shut_off(
             sources.append(f)
         vm = _vm_record(dom, info, "shut off")
         vm.extra = {"checkpoint_run_id": (parent_vm.extra.get("checkpoint_run_id", "")
-                                          if parent_vm else "")}
+                                          if parent_vm else ""),
+                    "disks_removed": _removed(parent_vm, info)}
         return back_up_disks(
             repo, sources, name=dom.name(), kind="vm", vms=[vm], tags=tags, parent=parent,
             point_time=point_time, progress=progress, workers=workers, cancel=cancel,
@@ -366,6 +368,12 @@ def back_up_vms(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return list(outcomes.values())
+
+
+def _removed(parent_vm: VmRecord | None, info: DomainInfo) -> list[str]:
+    """Disks the last point had that the VM no longer has."""
+    now = {d.target for d in info.disks}
+    return sorted(d.name for d in parent_vm.disks if d.name not in now) if parent_vm else []
 
 
 def _format_options(disk: DomainDisk) -> dict[str, object]:
