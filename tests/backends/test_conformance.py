@@ -95,3 +95,16 @@ def test_list_never_shows_partial_writes(backend: Backend, tmp_path: Path) -> No
         (backend.root / "chunks" / ".abc.tmp-123456").write_bytes(b"half")
     backend.put("chunks/real", b"whole")
     assert [o.key for o in backend.list("chunks/")] == ["chunks/real"]
+
+
+def test_sync_covers_objects_of_other_writers(backend: Backend, tmp_path: Path) -> None:
+    # A second instance on the same store (another process) puts an object; sync on
+    # the first must not fail on it and must leave everything readable.
+    other = FACTORIES[next(iter(FACTORIES))](tmp_path) if isinstance(backend, LocalBackend) \
+        else backend
+    other.put("chunks/ab/from-other", b"x")
+    backend.put("chunks/cd/mine", b"y")
+    backend.sync()
+    backend.sync()  # repeatable
+    assert backend.get("chunks/ab/from-other") == b"x"
+    assert backend.get("chunks/cd/mine") == b"y"

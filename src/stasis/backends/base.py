@@ -23,7 +23,10 @@ class Backend(Protocol):
 
     - ``put`` is atomic: a reader sees the whole old object, the whole new one, or
       nothing; never a prefix. It may be repeated (same key, same data) safely.
-      When ``put`` returns, the object is durable (it survives a crash of the host).
+    - ``sync`` makes every object that was put before it durable (it survives a crash
+      of the host), whoever put it: also objects another process put and this one
+      only found. The repository calls it before writing a manifest, and again
+      after. (A backend whose put is durable on return makes it a no-op.)
     - ``get`` of a missing key raises :class:`stasis.errors.ObjectNotFound`
       (permanent). Any other failure raises ``OSError`` (worth a retry for a
       network backend; ``ENOSPC`` is permanent until space is freed).
@@ -38,6 +41,8 @@ class Backend(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def put(self, key: str, data: bytes | memoryview) -> None: ...
+
+    def sync(self) -> None: ...
 
     def exists(self, key: str) -> bool: ...
 

@@ -36,7 +36,7 @@ def init(
     repo: RepoOpt,
     encryption: Annotated[str, typer.Option(help="aes-256-gcm or none.")] = "aes-256-gcm",
     chunk_size: Annotated[str, typer.Option(help="Chunk size, a power of two.")] = "4MiB",
-    compression: Annotated[str, typer.Option(help="zstd-1 … zstd-19, or none.")] = "zstd-3",
+    compression: Annotated[str, typer.Option(help="zstd-1 … zstd-19, or none.")] = "zstd-1",
     passphrase_file: PassFileOpt = None,
     key_file: Annotated[Path | None, typer.Option(
         "--key-file", help="Protect the repository with a new key file written here "

@@ -200,7 +200,9 @@ class Repository:
         config["mac"] = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
         # Key slot first, config last: a directory with a config is a repository.
         backend.put(f"keys/{slot['id']}", json.dumps(slot, indent=1).encode())
+        backend.sync()
         backend.put("config", json.dumps(config, indent=1).encode())
+        backend.sync()
         return cls(backend, config, keys)
 
     @staticmethod
@@ -289,6 +291,7 @@ class Repository:
             secret=secret, label=label,
         )
         self.backend.put(f"keys/{slot_id}", json.dumps(slot, indent=1).encode())
+        self.backend.sync()
         return slot_id
 
     def remove_key_slot(self, slot_id: str) -> None:
@@ -300,6 +303,7 @@ class Repository:
                 "refusing to remove the last key slot: the repository could never be opened again"
             )
         self.backend.delete(f"keys/{slot_id}")
+        self.backend.sync()
 
     # ------------------------------------------------------------------ chunks
 
@@ -340,6 +344,7 @@ class Repository:
         dest = f"quarantine/{name.hex()}.{int(time.time())}"
         with contextlib.suppress(ObjectNotFound):
             self.backend.put(dest, self.backend.get(key))
+            self.backend.sync()
         self.backend.delete(key)
         return dest
 
@@ -385,9 +390,11 @@ class Repository:
         Callers must have stored (durably) every chunk and index it references.
         """
         key = manifest_key(manifest.id)
+        self.backend.sync()  # every chunk and index it names is durable first
         self.backend.put(
             key, self.sealer.seal(objects.KIND_MANIFEST, manifest.id, manifest.encode())
         )
+        self.backend.sync()
 
     def point_ids(self) -> list[str]:
         ids = []
