@@ -1,0 +1,276 @@
+"""One point of several VMs at one instant (a single VM is a group of one).
+
+Crash consistency for a group: every running member is suspended, every member's
+backup job begins (QEMU fixes each VM's instant with copy-before-write), and every
+member is resumed, all in parallel threads; the window from the first suspend to the
+last resume is measured and recorded as ``frozen_ms``. A guardian process resumes
+the members if Stasis dies inside the window; any error or signal resumes them in
+the ``finally``. A single running VM is not suspended at all: QEMU already fixes all
+of its disks at one instant.
+
+The data of every member is then read in one pipeline and committed as one point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from stasis.blockio import BlockReader, images
+from stasis.blockio.nbd import NBD_STATE_DIRTY, QemuNbd
+from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor.domain import DomainInfo, parse, qemu_run_id
+from stasis.progress import Progress
+from stasis.protection.backup import DiskSource, back_up_disks, open_reader
+from stasis.protection.chain import (
+    DiskPlan,
+    file_sources,
+    format_options,
+    image_bitmaps,
+    plan_disk,
+    removed_disks,
+)
+from stasis.protection.doctor import clean_vm
+from stasis.protection.guardian import Guardian
+from stasis.repository import Manifest, Repository, VmRecord
+from stasis.repository.repo import new_point_id, utc_now_iso
+
+
+@dataclass
+class Member:
+    dom: libvirt.virDomain
+    name: str
+    running: bool
+    info: DomainInfo
+    parent: Manifest | None
+    parent_vm: VmRecord | None
+    run_id: str = ""
+    plans: list[DiskPlan] = field(default_factory=list)
+    job: lv.PullBackup | None = None
+    record: VmRecord | None = None
+
+
+def latest_with_vm(points: list[Manifest], name: str) -> tuple[Manifest | None, VmRecord | None]:
+    """The newest point holding VM ``name`` (alone or in a group), and its record."""
+    for point in reversed(points):
+        for vm in point.vms:
+            if vm.kind == "vm" and vm.name == name:
+                return point, vm
+    return None, None
+
+
+def _parallel(fn: Callable[[Member], object], members: Iterable[Member]) -> None:
+    """Run ``fn`` on every member at once; raise the first error after all finished."""
+    todo = list(members)
+    if len(todo) <= 1:
+        for m in todo:
+            fn(m)
+        return
+    with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="member") as pool:
+        futures = [pool.submit(fn, m) for m in todo]
+        errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def _prepare(conn: libvirt.virConnect, repo: Repository, name: str, points: list[Manifest],
+             scratch_dir: Path) -> Member:
+    dom = lv.lookup(conn, name)
+    clean_vm(dom, repo)
+    parent, parent_vm = latest_with_vm(points, name)
+    running = lv.is_running(dom)
+    info = parse(lv.domain_xml(dom, inactive=not running))
+    m = Member(dom, dom.name(), running, info, parent, parent_vm)
+    if running:
+        m.run_id = qemu_run_id(m.name)
+        chain = {c.name: c for c in lv.checkpoints(dom, lv.chain_prefix(repo.id))}
+        m.plans = [
+            plan_disk(repo, d, lv.block_info(dom, d.target)[0], parent=parent,
+                      parent_vm=parent_vm, info=info, running=True, run_id=m.run_id,
+                      live_checkpoints=chain)
+            for d in info.disks
+        ]
+    return m
+
+
+def _job(m: Member, checkpoint: str, scratch_dir: Path) -> lv.PullBackup:
+    bitmap_disks = [p.disk.target for p in m.plans if p.disk.bitmaps]
+    return lv.PullBackup(
+        m.dom, [lv.JobDisk(p.disk, p.base) for p in m.plans],
+        checkpoint=checkpoint if bitmap_disks else None, checkpoint_disks=bitmap_disks,
+        run_dir=scratch_dir, dac=m.info.dac,
+    )
+
+
+def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str) -> float:
+    """Begin every running member's job at one instant; return the frozen window (ms)."""
+    running = [m for m in members if m.job is not None]
+    if not running:
+        return 0.0
+    if len(running) == 1:
+        stack.enter_context(running[0].job)  # type: ignore[arg-type]
+        return 0.0
+    begun: list[lv.PullBackup] = []
+    lock = threading.Lock()
+
+    def begin(m: Member) -> None:
+        assert m.job is not None
+        m.job.__enter__()
+        with lock:
+            begun.append(m.job)
+
+    guardian = stack.enter_context(Guardian(uri))
+    suspended: list[Member] = []
+
+    def suspend(m: Member) -> None:
+        m.dom.suspend()
+        with lock:
+            suspended.append(m)
+
+    guardian.hold([m.name for m in running])
+    started = time.monotonic()
+    try:
+        try:
+            _parallel(suspend, running)
+            _parallel(begin, running)
+        finally:
+            _parallel(lambda m: m.dom.resume(), list(suspended))
+            frozen = (time.monotonic() - started) * 1000
+    finally:
+        for job in begun:  # ended on the way out, whatever happens next
+            stack.push(job.__exit__)
+        guardian.release()
+    return frozen
+
+
+def back_up_members(
+    conn: libvirt.virConnect,
+    repo: Repository,
+    names: list[str],
+    *,
+    point_name: str,
+    kind: str,
+    run_dir: Path,
+    scratch_dir: Path,
+    tags: dict[str, str] | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Manifest:
+    """Make one point holding every VM of ``names`` at one instant, and commit it."""
+    with repo.shared_lock(f"backup {kind} {point_name}"):
+        points = repo.points()
+        members = [_prepare(conn, repo, n, points, scratch_dir) for n in names]
+        point_id = new_point_id()
+        checkpoint = lv.checkpoint_name(repo.id, point_id)
+        for m in members:
+            if m.running:
+                m.job = _job(m, checkpoint, scratch_dir)
+        point_time = utc_now_iso()
+        with contextlib.ExitStack() as stack:
+            frozen_ms = fix_instant(members, stack, conn.getURI())
+            sources: list[DiskSource] = []
+            vms: list[VmRecord] = []
+            for index, m in enumerate(members):
+                vms.append(_record(m, frozen_ms))
+                sources += (_live_sources(m, index, checkpoint, stack) if m.running
+                            else _image_sources(repo, m, index, run_dir, stack))
+                for f in file_sources(m.info, index):
+                    stack.callback(f.reader.close)  # type: ignore[attr-defined]
+                    sources.append(f)
+            parent = members[0].parent if len(members) == 1 else _group_parent(points,
+                                                                               point_name)
+            manifest = back_up_disks(
+                repo, sources, name=point_name, kind=kind, vms=vms, tags=tags, parent=parent,
+                point_id=point_id, point_time=point_time, progress=progress, workers=workers,
+                cancel=cancel, extra_timings={"frozen_ms": round(frozen_ms, 3)},
+            )
+            for m in members:
+                if m.job is not None:
+                    m.job.keep_checkpoint()
+        for m in members:  # older checkpoints of each chain are no base for anything now
+            if m.running:
+                for old in lv.checkpoints(m.dom, lv.chain_prefix(repo.id)):
+                    if old.name != checkpoint:
+                        with contextlib.suppress(libvirt.libvirtError):
+                            lv.delete_checkpoint(m.dom, old.name)
+        return manifest
+
+
+def _group_parent(points: list[Manifest], name: str) -> Manifest | None:
+    same = [p for p in points if p.name == name]
+    return same[-1] if same else None
+
+
+def _record(m: Member, frozen_ms: float) -> VmRecord:
+    state = "running" if m.running else "shut off"
+    vm = VmRecord(name=m.name, kind="vm", uuid=m.info.uuid,
+                  domain_xml=lv.domain_xml(m.dom, inactive=True),
+                  consistency="crash" if m.running else "shut off", state=state)
+    vm.extra = {"disks_removed": removed_disks(m.parent_vm, m.info)}
+    if m.running and m.job is not None:
+        vm.extra.update(checkpoint_run_id=m.run_id, checkpoint=m.job.checkpoint or "",
+                        begin_s=round(m.job.begin_seconds, 4), frozen_ms=round(frozen_ms, 3))
+    else:
+        vm.extra["checkpoint_run_id"] = (m.parent_vm.extra.get("checkpoint_run_id", "")
+                                         if m.parent_vm else "")
+    m.record = vm
+    return vm
+
+
+def _live_sources(m: Member, index: int, checkpoint: str,
+                  stack: contextlib.ExitStack) -> list[DiskSource]:
+    assert m.job is not None
+    sources = []
+    for p in m.plans:
+        export = m.job.export(p.disk.target, incremental=p.base is not None)
+        stack.callback(export.close)
+        changed = None
+        if p.base is not None:
+            changed = functools.partial(lv.dirty_extents, export, p.disk.target, p.virtual_size)
+        sources.append(DiskSource(
+            name=p.disk.target, reader=export, virtual_size=p.virtual_size,
+            format=p.disk.format, source=p.disk.source, reason=p.reason,
+            parent_index=p.parent_index, changed=changed,
+            format_options=format_options(p.disk),
+            checkpoint=checkpoint if p.disk.bitmaps else "", source_kind=p.disk.kind, vm=index,
+        ))
+    return sources
+
+
+def _image_sources(repo: Repository, m: Member, index: int, run_dir: Path,
+                   stack: contextlib.ExitStack) -> list[DiskSource]:
+    sources = []
+    for d in m.info.disks:
+        img = images.inspect(d.source, d.format)
+        bitmaps = image_bitmaps(d.source) if d.bitmaps else {}
+        p = plan_disk(repo, d, img.virtual_size, parent=m.parent, parent_vm=m.parent_vm,
+                      info=m.info, running=False, run_id="", live_checkpoints={},
+                      image_bitmaps=bitmaps)
+        reader: BlockReader
+        changed: Callable[[], Iterable[tuple[int, int]]] | None = None
+        if p.base is not None:
+            export = stack.enter_context(QemuNbd(d.source, d.format, run_dir=run_dir,
+                                                 bitmap=p.base))
+            reader = export
+            changed = functools.partial(export.flagged_extents, f"qemu:dirty-bitmap:{p.base}",
+                                        NBD_STATE_DIRTY, img.virtual_size)
+        else:
+            reader = stack.enter_context(open_reader(img, run_dir))
+        # The base checkpoint stays the base: libvirt cannot make one while shut off.
+        sources.append(DiskSource(
+            name=d.target, reader=reader, virtual_size=img.virtual_size, format=d.format,
+            source=d.source, reason=p.reason, parent_index=p.parent_index, changed=changed,
+            format_options=img.options, checkpoint=p.base or "", source_kind=d.kind, vm=index,
+        ))
+    return sources
+
