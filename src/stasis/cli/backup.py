@@ -45,6 +45,7 @@ def backup_result(m: Manifest) -> dict[str, Any]:
         "parent": m.parent,
         "tags": m.tags,
         "duration_s": m.timings.get("duration_s"),
+        "frozen_ms": m.timings.get("frozen_ms"),
         "bytes_read": m.bytes_read,
         "size": m.virtual_size,
         "vms": [

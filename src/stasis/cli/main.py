@@ -44,6 +44,7 @@ app.command("verify")(verify.verify)
 app.command("vms")(vms.vms)
 app.command("doctor")(vms.doctor)
 backup.app.command("vm")(vms.backup_vm)
+backup.app.command("group")(vms.backup_group)
 restore.app.command("vm")(vms.restore_vm_cmd)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +43,10 @@ from stasis.protection.doctor import clean_vm
 from stasis.protection.guardian import Guardian
 from stasis.repository import Manifest, Repository, VmRecord
 from stasis.repository.repo import new_point_id, utc_now_iso
+
+# Only for tests of what happens when Stasis dies inside the window; never set it
+# in production (it is the number of milliseconds the members stay suspended).
+TEST_WINDOW_MS = int(os.environ.get("STASIS_TEST_WINDOW_MS", "0") or 0)
 
 
 @dataclass
@@ -142,6 +147,8 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str) ->
         try:
             _parallel(suspend, running)
             _parallel(begin, running)
+            if TEST_WINDOW_MS:  # tests hold the window open to signal Stasis inside it
+                time.sleep(TEST_WINDOW_MS / 1000)
         finally:
             _parallel(lambda m: m.dom.resume(), list(suspended))
             frozen = (time.monotonic() - started) * 1000
