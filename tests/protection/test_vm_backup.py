@@ -123,9 +123,10 @@ def test_full_then_incremental_three_disks(kit: GuestKit, guest: Guest, repo: Re
     assert m2["vda"][0] == m2["vdc"][0] == "incremental"
     assert m2["vdb"][0] == "full"
     disks = {d.name: d for d in p2.vms[0].disks}
-    # Only the chunk holding the 64 KiB write is read (the repository uses 256 KiB chunks).
-    assert disks["vda"].bytes_read == repo.chunk_size
-    assert disks["vdc"].bytes_read == repo.chunk_size
+    # Only the 64 KiB that changed is read from the VM (one bitmap granule), not the
+    # 256 KiB chunk around it: the rest of that chunk comes from the previous point.
+    assert disks["vda"].bytes_read == 64 * 1024
+    assert disks["vdc"].bytes_read == 64 * 1024
     # One checkpoint: the newest point's.
     chain = lv.checkpoints(guest.domain, lv.chain_prefix(repo.id))
     assert [c.name for c in chain] == [lv.checkpoint_name(repo.id, p2.id)]
@@ -243,7 +244,7 @@ def test_shut_off_vm(kit: GuestKit, guest: Guest, repo: Repository,
     assert p.vms[0].state == "shut off"
     assert m["vda"][0] == "incremental" and "persistent bitmap" in m["vda"][1]
     vda = next(d for d in p.vms[0].disks if d.name == "vda")
-    assert 0 < vda.bytes_read <= 2 * repo.chunk_size
+    assert 0 < vda.bytes_read <= 2 * 64 * 1024  # 100 000 bytes: two 64 KiB granules
     assert_restores(repo, p, refs, dirs["out"])
 
 
@@ -398,3 +399,28 @@ def test_each_point_restores_alone(kit: GuestKit, guest: Guest, repo: Repository
             repo.backend.delete(f"manifests/{pid}")
     assert [p.id for p in repo.points()] == [newest.id]
     assert_restores(repo, newest, refs, dirs["out"])
+
+
+def test_incremental_over_a_damaged_parent_chunk_reads_it_whole(
+    kit: GuestKit, guest: Guest, repo: Repository, dirs: dict[str, Path]
+) -> None:
+    """The unchanged part of a partly dirty chunk comes from the parent point; when that
+    copy is damaged the chunk is read whole from the VM instead, and stays exact."""
+    guest.write_pattern("vda", 12 * MiB, 200_000, seed=51)
+    first = backup(kit, repo, guest, dirs)
+    index = repo.load_index(next(d for d in first.vms[0].disks if d.name == "vda").index)
+    entry = (12 * MiB) // repo.chunk_size
+    name = index.entries[entry]
+    from stasis.repository.repo import chunk_key
+
+    path = Path(repo.url) / chunk_key(name)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 1
+    path.write_bytes(bytes(blob))
+    guest.write_pattern("vda", 12 * MiB + 4096 * 16, 4096, seed=52)  # inside that chunk
+    refs = snapshot(guest, dirs["refs"] / "damaged-parent")
+    second = backup(kit, repo, guest, dirs)
+    vda = next(d for d in second.vms[0].disks if d.name == "vda")
+    assert vda.mode == "incremental" and vda.bytes_read == repo.chunk_size
+    assert not path.exists() and any((Path(repo.url) / "quarantine").iterdir())
+    assert_restores(repo, second, refs, dirs["out"])
