@@ -174,3 +174,22 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
         shutil.rmtree(mnt, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The test-guest kit (real libvirt guests under TCG), one per test module."""
+    libvirt = pytest.importorskip("libvirt")
+    from stasis.testkit import GuestKit
+
+    if os.geteuid() != 0:
+        pytest.skip("test guests need root (qemu:///system)")
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError as e:
+        pytest.skip(f"libvirt is not reachable: {e}")
+    try:
+        with GuestKit(conn, tmp_path_factory.mktemp("kit")) as guest_kit:
+            yield guest_kit
+    finally:
+        conn.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -25,17 +24,6 @@ libvirt = pytest.importorskip("libvirt")
 
 COUNTER_AT = 8 * MiB
 
-
-@pytest.fixture(scope="module")
-def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestKit]:
-    if os.geteuid() != 0:
-        pytest.skip("test guests need root (qemu:///system)")
-    conn = libvirt.open("qemu:///system")
-    try:
-        with GuestKit(conn, tmp_path_factory.mktemp("kit")) as kit:
-            yield kit
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -41,17 +41,6 @@ THREE_DISKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestKit]:
-    if os.geteuid() != 0:
-        pytest.skip("test guests need root (qemu:///system)")
-    conn = libvirt.open("qemu:///system")
-    try:
-        with GuestKit(conn, tmp_path_factory.mktemp("kit")) as kit:
-            yield kit
-    finally:
-        conn.close()
-
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, Path]:

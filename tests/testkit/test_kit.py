@@ -7,7 +7,6 @@ its own.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -39,22 +38,6 @@ DISKS = [
     DiskSpec("vdc", "qcow2", 128 * MiB, ext4_from=SAMPLE),
 ]
 
-
-@pytest.fixture(scope="module")
-def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestKit]:
-    libvirt = pytest.importorskip("libvirt")
-    if os.geteuid() != 0:
-        pytest.skip("test guests need root (qemu:///system)")
-    try:
-        conn = libvirt.open("qemu:///system")
-    except libvirt.libvirtError as e:
-        pytest.skip(f"libvirt is not reachable: {e}")
-    try:
-        with GuestKit(conn, tmp_path_factory.mktemp("kit")) as kit:
-            kit.destroy_stale()  # guests of earlier runs that were killed before cleaning up
-            yield kit
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
