@@ -10,7 +10,7 @@ def state_dir() -> Path:
     """``$STASIS_STATE_DIR``, else ``$XDG_STATE_HOME/stasis``, else ``~/.local/state/stasis``."""
     explicit = os.environ.get("STASIS_STATE_DIR")
     if explicit:
-        path = Path(explicit)
+        path = Path(explicit).absolute()
     else:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         path = Path(base) / "stasis"
@@ -35,7 +35,7 @@ def scratch_dir() -> Path:
     """
     explicit = os.environ.get("STASIS_SCRATCH_DIR")
     if explicit:
-        path = Path(explicit)
+        path = Path(explicit).absolute()  # libvirt needs absolute paths in its XML
     elif os.geteuid() == 0:
         path = Path("/var/lib/stasis/scratch")
     else:

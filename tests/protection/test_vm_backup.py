@@ -116,6 +116,10 @@ def test_full_then_incremental_three_disks(kit: GuestKit, guest: Guest, repo: Re
     # 256 KiB chunk around it: the rest of that chunk comes from the previous point.
     assert disks["vda"].bytes_read == 64 * 1024
     assert disks["vdc"].bytes_read == 64 * 1024
+    # Unchanged kernel and initrd are not read again: their indexes are the last point's.
+    files1 = {f.name: f for f in p1.vms[0].files}
+    for f in p2.vms[0].files:
+        assert f.bytes_read == 0 and f.index == files1[f.name].index, f.name
     # One checkpoint: the newest point's.
     chain = lv.checkpoints(guest.domain, lv.chain_prefix(repo.id))
     assert [c.name for c in chain] == [lv.checkpoint_name(repo.id, p2.id)]

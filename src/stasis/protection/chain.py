@@ -133,15 +133,34 @@ def image_bitmaps(path: str) -> dict[str, str]:
     return found
 
 
-def file_sources(info: DomainInfo, vm_index: int) -> Iterator[DiskSource]:
+def file_sources(repo: Repository, info: DomainInfo, vm_index: int,
+                 parent_vm: VmRecord | None) -> Iterator[DiskSource]:
+    """The VM's files (nvram, kernel...). One whose path, size and mtime are those of
+    the last point is not read again: its index is the last point's."""
     for f in info.files:
         path = Path(f.path)
+        try:
+            st = path.stat()
+        except OSError:
+            continue
         if not path.is_file():
             continue
         raw = RawFile(str(path))
+        stamp = {"mtime_ns": st.st_mtime_ns}
+        old = next((r for r in parent_vm.files if r.name == f.role), None) if parent_vm else None
+        parent_index = None
+        if (old is not None and old.source == str(path) and old.virtual_size == raw.size
+                and old.format_options.get("mtime_ns") == st.st_mtime_ns):
+            try:
+                parent_index = repo.load_index(old.index)
+            except ObjectDamaged:
+                parent_index = None
         yield DiskSource(
             name=f.role, reader=raw, virtual_size=raw.size, format="file", source=str(path),
-            reason=f"{f.role} file", vm=vm_index, role=f.role,
+            reason=f"{f.role} file" + (", unchanged since the last point" if parent_index
+                                       else ""),
+            vm=vm_index, role=f.role, format_options=stamp, parent_index=parent_index,
+            changed=(lambda: ()) if parent_index is not None else None,
         )
 
 

@@ -191,7 +191,7 @@ def back_up_members(
                 vms.append(_record(m, frozen_ms))
                 sources += (_live_sources(m, index, checkpoint, stack) if m.running
                             else _image_sources(repo, m, index, run_dir, stack))
-                for f in file_sources(m.info, index):
+                for f in file_sources(repo, m.info, index, m.parent_vm):
                     stack.callback(f.reader.close)  # type: ignore[attr-defined]
                     sources.append(f)
             parent = members[0].parent if len(members) == 1 else _group_parent(points,
