@@ -193,3 +193,16 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             yield guest_kit
     finally:
         conn.close()
+
+
+def remove_domain(conn: object, name: str) -> None:
+    """Stop and undefine a domain a test restored or cloned; gone already is fine."""
+    import libvirt
+
+    try:
+        dom = conn.lookupByName(name)  # type: ignore[attr-defined]
+    except libvirt.libvirtError:
+        return
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()

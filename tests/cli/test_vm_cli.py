@@ -14,7 +14,7 @@ import pytest
 
 from stasis.hypervisor import libvirt_api as lv
 from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, Cli, images_equal
+from tests.conftest import BIN, Cli, images_equal, remove_domain
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -149,13 +149,7 @@ def test_restore_vm_from_the_cli(kit: GuestKit, busy_guest: Guest, vm_cli: Cli,
         r = vm_cli("restore", "vm", f"{busy_guest.name}@latest", "--in-place")
         assert r.code == 23 and "shut off" in r.err and busy_guest.is_running
     finally:
-        try:
-            dom = kit.conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
+        remove_domain(kit.conn, name)
 
 
 def test_several_vms_in_parallel_one_missing(kit: GuestKit, vm_cli: Cli) -> None:

@@ -3,7 +3,6 @@ doubts, shut-off VMs, and restores that equal the disks at each point's instant.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -29,7 +28,7 @@ from stasis.testkit import (
     SeqLogWorkload,
     check_seqlog,
 )
-from tests.conftest import images_equal
+from tests.conftest import images_equal, remove_domain
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -292,13 +291,7 @@ def test_restored_vm_boots_beside_the_original(kit: GuestKit, guest: Guest,
             time.sleep(0.2)
         assert guest.is_running  # the original was not disturbed
     finally:
-        try:
-            dom = kit.conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
+        remove_domain(kit.conn, name)
 
 
 def test_in_place_restore(kit: GuestKit, guest: Guest, repo: Repository,
@@ -368,11 +361,7 @@ def test_restore_maps_interfaces_and_renews_identity(
         assert old_mac and new_mac and old_mac != new_mac
         assert new.findtext("uuid") != old.findtext("uuid")
     finally:
-        with contextlib.suppress(libvirt.libvirtError):
-            dom = kit.conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
+        remove_domain(kit.conn, name)
         g.destroy()
 
 
