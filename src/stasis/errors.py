@@ -172,6 +172,10 @@ def exit_code_table() -> list[tuple[int, str]]:
         21: "the repository storage failed",
         22: "libvirt failed or cannot be reached",
         23: "the VM is in the wrong state for this (e.g. running for an in-place restore)",
+        24: "a pre-backup hook failed: nothing was captured, every VM thawed and resumed",
+        25: "the consistency the policy requires was not reached; nothing was committed",
+        26: "no such group, or a group of that name exists already",
+        27: "the catalog (local state database) cannot be opened or is damaged",
         130: "interrupted by Ctrl-C; nothing was committed",
         143: "interrupted by SIGTERM; nothing was committed",
     }
@@ -195,3 +199,27 @@ class VmState(StasisError):
     """{}"""
 
     exit_code = 23
+
+
+class HookFailed(StasisError):
+    """{}"""
+
+    exit_code = 24
+
+
+class ConsistencyNotMet(StasisError):
+    """{}"""
+
+    exit_code = 25
+
+
+class GroupError(StasisError):
+    """{}"""
+
+    exit_code = 26
+
+
+class CatalogError(StasisError):
+    """{}"""
+
+    exit_code = 27
