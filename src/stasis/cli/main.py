@@ -46,6 +46,7 @@ app.command("doctor")(vms.doctor)
 backup.app.command("vm")(vms.backup_vm)
 backup.app.command("group")(vms.backup_group)
 restore.app.command("vm")(vms.restore_vm_cmd)
+restore.app.command("group")(restore.restore_group_cmd)
 
 
 @app.command("version")

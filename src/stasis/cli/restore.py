@@ -1,4 +1,5 @@
-"""``stasis restore``: bring back disks (and, next, whole VMs)."""
+"""``stasis restore``: bring back disks and whole groups of VMs (``restore vm`` is in
+:mod:`stasis.cli.vms`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from stasis.cli.common import (
     print_json,
     progress_for,
 )
+from stasis.cli.vms import ConnectOpt
+from stasis.errors import UsageError
+from stasis.hypervisor import libvirt_api as lv
+from stasis.recovery.group import DEFAULT_SUFFIX, restore_group
 from stasis.recovery.restore import restore_disk
 from stasis.settings import run_dir
 
@@ -54,3 +59,53 @@ def disk(
         out.print(f"Restored {result.vm}/{result.disk} of point {m.id[:12]} to {result.target} "
                   f"({result.format}, {human(result.virtual_size)}, wrote "
                   f"{human(result.bytes_written)}) in {result.duration_s:.1f} s.")
+
+
+def restore_group_cmd(
+    point: Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")],
+    repo: RepoOpt,
+    suffix: Annotated[str, typer.Option(help="Appended to each VM's name to name its "
+                                        "copy.")] = DEFAULT_SUFFIX,
+    storage: Annotated[Path | None, typer.Option(help="Directory for the disks (default: "
+                                                 "/var/lib/libvirt/images).")] = None,
+    network: Annotated[str | None, typer.Option(help="Connect every interface to this "
+                                                "libvirt network (an isolated one lets the "
+                                                "copies run beside the originals).")] = None,
+    start: Annotated[bool, typer.Option(help="Start the VMs once all are defined.")] = False,
+    order: Annotated[str | None, typer.Option(help="VMs of the point to start first, in "
+                                              "this order (A,B,...), each running before "
+                                              "the next; the rest follow in point order. "
+                                              "Needs --start.")] = None,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Restore every VM of a point as new VMs (NAME+SUFFIX), all or nothing.
+
+    Everything is checked before anything is written; if a VM fails later, the
+    domains and disks this command created are removed again.
+    """
+    names = [n.strip() for n in order.split(",") if n.strip()] if order is not None else None
+    if order is not None and not names:
+        raise UsageError("--order is empty; name the VMs of the point, e.g. --order db,app")
+    conn = lv.connect(connect)
+    r = open_repo(repo, passphrase_file, key_file)
+    m = r.resolve(point)
+    progress = progress_for(json_output)
+    try:
+        result = restore_group(conn, r, m, suffix=suffix, storage=storage, network=network,
+                               start=start, order=names, progress=progress, run_dir=run_dir())
+    finally:
+        progress.finish()
+    if json_output:
+        print_json(result.to_dict())
+        return
+    out.print(f"Restored {len(result.vms)} VMs of point {m.id[:12]} in {result.storage}"
+              + (f" on network {result.network}" if result.network else "")
+              + f" in {result.duration_s:.1f} s:")
+    for v in result.vms:
+        disks = ", ".join(f"{d.disk} {human(d.virtual_size)}" for d in v.disks)
+        out.print(f"  {v.vm} as {v.name} ({disks})")
+    for n, s in enumerate(result.starts, 1):
+        out.print(f"  {n}. started {s.name}: running after {s.running_after_s:.2f} s")
