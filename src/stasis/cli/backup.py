@@ -12,6 +12,7 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     RepoOpt,
+    err,
     human,
     open_repo,
     out,
@@ -48,11 +49,19 @@ def backup_result(m: Manifest) -> dict[str, Any]:
         "frozen_ms": m.timings.get("frozen_ms"),
         "bytes_read": m.bytes_read,
         "size": m.virtual_size,
+        "consistency": m.extra.get("consistency", {}),
+        "hooks": m.extra.get("hooks", []),
+        "hook_failures": [h for h in m.extra.get("hooks", []) if h.get("error")],
+        **({k: m.extra["group"].get(k, []) for k in ("members", "joined", "left")}
+           if "group" in m.extra else {}),
         "vms": [
             {
                 "name": vm.name,
                 "kind": vm.kind,
                 "state": vm.state,
+                "consistency": vm.consistency,
+                "consistency_note": vm.extra.get("consistency_note", ""),
+                "frozen_filesystems": vm.extra.get("frozen_filesystems", 0),
                 "disks_removed": vm.extra.get("disks_removed", []),
                 "disks": [
                     {
@@ -85,6 +94,13 @@ def print_backup(m: Manifest) -> None:
     for vm in m.vms:
         for gone in vm.extra.get("disks_removed", []):
             out.print(f"  {vm.name}/{gone}: removed from the VM since the last point")
+        if vm.kind == "vm":
+            note = vm.extra.get("consistency_note", "")
+            out.print(f"  {vm.name}: {vm.consistency} consistent" + (f" ({note})" if note else ""))
+    for h in m.extra.get("hooks", []):
+        if h.get("error"):
+            err.print(f"[bold yellow]warning:[/] {h['phase']} hook on {h['where']} "
+                      f"({h['command']!r}) {h['error']}", highlight=False)
 
 
 @app.command("image")

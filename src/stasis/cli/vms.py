@@ -28,6 +28,7 @@ from stasis.cli.common import (
 )
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
+from stasis.protection.consistency import level_rank
 from stasis.protection.doctor import doctor as run_doctor
 from stasis.protection.instant import back_up_members
 from stasis.protection.vm import back_up_vms
@@ -35,6 +36,10 @@ from stasis.recovery.vm import restore_vm
 from stasis.repository import Repository
 from stasis.settings import run_dir, scratch_dir
 
+ConsistencyOpt = Annotated[str, typer.Option(
+    help="crash, filesystem (guest-agent fsfreeze) or application (hooks too).")]
+RequireOpt = Annotated[str | None, typer.Option(
+    help="Fail, committing nothing, where a VM cannot reach this level.")]
 ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNECT",
                                          help="libvirt URI.")]
 
@@ -99,6 +104,8 @@ def backup_vm(
     connect: ConnectOpt = lv.DEFAULT_URI,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
     parallel: Annotated[int, typer.Option(help="VMs backed up at once.")] = 2,
+    consistency: ConsistencyOpt = "crash",
+    require: RequireOpt = None,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
     json_output: JsonOpt = False,
@@ -106,8 +113,14 @@ def backup_vm(
     """Back up VMs, live and incremental where a checkpoint chain allows.
 
     Several VMs are backed up in parallel, each into its own point; one failing
-    does not stop the others, and the exit code is the first failure's.
+    does not stop the others, and the exit code is the first failure's. With
+    --consistency filesystem the guest agent freezes the guest's filesystems for the
+    instant; a VM without an agent is crash consistent instead (recorded in the
+    point), and fails only when --require asks for more.
     """
+    level_rank(consistency)
+    if require is not None:
+        level_rank(require)
     tags = parse_tags(tag or [])
     conn = lv.connect(connect)
     r = open_repo(repo, passphrase_file, key_file)
@@ -115,7 +128,8 @@ def backup_vm(
     try:
         outcomes = back_up_vms(conn, r, list(dict.fromkeys(names)), run_dir=run_dir(),
                                scratch_dir=scratch_dir(), tags=tags,
-                               progress=board.lane if board else None, parallel=parallel)
+                               progress=board.lane if board else None, parallel=parallel,
+                               consistency=consistency, require=require)
     finally:
         if board:
             board.close()

@@ -229,6 +229,7 @@ def back_up_disks(
     workers: int | None = None,
     extra_timings: dict[str, float] | None = None,
     cancel: threading.Event | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Manifest:
     """Back up ``sources`` (already open) into one point and commit it.
 
@@ -282,6 +283,7 @@ def back_up_disks(
         timings={"start": started, "end": ended, "duration_s": round(ended - started, 3),
                  **(extra_timings or {})},
         stasis_version=__version__,
+        extra=dict(extra or {}),
     )
     if store.cancel.is_set():
         raise Cancelled()

@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
 from stasis.blockio import BlockReader, images
 from stasis.blockio.nbd import NBD_STATE_DIRTY, QemuNbd
+from stasis.errors import ConsistencyNotMet, HookFailed, UsageError
+from stasis.hypervisor import agent
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import DomainInfo, parse, qemu_run_id
 from stasis.progress import Progress
@@ -39,8 +42,10 @@ from stasis.protection.chain import (
     plan_disk,
     removed_disks,
 )
+from stasis.protection.consistency import LEVELS, Hooks, level_rank
 from stasis.protection.doctor import clean_vm
 from stasis.protection.guardian import Guardian
+from stasis.protection.hooks import HookResult, run_guest, run_host
 from stasis.repository import Manifest, Repository, VmRecord
 from stasis.repository.repo import new_point_id, utc_now_iso
 
@@ -61,6 +66,10 @@ class Member:
     plans: list[DiskPlan] = field(default_factory=list)
     job: lv.PullBackup | None = None
     record: VmRecord | None = None
+    level: str = "crash"  # the consistency this member reached (or will)
+    note: str = ""  # why it reached less than asked
+    agent: bool = False  # its guest agent answered: freeze, thaw and guest hooks use it
+    frozen_filesystems: int = 0
 
 
 def latest_with_vm(points: list[Manifest], name: str) -> tuple[Manifest | None, VmRecord | None]:
@@ -116,14 +125,101 @@ def _job(m: Member, checkpoint: str, scratch_dir: Path) -> lv.PullBackup:
     )
 
 
-def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str) -> float:
-    """Begin every running member's job at one instant; return the frozen window (ms)."""
+@dataclass
+class Instant:
+    """How the instant went: the window, and what ran around it."""
+
+    frozen_ms: float = 0.0
+    hooks: list[HookResult] = field(default_factory=list)
+
+
+def _probe_agents(members: list[Member], level: str) -> None:
+    """Each running member's reachable level: an agent that does not answer means crash."""
+    def one(m: Member) -> None:
+        why = agent.probe(m.dom)
+        if why:
+            m.level, m.note = "crash", f"{why}: crash consistent instead of {level}"
+        else:
+            m.level, m.agent = level, True
+
+    _parallel(one, [m for m in members if m.job is not None])
+
+
+def _check_required(members: list[Member], require: str | None, when: str) -> None:
+    if require is None:
+        return
+    short = [m for m in members if m.job is not None and level_rank(m.level) < level_rank(require)]
+    if short:
+        detail = "; ".join(f"{m.name}: {m.level} ({m.note})" if m.note else f"{m.name}: {m.level}"
+                           for m in short)
+        raise ConsistencyNotMet(
+            f"{require} consistency is required but not reached {when} ({detail}). "
+            "Nothing was committed; every VM runs as before.")
+
+
+def _run_pre_hooks(members: list[Member], hooks: Hooks, env: dict[str, str],
+                   results: list[HookResult]) -> HookResult | None:
+    """Run the pre hooks in order; return the first that failed (the rest do not run)."""
+    by_name = {m.name: m for m in members}
+    for command in hooks.pre_host:
+        res = run_host("pre", command, env=env, timeout_s=hooks.timeout_s)
+        results.append(res)
+        if not res.ok:
+            return res
+    for gc in hooks.pre_guest:
+        m = by_name.get(gc.vm)
+        if m is None or not m.agent:
+            continue  # not a member, or no agent: that VM degraded to crash (recorded)
+        res = run_guest("pre", m.dom, gc.command, timeout_s=hooks.timeout_s)
+        results.append(res)
+        if not res.ok:
+            return res
+    return None
+
+
+def _run_post_hooks(members: list[Member], hooks: Hooks, env: dict[str, str],
+                    results: list[HookResult]) -> None:
+    """Run every post hook, whatever the others did; failures are only recorded."""
+    by_name = {m.name: m for m in members}
+    for gc in hooks.post_guest:
+        m = by_name.get(gc.vm)
+        if m is not None and m.agent:
+            results.append(run_guest("post", m.dom, gc.command, timeout_s=hooks.timeout_s))
+    for command in hooks.post_host:
+        results.append(run_host("post", command, env=env, timeout_s=hooks.timeout_s))
+
+
+def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
+                level: str = "crash", require: str | None = None, hooks: Hooks | None = None,
+                env: dict[str, str] | None = None) -> Instant:
+    """Begin every running member's job at one instant, at ``level`` where each can.
+
+    Pre hooks (application), then every agent's filesystems frozen, every member
+    suspended (two or more), every job begun, every member resumed and thawed, then
+    post hooks. The window from the first freeze or suspend to the last resume or
+    thaw is measured. Whatever fails, and on any signal, every member is resumed and
+    thawed before this returns or raises; a guardian does it if the process dies.
+    """
+    result = Instant()
+    hooks = hooks or Hooks()
+    env = env or {}
     running = [m for m in members if m.job is not None]
     if not running:
-        return 0.0
-    if len(running) == 1:
+        return result
+    if level_rank(level) >= level_rank("filesystem"):
+        _probe_agents(running, level)
+    _check_required(members, require, "before the backup began")
+    if level == "application":
+        failed = _run_pre_hooks(running, hooks, env, result.hooks)
+        if failed is not None:
+            _run_post_hooks(running, hooks, env, result.hooks)
+            raise HookFailed(f"the {failed.describe()}; output: {failed.output.strip()[-300:]!r}."
+                             " Nothing was frozen or captured and nothing was committed; "
+                             "the post hooks ran.")
+    to_freeze = [m for m in running if m.agent]
+    if len(running) == 1 and not to_freeze:
         stack.enter_context(running[0].job)  # type: ignore[arg-type]
-        return 0.0
+        return result
     begun: list[lv.PullBackup] = []
     lock = threading.Lock()
 
@@ -134,29 +230,51 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str) ->
             begun.append(m.job)
 
     guardian = stack.enter_context(Guardian(uri))
+    frozen: list[Member] = []
     suspended: list[Member] = []
+
+    def freeze(m: Member) -> None:
+        try:
+            with lock:
+                frozen.append(m)  # thawed on the way out even if the answer is lost
+            m.frozen_filesystems = agent.freeze(m.dom)
+        except libvirt.libvirtError as e:
+            m.level, m.agent = "crash", False
+            m.note = f"fsfreeze failed ({e.get_error_message()}): crash consistent instead"
 
     def suspend(m: Member) -> None:
         m.dom.suspend()
         with lock:
             suspended.append(m)
 
+    def thaw(m: Member) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            agent.thaw(m.dom)
+
     guardian.hold([m.name for m in running])
     started = time.monotonic()
     try:
         try:
-            _parallel(suspend, running)
+            _parallel(freeze, to_freeze)
+            if len(running) > 1:
+                _parallel(suspend, running)
             _parallel(begin, running)
             if TEST_WINDOW_MS:  # tests hold the window open to signal Stasis inside it
                 time.sleep(TEST_WINDOW_MS / 1000)
         finally:
-            _parallel(lambda m: m.dom.resume(), list(suspended))
-            frozen = (time.monotonic() - started) * 1000
+            try:
+                _parallel(lambda m: m.dom.resume(), list(suspended))
+            finally:
+                _parallel(thaw, list(frozen))
+                result.frozen_ms = (time.monotonic() - started) * 1000
     finally:
         for job in begun:  # ended on the way out, whatever happens next
             stack.push(job.__exit__)
         guardian.release()
-    return frozen
+    if level == "application":
+        _run_post_hooks(running, hooks, env, result.hooks)
+    _check_required(members, require, "at the instant")
+    return result
 
 
 def back_up_members(
@@ -172,8 +290,22 @@ def back_up_members(
     progress: Progress | None = None,
     workers: int | None = None,
     cancel: threading.Event | None = None,
+    consistency: str = "crash",
+    require: str | None = None,
+    hooks: Hooks | None = None,
 ) -> Manifest:
-    """Make one point holding every VM of ``names`` at one instant, and commit it."""
+    """Make one point holding every VM of ``names`` at one instant, and commit it.
+
+    ``consistency`` is the level to reach (each member without a guest agent
+    degrades to crash, recorded in its record); ``require``, when given, the level
+    below which nothing is committed (:class:`ConsistencyNotMet`).
+    """
+    level_rank(consistency)
+    if require is not None and level_rank(require) > level_rank(consistency):
+        consistency = require  # asking for more than is attempted cannot be met
+    if consistency != "application" and hooks:
+        raise UsageError("hooks run only at the application consistency level "
+                         "(--consistency application)")
     with repo.shared_lock(f"backup {kind} {point_name}"):
         points = repo.points()
         members = [_prepare(conn, repo, n, points, scratch_dir) for n in names]
@@ -182,24 +314,42 @@ def back_up_members(
         for m in members:
             if m.running:
                 m.job = _job(m, checkpoint, scratch_dir)
+        group_parent = (members[0].parent if len(members) == 1 and kind == "vm"
+                        else _group_parent(points, point_name))
+        env = {"STASIS_POINT_NAME": point_name, "STASIS_POINT_ID": point_id,
+               "STASIS_VMS": " ".join(m.name for m in members), "STASIS_REPO_ID": repo.id}
         point_time = utc_now_iso()
         with contextlib.ExitStack() as stack:
-            frozen_ms = fix_instant(members, stack, conn.getURI())
+            instant = fix_instant(members, stack, conn.getURI(), level=consistency,
+                                  require=require, hooks=hooks, env=env)
+            frozen_ms = instant.frozen_ms
             sources: list[DiskSource] = []
             vms: list[VmRecord] = []
             for index, m in enumerate(members):
-                vms.append(_record(m, frozen_ms))
+                vms.append(_record(m, frozen_ms, consistency))
                 sources += (_live_sources(m, index, checkpoint, stack) if m.running
                             else _image_sources(repo, m, index, run_dir, stack))
                 for f in file_sources(repo, m.info, index, m.parent_vm):
                     stack.callback(f.reader.close)  # type: ignore[attr-defined]
                     sources.append(f)
-            parent = members[0].parent if len(members) == 1 else _group_parent(points,
-                                                                               point_name)
+            extra: dict[str, Any] = {"consistency": {
+                "requested": consistency, "required": require,
+                "reached": _weakest([vm.consistency for vm in vms]),
+            }}
+            if instant.hooks:
+                extra["hooks"] = [h.to_dict() for h in instant.hooks]
+            if kind == "group":
+                before = [vm.name for vm in group_parent.vms] if group_parent else []
+                now = [m.name for m in members]
+                extra["group"] = {"members": now,
+                                  "joined": [n for n in now if n not in before],
+                                  "left": [n for n in before if n not in now]}
+            timings = {"frozen_ms": round(frozen_ms, 3)}
             manifest = back_up_disks(
-                repo, sources, name=point_name, kind=kind, vms=vms, tags=tags, parent=parent,
-                point_id=point_id, point_time=point_time, progress=progress, workers=workers,
-                cancel=cancel, extra_timings={"frozen_ms": round(frozen_ms, 3)},
+                repo, sources, name=point_name, kind=kind, vms=vms, tags=tags,
+                parent=group_parent, point_id=point_id, point_time=point_time,
+                progress=progress, workers=workers, cancel=cancel, extra_timings=timings,
+                extra=extra,
             )
             for m in members:
                 if m.job is not None:
@@ -213,20 +363,31 @@ def back_up_members(
         return manifest
 
 
+def _weakest(levels: list[str]) -> str:
+    ranked = [lvl for lvl in levels if lvl in LEVELS]
+    if not ranked:
+        return levels[0] if levels else ""
+    return min(ranked, key=level_rank)
+
+
 def _group_parent(points: list[Manifest], name: str) -> Manifest | None:
     same = [p for p in points if p.name == name]
     return same[-1] if same else None
 
 
-def _record(m: Member, frozen_ms: float) -> VmRecord:
+def _record(m: Member, frozen_ms: float, requested: str) -> VmRecord:
     state = "running" if m.running else "shut off"
     vm = VmRecord(name=m.name, kind="vm", uuid=m.info.uuid,
                   domain_xml=lv.domain_xml(m.dom, inactive=True),
-                  consistency="crash" if m.running else "shut off", state=state)
+                  consistency=m.level if m.running else "shut off", state=state)
     vm.extra = {"disks_removed": removed_disks(m.parent_vm, m.info)}
     if m.running and m.job is not None:
         vm.extra.update(checkpoint_run_id=m.run_id, checkpoint=m.job.checkpoint or "",
-                        begin_s=round(m.job.begin_seconds, 4), frozen_ms=round(frozen_ms, 3))
+                        begin_s=round(m.job.begin_seconds, 4), frozen_ms=round(frozen_ms, 3),
+                        consistency_requested=requested,
+                        frozen_filesystems=m.frozen_filesystems)
+        if m.note:
+            vm.extra["consistency_note"] = m.note
     else:
         vm.extra["checkpoint_run_id"] = (m.parent_vm.extra.get("checkpoint_run_id", "")
                                          if m.parent_vm else "")

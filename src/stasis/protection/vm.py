@@ -33,6 +33,8 @@ def back_up_vm(
     progress: Progress | None = None,
     workers: int | None = None,
     cancel: threading.Event | None = None,
+    consistency: str = "crash",
+    require: str | None = None,
 ) -> Manifest:
     """Make one point of VM ``name`` and commit it.
 
@@ -41,7 +43,8 @@ def back_up_vm(
     """
     return back_up_members(conn, repo, [name], point_name=name, kind="vm", run_dir=run_dir,
                            scratch_dir=scratch_dir, tags=tags, progress=progress,
-                           workers=workers, cancel=cancel)
+                           workers=workers, cancel=cancel, consistency=consistency,
+                           require=require)
 
 
 @dataclass
@@ -61,6 +64,8 @@ def back_up_vms(
     tags: dict[str, str] | None = None,
     progress: Callable[[str], Progress] | None = None,
     parallel: int = 2,
+    consistency: str = "crash",
+    require: str | None = None,
 ) -> list[VmOutcome]:
     """Back up several VMs, ``parallel`` at a time, each into its own point.
 
@@ -74,7 +79,8 @@ def back_up_vms(
         try:
             outcomes[name].point = back_up_vm(
                 conn, repo, name, run_dir=run_dir, scratch_dir=scratch_dir, tags=tags,
-                progress=progress(name) if progress else None, cancel=cancel)
+                progress=progress(name) if progress else None, cancel=cancel,
+                consistency=consistency, require=require)
         except StasisError as e:
             outcomes[name].error = e
 

@@ -67,6 +67,9 @@ class Manifest:
     timings: dict[str, float] = field(default_factory=dict)
     stasis_version: str = ""
     format_version: int = FORMAT_VERSION
+    # Point-wide facts beyond the disks: the consistency asked for and reached, the
+    # hooks that ran, a group's members and who joined or left since the last point.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def virtual_size(self) -> int:
