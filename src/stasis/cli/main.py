@@ -9,7 +9,7 @@ from types import FrameType
 import typer
 
 from stasis import __version__
-from stasis.cli import backup, points, repo, restore, verify, vms
+from stasis.cli import backup, groups, points, repo, restore, verify, vms
 from stasis.cli.common import err
 from stasis.errors import StasisError, exit_code_table
 from stasis.memory import tune_allocator
@@ -38,13 +38,15 @@ app = typer.Typer(
 app.add_typer(repo.app, name="repo")
 app.add_typer(backup.app, name="backup")
 app.add_typer(restore.app, name="restore")
+app.add_typer(groups.app, name="group")
 app.command("list")(points.list_points)
 app.command("show")(points.show)
 app.command("verify")(verify.verify)
 app.command("vms")(vms.vms)
 app.command("doctor")(vms.doctor)
+app.command("label")(groups.label)
 backup.app.command("vm")(vms.backup_vm)
-backup.app.command("group")(vms.backup_group)
+backup.app.command("group")(groups.backup_group)
 restore.app.command("vm")(vms.restore_vm_cmd)
 restore.app.command("group")(restore.restore_group_cmd)
 

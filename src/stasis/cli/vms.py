@@ -30,7 +30,6 @@ from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.protection.consistency import level_rank
 from stasis.protection.doctor import doctor as run_doctor
-from stasis.protection.instant import back_up_members
 from stasis.protection.vm import back_up_vms
 from stasis.recovery.vm import restore_vm
 from stasis.repository import Repository
@@ -149,39 +148,6 @@ def backup_vm(
         if len(names) == 1:
             raise failed[0].error
         raise typer.Exit(failed[0].error.exit_code)
-
-
-def backup_group(
-    name: Annotated[str, typer.Argument(help="Name of the group's points.")],
-    repo: RepoOpt,
-    vm: Annotated[list[str], typer.Option("--vm", help="A member VM, repeatable.")],
-    connect: ConnectOpt = lv.DEFAULT_URI,
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
-    passphrase_file: PassFileOpt = None,
-    key_file: KeyFileOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Back up several VMs into one point at one instant (crash consistent).
-
-    Every running member is suspended, its backup job begun, and resumed, all in
-    parallel; the window is recorded as frozen_ms. A guardian process resumes the
-    members if Stasis dies inside it.
-    """
-    tags = parse_tags(tag or [])
-    conn = lv.connect(connect)
-    r = open_repo(repo, passphrase_file, key_file)
-    progress = progress_for(json_output)
-    try:
-        m = back_up_members(conn, r, list(dict.fromkeys(vm)), point_name=name, kind="group",
-                            run_dir=run_dir(), scratch_dir=scratch_dir(), tags=tags,
-                            progress=progress)
-    finally:
-        progress.finish()
-    if json_output:
-        print_json(backup_result(m))
-    else:
-        print_backup(m)
-        out.print(f"  members held for {m.timings.get('frozen_ms', 0):.1f} ms")
 
 
 def restore_vm_cmd(

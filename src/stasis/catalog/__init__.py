@@ -1,0 +1,21 @@
+"""The catalog: the service layer's SQL index of Stasis's state.
+
+SQLite embedded (``<state dir>/catalog.db``) on one host, any SQLAlchemy URL (such
+as PostgreSQL) when several hosts share it. The schema is kept by Alembic
+migrations shipped in this package and applied when a catalog is opened, so a
+catalog file made by an older Stasis is brought up to date and one made by a newer
+Stasis is refused rather than misread.
+
+It holds the stored groups now; points, jobs and policies join it later. Everything
+in it but job history and the definitions typed into it (groups, policies) can be
+rebuilt from the repository.
+
+- :mod:`stasis.catalog.db`: opening a catalog (URL, engine, sessions, migrations);
+- :mod:`stasis.catalog.models`: the tables, one model each;
+- :mod:`stasis.catalog.groups`: stored groups, read and written.
+"""
+
+from stasis.catalog.db import Catalog, catalog_url
+from stasis.catalog.groups import GroupStore, StoredGroup
+
+__all__ = ["Catalog", "GroupStore", "StoredGroup", "catalog_url"]

@@ -1,0 +1,231 @@
+"""Opening a catalog: its URL, the engine, sessions, and the schema's migrations.
+
+:meth:`Catalog.open` connects, checks that the database is a Stasis catalog of a
+revision this Stasis knows, and upgrades it to the newest revision (a new file is
+created at the newest). Work is done in :meth:`Catalog.session`, one transaction
+each: committed when the block ends, rolled back when it raises. Every database
+failure surfaces as a :class:`~stasis.errors.CatalogError` that names the catalog
+and says that nothing was changed.
+
+SQLite specifics: the driver's own transaction handling is switched off so that
+every transaction, DDL included, is a real ``BEGIN``…``COMMIT`` (a migration that
+fails half way leaves nothing behind); migrations of one file are serialized by a
+lock file beside it, so two commands opening a new catalog at once do not race;
+WAL lets readers go on while a writer commits; writers wait up to 30 s for each
+other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from stasis.errors import CatalogError, StasisError
+from stasis.settings import state_dir
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+CATALOG_FILE = "catalog.db"
+BUSY_TIMEOUT_S = 30.0
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def catalog_url(value: str | None = None) -> str:
+    """The catalog to use: ``value`` (a SQLAlchemy URL or a file path), else
+    ``$STASIS_CATALOG``, else ``<state dir>/catalog.db``."""
+    value = value or os.environ.get("STASIS_CATALOG") or None
+    if value is None:
+        return str(URL.create("sqlite", database=str(state_dir() / CATALOG_FILE)))
+    if "://" not in value:  # a plain path is a SQLite file
+        return str(URL.create("sqlite", database=str(Path(value).absolute())))
+    return value
+
+
+def _shown(url: URL) -> str:
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    return str(orig if orig is not None else e).strip().splitlines()[0]
+
+
+class Catalog:
+    """An open catalog. Use :meth:`open`; close it (or use it as a context manager)."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self.url = engine.url
+        self.shown = _shown(engine.url)
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, url: str | None = None, *, clock: Clock = utc_now) -> Catalog:
+        """Open (creating if need be) the catalog at ``url`` and migrate it to the newest
+        revision. See :func:`catalog_url` for what ``url`` may be."""
+        text = catalog_url(url)
+        try:
+            parsed = make_url(text)
+        except ArgumentError:
+            raise CatalogError(f"'{text}' is not a catalog URL (examples: "
+                               "sqlite:////var/lib/stasis/catalog.db, "
+                               "postgresql://user@host/stasis). Nothing was changed.") from None
+        catalog = cls(_engine(parsed), clock=clock)
+        try:
+            catalog._migrate()
+        except BaseException:
+            catalog.close()
+            raise
+        return catalog
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def error(self, what: str, e: BaseException) -> CatalogError:
+        return CatalogError(
+            f"The catalog {self.shown} {what} ({_reason(e)}). Nothing was changed. If the "
+            "file is damaged, move it aside: the next command makes a new, empty one "
+            "(stored groups must then be created again; the repository is untouched).")
+
+    def revision(self) -> str | None:
+        """The schema revision the database holds (None: not a catalog yet)."""
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as e:
+            raise self.error("cannot be opened or is damaged", e) from None
+
+    def head(self) -> str:
+        return str(self._scripts().get_current_head())
+
+    def _config(self) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return config
+
+    def _scripts(self) -> Any:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self._config())
+
+    def _migrate(self) -> None:
+        head = self.head()
+        if self.revision() == head:
+            return
+        with self._migration_lock():
+            current = self.revision()  # another process may have migrated meanwhile
+            if current == head:
+                return
+            known = {s.revision for s in self._scripts().walk_revisions()}
+            if current is not None and current not in known:
+                raise CatalogError(
+                    f"The catalog {self.shown} has schema revision '{current}', which this "
+                    "Stasis does not know: a newer Stasis made it. Nothing was changed; use "
+                    "that Stasis, or another catalog (--catalog / $STASIS_CATALOG).")
+            self._upgrade(current)
+
+    def _upgrade(self, current: str | None) -> None:
+        from alembic import command
+
+        config = self._config()
+        try:
+            with self.engine.begin() as conn:
+                if current is None and _foreign_tables(conn):
+                    raise CatalogError(
+                        f"{self.shown} is a database but not a Stasis catalog (it has tables "
+                        f"and no schema revision: {', '.join(_foreign_tables(conn))}). "
+                        "Nothing was changed; point --catalog / $STASIS_CATALOG elsewhere.")
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except StasisError:
+            raise
+        except SQLAlchemyError as e:
+            raise self.error("cannot be opened or upgraded", e) from None
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        database = self.url.database
+        if self.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        try:
+            fd = os.open(f"{database}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise self.error("cannot be opened", e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ work
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed at the end of the block, rolled back on an error."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except SQLAlchemyError as e:
+            raise self.error("failed", e) from None
+
+
+def _foreign_tables(conn: Connection) -> list[str]:
+    return sorted(t for t in inspect(conn).get_table_names() if t != "alembic_version")
+
+
+def _engine(url: URL) -> Engine:
+    try:
+        if url.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+    except (ArgumentError, NoSuchModuleError, ImportError) as e:
+        raise CatalogError(f"cannot use the catalog {_shown(url)}: {e}. Nothing was "
+                           "changed.") from None
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Our own BEGIN (below) instead of the driver's, which commits before DDL.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if url.database and url.database != ":memory:":
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine

@@ -1,0 +1,1 @@
+"""The catalog's revisions, oldest first by their ``down_revision`` links."""
