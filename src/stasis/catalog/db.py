@@ -25,16 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from stasis.catalog.migrations import HEAD
 from stasis.errors import CatalogError, StasisError
 from stasis.settings import state_dir
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 CATALOG_FILE = "catalog.db"
+VERSION_TABLE = "alembic_version"
 BUSY_TIMEOUT_S = 30.0
 
 Clock = Callable[[], datetime]
@@ -114,15 +116,20 @@ class Catalog:
 
     def revision(self) -> str | None:
         """The schema revision the database holds (None: not a catalog yet)."""
-        from alembic.runtime.migration import MigrationContext
-
         try:
             with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                if not inspect(conn).has_table(VERSION_TABLE):
+                    return None
+                rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
         except SQLAlchemyError as e:
             raise self.error("cannot be opened or is damaged", e) from None
+        if len(rows) != 1:
+            raise CatalogError(f"The catalog {self.shown} holds {len(rows)} schema revisions "
+                               "instead of one: it is damaged. Nothing was changed.")
+        return str(rows[0][0])
 
     def head(self) -> str:
+        """The newest revision the shipped migrations reach (read with Alembic)."""
         return str(self._scripts().get_current_head())
 
     def _config(self) -> Any:
@@ -138,9 +145,11 @@ class Catalog:
         return ScriptDirectory.from_config(self._config())
 
     def _migrate(self) -> None:
-        head = self.head()
-        if self.revision() == head:
+        # The common case, a catalog already at the head, costs one query and no
+        # import of Alembic (HEAD is checked against the scripts by the tests).
+        if self.revision() == HEAD:
             return
+        head = self.head()
         with self._migration_lock():
             current = self.revision()  # another process may have migrated meanwhile
             if current == head:

@@ -1,0 +1,211 @@
+"""The catalog on real SQLite files: migrations, stored groups, and damaged files."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from stasis.catalog import Catalog, GroupStore, catalog_url
+from stasis.catalog.migrations import HEAD
+from stasis.catalog.models import Base
+from stasis.errors import CatalogError, GroupError, UsageError
+from stasis.protection.consistency import GuestCommand, Hooks
+from stasis.protection.groups import Group
+
+
+class Clock:
+    """A clock the test moves forward."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float = 60) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> GroupStore:
+    return GroupStore(Catalog.open(str(tmp_path / "catalog.db"), clock=clock))
+
+
+def tables(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+
+
+def test_a_fresh_file_is_migrated_to_head(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "catalog.db"
+    path.parent.mkdir()
+    with Catalog.open(str(path)) as c:
+        head = c.head()  # what Alembic reads from the shipped scripts
+        assert c.revision() == head == HEAD
+    schema = tables(path)
+    assert set(schema) == {"alembic_version", "groups"}
+    assert "uq_groups_name" in schema["groups"]
+    assert "ck_groups_consistency_level" in schema["groups"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # Opening again changes nothing (the schema is not re-created).
+    with Catalog.open(str(path)) as c:
+        assert c.revision() == head
+    assert tables(path) == schema
+
+
+def test_the_migrations_build_exactly_the_models(tmp_path: Path) -> None:
+    """The schema the migrations make is the one the models describe: a model changed
+    without its migration fails here."""
+    with Catalog.open(str(tmp_path / "c.db")) as c, c.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_default_location_and_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"  # STASIS_STATE_DIR of the autouse fixture
+    monkeypatch.delenv("STASIS_CATALOG", raising=False)
+    assert catalog_url() == f"sqlite:///{state}/catalog.db"
+    with Catalog.open() as c:
+        GroupStore(c).create(Group("g", members=["a"]))
+    assert (state / "catalog.db").is_file()
+    elsewhere = tmp_path / "other.db"
+    monkeypatch.setenv("STASIS_CATALOG", f"sqlite:///{elsewhere}")
+    with Catalog.open() as c:
+        assert GroupStore(c).list() == []
+    assert elsewhere.is_file()
+    assert catalog_url("rel.db") == f"sqlite:///{Path('rel.db').absolute()}"
+    assert catalog_url("postgresql://u:secret@db/stasis") == "postgresql://u:secret@db/stasis"
+
+
+def test_create_list_edit_delete(store: GroupStore, clock: Clock) -> None:
+    hooks = Hooks(pre_host=["/usr/local/bin/flush"], post_guest=[GuestCommand("db", "sync")],
+                  timeout_s=12.5)
+    created = store.create(Group("shop", members=["db", "web"], name_globs=["worker-*"],
+                                 labels={"app": "shop", "tier": "back"},
+                                 consistency="application", require="filesystem",
+                                 hooks=hooks, description="the shop"))
+    assert created.created == created.updated == clock.now
+    store.create(Group("alpha", labels={"app": "alpha"}))
+    assert [s.name for s in store.list()] == ["alpha", "shop"]
+    # A new catalog object on the same file reads back exactly what was stored.
+    again = GroupStore(Catalog.open(store.catalog.url.render_as_string(hide_password=False)))
+    shop = again.must_get("shop")
+    assert shop.group == created.group and shop.group.hooks == hooks
+    assert shop.created == clock.now and shop.created.tzinfo is not None
+    assert shop.to_dict()["hooks"]["post_guest"] == [{"vm": "db", "command": "sync"}]
+
+    clock.tick()
+
+    def change(g: Group) -> Group:
+        g.members.remove("web")
+        g.members.append("cache")
+        g.labels.pop("tier")
+        g.require = None
+        return g
+
+    changed = store.update("shop", change)
+    assert changed.group.members == ["db", "cache"] and changed.group.labels == {"app": "shop"}
+    assert changed.group.require is None
+    assert changed.created == created.created and changed.updated == clock.now
+    assert store.must_get("shop").group == changed.group
+    clock.tick()
+    same = store.update("shop", lambda g: g)
+    assert same.updated == changed.updated  # nothing changed: not touched
+
+    assert store.delete("alpha").name == "alpha"
+    assert store.get("alpha") is None
+    assert [s.name for s in store.list()] == ["shop"]
+
+
+def test_refusals_change_nothing(store: GroupStore) -> None:
+    store.create(Group("shop", members=["db"]))
+    before = store.must_get("shop")
+    with pytest.raises(GroupError, match="exists already") as e:
+        store.create(Group("shop", members=["other"]))
+    assert e.value.exit_code == 26 and "Nothing was changed" in str(e.value)
+    for missing in (store.must_get, store.delete):
+        with pytest.raises(GroupError, match="no group named 'nope'"):
+            missing("nope")
+    with pytest.raises(GroupError, match="no group named 'nope'"):
+        store.update("nope", lambda g: g)
+
+    def refuse(g: Group) -> Group:
+        g.members.append("half-done")  # a change made, then refused: must not be written
+        raise GroupError("refused")
+
+    with pytest.raises(GroupError, match="refused"):
+        store.update("shop", refuse)
+    with pytest.raises(UsageError, match="not a consistency level"):
+        store.update("shop", lambda g: Group(**{**g.__dict__, "consistency": "strong"}))
+    with pytest.raises(UsageError, match="hooks run only at the application"):
+        store.update("shop", lambda g: Group(**{**g.__dict__,
+                                                "hooks": Hooks(pre_host=["true"])}))
+    with pytest.raises(UsageError, match="not a group name"):
+        store.create(Group("no spaces please", members=["a"]))
+    with pytest.raises(UsageError, match="not a label key"):
+        store.create(Group("lbl", labels={"bad key": "x"}))
+    with pytest.raises(UsageError, match="named twice"):
+        store.create(Group("dup", members=["a", "a"]))
+    assert store.must_get("shop") == before
+    assert [s.name for s in store.list()] == ["shop"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_catalog_is_a_catalog_error(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "catalog.db"
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database\n" * 200)
+    else:
+        with Catalog.open(str(path)) as c:
+            GroupStore(c).create(Group("shop", members=["db"]))
+        data = path.read_bytes()
+        for side in tmp_path.glob("catalog.db-*"):
+            side.unlink()  # the WAL was checkpointed at close
+        path.write_bytes(b"\0" * 100 + data[100:])  # the header is gone
+    before = path.read_bytes()
+    with pytest.raises(CatalogError) as e:
+        Catalog.open(str(path))
+    assert e.value.exit_code == 27
+    assert str(path) in str(e.value) and "Nothing was changed" in str(e.value)
+    assert path.read_bytes() == before
+
+
+def test_a_catalog_of_a_newer_stasis_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    Catalog.open(str(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(CatalogError, match="newer Stasis") as e:
+        Catalog.open(str(path))
+    assert e.value.exit_code == 27
+
+
+def test_another_database_is_not_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    with pytest.raises(CatalogError, match=r"not a Stasis catalog.*customers"):
+        Catalog.open(str(path))
+    assert set(tables(path)) == {"customers"}
+
+
+def test_an_unopenable_location_and_a_bad_url(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot be opened") as e:
+        Catalog.open(str(tmp_path / "no" / "such" / "dir" / "catalog.db"))
+    assert e.value.exit_code == 27
+    with pytest.raises(CatalogError, match="not a catalog URL"):
+        Catalog.open("not a url://x")
+    with pytest.raises(CatalogError, match="cannot use the catalog"):
+        Catalog.open("nosuchdb://host/x")
