@@ -168,8 +168,11 @@ def _run_pre_hooks(members: list[Member], hooks: Hooks, env: dict[str, str],
             return res
     for gc in hooks.pre_guest:
         m = by_name.get(gc.vm)
-        if m is None or not m.agent:
-            continue  # not a member, or no agent: that VM degraded to crash (recorded)
+        if m is None:
+            continue  # not a member this time (a selector no longer matches it)
+        if not m.agent:
+            m.note += "; its guest hooks did not run"
+            continue
         res = run_guest("pre", m.dom, gc.command, timeout_s=hooks.timeout_s)
         results.append(res)
         if not res.ok:
