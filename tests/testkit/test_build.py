@@ -14,7 +14,13 @@ import pytest
 
 from stasis.testkit import SAMPLE, DiskSpec, MiB, image_info, read_image, tree_manifest
 from stasis.testkit.__main__ import main
-from stasis.testkit.boot import CORE_MODULES, build_boot_files, find_kernel
+from stasis.testkit.boot import (
+    CORE_MODULES,
+    QEMU_GA,
+    build_boot_files,
+    find_kernel,
+    shared_libraries,
+)
 from stasis.testkit.cpio import Entry, read_newc, write_newc
 from stasis.testkit.disks import create_disk, sample_tree
 from stasis.testkit.domain import (
@@ -64,6 +70,29 @@ def test_boot_files_are_built_once_and_hold_what_init_needs(tmp_path: Path) -> N
     init = archive["init"].data.decode()
     assert "STASIS-GUEST-READY" in init and "/dev/ttyS1" in init
     assert [p.name for p in (tmp_path / "boot").iterdir()] == [first.key]  # no temp debris
+
+
+def test_boot_files_hold_qemu_ga_and_its_libraries(tmp_path: Path) -> None:
+    _kernel_or_skip()
+    if not QEMU_GA.is_file():
+        pytest.skip("qemu-guest-agent is not installed (./scripts/setup installs it)")
+    libs = shared_libraries(QEMU_GA)
+    assert any(p.name.startswith("ld-linux") for p in libs)
+    assert any(p.name == "libglib-2.0.so.0" for p in libs)
+    boot = build_boot_files(tmp_path)
+    assert boot.agent
+    archive = read_newc(gzip.decompress(boot.initrd.read_bytes()))
+    for path in (QEMU_GA, *libs):  # at the paths the loader looks for, symlinks resolved
+        entry = archive[str(path.relative_to("/"))]
+        assert stat.S_ISREG(entry.mode) and entry.data == path.read_bytes()
+    assert "usr/sbin" in archive and "lib64" in archive
+    init = archive["init"].data.decode()
+    assert "qemu-ga -m virtio-serial" in init and "org.qemu.guest_agent.0" in init
+
+    without = build_boot_files(tmp_path, qemu_ga=tmp_path / "no-such-qemu-ga")
+    assert without.built and not without.agent and without.key != boot.key
+    assert "usr/sbin/qemu-ga" not in read_newc(gzip.decompress(without.initrd.read_bytes()))
+    assert build_boot_files(tmp_path, qemu_ga=None).key == without.key
 
 
 def test_boot_files_rebuild_when_an_input_changes(tmp_path: Path) -> None:
@@ -165,6 +194,9 @@ def test_cli_build_and_bad_disk_spec(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--kit-dir", str(tmp_path), "build"]) == 0
     assert main(["--kit-dir", str(tmp_path), "build"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("built: kernel ") and out[2].startswith("cached: kernel ")
+    assert [line.split(":")[0] for line in out] == ["built"] * 3 + ["cached"] * 3
+    assert out[0].startswith("built: kernel ") and out[3].startswith("cached: kernel ")
+    assert out[2] == "built: guest agent " + ("qemu-ga" if QEMU_GA.is_file() else
+                                              "none (install qemu-guest-agent)")
     assert main(["--kit-dir", str(tmp_path), "create", "x", "--disks", "vda:vmdk:1M"]) != 0
     assert "Bad test disk specification" in capsys.readouterr().err

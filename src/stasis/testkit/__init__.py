@@ -4,13 +4,25 @@ Small libvirt VMs that boot in seconds without KVM: the host's Debian cloud kern
 a busybox initramfs built on the machine (:mod:`.boot`), 1–3 virtio disks of known
 content (:mod:`.disks`), a console log with a boot marker and a command channel on
 a second serial port (:mod:`.control`), and a workload whose writes date the
-content of a disk to one instant (:mod:`.workload`). Not part of the product's
-layers: nothing in Stasis imports it. ``python -m stasis.testkit --help`` for the CLI.
+content of a disk to one instant (:mod:`.workload`). With ``guest_agent=True`` a real
+QEMU guest agent (the host's qemu-ga, put in the initramfs) answers on the
+``org.qemu.guest_agent.0`` channel, through libvirt as for any VM: fsfreeze of the
+guest's mounted disks (its root is the initramfs, never frozen, so commands still
+run meanwhile) and guest-exec, for filesystem-consistent backups and in-guest hooks.
+Not part of the product's layers: nothing in Stasis imports it.
+``python -m stasis.testkit --help`` for the CLI.
 
     with GuestKit() as kit:
         g = kit.create(disks=[DiskSpec("vda", "qcow2", 64 * MiB)])
         g.wait_ready()
         status, output = g.run("cat /proc/partitions")
+
+        g = kit.create(disks=[DiskSpec("vda", "qcow2", 64 * MiB, ext4_from=SAMPLE)],
+                       guest_agent=True)
+        g.wait_ready()  # waits for the agent too
+        g.run("mkdir /mnt/a && mount -t ext4 /dev/vda /mnt/a", check=True)
+        g.domain.fsFreeze()  # 1: /mnt/a
+        g.domain.fsThaw()
 """
 
 from stasis.testkit.boot import READY_MARKER, BootFiles, build_boot_files

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-wait", action="store_true", help="do not wait for the boot marker")
     c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for boot")
     c.add_argument("--network", default=None, help="add a virtio NIC on this libvirt network")
-    c.add_argument("--guest-agent", action="store_true", help="add the guest-agent channel")
+    c.add_argument("--guest-agent", action="store_true",
+                   help="add the guest-agent channel; qemu-ga answers on it in the guest")
     c.add_argument("--memory", type=int, default=256, help="MiB of RAM (%(default)s)")
     r = sub.add_parser("run", help="run a shell command in a running guest")
     r.add_argument("name")
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                 state = "built" if boot.built else "cached"
                 print(f"{state}: kernel {boot.kernel} ({boot.kernel_version})")
                 print(f"{state}: initrd {boot.initrd}")
+                print(f"{state}: guest agent "
+                      + ("qemu-ga" if boot.agent else "none (install qemu-guest-agent)"))
             elif args.command == "create":
                 specs = [DiskSpec.parse(s) for s in args.disks]
                 guest = kit.create(args.name, specs, start=not args.no_start,
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  commands: {guest.control_socket}")
                 if not args.no_start and not args.no_wait:
                     seconds = guest.wait_ready(args.timeout)
-                    print(f"{guest.name}: ready in {seconds:.1f} s")
+                    print(f"{guest.name}: ready in {seconds:.1f} s"
+                          + (", guest agent answering" if guest.has_agent else ""))
             elif args.command == "run":
                 status, output = kit.get(args.name).run(args.cmd, timeout=args.timeout)
                 sys.stdout.write(output)

@@ -2,7 +2,9 @@
 
 ``type='qemu'`` (TCG: these hosts have no nested KVM), direct kernel boot, 256 MiB,
 one vCPU, virtio disks, and two serial ports: ``ttyS0`` logged to a file (the boot
-marker is read from it) and ``ttyS1`` bound to a unix socket (the command channel).
+marker is read from it) and ``ttyS1`` bound to a unix socket (the command channel);
+optionally the guest agent's virtio-serial channel, which libvirt itself connects to
+(it knows the name ``org.qemu.guest_agent.0``) and the guest's qemu-ga answers on.
 QEMU runs as root for these domains (a static DAC label, no relabelling) because
 the kit's files live in root-only directories (``/root``, pytest's temporary dirs)
 where the default ``libvirt-qemu`` user could not reach them.

@@ -9,6 +9,8 @@ reach a VM that is not a test guest.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import os
 import random
 import re
@@ -24,7 +26,7 @@ from typing import Any
 import libvirt
 
 from stasis.settings import state_dir
-from stasis.testkit.boot import READY_MARKER, BootFiles, build_boot_files
+from stasis.testkit.boot import AGENT_STARTED, READY_MARKER, BootFiles, build_boot_files
 from stasis.testkit.control import CommandResult, ControlChannel
 from stasis.testkit.disks import DiskSpec, Format, MiB, create_disk, read_image, sample_tree
 from stasis.testkit.domain import (
@@ -114,6 +116,7 @@ class Guest:
         self.control_socket = control_socket
         self.agent_socket = agent_socket
         self.boot_seconds: float | None = None
+        self.agent_seconds: float | None = None
         self._channel = ControlChannel(control_socket, guest=name)
         self._console_offset = 0
         self._started_at: float | None = None
@@ -139,6 +142,7 @@ class Guest:
         self._console_offset = self.console_log.stat().st_size if self.console_log.exists() else 0
         self._started_at = time.monotonic()
         self.boot_seconds = None
+        self.agent_seconds = None
         self.domain.create()
 
     def poweroff(self) -> None:
@@ -157,9 +161,20 @@ class Guest:
         except FileNotFoundError:
             return ""
 
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        """Wait for the boot marker and a working command channel; return seconds since start.
+    @property
+    def has_agent(self) -> bool:
+        """Whether qemu-ga was started in the guest (this boot): the guest has the agent
+        channel and its initramfs holds qemu-ga. Known once the boot marker is out.
+        """
+        return self.agent_socket is not None and AGENT_STARTED in self.console_text()
 
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Wait for the boot marker, a working command channel and, when the guest runs
+        one, an answering guest agent; return seconds since start.
+
+        The agent counts as up once libvirt gets an answer to ``guest-ping``: qemu-ga
+        under TCG takes a while to start after the marker, and a test that froze the
+        filesystems before would race it. :attr:`agent_seconds` records when it answered.
         Fails early, with the console's last lines, when the domain stops (a panic ends it).
         """
         started = self._started_at if self._started_at is not None else time.monotonic()
@@ -178,8 +193,42 @@ class Guest:
         if status != 0 or out.strip() != "ready":
             raise GuestNotReady(self.name, timeout, f"the command channel answered {out!r}",
                                 self.console_log)
+        if self.has_agent:
+            self._wait_agent(deadline, timeout)
+            self.agent_seconds = time.monotonic() - started
         self.boot_seconds = time.monotonic() - started
         return self.boot_seconds
+
+    def _wait_agent(self, deadline: float, timeout: float) -> None:
+        last = "its port was never opened"
+        while True:
+            # libvirt marks the channel connected once qemu-ga opens its port; before
+            # that a command fails at once and libvirt prints the error on stderr.
+            if "state='connected'" in self.domain.XMLDesc(0):
+                try:
+                    self.agent_command({"execute": "guest-ping"}, timeout=2)
+                    return
+                except libvirt.libvirtError as e:
+                    last = str(e)  # "not responding" while it starts: ask again
+            if time.monotonic() >= deadline:
+                log = self.run("cat /run/qemu-ga.log; pidof qemu-ga", timeout=10).output
+                raise GuestNotReady(self.name, timeout, f"the guest agent did not answer "
+                                    f"({last}); in the guest: {log.strip()!r}",
+                                    self.console_log)
+            time.sleep(0.2)
+
+    def agent_command(self, command: dict[str, Any] | str, *, timeout: int = 10) -> Any:
+        """Send one QMP command to the guest's qemu-ga through libvirt; return its ``return``.
+
+        libvirt holds the agent's socket (QEMU serves one client), so this is the one way
+        in. ``timeout`` is in seconds; raises ``libvirt.libvirtError`` when the agent
+        does not answer or answers with an error.
+        """
+        # importlib: libvirt_qemu ships without type information; this keeps it Any.
+        libvirt_qemu = importlib.import_module("libvirt_qemu")
+        text = command if isinstance(command, str) else json.dumps(command)
+        reply = json.loads(libvirt_qemu.qemuAgentCommand(self.domain, text, timeout, 0))
+        return reply.get("return")
 
     def _console_tail(self, lines: int = 15) -> str:
         return "\n".join(self.console_text().splitlines()[-lines:])
@@ -374,8 +423,12 @@ class GuestKit:
         """Define (and by default start) a guest with ``disks``; call ``wait_ready`` next.
 
         ``network`` adds a virtio NIC on that libvirt network (which must be active);
-        ``guest_agent`` adds the ``org.qemu.guest_agent.0`` channel (no agent runs in the
-        guest yet). An ``owned`` guest records this process as its owner: once the process
+        ``guest_agent`` adds the ``org.qemu.guest_agent.0`` channel, and the guest's
+        ``/init`` starts a real qemu-ga on it (fsfreeze of the mounted disks, guest-exec,
+        …; the initramfs root is never frozen, so commands keep working meanwhile).
+        ``wait_ready`` then also waits for the agent to answer; :meth:`Guest.agent_command`
+        talks to it. Without qemu-guest-agent on the host the channel is there but no
+        agent answers. An ``owned`` guest records this process as its owner: once the process
         is gone, :meth:`destroy_stale` (from any process) removes it.
         """
         name = self.domain_name(name)
