@@ -302,7 +302,7 @@ def test_without_start_the_copies_are_defined_and_shut_off(group: Group,
         assert _defined(group.conn, names) == names
         assert not any(group.conn.lookupByName(n).isActive() for n in names)
         assert sorted(p.name for p in storage.iterdir() if p.name.endswith(".qcow2")) == \
-            [f"{n}-vda.qcow2" for n in names]
+            sorted(f"{n}-vda.qcow2" for n in names)
     finally:
         for n in names:
             remove_domain(group.conn, n)
