@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,6 +65,23 @@ def test_a_fresh_file_is_migrated_to_head(tmp_path: Path) -> None:
     with Catalog.open(str(path)) as c:
         assert c.revision() == head
     assert tables(path) == schema
+
+
+def test_commands_opening_a_new_catalog_at_once_do_not_race(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    barrier = threading.Barrier(6)
+
+    def open_and_write(i: int) -> str | None:
+        barrier.wait()
+        with Catalog.open(str(path)) as c:
+            GroupStore(c).create(Group(f"g{i}", members=["a"]))
+            return c.revision()
+
+    with ThreadPoolExecutor(6) as pool:
+        revisions = list(pool.map(open_and_write, range(6)))
+    assert revisions == [HEAD] * 6
+    with Catalog.open(str(path)) as c:
+        assert [s.name for s in GroupStore(c).list()] == [f"g{i}" for i in range(6)]
 
 
 def test_the_migrations_build_exactly_the_models(tmp_path: Path) -> None:

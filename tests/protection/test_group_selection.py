@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stasis.errors import GroupError, HypervisorError, UsageError
@@ -81,6 +81,7 @@ names = st.text(alphabet="abcxyz-1", min_size=1, max_size=4)
 label_sets = st.dictionaries(st.sampled_from(["app", "tier"]), st.sampled_from(["a", "b"]))
 
 
+@settings(deadline=None)  # the machine is shared with booting guests
 @given(inventory=st.dictionaries(names, label_sets, max_size=8),
        members=st.lists(names, max_size=4, unique=True),
        globs=st.lists(st.sampled_from(["a*", "*1", "x?", "[bc]*"]), max_size=2),
@@ -138,3 +139,17 @@ def test_label_text_and_xml() -> None:
                      '<stasis:label key="a" value="1"/></stasis:labels>') == {"a": "1"}
     with pytest.raises(HypervisorError, match="not XML"):
         lb.decode("<labels")
+
+
+def test_labels_are_stripped_from_a_domain_xml_for_a_restore_beside_the_original() -> None:
+    xml = (f'<domain type="qemu"><name>a</name><metadata>'
+           f'<stasis:labels xmlns:stasis="{lb.NAMESPACE}"><stasis:label key="app" value="x"/>'
+           '</stasis:labels><k:guest xmlns:k="https://example.com/kit"/></metadata>'
+           '<memory>1</memory></domain>')
+    out = lb.without_labels(xml)
+    assert lb.NAMESPACE not in out and "https://example.com/kit" in out and "<memory>" in out
+    bare = lb.without_labels(f'<domain><metadata><stasis:labels xmlns:stasis="{lb.NAMESPACE}"/>'
+                             '</metadata><name>b</name></domain>')
+    assert "metadata" not in bare and "<name>b</name>" in bare
+    plain = "<domain><name>c</name></domain>"
+    assert lb.without_labels(plain) == plain

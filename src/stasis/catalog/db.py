@@ -11,8 +11,8 @@ SQLite specifics: the driver's own transaction handling is switched off so that
 every transaction, DDL included, is a real ``BEGIN``…``COMMIT`` (a migration that
 fails half way leaves nothing behind); migrations of one file are serialized by a
 lock file beside it, so two commands opening a new catalog at once do not race;
-WAL lets readers go on while a writer commits; writers wait up to 30 s for each
-other.
+WAL lets readers go on while a writer commits; writing transactions begin
+IMMEDIATE and wait up to 30 s for each other.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from stasis.settings import state_dir
 MIGRATIONS = Path(__file__).with_name("migrations")
 CATALOG_FILE = "catalog.db"
 VERSION_TABLE = "alembic_version"
+WRITE_OPTION = "stasis_write"
 BUSY_TIMEOUT_S = 30.0
 
 Clock = Callable[[], datetime]
@@ -76,7 +77,12 @@ class Catalog:
         self.url = engine.url
         self.shown = _shown(engine.url)
         self.clock = clock
+        # Writers say so when they begin (SQLite: BEGIN IMMEDIATE), so that a
+        # transaction that reads and then writes waits for another writer instead of
+        # failing on a snapshot that writer made stale.
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
 
     # ------------------------------------------------------------ opening
 
@@ -167,7 +173,7 @@ class Catalog:
 
         config = self._config()
         try:
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
                 if current is None and _foreign_tables(conn):
                     raise CatalogError(
                         f"{self.shown} is a database but not a Stasis catalog (it has tables "
@@ -199,10 +205,14 @@ class Catalog:
     # ------------------------------------------------------------ work
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: committed at the end of the block, rolled back on an error."""
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """One transaction: committed at the end of the block, rolled back on an error.
+
+        ``write=False`` for one that only reads (it never waits for a writer).
+        """
+        sessions = self._write_sessions if write else self._sessions
         try:
-            with self._sessions() as session, session.begin():
+            with sessions() as session, session.begin():
                 yield session
         except SQLAlchemyError as e:
             raise self.error("failed", e) from None
@@ -235,6 +245,7 @@ def _engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine

@@ -110,16 +110,16 @@ class GroupStore:
         return _from_row(row)
 
     def get(self, name: str) -> StoredGroup | None:
-        with self.catalog.session() as session:
+        with self.catalog.session(write=False) as session:
             row = self._row(session, name)
             return _from_row(row) if row is not None else None
 
     def must_get(self, name: str) -> StoredGroup:
-        with self.catalog.session() as session:
+        with self.catalog.session(write=False) as session:
             return _from_row(self._must(session, name))
 
     def list(self) -> list[StoredGroup]:
-        with self.catalog.session() as session:
+        with self.catalog.session(write=False) as session:
             rows = session.scalars(select(GroupRow).order_by(GroupRow.name)).all()
             return [_from_row(r) for r in rows]
 

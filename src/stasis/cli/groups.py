@@ -163,7 +163,7 @@ def _print_group(stored: StoredGroup, now: Resolution | None) -> None:
         for item in items:
             out.print(f"  {title + ':':<12} {item}", highlight=False)
     if h:
-        out.print(f"  hook timeout: {h.timeout_s:g} s", highlight=False)
+        out.print(f"  timeout:     {h.timeout_s:g} s for each hook", highlight=False)
     out.print(f"  now:         {_now_text(now)}", highlight=False)
     out.print(f"  created {stored.created.isoformat(timespec='seconds')}, "
               f"updated {stored.updated.isoformat(timespec='seconds')}", highlight=False)

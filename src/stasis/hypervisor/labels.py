@@ -90,6 +90,27 @@ def encode(labels: Mapping[str, str]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def without_labels(domain_xml: str) -> str:
+    """``domain_xml`` with its Stasis labels removed.
+
+    A VM restored beside its original from a point carries the original's labels in
+    its XML, and would be selected into the same groups; a restore that makes a new
+    VM (not one in place) strips them with this.
+    """
+    root = ET.fromstring(domain_xml)
+    meta = root.find("metadata")
+    if meta is None:
+        return domain_xml
+    ours = [el for el in meta if el.tag == f"{{{NAMESPACE}}}labels"]
+    if not ours:
+        return domain_xml
+    for el in ours:
+        meta.remove(el)
+    if len(meta) == 0:
+        root.remove(meta)
+    return ET.tostring(root, encoding="unicode")
+
+
 def get_labels(dom: libvirt.virDomain) -> dict[str, str]:
     """The domain's labels; none is an empty dict."""
     try:
