@@ -176,6 +176,7 @@ def exit_code_table() -> list[tuple[int, str]]:
         25: "the consistency the policy requires was not reached; nothing was committed",
         26: "no such group, or a group of that name exists already",
         27: "the catalog (local state database) cannot be opened or is damaged",
+        28: "the point is held: it is kept until the hold ends or is released",
         130: "interrupted by Ctrl-C; nothing was committed",
         143: "interrupted by SIGTERM; nothing was committed",
     }
@@ -223,3 +224,9 @@ class CatalogError(StasisError):
     """{}"""
 
     exit_code = 27
+
+
+class PointHeld(StasisError):
+    """Point {} is {}. Nothing was deleted. 'stasis release {}' lifts the hold."""
+
+    exit_code = 28
