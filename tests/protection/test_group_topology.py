@@ -16,7 +16,7 @@ import pytest
 from stasis.hypervisor import labels as lb
 from stasis.repository import Credentials, Repository
 from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import PASSPHRASE, Cli
+from tests.conftest import PASSPHRASE, Cli, remove_domain
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -101,3 +101,14 @@ def test_a_vm_labelled_into_the_group_is_in_the_next_point_and_one_unlabelled_le
     assert p4["members"] == [b.name, a.name] and p4["joined"] == [a.name]
     assert cli.ok("group", "show", "shop", "--json").json() == {**after, "resolved": {
         "members": [b.name], "missing": [], "selected": [b.name]}}
+
+    # A copy of B restored beside it carries no labels: it does not join the group.
+    copy = f"{b.name}-copy"
+    try:
+        cli.ok("restore", "vm", p2["id"], "--vm", b.name, "--name", copy,
+               "--storage", str(tmp_path))
+        assert labels_in(kit.conn.lookupByName(copy), libvirt.VIR_DOMAIN_AFFECT_CONFIG) == {}
+        resolved = cli.ok("group", "show", "shop", "--json").json()
+        assert isinstance(resolved, dict) and resolved["resolved"]["members"] == [b.name]
+    finally:
+        remove_domain(kit.conn, copy)

@@ -17,6 +17,7 @@ import libvirt
 from stasis.errors import HypervisorError, TargetExists, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import Rewrite, parse, rewrite
+from stasis.hypervisor.labels import without_labels
 from stasis.progress import Progress
 from stasis.recovery.restore import RestoreResult, restore_disk
 from stasis.repository import Manifest, Repository, VmRecord
@@ -124,7 +125,8 @@ def restore_vm(
                 _restore_file(repo, point, rec, f.name, Path(file_paths[f.name]), run_dir)
                 written.append(file_paths[f.name])
                 result.files[f.name] = file_paths[f.name]
-        xml = rewrite(rec.domain_xml, Rewrite(
+        # A copy beside its original must not be selected into the original's groups.
+        xml = rewrite(without_labels(rec.domain_xml), Rewrite(
             name=new_name, disk_paths=disk_paths,
             disk_formats={d.name: d.format if d.format in ("raw", "qcow2") else "qcow2"
                           for d in rec.disks},
