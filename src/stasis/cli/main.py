@@ -10,7 +10,9 @@ import typer
 
 from stasis import __version__
 from stasis.cli import backup, groups, points, repo, restore, verify, vms
+from stasis.cli import prune as prune_cli
 from stasis.cli.common import err
+from stasis.cli.gc import gc as gc_command
 from stasis.errors import StasisError, exit_code_table
 from stasis.memory import tune_allocator
 
@@ -42,9 +44,14 @@ app.add_typer(groups.app, name="group")
 app.command("list")(points.list_points)
 app.command("show")(points.show)
 app.command("verify")(verify.verify)
+app.command("gc")(gc_command)
 app.command("vms")(vms.vms)
 app.command("doctor")(vms.doctor)
 app.command("label")(groups.label)
+app.command("prune")(prune_cli.prune)
+app.command("hold")(prune_cli.hold)
+app.command("release")(prune_cli.release)
+app.command("holds")(prune_cli.holds)
 backup.app.command("vm")(vms.backup_vm)
 backup.app.command("group")(groups.backup_group)
 restore.app.command("vm")(vms.restore_vm_cmd)

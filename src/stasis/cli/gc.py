@@ -1,0 +1,96 @@
+"""``stasis gc``: delete the chunks and disk indexes no recovery point references."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from stasis.cli.common import (
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    err,
+    human,
+    open_repo,
+    out,
+    plural,
+    print_json,
+    progress_for,
+)
+from stasis.errors import UsageError
+from stasis.repository.gc import DEFAULT_WAIT, GcReport, Tally, collect_garbage
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("x") else plural(n, word)
+
+
+def _tally(t: Tally, word: str) -> str:
+    return f"{_count(t.count, word)} ({human(t.bytes)})"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def print_report(r: GcReport) -> None:
+    verb = "Would delete" if r.dry_run else "Deleted"
+    out.print(f"Marked {plural(r.points, 'point')}: {_count(r.indexes_referenced, 'index')} "
+              f"and {plural(r.chunks_referenced, 'chunk')} referenced"
+              + (f" ({r.points_marked_late} committed while gc ran)"
+                 if r.points_marked_late else "") + ".")
+    out.print(f"{verb} {_tally(r.indexes, 'unreferenced index')} and "
+              f"{_tally(r.chunks, 'unreferenced chunk')}; kept {_tally(r.kept_chunks, 'chunk')}.")
+    if r.temporary_files_checked:
+        out.print(f"{verb} {_tally(r.temporary_files, 'temporary file')} that killed writers "
+                  "left (older than an hour).")
+    if r.quarantined.count:
+        out.print(f"Left in quarantine: {_tally(r.quarantined, 'chunk')} that failed "
+                  "verification (not deleted; 'stasis verify' tells which points they hurt).")
+    if r.chunks_missing:
+        err.print(f"[bold yellow]warning:[/] {plural(r.chunks_missing, 'referenced chunk')} "
+                  "missing from the repository: run 'stasis verify'.", highlight=False)
+    out.print(f"{'Would reclaim' if r.dry_run else 'Reclaimed'} {human(r.reclaimed_bytes)} in "
+              f"{r.duration_s:.1f} s (backups held off {r.locked_s:.1f} s)."
+              + (" Nothing was deleted (--dry-run)." if r.dry_run else ""))
+
+
+def gc(
+    repo: RepoOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be deleted; "
+                                          "delete nothing.")] = False,
+    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS",
+                                        help="How long to wait for running backups, restores "
+                                        "and gc runs to finish (the sweep needs the "
+                                        "repository to itself).")] = DEFAULT_WAIT,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Delete chunks and indexes that no point references; safe while backups run."""
+    if wait < 0:
+        raise UsageError("--wait takes a number of seconds, 0 or more")
+    r = open_repo(repo, passphrase_file, key_file)
+    progress = progress_for(json_output)
+
+    def waiting(holder: str, limit: float) -> None:
+        progress.finish()
+        err.print(f"gc: waiting up to {_duration(limit)} for {holder} to finish "
+                  "(new backups wait only for the sweep)…", highlight=False)
+
+    try:
+        report = collect_garbage(r, dry_run=dry_run, wait=wait, progress=progress,
+                                 on_wait=waiting)
+    except KeyboardInterrupt:
+        progress.finish()
+        err.print("gc stopped: only unreferenced objects were deleted, so every point is "
+                  "intact; run gc again to finish.", highlight=False)
+        raise
+    finally:
+        progress.finish()
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        print_report(report)
