@@ -7,6 +7,7 @@ Object keys (see docs/format.md)::
     chunks/<aa>/<name>          sealed chunks, name = keyed BLAKE3 of the plaintext
     indexes/<aa>/<name>         sealed disk indexes, named the same way
     manifests/<point id>        sealed manifests: writing one commits a point
+    holds/<point id>            sealed holds: a point kept past retention
     locks/<id>                  shared and exclusive locks
     quarantine/<name>.<time>    chunks that failed verification, moved aside
 """
@@ -37,6 +38,7 @@ from stasis.errors import (
     KeySlotError,
     NotARepository,
     ObjectNotFound,
+    PointHeld,
     PointNotFound,
     RepositoryExists,
     RepositoryNotFound,
@@ -45,6 +47,7 @@ from stasis.errors import (
     WrongPassphrase,
 )
 from stasis.repository import crypto, objects
+from stasis.repository.holds import KIND_HOLD, Hold, HoldFormatError, hold_key
 from stasis.repository.index import DiskIndex, IndexFormatError
 from stasis.repository.locks import LockInfo, LockManager
 from stasis.repository.manifest import DiskRecord, Manifest, ManifestFormatError, VmRecord
@@ -454,6 +457,85 @@ class Repository:
     def latest(self, name: str) -> Manifest | None:
         candidates = [m for m in self.points() if m.name == name]
         return candidates[-1] if candidates else None
+
+    # ------------------------------------------------------------ holds, removal
+
+    def holds(self) -> dict[str, Hold]:
+        """Every hold by point id, expired ones too (the caller judges them at its now).
+
+        A hold object that cannot be opened is returned as a damaged hold without
+        end: a point is never left unprotected because its hold was unreadable.
+        """
+        found: dict[str, Hold] = {}
+        for obj in self.backend.list("holds/"):
+            pid = obj.key.rsplit("/", 1)[-1]
+            if not _HEX.match(pid):
+                continue
+            with contextlib.suppress(ObjectNotFound):  # released meanwhile
+                found[pid] = self._load_hold(pid)
+        return found
+
+    def _load_hold(self, point_id: str) -> Hold:
+        key = hold_key(point_id)
+        try:
+            hold = Hold.decode(self.sealer.open(KIND_HOLD, point_id, self.backend.get(key)))
+        except (objects.SealError, HoldFormatError) as e:
+            return Hold(point=point_id, until=None, reason=f"damaged hold object ({e})",
+                        damaged=True)
+        if hold.point != point_id:
+            return Hold(point=point_id, until=None, damaged=True,
+                        reason="damaged hold object (it names another point)")
+        return hold
+
+    def hold_of(self, point_id: str) -> Hold | None:
+        if not self.backend.exists(hold_key(point_id)):
+            return None
+        try:
+            return self._load_hold(point_id)
+        except ObjectNotFound:
+            return None  # released meanwhile
+
+    def hold(
+        self, point_id: str, until: datetime | None, reason: str = "", *,
+        by: str = "", created: datetime | None = None,
+    ) -> Hold:
+        """Keep a committed point past retention until ``until`` (None: until released).
+
+        Holding a held point replaces its hold (one whole-object write).
+        """
+        if not _HEX.match(point_id) or not self.backend.exists(manifest_key(point_id)):
+            raise PointNotFound(point_id)
+        hold = Hold(point=point_id, until=until, reason=reason, by=by,
+                    created=created or datetime.now(UTC))
+        self.backend.put(hold_key(point_id), self.sealer.seal(KIND_HOLD, point_id, hold.encode()))
+        self.backend.sync()
+        return hold
+
+    def release(self, point_id: str) -> Hold | None:
+        """Remove a point's hold; return it, or None when the point was not held."""
+        hold = self.hold_of(point_id)
+        if hold is not None:
+            self.backend.delete(hold_key(point_id))
+            self.backend.sync()
+        return hold
+
+    def remove_point(self, point_id: str, *, now: datetime | None = None) -> None:
+        """Delete a point: its manifest, then its (expired) hold.
+
+        Deleting the manifest is the one step that matters: from then on the point
+        does not exist. Its chunks and indexes stay until garbage collection finds
+        them unreferenced. A point held at ``now`` is refused with PointHeld.
+        """
+        if not _HEX.match(point_id) or not self.backend.exists(manifest_key(point_id)):
+            raise PointNotFound(point_id)
+        hold = self.hold_of(point_id)
+        if hold is not None and hold.active(now or datetime.now(UTC)):
+            raise PointHeld(point_id[:12], hold.describe(), point_id[:12])
+        self.backend.delete(manifest_key(point_id))
+        self.backend.sync()
+        if hold is not None:
+            self.backend.delete(hold_key(point_id))
+            self.backend.sync()
 
     # ------------------------------------------------------------------- locks
 

@@ -1,0 +1,7 @@
+"""The service layer's domain rules: retention now, policies, jobs and the scheduler later.
+
+Modules here decide; they do not parse options or print. They take their inputs as
+plain data (points, holds, rules as dataclasses) and an injected instant, never the
+wall clock, so the CLI, the REST API and the scheduler call the same functions and
+tests move time by passing another instant.
+"""
