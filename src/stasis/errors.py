@@ -230,3 +230,15 @@ class PointHeld(StasisError):
     """Point {} is {}. Nothing was deleted. 'stasis release {}' lifts the hold."""
 
     exit_code = 28
+
+
+class JobNotFound(StasisError):
+    """No job {} in the catalog. 'stasis jobs' lists them."""
+
+    exit_code = 14
+
+
+class PolicyNotFound(StasisError):
+    """{}"""
+
+    exit_code = 14

@@ -6,16 +6,24 @@ migrations shipped in this package and applied when a catalog is opened, so a
 catalog file made by an older Stasis is brought up to date and one made by a newer
 Stasis is refused rather than misread.
 
-It holds the stored groups now; points, jobs and policies join it later. Everything
-in it but job history and the definitions typed into it (groups, policies) can be
-rebuilt from the repository.
+It holds the stored groups, the index of each repository's points, job history
+with its logs, the policies the service runs and when. Everything in it but job
+history and the definitions typed into it (groups, policies) can be rebuilt from
+the repository.
 
 - :mod:`stasis.catalog.db`: opening a catalog (URL, engine, sessions, migrations);
 - :mod:`stasis.catalog.models`: the tables, one model each;
-- :mod:`stasis.catalog.groups`: stored groups, read and written.
+- :mod:`stasis.catalog.groups`: stored groups, read and written;
+- :mod:`stasis.catalog.points`: the points index, rebuilt from a repository;
+- :mod:`stasis.catalog.jobs`: jobs, their log lines, the running services;
+- :mod:`stasis.catalog.policies`: the policies' sources and schedule state.
 """
 
 from stasis.catalog.db import Catalog, catalog_url
 from stasis.catalog.groups import GroupStore, StoredGroup
+from stasis.catalog.jobs import Job, JobStore, LogLine
+from stasis.catalog.points import IndexedPoint, PointIndex
+from stasis.catalog.policies import PolicyState, PolicyStore
 
-__all__ = ["Catalog", "GroupStore", "StoredGroup", "catalog_url"]
+__all__ = ["Catalog", "GroupStore", "IndexedPoint", "Job", "JobStore", "LogLine",
+           "PointIndex", "PolicyState", "PolicyStore", "StoredGroup", "catalog_url"]

@@ -12,7 +12,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -80,3 +91,128 @@ class GroupRow(Base):
     description: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(UtcDateTime())
     updated: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "interrupted")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _one_of(col: str, values: tuple[str, ...]) -> str:
+    return f"{col} IN ({', '.join(repr(v) for v in values)})"
+
+
+class RepositoryRow(Base):
+    """A repository the catalog has seen, by its id (from its config) and URL."""
+
+    __tablename__ = "repositories"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    indexed: Mapped[datetime | None] = mapped_column(UtcDateTime())  # last points rebuild/sync
+
+
+class VmRow(Base):
+    """A VM seen in a point or a job (by name; its UUID as last seen)."""
+
+    __tablename__ = "vms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    uuid: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PointRow(Base):
+    """One committed manifest of a repository, as an index entry (rebuilt from it)."""
+
+    __tablename__ = "points"
+    __table_args__ = (Index("ix_points_repo_time", "repo", "time"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repo: Mapped[str] = mapped_column(
+        String(64), ForeignKey("repositories.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    vms: Mapped[list[str]] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(BigInteger)
+    bytes_read: Mapped[int] = mapped_column(BigInteger)
+    parent: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    consistency: Mapped[dict[str, str]] = mapped_column(JSON)  # VM name -> level reached
+
+
+class JobRow(Base):
+    """One run of backup, restore, verify, prune, gc or copy."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", JOB_KINDS), name="kind"),
+        CheckConstraint(_one_of("state", JOB_STATES), name="state"),
+        Index("ix_jobs_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    policy: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(255))  # what it works on: a point name, a group
+    vms: Mapped[list[str]] = mapped_column(JSON)  # target VMs (none for prune, gc)
+    repo: Mapped[str | None] = mapped_column(Text)  # the repository's URL
+    state: Mapped[str] = mapped_column(String(16))
+    queued: Mapped[datetime] = mapped_column(UtcDateTime())
+    started: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    ended: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)  # per VM: point, bytes, error
+    error: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # how to run it again (the queue)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    pid_start: Mapped[int | None] = mapped_column(BigInteger)  # /proc/PID/stat starttime
+
+
+class JobLogRow(Base):
+    """One line of a job's log."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (
+        CheckConstraint(_one_of("level", LOG_LEVELS), name="level"),
+        Index("ix_job_logs_job_time", "job", "time"),
+        Index("ix_job_logs_time", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[int] = mapped_column(Integer, ForeignKey("jobs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
+    level: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class PolicyRow(Base):
+    """A policy as the service last loaded it, with its schedule's state."""
+
+    __tablename__ = "policies"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)  # the policy's TOML
+    last_run: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    next_run: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    updated: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ServiceRow(Base):
+    """A running ``stasis serve`` (so that commands hand work to it rather than run it)."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    pid_start: Mapped[int] = mapped_column(BigInteger)
+    started: Mapped[datetime] = mapped_column(UtcDateTime())
+    repo: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,229 @@
+"""Job history and the job queue: jobs, their log lines, and the running services.
+
+A job is written when it is queued (or started at once), updated when it starts
+and when it ends; its log lines are added as they come. Nothing here decides what
+a job does: :mod:`stasis.service.jobs` runs them. The runner of a job is named by
+host, pid and the process's start time (``/proc/PID/stat``), so that a job left
+``running`` by a process that died is told apart from one still running, even
+after its pid was reused.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from stasis.catalog.db import Catalog
+from stasis.catalog.models import JOB_KINDS, JOB_STATES, LOG_LEVELS, JobLogRow, JobRow, ServiceRow
+from stasis.errors import JobNotFound, UsageError
+
+FINAL_STATES = ("succeeded", "failed", "interrupted")
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    name: str
+    policy: str | None
+    vms: list[str]
+    repo: str | None
+    state: str
+    queued: datetime
+    started: datetime | None = None
+    ended: datetime | None = None
+    bytes_read: int = 0
+    bytes_written: int = 0
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    exit_code: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return (self.ended - self.started).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "name": self.name, "policy": self.policy,
+            "vms": list(self.vms), "repo": self.repo, "state": self.state,
+            "queued": _iso(self.queued), "started": _iso(self.started),
+            "ended": _iso(self.ended), "duration_s": self.duration_s,
+            "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
+            "result": self.result, "error": self.error, "exit_code": self.exit_code,
+            "host": self.host, "pid": self.pid,
+        }
+
+
+@dataclass
+class LogLine:
+    time: datetime
+    level: str
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": _iso(self.time), "level": self.level, "text": self.text}
+
+
+@dataclass
+class Service:
+    id: int
+    host: str
+    pid: int
+    pid_start: int
+    started: datetime
+    repo: str | None
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _job(r: JobRow) -> Job:
+    return Job(r.id, r.kind, r.name, r.policy, list(r.vms), r.repo, r.state, r.queued,
+               r.started, r.ended, r.bytes_read, r.bytes_written, dict(r.result), r.error,
+               r.exit_code, dict(r.params), r.host, r.pid, r.pid_start)
+
+
+class JobStore:
+    """The jobs of one catalog."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    # ------------------------------------------------------------ writing
+
+    def create(self, kind: str, name: str, *, vms: list[str] | None = None,
+               policy: str | None = None, repo: str | None = None,
+               params: dict[str, Any] | None = None, state: str = "queued",
+               runner: tuple[str, int, int] | None = None) -> Job:
+        """A new job, ``queued`` (for a runner to take) or ``running`` (by ``runner``:
+        host, pid, process start time)."""
+        if kind not in JOB_KINDS:
+            raise UsageError(f"'{kind}' is not a job kind ({', '.join(JOB_KINDS)})")
+        if state not in ("queued", "running"):
+            raise UsageError(f"a new job is queued or running, not {state}")
+        now = self.catalog.clock()
+        row = JobRow(kind=kind, name=name, policy=policy, vms=list(vms or []), repo=repo,
+                     state=state, queued=now, bytes_read=0, bytes_written=0, result={},
+                     params=dict(params or {}))
+        if state == "running":
+            row.started = now
+            if runner is not None:
+                row.host, row.pid, row.pid_start = runner
+        with self.catalog.session() as session:
+            session.add(row)
+            session.flush()
+        return _job(row)
+
+    def start(self, job_id: int, runner: tuple[str, int, int],
+              vms: list[str] | None = None) -> bool:
+        """Mark a queued job running by ``runner``; False if it is no longer queued
+        (another runner took it, or it was cancelled)."""
+        host, pid, pid_start = runner
+        values: dict[str, Any] = {"state": "running", "started": self.catalog.clock(),
+                                  "host": host, "pid": pid, "pid_start": pid_start}
+        if vms is not None:
+            values["vms"] = list(vms)
+        with self.catalog.session() as session:
+            done = session.execute(update(JobRow).where(
+                JobRow.id == job_id, JobRow.state == "queued").values(**values))
+        return bool(getattr(done, "rowcount", 0))
+
+    def set_vms(self, job_id: int, vms: list[str]) -> None:
+        with self.catalog.session() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(vms=list(vms)))
+
+    def finish(self, job_id: int, state: str, *, result: dict[str, Any] | None = None,
+               error: str | None = None, exit_code: int | None = None, bytes_read: int = 0,
+               bytes_written: int = 0) -> None:
+        if state not in FINAL_STATES:
+            raise UsageError(f"a job ends {', '.join(FINAL_STATES)}, not {state}")
+        with self.catalog.session() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(
+                state=state, ended=self.catalog.clock(), result=dict(result or {}),
+                error=error, exit_code=exit_code, bytes_read=bytes_read,
+                bytes_written=bytes_written))
+
+    def log(self, job_id: int, level: str, text: str, time: datetime | None = None) -> None:
+        self.log_many(job_id, [(time or self.catalog.clock(), level, text)])
+
+    def log_many(self, job_id: int, lines: list[tuple[datetime, str, str]]) -> None:
+        if not lines:
+            return
+        with self.catalog.session() as session:
+            session.add_all(JobLogRow(job=job_id, time=t,
+                                      level=lv if lv in LOG_LEVELS else "info", text=text)
+                            for t, lv, text in lines)
+
+    def expire_logs(self, older_than: datetime) -> int:
+        """Delete the log lines written before ``older_than``; return how many."""
+        with self.catalog.session() as session:
+            done = session.execute(delete(JobLogRow).where(JobLogRow.time < older_than))
+        return int(getattr(done, "rowcount", 0) or 0)
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, job_id: int) -> Job:
+        with self.catalog.session(write=False) as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            return _job(row)
+
+    def list(self, *, state: str | None = None, kind: str | None = None,
+             policy: str | None = None, limit: int | None = None,
+             newest_first: bool = True) -> list[Job]:
+        if state is not None and state not in JOB_STATES:
+            raise UsageError(f"'{state}' is not a job state ({', '.join(JOB_STATES)})")
+        query = select(JobRow)
+        if state is not None:
+            query = query.where(JobRow.state == state)
+        if kind is not None:
+            query = query.where(JobRow.kind == kind)
+        if policy is not None:
+            query = query.where(JobRow.policy == policy)
+        query = query.order_by(JobRow.id.desc() if newest_first else JobRow.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.catalog.session(write=False) as session:
+            return [_job(r) for r in session.scalars(query)]
+
+    def logs(self, job_id: int) -> builtins.list[LogLine]:
+        with self.catalog.session(write=False) as session:
+            rows = session.scalars(select(JobLogRow).where(JobLogRow.job == job_id)
+                                   .order_by(JobLogRow.time, JobLogRow.id))
+            return [LogLine(r.time, r.level, r.text) for r in rows]
+
+    def log_count(self) -> int:
+        with self.catalog.session(write=False) as session:
+            return int(session.scalar(select(func.count()).select_from(JobLogRow)) or 0)
+
+    # ------------------------------------------------------------ services
+
+    def register_service(self, runner: tuple[str, int, int], repo: str | None) -> int:
+        host, pid, pid_start = runner
+        with self.catalog.session() as session:
+            row = ServiceRow(host=host, pid=pid, pid_start=pid_start,
+                             started=self.catalog.clock(), repo=repo)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def unregister_service(self, service_id: int) -> None:
+        with self.catalog.session() as session:
+            session.execute(delete(ServiceRow).where(ServiceRow.id == service_id))
+
+    def services(self) -> builtins.list[Service]:
+        with self.catalog.session(write=False) as session:
+            return [Service(r.id, r.host, r.pid, r.pid_start, r.started, r.repo)
+                    for r in session.scalars(select(ServiceRow).order_by(ServiceRow.id))]
