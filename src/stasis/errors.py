@@ -177,6 +177,7 @@ def exit_code_table() -> list[tuple[int, str]]:
         26: "no such group, or a group of that name exists already",
         27: "the catalog (local state database) cannot be opened or is damaged",
         28: "the point is held: it is kept until the hold ends or is released",
+        29: "the policy file is not valid (every problem is listed with its line)",
         130: "interrupted by Ctrl-C; nothing was committed",
         143: "interrupted by SIGTERM; nothing was committed",
     }
@@ -242,3 +243,14 @@ class PolicyNotFound(StasisError):
     """{}"""
 
     exit_code = 14
+
+
+class PolicyError(StasisError):
+    """The policy file {} was not loaded: {}. Nothing was changed.\n{}"""
+
+    exit_code = 29
+
+    @property
+    def problems(self) -> list[Any]:
+        """The :class:`stasis.service.policy.Problem` list, one per problem found."""
+        return list(self.kwargs.get("problems", []))

@@ -10,6 +10,7 @@ import typer
 
 from stasis import __version__
 from stasis.cli import backup, groups, points, repo, restore, verify, vms
+from stasis.cli import policy as policy_cli
 from stasis.cli import prune as prune_cli
 from stasis.cli.common import err
 from stasis.cli.gc import gc as gc_command
@@ -41,6 +42,7 @@ app.add_typer(repo.app, name="repo")
 app.add_typer(backup.app, name="backup")
 app.add_typer(restore.app, name="restore")
 app.add_typer(groups.app, name="group")
+app.add_typer(policy_cli.app, name="policy")
 app.command("list")(points.list_points)
 app.command("show")(points.show)
 app.command("verify")(verify.verify)
