@@ -178,6 +178,8 @@ def exit_code_table() -> list[tuple[int, str]]:
         27: "the catalog (local state database) cannot be opened or is damaged",
         28: "the point is held: it is kept until the hold ends or is released",
         29: "the policy file is not valid (every problem is listed with its line)",
+        30: "an NBD export of a point could not be started, or died",
+        31: "no such instant VM or attached disk, or it is in the wrong state for this",
         130: "interrupted by Ctrl-C; nothing was committed",
         143: "interrupted by SIGTERM; nothing was committed",
     }
@@ -254,3 +256,15 @@ class PolicyError(StasisError):
     def problems(self) -> list[Any]:
         """The :class:`stasis.service.policy.Problem` list, one per problem found."""
         return list(self.kwargs.get("problems", []))
+
+
+class ExportError(StasisError):
+    """The NBD export of {} could not be served: {}. The repository was only read; nothing of the export was left running."""
+
+    exit_code = 30
+
+
+class InstantError(StasisError):
+    """{}"""
+
+    exit_code = 31
