@@ -180,6 +180,9 @@ def exit_code_table() -> list[tuple[int, str]]:
         29: "the policy file is not valid (every problem is listed with its line)",
         30: "an NBD export of a point could not be started, or died",
         31: "no such instant VM or attached disk, or it is in the wrong state for this",
+        33: "no such file or volume in the point's disk",
+        34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
+        35: "the path does not say which volume of a multi-volume disk it is on",
         130: "interrupted by Ctrl-C; nothing was committed",
         143: "interrupted by SIGTERM; nothing was committed",
     }
@@ -268,3 +271,27 @@ class InstantError(StasisError):
     """{}"""
 
     exit_code = 31
+
+
+class FileNotInPoint(StasisError):
+    """{}"""
+
+    exit_code = 33
+
+
+class FilesystemUnknown(StasisError):
+    """{}"""
+
+    exit_code = 34
+
+
+class AmbiguousVolume(StasisError):
+    """{}"""
+
+    exit_code = 35
+
+
+class FileTargetExists(StasisError):
+    """Not extracted: {} already exist(s) in the target directory. Nothing was written; pass --force to replace them, or choose another --to."""
+
+    exit_code = 17
