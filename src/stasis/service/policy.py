@@ -597,7 +597,7 @@ class _Report:
         for n in range(len(path), 0, -1):
             if path[:n] in self.lines:
                 return self.lines[path[:n]]
-        return 1 if self.lines else 0
+        return 1
 
     def policy_name(self, index: int) -> str:
         policies = self.raw.get("policy")

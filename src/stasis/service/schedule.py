@@ -42,6 +42,7 @@ DAY = timedelta(days=1)
 MIN_INTERVAL = timedelta(minutes=1)
 MISSED_COUNT_LIMIT = 1000  # counting stops here: a year of a 1m policy is not walked
 _TINY = timedelta(microseconds=1)
+_FOLD = timedelta(hours=3)  # more than any DST shift
 
 
 def zone(name: str) -> ZoneInfo:
@@ -148,6 +149,7 @@ class Schedule(ABC):
         """
         if last_run is None:
             return None
+        now = _utc(now)  # compare in real time, not on the wall clock
         first = self.next_after(last_run)
         if first > now:
             return None
@@ -175,14 +177,34 @@ class CronSchedule(Schedule):
     def describe(self) -> str:
         return f"cron {self.expression}"
 
+    # Around a DST change the wall clock is not monotonic, and cronsim walks the wall
+    # clock: start the walk a window earlier (later, backwards) than asked, and take
+    # the nearest run in real time.
+
     def next_after(self, instant: datetime) -> datetime:
-        local = _utc(instant).astimezone(self.tz)
-        return next(CronSim(self.expression, local))
+        t = _utc(instant)
+        best: tuple[datetime, datetime] | None = None
+        for run in CronSim(self.expression, (t - _FOLD).astimezone(self.tz)):
+            u = run.astimezone(UTC)
+            if u > t and (best is None or u < best[0]):
+                best = (u, run)
+            if best is not None and u > best[0] + _FOLD:
+                break
+        assert best is not None
+        return best[1]
 
     def latest_at_or_before(self, instant: datetime) -> datetime:
-        # cronsim's reverse walk starts strictly before its start: nudge past ``instant``.
-        local = (_utc(instant) + _TINY).astimezone(self.tz)
-        return next(CronSim(self.expression, local, reverse=True))
+        t = _utc(instant)
+        best: tuple[datetime, datetime] | None = None
+        start = (t + _FOLD + _TINY).astimezone(self.tz)
+        for run in CronSim(self.expression, start, reverse=True):
+            u = run.astimezone(UTC)
+            if u <= t and (best is None or u > best[0]):
+                best = (u, run)
+            if best is not None and u < best[0] - _FOLD:
+                break
+        assert best is not None
+        return best[1]
 
 
 class IntervalSchedule(Schedule):
