@@ -49,7 +49,7 @@ class IndexedPoint:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec="microseconds")  # as manifests write it
 
 
 def parse_time(text: str) -> datetime:

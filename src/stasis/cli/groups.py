@@ -31,6 +31,7 @@ from stasis.cli.common import (
     print_json,
     progress_for,
 )
+from stasis.cli.jobs import cli_job
 from stasis.cli.vms import ConnectOpt
 from stasis.errors import GroupError, HypervisorError, UsageError
 from stasis.hypervisor import labels as lb
@@ -475,10 +476,12 @@ def backup_group(
     r = open_repo(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
     try:
-        m = back_up_members(conn, r, names, point_name=name, kind="group",
-                            run_dir=run_dir(), scratch_dir=scratch_dir(), tags=tags,
-                            progress=progress, consistency=level, require=required,
-                            hooks=hooks or None)
+        with cli_job(catalog, "backup", name, vms=names, repo=r.url) as job:
+            m = back_up_members(conn, r, names, point_name=name, kind="group",
+                                run_dir=run_dir(), scratch_dir=scratch_dir(), tags=tags,
+                                progress=progress, consistency=level, require=required,
+                                hooks=hooks or None)
+            job.point(m, r)
     finally:
         progress.finish()
     membership = m.extra.get("group", {})

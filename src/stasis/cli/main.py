@@ -10,8 +10,11 @@ import typer
 
 from stasis import __version__
 from stasis.cli import backup, groups, points, repo, restore, verify, vms
+from stasis.cli import catalog as catalog_cli
+from stasis.cli import jobs as jobs_cli
 from stasis.cli import policy as policy_cli
 from stasis.cli import prune as prune_cli
+from stasis.cli import service as service_cli
 from stasis.cli.common import err
 from stasis.cli.gc import gc as gc_command
 from stasis.errors import StasisError, exit_code_table
@@ -43,6 +46,12 @@ app.add_typer(backup.app, name="backup")
 app.add_typer(restore.app, name="restore")
 app.add_typer(groups.app, name="group")
 app.add_typer(policy_cli.app, name="policy")
+app.add_typer(catalog_cli.app, name="catalog")
+app.add_typer(jobs_cli.app, name="job")
+app.command("jobs")(jobs_cli.jobs)
+app.command("serve")(service_cli.serve)
+app.command("status")(service_cli.status)
+policy_cli.app.command("run")(service_cli.policy_run)
 app.command("list")(points.list_points)
 app.command("show")(points.show)
 app.command("verify")(verify.verify)

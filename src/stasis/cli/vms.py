@@ -26,6 +26,7 @@ from stasis.cli.common import (
     print_json,
     progress_for,
 )
+from stasis.cli.jobs import CatalogOpt, cli_job
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.protection.consistency import level_rank
@@ -107,6 +108,7 @@ def backup_vm(
     require: RequireOpt = None,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Back up VMs, live and incremental where a checkpoint chain allows.
@@ -124,11 +126,18 @@ def backup_vm(
     conn = lv.connect(connect)
     r = open_repo(repo, passphrase_file, key_file)
     board = ProgressBoard() if err.is_terminal and not json_output else None
+    targets = list(dict.fromkeys(names))
     try:
-        outcomes = back_up_vms(conn, r, list(dict.fromkeys(names)), run_dir=run_dir(),
-                               scratch_dir=scratch_dir(), tags=tags,
-                               progress=board.lane if board else None, parallel=parallel,
-                               consistency=consistency, require=require)
+        with cli_job(catalog, "backup", ",".join(targets), vms=targets, repo=r.url) as job:
+            outcomes = back_up_vms(conn, r, targets, run_dir=run_dir(),
+                                   scratch_dir=scratch_dir(), tags=tags,
+                                   progress=board.lane if board else None, parallel=parallel,
+                                   consistency=consistency, require=require)
+            for o in outcomes:
+                if o.point is not None:
+                    job.point(o.point, r)
+                elif o.error is not None:
+                    job.failed_part(o.name, o.error)
     finally:
         if board:
             board.close()

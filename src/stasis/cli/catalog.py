@@ -1,0 +1,88 @@
+"""``stasis catalog``: the catalog's index of points, and rebuilding it.
+
+``stasis catalog rebuild`` makes the points index again from the repository alone
+(at a disaster-recovery site the repository is all there is); ``stasis catalog
+points`` lists the index without opening the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from stasis.cli.common import (
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    err,
+    human,
+    open_repo,
+    out,
+    print_json,
+)
+from stasis.cli.jobs import CatalogOpt
+from stasis.repository import Repository
+
+app = typer.Typer(help="The catalog: the index of points, rebuilt from a repository.",
+                  no_args_is_help=True)
+
+
+@app.command("rebuild")
+def rebuild(
+    repo: RepoOpt,
+    catalog: CatalogOpt = None,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Recreate the index of the repository's points from its manifests alone."""
+    from stasis.catalog import Catalog, PointIndex
+
+    r = open_repo(repo, passphrase_file, key_file)
+    damaged: list[str] = []
+
+    def on_damaged(pid: str, e: Exception) -> None:
+        damaged.append(pid)
+        err.print(f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e}); it is not "
+                  "indexed. 'stasis verify' tells more.", highlight=False)
+
+    with Catalog.open(catalog) as c:
+        count = PointIndex(c).rebuild(r, on_damaged=on_damaged)
+        shown = c.shown
+    if json_output:
+        print_json({"repository": r.id, "url": r.url, "points": count, "damaged": damaged})
+        return
+    out.print(f"Indexed {count} points of the repository {r.url} in the catalog {shown}.",
+              highlight=False)
+
+
+@app.command("points")
+def points(
+    repo: Annotated[Path | None, typer.Option(
+        "--repo", "-r", envvar="STASIS_REPO", show_default=False,
+        help="Only the points of this repository (its config is read; no key needed).")] = None,
+    name: Annotated[str | None, typer.Option(help="Only points of this name.")] = None,
+    vm: Annotated[str | None, typer.Option(help="Only points holding this VM.")] = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List the indexed points, oldest first (as 'stasis list', from the catalog)."""
+    from stasis.catalog import Catalog, PointIndex
+
+    repo_id = str(Repository.read_config(repo)["id"]) if repo is not None else None
+    with Catalog.open(catalog) as c:
+        found = PointIndex(c).list(repo_id, name=name, vm=vm)
+    if json_output:
+        print_json([p.to_dict() for p in found])
+        return
+    table = Table(box=None)
+    for col in ("id", "name", "time", "kind", "size", "read", "VMs"):
+        table.add_column(col)
+    for p in found:
+        table.add_row(p.id[:12], p.name, p.time.strftime("%Y-%m-%d %H:%M:%S"), p.kind,
+                      human(p.size), human(p.bytes_read), ", ".join(p.vms))
+    out.print(table)

@@ -1,0 +1,130 @@
+"""``stasis jobs`` and ``stasis job show``: job history from the catalog.
+
+Also :func:`cli_job`, with which a command records its run as a job; a catalog that
+cannot be used is a warning there, never a reason not to back up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stasis.cli.common import JsonOpt, err, human, out, print_json
+from stasis.errors import CatalogError
+
+if TYPE_CHECKING:
+    from stasis.catalog import Job
+    from stasis.service.jobs import JobRun
+
+app = typer.Typer(help="One job of the history: its result and log.", no_args_is_help=True)
+
+CatalogOpt = Annotated[str | None, typer.Option(
+    "--catalog", envvar="STASIS_CATALOG", show_default=False,
+    help="The catalog: a SQLAlchemy URL or a SQLite file "
+         "($STASIS_CATALOG; default <state dir>/catalog.db).")]
+
+
+def _warn(e: CatalogError) -> None:
+    err.print(f"[bold yellow]warning:[/] this run is not recorded as a job: {e.message}",
+              highlight=False)
+
+
+@contextmanager
+def cli_job(catalog: str | None, kind: str, name: str, *, vms: list[str] | None = None,
+            repo: str | None = None, params: dict[str, Any] | None = None,
+            ) -> Iterator[JobRun]:
+    """Record the block as a job in the catalog, or warn and run it unrecorded."""
+    from stasis.service.jobs import open_catalog_or_warn, recorded
+
+    c = open_catalog_or_warn(catalog, _warn)
+    try:
+        with recorded(c, kind, name, vms=vms, repo=repo, params=params,
+                      on_catalog_error=_warn) as run:
+            yield run
+    finally:
+        if c is not None:
+            c.close()
+
+
+def _when(t: datetime | None) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def _duration(job: Job) -> str:
+    d = job.duration_s
+    return "-" if d is None else f"{d:.1f} s"
+
+
+def jobs(
+    state: Annotated[str | None, typer.Option(
+        help="Only jobs in this state: queued, running, succeeded, failed, interrupted.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind (backup, ...).")] = None,
+    policy: Annotated[str | None, typer.Option(help="Only the jobs of this policy.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        found = JobStore(c).list(state=state, kind=kind, policy=policy, limit=limit)
+    if json_output:
+        print_json([j.to_dict() for j in found])
+        return
+    if not found:
+        out.print("No jobs.")
+        return
+    table = Table(box=None)
+    for col in ("id", "kind", "name", "policy", "state", "started", "took", "read", "written",
+                "error"):
+        table.add_column(col)
+    for j in found:
+        table.add_row(str(j.id), j.kind, j.name, j.policy or "-", j.state, _when(j.started),
+                      _duration(j), human(j.bytes_read), human(j.bytes_written),
+                      (j.error or "")[:60])
+    out.print(table)
+
+
+@app.command("show")
+def show(
+    job_id: Annotated[int, typer.Argument(help="The job's id ('stasis jobs' lists them).")],
+    show_log: Annotated[bool, typer.Option("--log", help="Print the job's log too.")] = False,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show one job: state, times, bytes, per-VM result, error, and its log."""
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        store = JobStore(c)
+        job = store.get(job_id)
+        lines = store.logs(job_id) if show_log or json_output else []
+    if json_output:
+        data = job.to_dict()
+        data["log"] = [line.to_dict() for line in lines]
+        print_json(data)
+        return
+    out.print(f"Job {job.id}: {job.kind} {job.name}", highlight=False)
+    for key, value in (("state", job.state), ("policy", job.policy or "-"),
+                       ("VMs", ", ".join(job.vms) or "-"), ("repository", job.repo or "-"),
+                       ("queued", _when(job.queued)), ("started", _when(job.started)),
+                       ("ended", _when(job.ended)), ("took", _duration(job)),
+                       ("read", human(job.bytes_read)), ("written", human(job.bytes_written)),
+                       ("runner", f"pid {job.pid} on {job.host}" if job.pid else "-")):
+        out.print(f"  {key:<11}{value}", highlight=False)
+    if job.error:
+        out.print(f"  {'error':<11}{job.error}", highlight=False)
+    for vm, res in job.result.items():
+        what = (f"point {res['point'][:12]}, {res.get('consistency', '')}"
+                if res.get("point") else f"failed: {res.get('error')}")
+        out.print(f"  {vm}: {what}", highlight=False)
+    if show_log:
+        out.print("Log:")
+        for line in lines:
+            out.print(f"  {_when(line.time)} {line.level:<7} {line.text}", highlight=False)

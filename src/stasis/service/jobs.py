@@ -1,0 +1,277 @@
+"""Running a unit of work as a job: recorded, logged, and ended in a definite state.
+
+:func:`recorded` wraps work (a backup of some VMs, a prune, ...) so that the catalog
+holds one job for it: ``running`` with its runner (host, pid, process start time)
+while it runs, then ``succeeded``, ``failed`` (with the error and its exit code) or
+``interrupted`` (SIGTERM, Ctrl-C, or the service cancelling it). Everything the work
+logs through the ``stasis`` loggers from the job's threads becomes the job's log.
+
+The catalog must never be what stops a backup: with ``on_catalog_error`` given,
+a catalog failure is reported to it once and the work goes on unrecorded.
+
+A runner's identity is checked with :func:`runner_alive`: a job left ``running`` by
+a process that no longer exists (or whose pid now belongs to another process) was
+interrupted by a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from stasis.catalog import Catalog, Job, JobStore, PointIndex
+from stasis.errors import CatalogError, Interrupted, StasisError
+from stasis.parallel import Cancelled
+from stasis.repository import Manifest, Repository
+
+log = logging.getLogger("stasis.job")
+
+Runner = tuple[str, int, int]  # host, pid, process start time (clock ticks since boot)
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` (``/proc/PID/stat`` field 22), None if none."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def this_runner() -> Runner:
+    pid = os.getpid()
+    return socket.gethostname(), pid, process_start(pid) or 0
+
+
+def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bool | None:
+    """Whether the runner still runs: None when it is on another host (cannot tell)."""
+    if host != socket.gethostname():
+        return None
+    if pid is None:
+        return False
+    started = process_start(pid)
+    return started is not None and (not pid_start or started == pid_start)
+
+
+@dataclass
+class JobRun:
+    """A job while it runs: what the work reports goes here and into the catalog."""
+
+    store: JobStore | None
+    job: Job | None
+    result: dict[str, Any] = field(default_factory=dict)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    failure: StasisError | None = None  # a part failed; the work itself went on
+    cancel: threading.Event = field(default_factory=threading.Event)
+    threads: set[int] = field(default_factory=set)
+    on_catalog_error: Callable[[CatalogError], None] | None = None
+
+    @property
+    def id(self) -> int | None:
+        return self.job.id if self.job is not None else None
+
+    def _catalog(self, fn: Callable[[], object]) -> None:
+        if self.store is None:
+            return
+        try:
+            fn()
+        except CatalogError as e:
+            if self.on_catalog_error is None:
+                raise
+            self.on_catalog_error(e)
+            self.store = None  # warned once; the work goes on unrecorded
+
+    def log(self, level: str, text: str) -> None:
+        job, store = self.job, self.store
+        if job is not None and store is not None:
+            self._catalog(lambda: store.log(job.id, level, text))
+
+    def set_vms(self, vms: list[str]) -> None:
+        job, store = self.job, self.store
+        if job is not None and store is not None:
+            job.vms = list(vms)
+            self._catalog(lambda: store.set_vms(job.id, vms))
+
+    def point(self, m: Manifest, repo: Repository | None = None) -> None:
+        """A point this job committed: its VMs' results, bytes, and the points index."""
+        stored = sum(d.stored_new for _, d in m.disks())
+        for vm in m.vms:
+            self.result[vm.name] = {
+                "point": m.id, "point_name": m.name, "consistency": vm.consistency,
+                "bytes_read": sum(d.bytes_read for d in vm.disks),
+                "bytes_written": sum(d.stored_new for d in vm.disks),
+                "modes": {d.name: d.mode for d in vm.disks}, "error": None,
+            }
+        self.bytes_read += m.bytes_read
+        self.bytes_written += stored
+        log.info("point %s '%s' committed: %s, read %d bytes, stored %d new", m.id[:12],
+                 m.name, ", ".join(f"{vm.name} {vm.consistency}" for vm in m.vms),
+                 m.bytes_read, stored)
+        store = self.store
+        if repo is not None and store is not None:
+            self._catalog(lambda: PointIndex(store.catalog).add(repo, m))
+
+    def failed_part(self, name: str, error: StasisError) -> None:
+        """One part (a VM) failed while the others went on: the job fails."""
+        self.result[name] = {"point": None, "error": error.message,
+                             "exit_code": error.exit_code}
+        log.error("%s: %s", name, error.message)
+        if self.failure is None:
+            self.failure = error
+
+
+class _JobHandler(logging.Handler):
+    """Log records of the job's threads, written to the job's log."""
+
+    def __init__(self, run: JobRun) -> None:
+        super().__init__(logging.DEBUG)
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread not in self.run.threads:
+            return
+        level = record.levelname.lower()
+        level = {"critical": "error", "warn": "warning"}.get(level, level)
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" ({record.exc_info[1]})"
+        self.run.log(level, text)
+
+
+def _interrupt_reason(e: BaseException) -> str:
+    if isinstance(e, Interrupted):
+        return e.message
+    if type(e).__name__ == "Terminated":
+        return "interrupted by SIGTERM"
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted by Ctrl-C"
+    return "interrupted: the service is stopping"
+
+
+@contextlib.contextmanager
+def recorded(
+    catalog: Catalog | None,
+    kind: str,
+    name: str,
+    *,
+    vms: list[str] | None = None,
+    policy: str | None = None,
+    repo: str | None = None,
+    params: dict[str, Any] | None = None,
+    job_id: int | None = None,
+    on_catalog_error: Callable[[CatalogError], None] | None = None,
+) -> Iterator[JobRun]:
+    """Run the block as a job of ``kind``; the job's end state follows how it ends.
+
+    ``job_id`` is a queued job to take (already marked running by the caller);
+    without it a new job is created running. ``catalog`` None runs unrecorded.
+    The block's exception is re-raised after the job is ended; a part failure
+    recorded with :meth:`JobRun.failed_part` fails the job without one.
+    """
+    store = JobStore(catalog) if catalog is not None else None
+    run = JobRun(store, None, on_catalog_error=on_catalog_error)
+    run.threads.add(threading.get_ident())
+
+    def begin() -> None:
+        assert store is not None
+        if job_id is not None:
+            run.job = store.get(job_id)
+        else:
+            run.job = store.create(kind, name, vms=vms, policy=policy, repo=repo,
+                                   params=params, state="running", runner=this_runner())
+
+    run._catalog(begin)
+    handler = _JobHandler(run)
+    logger = logging.getLogger("stasis")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    state, error, code = "succeeded", None, None
+    try:
+        log.info("%s %s started%s", kind, name, f" (VMs {', '.join(vms)})" if vms else "")
+        yield run
+        if run.failure is not None:
+            state, error, code = "failed", run.failure.message, run.failure.exit_code
+    except (KeyboardInterrupt, Cancelled, Interrupted) as e:
+        state, error = "interrupted", _interrupt_reason(e)
+        code = 143 if type(e).__name__ == "Terminated" or isinstance(e, Cancelled) else 130
+        raise
+    except StasisError as e:
+        state, error, code = "failed", e.message, e.exit_code
+        raise
+    except BaseException as e:
+        state, error, code = "failed", f"{type(e).__name__}: {e}", 1
+        raise
+    finally:
+        if error:
+            log.log(logging.WARNING if state == "interrupted" else logging.ERROR, "%s", error)
+        log.info("%s %s %s", kind, name, state)
+        logger.removeHandler(handler)
+        job, st = run.job, run.store
+        if job is not None and st is not None:
+            final = state
+            run._catalog(lambda: st.finish(
+                job.id, final, result=run.result, error=error, exit_code=code,
+                bytes_read=run.bytes_read, bytes_written=run.bytes_written))
+            job.state = final
+
+
+def expire_logs(catalog: Catalog, keep: timedelta, now: datetime | None = None) -> int:
+    """Delete job log lines older than ``keep`` (at ``now``, else the catalog's clock)."""
+    return JobStore(catalog).expire_logs((now or catalog.clock()) - keep)
+
+
+def open_catalog_or_warn(url: str | None,
+                         warn: Callable[[CatalogError], None]) -> Catalog | None:
+    """The catalog, or None after ``warn`` when it cannot be opened (work goes on)."""
+    try:
+        return Catalog.open(url)
+    except CatalogError as e:
+        warn(e)
+        return None
+
+
+def dead_jobs(catalog: Catalog) -> list[Job]:
+    """Jobs left ``running`` by a runner of this host that is gone (a crash, kill -9)."""
+    return [j for j in JobStore(catalog).list(state="running", newest_first=False)
+            if runner_alive(j.host, j.pid, j.pid_start) is False]
+
+
+def fail_dead_job(catalog: Catalog, job: Job,
+                  clean: Callable[[Job], list[str]] | None = None) -> list[str]:
+    """Mark a dead job failed, with a log line saying why, and clean its debris.
+
+    ``clean`` removes what the job left (libvirt jobs, checkpoints, scratch files) and
+    returns what it found, which is logged too.
+    """
+    store = JobStore(catalog)
+    why = (f"the process running this job (pid {job.pid} on {job.host}) is gone: it was "
+           "killed or crashed. Nothing of it was committed; marked failed.")
+    store.log(job.id, "error", why)
+    found: list[str] = []
+    if clean is not None:
+        try:
+            found = clean(job)
+        except StasisError as e:
+            store.log(job.id, "warning", f"cleaning its debris failed: {e.message}")
+        for what in found:
+            store.log(job.id, "info", f"cleaned: {what}")
+        if not found:
+            store.log(job.id, "info", "it left no debris behind")
+    store.finish(job.id, "failed", result=job.result, error=why, exit_code=1,
+                 bytes_read=job.bytes_read, bytes_written=job.bytes_written)
+    return found

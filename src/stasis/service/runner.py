@@ -1,0 +1,362 @@
+"""``stasis serve``: the scheduler and the job runner in one long-running process.
+
+Every tick the scheduler queues a job for each policy whose slot came (one job for
+however many slots passed), and the runner starts queued jobs in threads, oldest
+first, within the limits: at most ``per_host`` jobs at once, at most ``per_repo``
+on one repository, and never a VM in two jobs (a job whose VM is busy waits in the
+queue). Jobs queued by ``stasis policy run`` are taken the same way.
+
+At start the service marks failed, with a log line, the jobs left ``running`` by a
+runner that died, and cleans their debris (libvirt backup job, checkpoint of a
+point that never committed, scratch files); then each policy whose slots passed
+while no service ran runs once. Stopping (SIGTERM, Ctrl-C) cancels the running
+jobs, which end ``interrupted`` with nothing committed, and waits for them.
+
+The clock is injected: scheduling decisions and the catalog's times come from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import libvirt
+
+from stasis.blockio.nbd import remove_dead_debris
+from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
+from stasis.errors import HypervisorError, StasisError, VmState
+from stasis.hypervisor import libvirt_api as lv
+from stasis.protection.doctor import clean_vm
+from stasis.repository import Repository
+from stasis.service.jobs import (
+    JobRun,
+    dead_jobs,
+    expire_logs,
+    fail_dead_job,
+    recorded,
+    this_runner,
+)
+from stasis.service.notify import Notifier
+from stasis.service.policy import Policy
+from stasis.service.policy_run import Plan, plan_units, run_policy
+from stasis.service.rpo import rpo_status
+
+log = logging.getLogger("stasis.serve")
+
+Clock = Callable[[], datetime]
+Retention = Callable[[Repository, Policy, datetime, JobRun], None]
+
+
+@dataclass
+class Limits:
+    per_host: int = 2  # jobs at once in this service
+    per_repo: int = 1  # jobs at once on one repository
+
+
+@dataclass
+class Running:
+    job: Job
+    thread: threading.Thread
+    cancel: threading.Event
+    vms: set[str] = field(default_factory=set)
+
+
+class Service:
+    """The scheduler and runner over one catalog, one repository and one libvirt."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        policies: list[Policy],
+        *,
+        open_repo: Callable[[], Repository],
+        connect: Callable[[], libvirt.virConnect],
+        run_dir: Path,
+        scratch_dir: Path,
+        limits: Limits | None = None,
+        keep_logs: timedelta | None = None,
+        retention: Retention | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.clock: Clock = catalog.clock
+        self.policies = {p.name: p for p in policies}
+        self.open_repo = open_repo
+        self.connect = connect
+        self.run_dir, self.scratch_dir = run_dir, scratch_dir
+        self.limits = limits or Limits()
+        self.keep_logs = keep_logs
+        self.retention = retention
+        self.notifier = notifier or Notifier(clock=self.clock)
+        self.jobs = JobStore(catalog)
+        self.states = PolicyStore(catalog)
+        self.running: dict[int, Running] = {}
+        self._lock = threading.Lock()
+        self._service_id: int | None = None
+        self._waiting_logged: set[int] = set()
+        self._repo: Repository | None = None
+        self._repo_url: str | None = None
+        self._last_housekeeping: datetime | None = None
+
+    # ------------------------------------------------------------ start and stop
+
+    def repo(self) -> Repository:
+        if self._repo is None:
+            self._repo = self.open_repo()
+            self._repo_url = self._repo.url
+        return self._repo
+
+    def start(self) -> None:
+        """Register, recover from a dead predecessor, and schedule the policies."""
+        self._service_id = self.jobs.register_service(this_runner(), self.repo().url)
+        self._forget_dead_services()
+        self.recover()
+        self.schedule_policies()
+
+    def _forget_dead_services(self) -> None:
+        from stasis.service.jobs import runner_alive
+
+        for s in self.jobs.services():
+            if s.id != self._service_id and runner_alive(s.host, s.pid, s.pid_start) is False:
+                self.jobs.unregister_service(s.id)
+
+    def recover(self) -> list[Job]:
+        """Fail the jobs of dead runners and clean their debris; return them."""
+        dead = dead_jobs(self.catalog)
+        for job in dead:
+            log.warning("job %d (%s %s) was running in a process that died: marked failed",
+                        job.id, job.kind, job.name)
+            fail_dead_job(self.catalog, job, self._clean)
+        return dead
+
+    def _clean(self, job: Job) -> list[str]:
+        found: list[str] = []
+        repo = self.repo()
+        try:
+            conn = self.connect()
+        except HypervisorError as e:
+            return [f"libvirt not reachable, VMs not checked ({e.message})"]
+        for vm in job.vms:
+            try:
+                dom = lv.lookup(conn, vm)
+            except StasisError:
+                continue
+            try:
+                report = clean_vm(dom, repo)
+            except (VmState, libvirt.libvirtError) as e:
+                found.append(f"{vm}: not cleaned ({e})")
+                continue
+            found += [f"{f.kind}: {f.what}" for f in report.findings]
+        for d in (self.run_dir, self.scratch_dir):
+            found += [f"scratch: {p}" for p in remove_dead_debris(d, dry_run=False)]
+        return found
+
+    def schedule_policies(self) -> None:
+        """Store each policy's source; queue once those whose slots passed unrun."""
+        now = self.clock()
+        for name in self.states.retire(set(self.policies)):
+            self.notifier.forget(name)
+        for p in self.policies.values():
+            state = self.states.get(p.name)
+            self.states.store(p.name, p.source)
+            next_run = p.schedule.next_after(now)
+            last = state.last_run if state else None
+            missed = p.schedule.missed(last, now) if last is not None else None
+            if missed is None and state is not None and last is None and state.next_run \
+                    and state.next_run <= now:
+                slot = p.schedule.latest_at_or_before(now)
+                self._queue(p, slot, "its first run was due while no service ran")
+            elif missed is not None:
+                self._queue(p, missed.latest,
+                            f"{missed.count}{'' if missed.count_is_exact else '+'} run(s) "
+                            "missed while no service ran; running once")
+            else:
+                self.states.set_runs(p.name, next_run=next_run)
+                continue
+            self.states.set_runs(p.name, next_run=next_run)
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Cancel the running jobs (they end interrupted) and wait for them."""
+        with self._lock:
+            running = list(self.running.values())
+        for r in running:
+            r.cancel.set()
+        for r in running:
+            r.thread.join(timeout)
+        if self._service_id is not None:
+            self.jobs.unregister_service(self._service_id)
+            self._service_id = None
+
+    # ------------------------------------------------------------ scheduling
+
+    def _queue(self, p: Policy, slot: datetime, why: str) -> Job | None:
+        queued = self.jobs.list(state="queued", policy=p.name, limit=1)
+        self.states.set_runs(p.name, last_run=slot, next_run=p.schedule.next_after(self.clock()))
+        if queued:
+            return None  # a run of it is waiting already: the slots coalesce
+        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().url,
+                               params={"policy": p.name, "slot": slot.isoformat()})
+        self.jobs.log(job.id, "info", f"queued for the slot {slot.isoformat()}: {why}")
+        log.info("job %d queued: policy %s (%s)", job.id, p.name, why)
+        return job
+
+    def due(self) -> None:
+        now = self.clock()
+        for p in self.policies.values():
+            state = self.states.get(p.name)
+            if state is None or state.next_run is None or state.next_run > now:
+                continue
+            self._queue(p, p.schedule.latest_at_or_before(now), "scheduled")
+
+    # ------------------------------------------------------------ running
+
+    def _reap(self) -> None:
+        with self._lock:
+            for job_id in [i for i, r in self.running.items() if not r.thread.is_alive()]:
+                del self.running[job_id]
+
+    def busy_vms(self) -> set[str]:
+        """VMs in a running job, of this service or of any live process."""
+        with self._lock:
+            busy = {vm for r in self.running.values() for vm in r.vms}
+        from stasis.service.jobs import runner_alive
+
+        for j in self.jobs.list(state="running"):
+            if runner_alive(j.host, j.pid, j.pid_start) is not False:
+                busy.update(j.vms)  # a dead runner's job is failed by recover()
+        return busy
+
+    def dispatch(self) -> list[int]:
+        """Start the queued jobs the limits allow; return their ids."""
+        self._reap()
+        started: list[int] = []
+        for job in self.jobs.list(state="queued", newest_first=False):
+            with self._lock:
+                if len(self.running) >= self.limits.per_host:
+                    break
+                on_repo = sum(1 for r in self.running.values() if r.job.repo == job.repo)
+            if on_repo >= self.limits.per_repo:
+                continue
+            policy = self.policies.get(job.policy or "")
+            if policy is None:
+                self.jobs.log(job.id, "error", f"no policy '{job.policy}' in this service")
+                if self.jobs.start(job.id, this_runner()):
+                    self.jobs.finish(job.id, "failed", error=f"no policy '{job.policy}' is "
+                                     "loaded by the service", exit_code=14)
+                continue
+            try:
+                conn = self.connect()
+                plan = plan_units(conn, self.catalog, policy)
+            except (StasisError, libvirt.libvirtError) as e:
+                if self.jobs.start(job.id, this_runner()):
+                    self.jobs.log(job.id, "error", f"members not resolved: {e}")
+                    self.jobs.finish(job.id, "failed", error=str(e),
+                                     exit_code=getattr(e, "exit_code", 1))
+                continue
+            busy = self.busy_vms() & set(plan.vms)
+            if busy:
+                if job.id not in self._waiting_logged:
+                    self._waiting_logged.add(job.id)
+                    self.jobs.log(job.id, "info", f"waits: VM {', '.join(sorted(busy))} is "
+                                  "in another job")
+                continue
+            if not self.jobs.start(job.id, this_runner(), plan.vms):
+                continue  # taken by another runner meanwhile
+            job.vms = plan.vms
+            self._launch(job, policy, plan, conn)
+            started.append(job.id)
+        return started
+
+    def _launch(self, job: Job, policy: Policy, plan: Plan, conn: libvirt.virConnect) -> None:
+        cancel = threading.Event()
+        thread = threading.Thread(target=self._run, args=(job, policy, plan, conn, cancel),
+                                  name=f"job-{job.id}", daemon=True)
+        with self._lock:
+            self.running[job.id] = Running(job, thread, cancel, set(plan.vms))
+        thread.start()
+
+    def _run(self, job: Job, policy: Policy, plan: Plan, conn: libvirt.virConnect,
+             cancel: threading.Event) -> None:
+        error: str | None = None
+        try:
+            with recorded(self.catalog, "backup", job.name, job_id=job.id, vms=plan.vms,
+                          policy=policy.name) as run:
+                run.cancel = cancel
+                run_policy(run, policy, plan, conn=conn, repo=self.repo(),
+                           run_dir=self.run_dir, scratch_dir=self.scratch_dir,
+                           retention=self.retention, now=self.clock)
+                if run.failure is not None:
+                    error = run.failure.message
+        except BaseException as e:  # recorded in the job; the service goes on
+            error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+            if cancel.is_set():
+                return  # stopping: interrupted, nothing to tell
+        if error is not None:
+            self._tell(lambda: self.notifier.job_failed(policy, job=str(job.id), error=error,
+                                                        vms=plan.vms))
+        self.check_rpo(policy)
+
+    def _tell(self, send: Callable[[], object]) -> None:
+        try:
+            send()
+        except Exception as e:  # a notification never stops the service
+            log.warning("notification failed: %s", e)
+
+    def check_rpo(self, policy: Policy) -> None:
+        if policy.rpo is None:
+            return
+        vms = self._policy_vms(policy)
+        newest = newest_point_time(self.catalog, vms, self._repo.id if self._repo else None)
+        status = rpo_status(newest, self.clock(), policy.rpo)
+        self._tell(lambda: self.notifier.rpo_checked(policy, status, vms=vms))
+
+    def _policy_vms(self, policy: Policy) -> list[str]:
+        last = self.jobs.list(policy=policy.name, state="succeeded", limit=1)
+        return last[0].vms if last else list(policy.members.vms)
+
+    # ------------------------------------------------------------ the loop
+
+    def tick(self) -> None:
+        self.due()
+        self.dispatch()
+        now = self.clock()
+        if self._last_housekeeping is None or now - self._last_housekeeping >= timedelta(
+                minutes=1):
+            self._last_housekeeping = now
+            self.recover()  # a command killed meanwhile (kill -9) left a job running
+            if self.keep_logs is not None:
+                gone = expire_logs(self.catalog, self.keep_logs)
+                if gone:
+                    log.info("expired %d job log lines older than %s", gone, self.keep_logs)
+            for p in self.policies.values():
+                self.check_rpo(p)
+
+    def serve(self, stop: threading.Event, tick_s: float = 1.0) -> None:
+        """Run until ``stop`` is set (or an interrupt), then :meth:`stop`."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except StasisError as e:  # the catalog or libvirt hiccuped: try again
+                    log.error("%s", e.message)
+                stop.wait(tick_s)
+        finally:
+            self.stop()
+
+
+def newest_point_time(catalog: Catalog, vms: list[str], repo_id: str | None) -> datetime | None:
+    """The time of the newest indexed point holding every one of ``vms`` (each, oldest)."""
+    if not vms:
+        return None
+    points = PointIndex(catalog).list(repo_id)
+    newest: list[datetime] = []
+    for vm in vms:
+        times = [p.time for p in points if vm in p.vms]
+        if not times:
+            return None
+        newest.append(max(times))
+    return min(newest)

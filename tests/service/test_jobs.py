@@ -1,0 +1,298 @@
+"""Jobs without guests: the tables and their migration, recording, log expiry with an
+injected clock, crashed-job detection, the scheduler's queue, and the points index."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from stasis.catalog import Catalog, GroupStore, JobStore, PointIndex, PolicyStore
+from stasis.catalog.migrations import HEAD
+from stasis.errors import CatalogError, HypervisorError, StasisError
+from stasis.hypervisor import libvirt_api as lv
+from stasis.parallel import Cancelled
+from stasis.repository import Repository
+from stasis.service.jobs import (
+    dead_jobs,
+    expire_logs,
+    fail_dead_job,
+    open_catalog_or_warn,
+    process_start,
+    recorded,
+    runner_alive,
+    this_runner,
+)
+from stasis.service.policy import parse_policies
+from stasis.service.runner import Service
+from tests.conftest import Cli, mixed_image
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def catalog(tmp_path: Path, clock: Clock) -> Catalog:
+    return Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
+
+
+def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path) -> None:
+    from alembic import command
+
+    path = tmp_path / "old.db"
+    from sqlalchemy import create_engine
+
+    with Catalog.open(str(tmp_path / "scratch.db")) as scratch:
+        config = scratch._config()  # the shipped migrations
+
+    e = create_engine(f"sqlite:///{path}")
+    with e.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001_groups")
+        conn.exec_driver_sql(
+            "INSERT INTO groups (name, members, name_globs, labels, consistency, hooks, "
+            "description, created, updated) VALUES ('app', '[\"a\"]', '[]', '{}', 'crash', "
+            "'{}', '', '2025-01-01 00:00:00', '2025-01-01 00:00:00')")
+    e.dispose()
+    with Catalog.open(str(path)) as c:
+        assert c.revision() == HEAD
+        assert GroupStore(c).must_get("app").group.members == ["a"]
+    with sqlite3.connect(path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"repositories", "vms", "points", "jobs", "job_logs", "policies",
+            "services"} <= names
+
+
+def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clock) -> None:
+    import logging
+
+    store = JobStore(catalog)
+    with recorded(catalog, "backup", "web", vms=["web"], repo="/r") as run:
+        logging.getLogger("stasis.protection").info("reading %s", "vda")
+        clock.tick(seconds=5)
+        run.result["web"] = {"point": "ab" * 16}
+        run.bytes_read, run.bytes_written = 100, 40
+    job = store.get(run.id or 0)
+    assert job.state == "succeeded" and job.exit_code is None and job.error is None
+    assert (job.bytes_read, job.bytes_written, job.vms) == (100, 40, ["web"])
+    assert job.duration_s == 5.0
+    assert job.host == this_runner()[0] and job.pid == this_runner()[1]
+    texts = [line.text for line in store.logs(job.id)]
+    assert texts[0] == "backup web started (VMs web)" and "reading vda" in texts
+    assert texts[-1] == "backup web succeeded"
+
+    with pytest.raises(HypervisorError), recorded(catalog, "backup", "db") as run:
+        raise HypervisorError("connection lost", "Try again.")
+    job = store.get(run.id or 0)
+    assert job.state == "failed" and job.exit_code == 22 and "connection lost" in (job.error or "")
+    assert any(line.level == "error" for line in store.logs(job.id))
+
+    for interrupt in (KeyboardInterrupt(), Cancelled()):
+        with pytest.raises(type(interrupt)), recorded(catalog, "backup", "x") as run:
+            raise interrupt
+        assert store.get(run.id or 0).state == "interrupted"
+
+    with recorded(catalog, "backup", "two", vms=["a", "b"]) as run:  # a part fails
+        run.failed_part("b", StasisError("disk gone"))
+    job = store.get(run.id or 0)
+    assert job.state == "failed" and job.result["b"]["error"] == "disk gone"
+    assert [j.state for j in store.list(limit=2)] == ["failed", "interrupted"]
+    assert len(store.list(state="interrupted")) == 2
+
+
+def test_the_log_of_other_threads_is_not_the_jobs(catalog: Catalog) -> None:
+    import logging
+
+    other = threading.Event()
+    with recorded(catalog, "backup", "mine") as run:
+        t = threading.Thread(target=lambda: (logging.getLogger("stasis.x").info("not mine"),
+                                             other.set()))
+        t.start()
+        t.join()
+    assert other.is_set()
+    assert "not mine" not in [line.text for line in JobStore(catalog).logs(run.id or 0)]
+
+
+def test_a_catalog_that_fails_does_not_stop_the_work(tmp_path: Path) -> None:
+    warnings: list[CatalogError] = []
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    c = open_catalog_or_warn(str(bad / "catalog.db"), warnings.append)  # under a file
+    assert c is None and warnings
+    ran = []
+    with recorded(None, "backup", "vm") as run:
+        ran.append(True)
+    assert ran and run.id is None
+
+    import logging
+
+    good = Catalog.open(str(tmp_path / "c.db"))
+    with recorded(good, "backup", "vm", on_catalog_error=warnings.append) as run:
+        with sqlite3.connect(tmp_path / "c.db") as db:  # the catalog breaks mid-job
+            db.execute("DROP TABLE job_logs")
+        logging.getLogger("stasis.protection").info("a line it cannot store")
+        ran.append(True)
+    assert len(ran) == 2 and run.id is not None
+    assert len(warnings) == 2 and "failed" in warnings[1].message  # warned once, went on
+
+
+def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None:
+    store = JobStore(catalog)
+    job = store.create("backup", "web", state="running", runner=this_runner())
+    store.log(job.id, "info", "old line")
+    clock.tick(days=20)
+    store.log(job.id, "info", "newer line")
+    clock.tick(days=11)  # the first is 31 days old, the second 11
+    assert expire_logs(catalog, timedelta(days=30)) == 1
+    assert [line.text for line in store.logs(job.id)] == ["newer line"]
+    clock.tick(days=20)
+    assert expire_logs(catalog, timedelta(days=30)) == 1
+    assert store.logs(job.id) == [] and store.get(job.id).state == "running"  # job stays
+
+
+def test_a_job_of_a_dead_runner_is_failed_with_a_log_line(catalog: Catalog) -> None:
+    store = JobStore(catalog)
+    proc = subprocess.Popen(["sleep", "30"])
+    started = process_start(proc.pid)
+    assert started is not None
+    host = this_runner()[0]
+    alive_job = store.create("backup", "alive", vms=["a"], state="running",
+                             runner=(host, proc.pid, started))
+    reused = store.create("backup", "reused", vms=["b"], state="running",
+                          runner=(host, proc.pid, started + 1))  # its pid went to another
+    mine = store.create("backup", "mine", state="running", runner=this_runner())
+    elsewhere = store.create("backup", "elsewhere", state="running",
+                             runner=("another-host", 1, 1))
+    assert runner_alive(host, proc.pid, started) is True
+    assert runner_alive(host, proc.pid, started + 1) is False
+    assert runner_alive("another-host", 1, 1) is None
+    assert [j.id for j in dead_jobs(catalog)] == [reused.id]
+    proc.kill()
+    proc.wait()
+    assert [j.id for j in dead_jobs(catalog)] == [alive_job.id, reused.id]
+    cleaned: list[list[str]] = []
+    for job in dead_jobs(catalog):
+        fail_dead_job(catalog, job, lambda j: (cleaned.append(j.vms), ["checkpoint: x"])[1])
+    assert cleaned == [["a"], ["b"]]
+    for job_id in (alive_job.id, reused.id):
+        job = store.get(job_id)
+        assert job.state == "failed" and "is gone" in (job.error or "")
+        texts = [line.text for line in store.logs(job_id)]
+        assert any("killed or crashed" in t for t in texts) and "cleaned: checkpoint: x" in texts
+    assert store.get(mine.id).state == "running" and store.get(elsewhere.id).state == "running"
+
+
+POLICY = """\
+[[policy]]
+name = "often"
+vms = ["no-such-vm-{n}"]
+every = "1m"
+"""
+
+
+def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
+    tmp_path: Path, clock: Clock, repo: Repository
+) -> None:
+    """With the libvirt test driver (no guests): a policy of a VM that does not exist
+    is queued at its slot and fails; missed slots while down run once at start."""
+    try:
+        lv.connect("test:///default")
+    except HypervisorError:
+        pytest.skip("libvirt's test driver is not available")
+    policies = parse_policies(POLICY.format(n=1))
+    url = str(tmp_path / "catalog.db")
+
+    def service(c: Catalog) -> Service:
+        return Service(c, policies, open_repo=lambda: repo,
+                       connect=lambda: lv.connect("test:///default"),
+                       run_dir=tmp_path / "run", scratch_dir=tmp_path / "scratch")
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "scratch").mkdir()
+    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    c = Catalog.open(url, clock=clock)
+    s = service(c)
+    s.start()
+    store, states = JobStore(c), PolicyStore(c)
+    assert store.list() == []  # a new policy waits for its first slot
+    assert states.get("often").next_run == datetime(2025, 3, 1, 12, 1, tzinfo=UTC)
+    clock.tick(seconds=20)
+    s.tick()
+    assert store.list() == []
+    clock.tick(seconds=15)  # 12:01:05
+    s.due()
+    s.due()  # the same slot is not queued twice
+    clock.tick(minutes=1)
+    s.due()  # a second slot while the first still waits: coalesced
+    queued = store.list(state="queued")
+    assert len(queued) == 1 and queued[0].policy == "often"
+    assert s.dispatch() == [queued[0].id]
+    s.running[queued[0].id].thread.join(30)
+    job = store.get(queued[0].id)
+    assert job.state == "failed" and "no-such-vm-1" in (job.error or "")
+    s.stop()
+    c.close()
+    # Down for an hour: 60 slots pass, and one job runs for them at start.
+    clock.tick(hours=1)
+    c = Catalog.open(url, clock=clock)
+    s = service(c)
+    s.start()
+    again = JobStore(c).list(state="queued")
+    assert len(again) == 1
+    assert any("missed while no service ran" in line.text
+               for line in JobStore(c).logs(again[0].id))
+    assert PolicyStore(c).get("often").next_run == datetime(2025, 3, 1, 13, 3, tzinfo=UTC)
+    s.stop()
+
+
+def test_rebuilt_index_lists_the_same_points_as_the_repository(cli_repo: Cli,
+                                                               tmp_path: Path) -> None:
+    img = mixed_image(tmp_path / "disk.raw", size=4 << 20)
+    for _ in range(2):
+        cli_repo.ok("backup", "image", str(img), "--name", "disk")
+    cli_repo.ok("backup", "image", str(img), "--name", "other", "--tag", "k=v")
+    listed = cli_repo.ok("list", "--json").json()
+    # A disaster-recovery site: a new, empty catalog, and the repository alone.
+    dr = {"STASIS_CATALOG": str(tmp_path / "dr" / "catalog.db")}
+    (tmp_path / "dr").mkdir()
+    rebuilt = cli_repo.ok("catalog", "rebuild", "--json", env=dr).json()
+    assert isinstance(rebuilt, dict) and rebuilt["points"] == 3
+    indexed = cli_repo.ok("catalog", "points", "--json", env=dr).json()
+    assert isinstance(listed, list) and isinstance(indexed, list)
+    keys = ("id", "name", "time", "kind", "size", "bytes_read", "parent", "tags", "vms")
+    assert [{k: p[k] for k in keys} for p in indexed] == [{k: p[k] for k in keys}
+                                                         for p in listed]
+    # Rebuilding again (or after a point is gone) gives the repository's points, no more.
+    cli_repo.ok("catalog", "rebuild", env=dr)
+    assert len(cli_repo.ok("catalog", "points", "--json", env=dr).json()) == 3  # type: ignore[arg-type]
+
+
+def test_points_index_sync_adds_and_drops(repo: Repository, catalog: Catalog,
+                                          tmp_path: Path) -> None:
+    from stasis.protection.backup import back_up_images
+
+    img = mixed_image(tmp_path / "d.raw", size=2 << 20)
+    a = back_up_images(repo, [img], name="d", run_dir=tmp_path)
+    index = PointIndex(catalog)
+    assert index.sync(repo) == (1, 0)
+    b = back_up_images(repo, [img], name="d", run_dir=tmp_path)
+    repo.remove_point(a.id)
+    assert index.sync(repo) == (1, 1)
+    assert [p.id for p in index.list(repo.id)] == [b.id]
