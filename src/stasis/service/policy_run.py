@@ -11,6 +11,8 @@ in ``stasis policy run`` when no service runs.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +23,7 @@ import libvirt
 from stasis.catalog import Catalog, GroupStore
 from stasis.errors import GroupError, StasisError
 from stasis.parallel import Cancelled
+from stasis.progress import Progress
 from stasis.protection.consistency import Hooks
 from stasis.protection.groups import Group, effective_level, resolve
 from stasis.protection.instant import back_up_members
@@ -29,6 +32,33 @@ from stasis.service.jobs import JobRun
 from stasis.service.policy import Policy
 
 log = logging.getLogger("stasis.policy")
+
+# Only for tests of a service killed in the middle of a job; never set it in
+# production. Each backup then waits this many milliseconds once its libvirt backup
+# job has begun and before it reads (a cancel still ends the wait at once).
+TEST_HOLD_ENV = "STASIS_TEST_JOB_HOLD_MS"
+
+
+class _TestHold:
+    """A progress sink that holds the backup open where a kill leaves the most debris."""
+
+    def __init__(self, cancel: threading.Event, ms: int) -> None:
+        self.cancel, self.ms = cancel, ms
+
+    def start(self, description: str, total: int) -> None:
+        log.info("test hook: holding %s for %d ms", description, self.ms)
+        self.cancel.wait(self.ms / 1000)
+
+    def advance(self, amount: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def _progress(cancel: threading.Event) -> Progress | None:
+    ms = int(os.environ.get(TEST_HOLD_ENV, "0") or 0)
+    return _TestHold(cancel, ms) if ms > 0 else None
 
 
 @dataclass
@@ -115,7 +145,8 @@ def run_policy(
         try:
             m = back_up_members(conn, repo, unit.vms, point_name=unit.name, kind=unit.kind,
                                 run_dir=run_dir, scratch_dir=scratch_dir, tags=tags,
-                                cancel=run.cancel, consistency=policy.consistency,
+                                cancel=run.cancel, progress=_progress(run.cancel),
+                                consistency=policy.consistency,
                                 require=policy.require, hooks=unit.hooks)
         except StasisError as e:
             run.failed_part(unit.name, e)

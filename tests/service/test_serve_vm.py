@@ -1,0 +1,129 @@
+"""``stasis serve`` on a real guest: killed with kill -9 in the middle of a backup job
+and started again, it marks the job failed, cleans its debris, and the next run of
+the policy commits a point."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stasis.hypervisor import libvirt_api as lv
+from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
+from tests.conftest import BIN, Cli
+
+pytestmark = pytest.mark.vm
+libvirt = pytest.importorskip("libvirt")
+
+RATE = 20  # the service's clock runs 20 times as fast: a 1m policy runs every 3 s
+
+
+@pytest.fixture
+def guest(kit: GuestKit) -> Iterator[Guest]:
+    g = kit.create(disks=[DiskSpec("vda", "qcow2", 32 * MiB)])
+    try:
+        g.wait_ready(90)
+        yield g
+    finally:
+        g.destroy()
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float,
+           proc: subprocess.Popen[str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"stasis serve exited ({proc.returncode}) before {what}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
+        guest: Guest, cli_repo: Cli, tmp_path: Path) -> None:
+    started = time.monotonic()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o711)
+    policies = tmp_path / "policies.toml"
+    policies.write_text(f'[[policy]]\nname = "often"\nvms = ["{guest.name}"]\nevery = "1m"\n')
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch),
+           "STASIS_TEST_CLOCK_RATE": f"{RATE}@{time.time():.3f}"}
+    cmd = [str(BIN), "serve", "--policies", str(policies), "--tick", "0.5"]
+    dom = guest.domain
+    log1 = open(tmp_path / "serve1.log", "w")  # noqa: SIM115 - closed below
+    # The first service holds its job once the backup job began (checkpoint made,
+    # nothing read or committed) for 8 s: long enough to kill it there.
+    first = subprocess.Popen(cmd, env={**env, "STASIS_TEST_JOB_HOLD_MS": "8000"},
+                             stdout=log1, stderr=subprocess.STDOUT, text=True)
+    try:
+        _until("a backup job on the guest", lambda: lv.backup_job_socket(dom), 40, first)
+        jobs = cli_repo.ok("jobs", "--json", env=env).json()
+        assert isinstance(jobs, list)
+        running = [j for j in jobs if j["state"] == "running"]
+        assert len(running) == 1, jobs  # the slots after it wait: its VM is busy
+        assert running[0]["policy"] == "often" and running[0]["vms"] == [guest.name]
+        assert all(j["state"] == "queued" for j in jobs if j not in running)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log1.close()
+    killed = running[0]["id"]
+    # What kill -9 left: libvirt's backup job and a checkpoint of no committed point.
+    assert lv.backup_job_socket(dom) is not None
+    assert lv.checkpoints(dom, "stasis-")
+    assert cli_repo.ok("list", "--json").json() == []
+
+    log2 = open(tmp_path / "serve2.log", "w")  # noqa: SIM115 - closed below
+    second = subprocess.Popen(cmd, env=env, stdout=log2, stderr=subprocess.STDOUT, text=True)
+    try:
+        def done() -> list[dict[str, Any]] | None:
+            rows = cli_repo.ok("jobs", "--json", env=env).json()
+            assert isinstance(rows, list)
+            ok = [j for j in rows if j["state"] == "succeeded"]
+            return rows if ok else None
+
+        rows = _until("a run that succeeds", done, 60, second)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+        log2.close()
+    serve_log = (tmp_path / "serve2.log").read_text()
+    old = next(j for j in rows if j["id"] == killed)
+    assert old["state"] == "failed" and "is gone" in old["error"], serve_log
+    shown = cli_repo.ok("job", "show", str(killed), "--log", "--json", env=env).json()
+    assert isinstance(shown, dict)
+    texts = [line["text"] for line in shown["log"]]
+    assert any("killed or crashed" in t for t in texts), texts
+    assert any(t.startswith("cleaned: libvirt job") for t in texts), texts
+    assert any(t.startswith("cleaned: checkpoint") for t in texts), texts
+    # The run after it committed a point of the guest, recorded in the catalog.
+    good = next(j for j in rows if j["state"] == "succeeded")
+    assert good["id"] > killed and good["vms"] == [guest.name]
+    listed = cli_repo.ok("list", "--json").json()
+    assert isinstance(listed, list) and listed
+    assert good["result"][guest.name]["point"] in [p["id"] for p in listed]
+    # No debris: no libvirt job, and every checkpoint of the chain has its point.
+    assert lv.backup_job_socket(dom) is None
+    assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
+    committed = {p["id"][:12] for p in listed}  # type: ignore[index]
+    chain = lv.checkpoints(dom, "stasis-")
+    assert chain and all(c.point_prefix() in committed for c in chain)
+    indexed = cli_repo.ok("catalog", "points", "--json", env=env).json()
+    assert [p["id"] for p in indexed] == [p["id"] for p in listed]  # type: ignore[index]
+    status = cli_repo.ok("status", "--json", env=env).json()
+    assert isinstance(status, list)
+    row = next(r for r in status if r["vm"] == guest.name)
+    assert row["newest_point"] == good["result"][guest.name]["point"]
+    assert row["policies"] == ["often"] and row["next_run"]
+    assert time.monotonic() - started < 90
