@@ -11,6 +11,7 @@ import typer
 from stasis import __version__
 from stasis.cli import backup, groups, points, repo, restore, verify, vms
 from stasis.cli import catalog as catalog_cli
+from stasis.cli import files as files_cli
 from stasis.cli import jobs as jobs_cli
 from stasis.cli import policy as policy_cli
 from stasis.cli import prune as prune_cli
@@ -45,6 +46,7 @@ app.add_typer(repo.app, name="repo")
 app.add_typer(backup.app, name="backup")
 app.add_typer(restore.app, name="restore")
 app.add_typer(groups.app, name="group")
+app.add_typer(files_cli.app, name="files")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(catalog_cli.app, name="catalog")
 app.add_typer(jobs_cli.app, name="job")
