@@ -126,4 +126,13 @@ def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
     row = next(r for r in status if r["vm"] == guest.name)
     assert row["newest_point"] == good["result"][guest.name]["point"]
     assert row["policies"] == ["often"] and row["next_run"]
+    # With no service running, 'policy run' runs the policy here; 'backup vm' is a job too.
+    ran = cli_repo.ok("policy", "run", "often", "--json", env=env).json()
+    assert isinstance(ran, dict) and ran["state"] == "succeeded" and ran["policy"] == "often"
+    cli_repo.ok("backup", "vm", guest.name, "--json", env=env)
+    newest = cli_repo.ok("jobs", "--json", "--limit", "1", env=env).json()
+    assert isinstance(newest, list) and newest[0]["state"] == "succeeded"
+    assert newest[0]["policy"] is None and newest[0]["vms"] == [guest.name]
+    assert newest[0]["result"][guest.name]["point"] in [
+        p["id"] for p in cli_repo.ok("list", "--json").json()]  # type: ignore[union-attr]
     assert time.monotonic() - started < 90
