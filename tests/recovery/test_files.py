@@ -58,6 +58,13 @@ def source_state(root: Path, *, dirs: bool = True) -> dict[str, tuple[object, ..
     return found
 
 
+def seconds(state: tuple[object, ...]) -> tuple[object, ...]:
+    """A source_state row with its mtime cut to whole seconds."""
+    mtime = state[2]
+    assert isinstance(mtime, int)
+    return (*state[:2], mtime - mtime % 1_000_000_000, *state[3:])
+
+
 def listing_state(entries: Iterator[Entry], prefix: str = "", *,
                   dirs: bool = True) -> dict[str, tuple[object, ...]]:
     found: dict[str, tuple[object, ...]] = {}
@@ -319,10 +326,9 @@ def test_fat_partition_files_match_the_source(repo: Repository, fat_tree: Path,
     extract(files, ["/data", "/name with spaces.txt", "/deep"], out)
     for rel in ("data/log.txt", "data/random-5m.bin", "name with spaces.txt",
                 "deep/a/b/c/d/leaf.txt"):
-        name = rel if not rel.startswith(("data/", "deep/")) else rel
         src = fat_tree / rel
-        assert (out / name).read_bytes() == src.read_bytes()
-        assert os.stat(out / name).st_mtime_ns == os.stat(src).st_mtime_ns
+        assert (out / rel).read_bytes() == src.read_bytes()
+        assert os.stat(out / rel).st_mtime_ns == os.stat(src).st_mtime_ns
 
 
 # ------------------------------------------------------------------- XFS
@@ -406,8 +412,9 @@ def test_debian_root_disk_lists_volumes_and_matches_the_tree(
     assert [(v.name, v.fs.type if v.fs else None) for v in top if isinstance(v, Volume)] == \
         [("p1", "fat16"), ("p2", "ext4")]
     root = disk.volumes["p2"]
+    # mkfs.ext4 -d (e2fsprogs 1.47.0) keeps whole seconds of the tree's times
     assert listing_state(files.walk("p2:/etc"), "p2:") == \
-        {k: v for k, v in source_state(root).items() if k.startswith("/etc/")}
+        {k: seconds(v) for k, v in source_state(root).items() if k.startswith("/etc/")}
     assert read_file(files, "p2:/etc/debian_version") == \
         (root / "etc/debian_version").read_bytes()
     with pytest.raises(AmbiguousVolume):
@@ -417,12 +424,11 @@ def test_debian_root_disk_lists_volumes_and_matches_the_tree(
     extract(files, ["p2:/etc/apt", "p2:/etc/os-release", "p2:/usr/bin/dpkg"], out)
     assert os.readlink(out / "os-release") == os.readlink(root / "etc/os-release")
     apt = out / "apt"
-    os.utime(apt, ns=(os.lstat(root / "etc/apt").st_mtime_ns,) * 2)
     assert digests(apt) == digests(root / "etc/apt")
-    assert source_state(apt) == source_state(root / "etc/apt")
+    assert source_state(apt) == {k: seconds(v) for k, v in source_state(root / "etc/apt").items()}
     st = os.stat(out / "dpkg")
     assert stat.S_IMODE(st.st_mode) == 0o755
-    assert st.st_mtime_ns == os.stat(root / "usr/bin/dpkg").st_mtime_ns
+    assert st.st_mtime_ns == seconds(source_state(root / "usr/bin")["/dpkg"])[2]
 
 
 @pytest.mark.slow

@@ -37,15 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, cast
 
-from dissect.extfs import ExtFS
-from dissect.fat import FATFS
-from dissect.fat.fat import validate_bpb
-from dissect.ntfs import NTFS
-from dissect.util.stream import RangeStream
-from dissect.volume.disk import Disk
-from dissect.volume.lvm import LVM2, LVM2Device
-from dissect.xfs import XFS
-
 from stasis.errors import (
     AmbiguousVolume,
     FileNotInPoint,
@@ -267,19 +258,30 @@ def _xfs_mode(i: Any) -> int:
 
 def open_filesystem(fh: BinaryIO) -> Filesystem | None:
     """The file system in ``fh``, or None when none that we read is there."""
+    # dissect's modules compile their C structures at import (tenths of a second):
+    # imported here, only the file system met is paid for, and no other command pays.
     fh.seek(0)
     head = fh.read(4096)
     if head[1080:1082] == b"\x53\xef":
+        from dissect.extfs import ExtFS
+
         ext = ExtFS(fh)
         return Filesystem(_ext_type(ext), str(ext.sb.s_volume_name.split(b"\0")[0].decode(
             errors="replace")), _InodeNode(ext.root, "", _ext_mode))
     if head[:4] == b"XFSB":
+        from dissect.xfs import XFS
+
         xfs = XFS(fh)
         return Filesystem("xfs", xfs.name, _InodeNode(xfs.root, "", _xfs_mode))
     if head[3:11] == b"NTFS    ":
+        from dissect.ntfs import NTFS
+
         ntfs = NTFS(fh)
         return Filesystem("ntfs", ntfs.volume_name or "", _NtfsNode(ntfs.mft.root, ""))
     if len(head) >= 512 and head[510:512] == b"\x55\xaa":
+        from dissect.fat import FATFS
+        from dissect.fat.fat import validate_bpb
+
         try:
             validate_bpb(head[:512])
         except Exception:
@@ -331,6 +333,9 @@ def find_volumes(fh: BinaryIO, size: int) -> list[Volume]:
         return [Volume("", size, "whole disk", fs)]
     if _has_lvm_label(fh):
         return _lvm_volumes([fh], "")
+    from dissect.util.stream import RangeStream
+    from dissect.volume.disk import Disk
+
     fh.seek(0)
     try:
         disk = Disk(fh)
@@ -357,6 +362,8 @@ def find_volumes(fh: BinaryIO, size: int) -> list[Volume]:
 
 
 def _lvm_volumes(streams: list[BinaryIO], where: str) -> list[Volume]:
+    from dissect.volume.lvm import LVM2, LVM2Device
+
     groups: dict[str, list[LVM2Device]] = {}
     for s in streams:
         try:
