@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from stasis.cli.common import JsonOpt, out, print_json
 from stasis.errors import PolicyError, UsageError
-from stasis.service.duration import format_duration
-from stasis.service.notify import redact_url
-from stasis.service.policy import Policy, check_text, load_policies
-from stasis.service.schedule import CronSchedule, IntervalSchedule
+
+if TYPE_CHECKING:  # pydantic and the policy models load only for policy commands
+    from stasis.service.policy import Policy
 
 app = typer.Typer(help="Policies: what to protect, when, how long to keep, whom to tell.",
                   no_args_is_help=True)
@@ -43,6 +42,10 @@ def _after(text: str | None) -> datetime:
 
 
 def policy_summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> dict[str, Any]:
+    from stasis.service.duration import format_duration
+    from stasis.service.notify import redact_url
+    from stasis.service.schedule import CronSchedule, IntervalSchedule
+
     s = p.schedule
     schedule: dict[str, Any] = {"timezone": s.timezone}
     if isinstance(s, CronSchedule):
@@ -76,6 +79,8 @@ def policy_summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> dict[s
 @app.command("check")
 def check(file: FileArg, as_json: JsonOpt = False) -> None:
     """Check a policy file; list every problem with its line (exit code 29 if any)."""
+    from stasis.service.policy import check_text, load_policies
+
     if as_json:
         try:
             text = file.read_text(encoding="utf-8")
@@ -99,6 +104,9 @@ def check(file: FileArg, as_json: JsonOpt = False) -> None:
 @app.command("list")
 def list_policies(file: FileArg, as_json: JsonOpt = False, after: AfterOpt = None) -> None:
     """Each policy of a file: members, schedule, and its next runs in its time zone."""
+    from stasis.service.duration import format_duration
+    from stasis.service.policy import load_policies
+
     policies = load_policies(file)
     start = _after(after)
     if as_json:

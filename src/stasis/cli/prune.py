@@ -30,15 +30,14 @@ from stasis.cli.common import (
     plural,
     print_json,
 )
-from stasis.errors import PointHeld, PointNotFound, UsageError
-from stasis.repository import Manifest, ObjectDamaged, Repository
+from stasis.errors import PointNotFound, UsageError
+from stasis.repository import Manifest, ObjectDamaged
 from stasis.repository.holds import Hold
+from stasis.service.prune import prune_points
 from stasis.service.retention import (
     Decision,
     Duration,
-    PointInfo,
     RetentionRules,
-    plan,
     zone_named,
 )
 
@@ -60,16 +59,6 @@ def _warn_damaged(pid: str, e: ObjectDamaged) -> None:
 
 def _when(t: datetime, zone: ZoneInfo) -> str:
     return t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _decide(r: Repository, rules: RetentionRules, now: datetime, name: str | None,
-            vm: str | None) -> list[Decision]:
-    points = [PointInfo.from_manifest(m) for m in r.points(on_damaged=_warn_damaged)]
-    if name is not None and not any(p.name == name for p in points):
-        raise PointNotFound(name)
-    if vm is not None and not any(vm in p.vms for p in points):
-        raise PointNotFound(f"vm {vm}")
-    return plan(points, rules, now=now, holds=r.holds(), name=name, vm=vm)
 
 
 def prune(
@@ -117,26 +106,9 @@ def prune(
                          "deleted")
     r = open_repo(repo, passphrase_file, key_file)
     now = wall_clock()
-    removed: list[str] = []
-    if dry_run:
-        decisions = _decide(r, rules, now, name, vm)
-    else:
-        with r.shared_lock("prune"):
-            # Decided under the lock, on the points and holds as they are now.
-            decisions = _decide(r, rules, now, name, vm)
-            for i, d in enumerate(decisions):
-                if d.keep:
-                    continue
-                try:
-                    r.remove_point(d.point.id, now=now)
-                except PointHeld:  # held since the plan was made
-                    hold = r.hold_of(d.point.id)
-                    why = hold.describe() if hold else "held"
-                    decisions[i] = Decision(d.point, True, (why,), d.series)
-                    continue
-                except PointNotFound:
-                    pass  # another prune removed it first
-                removed.append(d.point.id)
+    result = prune_points(r, rules, now=now, names=[name], vm=vm, dry_run=dry_run,
+                          on_damaged=_warn_damaged)
+    decisions = result.decisions
     _report(decisions, rules, now, dry_run=dry_run, json_output=json_output)
 
 

@@ -105,6 +105,7 @@ def serve(
     SIGTERM interrupts the running jobs cleanly (nothing half committed) and exits.
     """
     from stasis.catalog import Catalog
+    from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
 
     keep = _duration(keep_logs, "--keep-logs")
@@ -116,7 +117,8 @@ def serve(
     with Catalog.open(catalog, clock=service_clock()) as c:
         service = Service(c, loaded, open_repo=lambda: r, connect=lambda: lv.connect(connect),
                           run_dir=run_dir(), scratch_dir=scratch_dir(),
-                          limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep)
+                          limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
+                          retention=policy_retention)
         stop = threading.Event()
         service.start()
         err.print(f"stasis serve: {len(loaded)} policies, repository {r.url}, catalog "
@@ -148,6 +150,7 @@ def policy_run(
     from stasis.catalog import Catalog, JobStore
     from stasis.service.jobs import recorded, runner_alive
     from stasis.service.policy_run import plan_units, run_policy
+    from stasis.service.prune import policy_retention
     from stasis.service.status import stored_policies
 
     with Catalog.open(catalog) as c:
@@ -175,7 +178,7 @@ def policy_run(
         plan = plan_units(conn, c, policy)
         with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.url) as run:
             run_policy(run, policy, plan, conn=conn, repo=r, run_dir=run_dir(),
-                       scratch_dir=scratch_dir())
+                       scratch_dir=scratch_dir(), retention=policy_retention)
         job = store.get(run.id) if run.id is not None else None
     if json_output:
         print_json(job.to_dict() if job else {"state": "unrecorded", "result": run.result})
