@@ -15,6 +15,9 @@ import pytest
 
 from stasis.repository import Credentials, Repository
 
+# The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL).
+pytest_plugins = ["tests.postgres"]
+
 PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20
 BIN = Path(sys.executable).parent / "stasis"

@@ -1,9 +1,15 @@
-"""The catalog on real SQLite files: migrations, stored groups, and damaged files."""
+"""The catalog on real SQLite files and a real PostgreSQL server: migrations, stored
+groups, concurrent openers and writers, and damaged files.
+
+Tests that take ``catalog_url`` run on both databases (see ``tests/postgres.py``)."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +17,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
 
 from stasis.catalog import Catalog, GroupStore, catalog_url
 from stasis.catalog.migrations import HEAD
@@ -18,6 +25,8 @@ from stasis.catalog.models import Base
 from stasis.errors import CatalogError, GroupError, UsageError
 from stasis.protection.consistency import GuestCommand, Hooks
 from stasis.protection.groups import Group
+from tests.conftest import BIN
+from tests.postgres import PostgresServer
 
 
 class Clock:
@@ -39,8 +48,31 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> GroupStore:
-    return GroupStore(Catalog.open(str(tmp_path / "catalog.db"), clock=clock))
+def store(catalog_url: str, clock: Clock) -> Iterator[GroupStore]:
+    with Catalog.open(catalog_url, clock=clock) as c:
+        yield GroupStore(c)
+
+
+def execute(url: str, *statements: str) -> None:
+    """Statements run on the database behind Stasis's back (one transaction)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    from sqlalchemy import inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def tables(path: Path) -> dict[str, str]:
@@ -67,29 +99,109 @@ def test_a_fresh_file_is_migrated_to_head(tmp_path: Path) -> None:
     assert tables(path) == schema
 
 
-def test_commands_opening_a_new_catalog_at_once_do_not_race(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.db"
+def test_a_new_postgresql_database_is_migrated_to_head(postgres: PostgresServer) -> None:
+    name = postgres.new_database()
+    try:
+        # postgresql:// names no driver: the one Stasis ships with (psycopg 3) is used.
+        url = postgres.url(name).replace("postgresql+psycopg://", "postgresql://")
+        with Catalog.open(url) as c:
+            assert c.engine.url.drivername == "postgresql+psycopg"
+            assert c.revision() == c.head() == HEAD
+        assert {"alembic_version", "groups", "points", "jobs", "job_logs", "policies",
+                "services"} <= table_names(postgres.url(name))
+        checks = postgres.psql("SELECT conname FROM pg_constraint WHERE contype = 'c' "
+                               "ORDER BY conname", database=name).split()
+        assert "ck_groups_consistency_level" in checks and "ck_jobs_state" in checks
+        kinds = postgres.psql("SELECT data_type FROM information_schema.columns WHERE "
+                              "table_name = 'jobs' AND column_name = 'queued'", database=name)
+        assert kinds == "timestamp with time zone"
+        with Catalog.open(url) as c:  # opening again changes nothing
+            assert c.revision() == HEAD
+    finally:
+        postgres.drop_database(name)
+
+
+def test_commands_opening_a_new_catalog_at_once_do_not_race(catalog_url: str) -> None:
+    """Six openers of a new catalog at once (each its own engine, as six processes or
+    hosts would be): one migrates, the others wait for it (SQLite: the lock file;
+    PostgreSQL: the advisory lock) and find the schema there."""
     barrier = threading.Barrier(6)
 
     def open_and_write(i: int) -> str | None:
         barrier.wait()
-        with Catalog.open(str(path)) as c:
+        with Catalog.open(catalog_url) as c:
             GroupStore(c).create(Group(f"g{i}", members=["a"]))
             return c.revision()
 
     with ThreadPoolExecutor(6) as pool:
         revisions = list(pool.map(open_and_write, range(6)))
     assert revisions == [HEAD] * 6
-    with Catalog.open(str(path)) as c:
+    with Catalog.open(catalog_url) as c:
         assert [s.name for s in GroupStore(c).list()] == [f"g{i}" for i in range(6)]
 
 
-def test_the_migrations_build_exactly_the_models(tmp_path: Path) -> None:
-    """The schema the migrations make is the one the models describe: a model changed
-    without its migration fails here."""
-    with Catalog.open(str(tmp_path / "c.db")) as c, c.engine.connect() as conn:
+def test_processes_opening_a_new_postgresql_catalog_at_once_do_not_race(
+        postgres: PostgresServer, tmp_path: Path) -> None:
+    """As several hosts starting at once: separate stasis processes, one new database."""
+    name = postgres.new_database()
+    try:
+        env = {"PATH": "/usr/bin:/bin", "STASIS_CATALOG": postgres.url(name),
+               "STASIS_STATE_DIR": str(tmp_path / "state")}
+        procs = [subprocess.Popen([str(BIN), "jobs", "--json"], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(5)]
+        outcomes = [(p.wait(120), *p.communicate()) for p in procs]
+        assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, "[]")] * 5, outcomes
+        assert postgres.psql("SELECT version_num FROM alembic_version", database=name) == HEAD
+    finally:
+        postgres.drop_database(name)
+
+
+def test_writers_that_read_first_wait_for_each_other(catalog_url: str) -> None:
+    """Eight edits of one group at once, each reading the members and adding one:
+    writers one at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: the write lock) lose
+    none of them, where PostgreSQL's READ COMMITTED alone would."""
+    with Catalog.open(catalog_url) as c:
+        GroupStore(c).create(Group("shop", members=["db"]))
+    barrier = threading.Barrier(8)
+
+    def add(i: int) -> None:
+        with Catalog.open(catalog_url) as c:
+            store = GroupStore(c)
+
+            def change(g: Group) -> Group:
+                time.sleep(0.05)  # between the read and the write: where the others run
+                g.members.append(f"vm{i}")
+                return g
+
+            barrier.wait()
+            store.update("shop", change)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add, range(8)))
+    with Catalog.open(catalog_url) as c:
+        members = GroupStore(c).must_get("shop").group.members
+    assert sorted(members) == sorted(["db"] + [f"vm{i}" for i in range(8)])
+
+
+def test_the_migrations_build_exactly_the_models(catalog_url: str) -> None:
+    """The schema the migrations make is the one the models describe, on each
+    database: a model changed without its migration fails here."""
+    with Catalog.open(catalog_url) as c, c.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_times_are_aware_utc_on_every_database(catalog_url: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    berlin = datetime(2025, 3, 30, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # just past DST
+    with Catalog.open(catalog_url, clock=lambda: berlin) as c:
+        GroupStore(c).create(Group("g", members=["a"]))
+    with Catalog.open(catalog_url) as c:
+        created = GroupStore(c).must_get("g").created
+    assert created == berlin and created.tzinfo == UTC
+    assert created.isoformat() == "2025-03-30T01:30:00+00:00"
 
 
 def test_default_location_and_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,23 +313,19 @@ def test_a_damaged_catalog_is_a_catalog_error(tmp_path: Path, damage: str) -> No
     assert path.read_bytes() == before
 
 
-def test_a_catalog_of_a_newer_stasis_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.db"
-    Catalog.open(str(path)).close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+def test_a_catalog_of_a_newer_stasis_is_refused(catalog_url: str) -> None:
+    Catalog.open(catalog_url).close()
+    execute(catalog_url, "UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(CatalogError, match="newer Stasis") as e:
-        Catalog.open(str(path))
+        Catalog.open(catalog_url)
     assert e.value.exit_code == 27
 
 
-def test_another_database_is_not_taken_over(tmp_path: Path) -> None:
-    path = tmp_path / "app.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+def test_another_database_is_not_taken_over(catalog_url: str) -> None:
+    execute(catalog_url, "CREATE TABLE customers (id INTEGER PRIMARY KEY)")
     with pytest.raises(CatalogError, match=r"not a Stasis catalog.*customers"):
-        Catalog.open(str(path))
-    assert set(tables(path)) == {"customers"}
+        Catalog.open(catalog_url)
+    assert table_names(catalog_url) == {"customers"}
 
 
 def test_an_unopenable_location_and_a_bad_url(tmp_path: Path) -> None:
@@ -228,3 +336,18 @@ def test_an_unopenable_location_and_a_bad_url(tmp_path: Path) -> None:
         Catalog.open("not a url://x")
     with pytest.raises(CatalogError, match="cannot use the catalog"):
         Catalog.open("nosuchdb://host/x")
+
+
+def test_a_postgresql_server_that_is_not_there(postgres: PostgresServer, tmp_path: Path) -> None:
+    nobody = tmp_path / "no-server"
+    nobody.mkdir()
+    url = f"postgresql+psycopg://postgres@/stasis?host={nobody}"
+    with pytest.raises(CatalogError, match="server is up") as e:
+        Catalog.open(url)
+    assert e.value.exit_code == 27 and "Nothing was changed" in e.value.message
+    with pytest.raises(CatalogError, match="cannot be opened"):
+        Catalog.open(postgres.url("no_such_database"))
+    # The password never shows in a message.
+    with pytest.raises(CatalogError) as e:
+        Catalog.open(f"postgresql://postgres:s3cret@/stasis?host={nobody}")
+    assert "s3cret" not in e.value.message

@@ -1,11 +1,14 @@
 """Jobs without guests: the tables and their migration, recording, log expiry with an
-injected clock, crashed-job detection, the scheduler's queue, and the points index."""
+injected clock, crashed-job detection, the scheduler's queue, and the points index.
+
+Tests that take ``catalog`` or ``catalog_url`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,33 +52,35 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def catalog(tmp_path: Path, clock: Clock) -> Catalog:
-    return Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
+def catalog(catalog_url: str, clock: Clock) -> Iterator[Catalog]:
+    with Catalog.open(catalog_url, clock=clock) as c:
+        yield c
 
 
-def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path) -> None:
+def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path,
+                                                                  catalog_url: str) -> None:
     from alembic import command
-
-    path = tmp_path / "old.db"
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, inspect
 
     with Catalog.open(str(tmp_path / "scratch.db")) as scratch:
         config = scratch._config()  # the shipped migrations
 
-    e = create_engine(f"sqlite:///{path}")
+    e = create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
     with e.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001_groups")
         conn.exec_driver_sql(
             "INSERT INTO groups (name, members, name_globs, labels, consistency, hooks, "
             "description, created, updated) VALUES ('app', '[\"a\"]', '[]', '{}', 'crash', "
-            "'{}', '', '2025-01-01 00:00:00', '2025-01-01 00:00:00')")
-    e.dispose()
-    with Catalog.open(str(path)) as c:
+            "'{}', '', '2025-01-01 00:00:00+00', '2025-01-01 00:00:00+00')")
+    with Catalog.open(catalog_url) as c:
         assert c.revision() == HEAD
-        assert GroupStore(c).must_get("app").group.members == ["a"]
-    with sqlite3.connect(path) as db:
-        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        stored = GroupStore(c).must_get("app")
+        assert stored.group.members == ["a"]
+        assert stored.created == datetime(2025, 1, 1, tzinfo=UTC)
+    with e.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+    e.dispose()
     assert {"repositories", "vms", "points", "jobs", "job_logs", "policies",
             "services"} <= names
 
@@ -208,7 +213,7 @@ every = "1m"
 
 
 def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
-    tmp_path: Path, clock: Clock, repo: Repository
+    tmp_path: Path, clock: Clock, repo: Repository, catalog_url: str
 ) -> None:
     """With the libvirt test driver (no guests): a policy of a VM that does not exist
     is queued at its slot and fails; missed slots while down run once at start."""
@@ -217,7 +222,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
     except HypervisorError:
         pytest.skip("libvirt's test driver is not available")
     policies = parse_policies(POLICY.format(n=1))
-    url = str(tmp_path / "catalog.db")
+    url = catalog_url
 
     def service(c: Catalog) -> Service:
         return Service(c, policies, open_repo=lambda: repo,

@@ -13,6 +13,14 @@ fails half way leaves nothing behind); migrations of one file are serialized by 
 lock file beside it, so two commands opening a new catalog at once do not race;
 WAL lets readers go on while a writer commits; writing transactions begin
 IMMEDIATE and wait up to 30 s for each other.
+
+PostgreSQL (``postgresql+psycopg://user@host/db``, or ``postgresql://`` which
+means the same: psycopg 3 is the driver Stasis ships with): DDL is transactional
+there too; migrations are serialized by a session advisory lock, so several hosts
+opening a new catalog at once do not race; writing transactions take a
+transaction advisory lock first, which makes them one at a time as SQLite's
+IMMEDIATE does (a read followed by a write never works on a stale view), waiting
+up to 30 s. Readers never wait.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ CATALOG_FILE = "catalog.db"
 VERSION_TABLE = "alembic_version"
 WRITE_OPTION = "stasis_write"
 BUSY_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10
+# PostgreSQL advisory lock keys (any two 64-bit numbers no other application uses):
+# one held while the schema is migrated, one by each writing transaction.
+PG_MIGRATE_LOCK = 0x5354_4153_4953_0001
+PG_WRITE_LOCK = 0x5354_4153_4953_0002
 
 Clock = Callable[[], datetime]
 
@@ -115,6 +128,11 @@ class Catalog:
         self.close()
 
     def error(self, what: str, e: BaseException) -> CatalogError:
+        if self.url.get_backend_name() != "sqlite":
+            return CatalogError(
+                f"The catalog {self.shown} {what} ({_reason(e)}). Nothing was changed. "
+                "Check that the database server is up and that the URL, user and "
+                "database are right (--catalog / $STASIS_CATALOG).")
         return CatalogError(
             f"The catalog {self.shown} {what} ({_reason(e)}). Nothing was changed. If the "
             "file is damaged, move it aside: the next command makes a new, empty one "
@@ -188,6 +206,10 @@ class Catalog:
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
+        if self.url.get_backend_name() == "postgresql":
+            with self._advisory_lock(PG_MIGRATE_LOCK):
+                yield
+            return
         database = self.url.database
         if self.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
             yield
@@ -201,6 +223,28 @@ class Catalog:
             yield
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _advisory_lock(self, key: int) -> Iterator[None]:
+        """A PostgreSQL session advisory lock, held on a connection of its own (the
+        server releases it if this process dies)."""
+        try:
+            conn = self.engine.connect()
+        except SQLAlchemyError as e:
+            raise self.error("cannot be opened", e) from None
+        try:
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                conn.commit()
+            except SQLAlchemyError as e:
+                raise self.error("cannot be opened (waiting for its migration lock)",
+                                 e) from None
+            yield
+            with contextlib.suppress(SQLAlchemyError):  # closing the connection frees it
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------ work
 
@@ -224,6 +268,8 @@ def _foreign_tables(conn: Connection) -> list[str]:
 
 def _engine(url: URL) -> Engine:
     try:
+        if url.get_backend_name() == "postgresql":
+            return _postgresql_engine(url)
         if url.get_backend_name() != "sqlite":
             return create_engine(url, pool_pre_ping=True)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
@@ -247,5 +293,23 @@ def _engine(url: URL) -> Engine:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    if url.drivername == "postgresql":  # no driver named: the one Stasis ships with
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {}
+    if url.get_driver_name() == "psycopg" and "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S  # a host that is down
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers one at a time, as on SQLite; the lock goes with the transaction.
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(BUSY_TIMEOUT_S)}s'")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
     return engine
