@@ -19,6 +19,7 @@ from stasis.cli.common import (
     print_json,
     progress_for,
 )
+from stasis.cli.jobs import CatalogOpt, cli_job
 from stasis.errors import UsageError
 from stasis.protection.backup import back_up_images
 from stasis.repository import Manifest
@@ -115,15 +116,20 @@ def image(
                                             "probed by qemu-img).")] = None,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Back up disk images or block devices."""
+    """Back up disk images or block devices (recorded as a job)."""
     tags = parse_tags(tag or [])
     r = open_repo(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
     try:
-        m = back_up_images(r, paths, name=name, tags=tags, fmt=fmt, progress=progress,
-                           run_dir=run_dir())
+        with cli_job(catalog, "backup", name or (paths[0].name if paths else "images"),
+                     repo=r.url, params={"paths": [str(p) for p in paths]}) as job:
+            m = back_up_images(r, paths, name=name, tags=tags, fmt=fmt, progress=progress,
+                               run_dir=run_dir())
+            job.set_vms([vm.name for vm in m.vms])
+            job.point(m, r)
     finally:
         progress.finish()
     if json_output:

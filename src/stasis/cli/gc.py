@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
@@ -19,6 +20,7 @@ from stasis.cli.common import (
     print_json,
     progress_for,
 )
+from stasis.cli.jobs import CatalogOpt, cli_job
 from stasis.errors import UsageError
 from stasis.repository.gc import DEFAULT_WAIT, GcReport, Tally, collect_garbage
 
@@ -67,6 +69,7 @@ def gc(
                                         "repository to itself).")] = DEFAULT_WAIT,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Delete chunks and indexes that no point references; safe while backups run."""
@@ -81,8 +84,13 @@ def gc(
                   "(new backups wait only for the sweep)…", highlight=False)
 
     try:
-        report = collect_garbage(r, dry_run=dry_run, wait=wait, progress=progress,
-                                 on_wait=waiting)
+        # A real gc is a job (a dry run changes nothing: not recorded).
+        with (contextlib.nullcontext(None) if dry_run else
+              cli_job(catalog, "gc", "gc", repo=r.url, params={"wait": wait})) as job:
+            report = collect_garbage(r, dry_run=dry_run, wait=wait, progress=progress,
+                                     on_wait=waiting)
+            if job is not None:
+                job.result["gc"] = report.to_dict()
     except KeyboardInterrupt:
         progress.finish()
         err.print("gc stopped: only unreferenced objects were deleted, so every point is "

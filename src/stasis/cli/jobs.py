@@ -60,6 +60,26 @@ def _duration(job: Job) -> str:
     return "-" if d is None else f"{d:.1f} s"
 
 
+def _outcome(kind: str, res: Any) -> str:
+    """One entry of a job's result (a VM's, a point's, a step's) in a few words."""
+    if not isinstance(res, dict):
+        return str(res)
+    if res.get("error"):
+        return f"failed: {res['error']}"
+    point = str(res.get("point") or "")[:12]
+    if kind == "backup" and point:
+        return f"point {point}, {res.get('consistency', '')}"
+    if kind == "restore" and point:
+        where = res.get("restored_as") or ", ".join(res.get("disks", {}).values())
+        return f"from point {point} as {where}"
+    if kind == "verify" and point:
+        return f"point {point} '{res.get('point_name', '')}' intact"
+    if kind == "prune" and point:
+        return f"{res.get('action')} point {point}: {'; '.join(res.get('reasons', []))}"
+    return ", ".join(f"{k} {v}" for k, v in res.items()
+                     if isinstance(v, str | int | float) and not isinstance(v, bool)) or "-"
+
+
 def jobs(
     state: Annotated[str | None, typer.Option(
         help="Only jobs in this state: queued, running, succeeded, failed, interrupted.")] = None,
@@ -120,10 +140,8 @@ def show(
         out.print(f"  {key:<11}{value}", highlight=False)
     if job.error:
         out.print(f"  {'error':<11}{job.error}", highlight=False)
-    for vm, res in job.result.items():
-        what = (f"point {res['point'][:12]}, {res.get('consistency', '')}"
-                if res.get("point") else f"failed: {res.get('error')}")
-        out.print(f"  {vm}: {what}", highlight=False)
+    for what, res in job.result.items():
+        out.print(f"  {what}: {_outcome(job.kind, res)}", highlight=False)
     if show_log:
         out.print("Log:")
         for line in lines:

@@ -30,6 +30,7 @@ from stasis.cli.common import (
     plural,
     print_json,
 )
+from stasis.cli.jobs import CatalogOpt, cli_job
 from stasis.errors import PointNotFound, UsageError
 from stasis.repository import Manifest, ObjectDamaged
 from stasis.repository.holds import Hold
@@ -83,10 +84,13 @@ def prune(
                                           "nothing.")] = False,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Remove the points no retention rule keeps (held points, each VM's newest point
-    and points younger than --min-age are always kept). Chunks stay until gc."""
+    and points younger than --min-age are always kept). Chunks stay until gc.
+
+    A real prune (not --dry-run) is recorded as a job with each point's fate."""
     rules = RetentionRules(
         last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
         monthly=keep_monthly, yearly=keep_yearly,
@@ -106,8 +110,20 @@ def prune(
                          "deleted")
     r = open_repo(repo, passphrase_file, key_file)
     now = wall_clock()
-    result = prune_points(r, rules, now=now, names=[name], vm=vm, dry_run=dry_run,
-                          on_damaged=_warn_damaged)
+    if dry_run:  # changes nothing: not a run to record
+        result = prune_points(r, rules, now=now, names=[name], vm=vm, dry_run=True,
+                              on_damaged=_warn_damaged)
+    else:
+        with cli_job(catalog, "prune", name or (f"vm {vm}" if vm else "all chains"),
+                     vms=[vm] if vm else [], repo=r.url,
+                     params={"name": name, "vm": vm, "rules": rules.to_dict()}) as job:
+            result = prune_points(r, rules, now=now, names=[name], vm=vm,
+                                  on_damaged=_warn_damaged)
+            for d in result.decisions:
+                job.result[d.point.id] = {
+                    "point": d.point.id, "point_name": d.point.name,
+                    "time": d.point.time.isoformat(),
+                    "action": "keep" if d.keep else "removed", "reasons": list(d.reasons)}
     decisions = result.decisions
     _report(decisions, rules, now, dry_run=dry_run, json_output=json_output)
 

@@ -1,5 +1,5 @@
 """``stasis restore``: bring back disks and whole groups of VMs (``restore vm`` is in
-:mod:`stasis.cli.vms`)."""
+:mod:`stasis.cli.vms`). Each restore is recorded as a job of kind ``restore``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from stasis.cli.common import (
     print_json,
     progress_for,
 )
-from stasis.cli.vms import ConnectOpt
+from stasis.cli.jobs import CatalogOpt, cli_job
+from stasis.cli.vms import ConnectOpt, restored_vm_result
 from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.recovery.group import DEFAULT_SUFFIX, restore_group
@@ -42,15 +43,25 @@ def disk(
     force: Annotated[bool, typer.Option(help="Overwrite an existing target.")] = False,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Restore one disk of a point to an image file or a block device."""
     r = open_repo(repo, passphrase_file, key_file)
     m = r.resolve(point)
     progress = progress_for(json_output)
+    vms = [vm] if vm else [v.name for v in m.vms][:1] if len(m.vms) == 1 else []
     try:
-        result = restore_disk(r, m, target=to, vm=vm, disk=disk_name, fmt=fmt, force=force,
-                              progress=progress, run_dir=run_dir())
+        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.url,
+                     params={"point": m.id, "target": str(to), "disk": disk_name,
+                             "format": fmt}) as job:
+            result = restore_disk(r, m, target=to, vm=vm, disk=disk_name, fmt=fmt,
+                                  force=force, progress=progress, run_dir=run_dir())
+            job.set_vms([result.vm])
+            job.result[result.vm] = {
+                "point": m.id, "point_name": m.name, "disks": {result.disk: result.target},
+                "format": result.format, "bytes_written": result.bytes_written, "error": None}
+            job.bytes_written = result.bytes_written
     finally:
         progress.finish()
     if json_output:
@@ -79,6 +90,7 @@ def restore_group_cmd(
     connect: ConnectOpt = lv.DEFAULT_URI,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Restore every VM of a point as new VMs (NAME+SUFFIX), all or nothing.
@@ -94,8 +106,14 @@ def restore_group_cmd(
     m = r.resolve(point)
     progress = progress_for(json_output)
     try:
-        result = restore_group(conn, r, m, suffix=suffix, storage=storage, network=network,
-                               start=start, order=names, progress=progress, run_dir=run_dir())
+        with cli_job(catalog, "restore", m.name, vms=[v.name for v in m.vms if v.kind == "vm"],
+                     repo=r.url, params={"point": m.id, "suffix": suffix, "start": start,
+                                         "network": network}) as job:
+            result = restore_group(conn, r, m, suffix=suffix, storage=storage,
+                                   network=network, start=start, order=names,
+                                   progress=progress, run_dir=run_dir())
+            for v in result.vms:
+                restored_vm_result(job, m, v)
     finally:
         progress.finish()
     if json_output:

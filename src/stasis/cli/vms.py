@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import libvirt
 import typer
@@ -32,9 +32,12 @@ from stasis.hypervisor.domain import parse
 from stasis.protection.consistency import level_rank
 from stasis.protection.doctor import doctor as run_doctor
 from stasis.protection.vm import back_up_vms
-from stasis.recovery.vm import restore_vm
-from stasis.repository import Repository
+from stasis.recovery.vm import VmRestoreResult, restore_vm
+from stasis.repository import Manifest, Repository
 from stasis.settings import run_dir, scratch_dir
+
+if TYPE_CHECKING:
+    from stasis.service.jobs import JobRun
 
 ConsistencyOpt = Annotated[str, typer.Option(
     help="crash, filesystem (guest-agent fsfreeze) or application (hooks too).")]
@@ -159,6 +162,16 @@ def backup_vm(
         raise typer.Exit(failed[0].error.exit_code)
 
 
+def restored_vm_result(job: JobRun, m: Manifest, v: VmRestoreResult) -> None:
+    """A restored VM in its restore job's result."""
+    written = sum(d.bytes_written for d in v.disks)
+    job.result[v.vm] = {"point": m.id, "point_name": m.name, "restored_as": v.name,
+                        "in_place": v.in_place, "started": v.started,
+                        "disks": {d.disk: d.target for d in v.disks},
+                        "bytes_written": written, "error": None}
+    job.bytes_written += written
+
+
 def restore_vm_cmd(
     point: Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")],
     repo: RepoOpt,
@@ -175,6 +188,7 @@ def restore_vm_cmd(
     connect: ConnectOpt = lv.DEFAULT_URI,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Restore a whole VM, as a new VM or in place."""
@@ -182,10 +196,16 @@ def restore_vm_cmd(
     r = open_repo(repo, passphrase_file, key_file)
     m = r.resolve(point)
     progress = progress_for(json_output)
+    vms = [vm] if vm else [v.name for v in m.vms if v.kind == "vm"][:1]
     try:
-        result = restore_vm(conn, r, m, vm=vm, name=name, storage=storage, network=network,
-                            start=start, in_place=in_place, progress=progress,
-                            run_dir=run_dir())
+        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.url,
+                     params={"point": m.id, "name": name, "in_place": in_place,
+                             "start": start}) as job:
+            result = restore_vm(conn, r, m, vm=vm, name=name, storage=storage,
+                                network=network, start=start, in_place=in_place,
+                                progress=progress, run_dir=run_dir())
+            job.set_vms([result.vm])
+            restored_vm_result(job, m, result)
     finally:
         progress.finish()
     if json_output:

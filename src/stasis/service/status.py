@@ -92,7 +92,8 @@ def vm_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
         for j in verifies:  # newest first
             if vm in j.vms:
                 row.last_verify = {"job": j.id, "state": j.state,
-                                   "ended": j.ended.isoformat() if j.ended else None}
+                                   "ended": j.ended.isoformat() if j.ended else None,
+                                   "deep": bool(j.params.get("deep")), "error": j.error}
                 break
         rows.append(row)
     return rows
