@@ -1,6 +1,9 @@
 """``stasis serve`` on a real guest: killed with kill -9 in the middle of a backup job
 and started again, it marks the job failed, cleans its debris, and the next run of
-the policy commits a point."""
+the policy commits a point; stopped with SIGTERM in the middle of a job (one that
+``stasis policy run`` queued for it through the catalog), the job ends interrupted
+and nothing is left behind. One guest serves the module's tests (each test has a
+repository of its own, so a checkpoint chain of its own)."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from stasis.catalog import Catalog, JobStore
 from stasis.hypervisor import libvirt_api as lv
+from stasis.repository import Credentials, Repository
 from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, Cli
+from tests.conftest import BIN, PASSPHRASE, Cli
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -23,7 +28,7 @@ libvirt = pytest.importorskip("libvirt")
 RATE = 20  # the service's clock runs 20 times as fast: a 1m policy runs every 3 s
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def guest(kit: GuestKit) -> Iterator[Guest]:
     g = kit.create(disks=[DiskSpec("vda", "qcow2", 32 * MiB)])
     try:
@@ -117,7 +122,8 @@ def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
     assert lv.backup_job_socket(dom) is None
     assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
     committed = {p["id"][:12] for p in listed}  # type: ignore[index]
-    chain = lv.checkpoints(dom, "stasis-")
+    repo_id = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode())).id
+    chain = lv.checkpoints(dom, lv.chain_prefix(repo_id))
     assert chain and all(c.point_prefix() in committed for c in chain)
     indexed = cli_repo.ok("catalog", "points", "--json", env=env).json()
     assert [p["id"] for p in indexed] == [p["id"] for p in listed]  # type: ignore[index]
@@ -136,3 +142,72 @@ def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
     assert newest[0]["result"][guest.name]["point"] in [
         p["id"] for p in cli_repo.ok("list", "--json").json()]  # type: ignore[union-attr]
     assert time.monotonic() - started < 90
+
+
+def test_policy_run_queues_for_the_service_and_sigterm_interrupts_the_job(
+        guest: Guest, cli_repo: Cli, tmp_path: Path, catalog_url: str) -> None:
+    """On SQLite and on PostgreSQL: the queue is the catalog's jobs table."""
+    started = time.monotonic()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o711)
+    policies = tmp_path / "policies.toml"
+    # Never due during the test (1 January): only 'policy run' makes it run.
+    policies.write_text(f'[[policy]]\nname = "manual"\nvms = ["{guest.name}"]\n'
+                        'cron = "0 0 1 1 *"\n')
+    catalog = catalog_url
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch), "STASIS_CATALOG": catalog}
+    repo_id = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode())).id
+    dom = guest.domain
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    # Each backup of this service waits 20 s once its libvirt job began: SIGTERM lands
+    # there, with a backup job and a new checkpoint on the guest.
+    serve = subprocess.Popen(
+        [str(BIN), "serve", "--policies", str(policies), "--tick", "0.5"],
+        env={**env, "STASIS_TEST_JOB_HOLD_MS": "20000"}, stdout=log,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        def registered() -> bool:
+            with Catalog.open(catalog) as c:
+                return any(s.pid == serve.pid for s in JobStore(c).services())
+
+        _until("the service to register", registered, 30, serve)
+        # Without --policies: the policy as the service stored it in the catalog.
+        queued = cli_repo.ok("policy", "run", "manual", "--json", env=env).json()
+        assert isinstance(queued, dict)
+        assert queued["state"] == "queued" and queued["service_pid"] == serve.pid
+        job_id = queued["job"]
+
+        def running() -> dict[str, Any] | None:
+            job = cli_repo.ok("job", "show", str(job_id), "--json", env=env).json()
+            assert isinstance(job, dict)
+            return job if job["state"] == "running" and lv.backup_job_socket(dom) else None
+
+        job = _until("the queued job running on the guest", running, 40, serve)
+        assert job["pid"] == serve.pid and job["vms"] == [guest.name]
+        assert job["policy"] == "manual"
+        assert lv.checkpoints(dom, lv.chain_prefix(repo_id))  # made for the point to be
+        serve.send_signal(signal.SIGTERM)
+        code = serve.wait(60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        log.close()
+    serve_log = (tmp_path / "serve.log").read_text()
+    assert code == 0, serve_log
+    shown = cli_repo.ok("job", "show", str(job_id), "--log", "--json", env=env).json()
+    assert isinstance(shown, dict)
+    assert shown["state"] == "interrupted", (shown, serve_log)
+    assert "interrupted" in (shown["error"] or "") and shown["ended"]
+    texts = [line["text"] for line in shown["log"]]
+    assert "queued by 'stasis policy run'" in texts
+    assert texts[-1] == "backup manual interrupted", texts
+    # Nothing committed, nothing left: no libvirt job, no checkpoint of this chain.
+    assert cli_repo.ok("list", "--json").json() == []
+    assert lv.backup_job_socket(dom) is None
+    assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
+    assert lv.checkpoints(dom, lv.chain_prefix(repo_id)) == []
+    assert not list(scratch.iterdir()), list(scratch.iterdir())
+    with Catalog.open(catalog) as c:
+        assert JobStore(c).services() == []  # the service unregistered itself
+        assert JobStore(c).list(state="running") == []
+    assert time.monotonic() - started < 60
