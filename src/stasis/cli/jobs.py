@@ -25,7 +25,8 @@ app = typer.Typer(help="One job of the history: its result and log.", no_args_is
 
 CatalogOpt = Annotated[str | None, typer.Option(
     "--catalog", envvar="STASIS_CATALOG", show_default=False,
-    help="The catalog: a SQLAlchemy URL or a SQLite file "
+    help="The catalog: a SQLite file, or a URL (sqlite:////PATH; "
+         "postgresql://USER@HOST/DB when hosts share it) "
          "($STASIS_CATALOG; default <state dir>/catalog.db).")]
 
 
