@@ -12,6 +12,7 @@ import getpass
 import re
 import socket
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +35,7 @@ from stasis.cli.jobs import CatalogOpt, cli_job
 from stasis.errors import PointNotFound, UsageError
 from stasis.repository import Manifest, ObjectDamaged
 from stasis.repository.holds import Hold
-from stasis.service.prune import prune_points
+from stasis.service.prune import policy_chains, prune_points
 from stasis.service.retention import (
     Decision,
     Duration,
@@ -64,6 +65,12 @@ def _when(t: datetime, zone: ZoneInfo) -> str:
 
 def prune(
     repo: RepoOpt,
+    policy: Annotated[str | None, typer.Option(
+        help="Apply this policy's retention to the chains its runs made (its points carry "
+             "its tag); the policy comes from --policies or the catalog.")] = None,
+    policies: Annotated[Path | None, typer.Option(
+        "--policies", envvar="STASIS_POLICIES", show_default=False,
+        help="The policy file, with --policy ($STASIS_POLICIES).")] = None,
     name: Annotated[str | None, typer.Option(help="Only the chain of this point name.")] = None,
     vm: Annotated[str | None, typer.Option(help="Only the points holding this VM, counted "
                                            "as one series across chains.")] = None,
@@ -91,7 +98,7 @@ def prune(
     and points younger than --min-age are always kept). Chunks stay until gc.
 
     A real prune (not --dry-run) is recorded as a job with each point's fate."""
-    rules = RetentionRules(
+    by_hand = RetentionRules(
         last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
         monthly=keep_monthly, yearly=keep_yearly,
         within=None if keep_within is None else Duration.parse(keep_within,
@@ -99,6 +106,22 @@ def prune(
         min_age=None if min_age is None else Duration.parse(min_age, what="--min-age span"),
         timezone=timezone,
     )
+    names: list[str | None] = [name]
+    rules = by_hand
+    pol = None
+    if policy is not None:
+        if by_hand.keeps_anything or name is not None or vm is not None:
+            raise UsageError("--policy brings its own rules and chains: give no --keep-*, "
+                             "--name or --vm with it; nothing was deleted")
+        from stasis.catalog import Catalog
+        from stasis.cli.service import find_policy
+
+        with Catalog.open(catalog) as c:
+            pol = find_policy(c, policy, policies, doing="deleted")
+        rules = pol.retention_rules()
+        if not rules.keeps_anything:
+            raise UsageError(f"policy '{policy}' has no retention rules: nothing to prune, "
+                             "nothing was deleted")
     if not rules.keeps_anything:
         raise UsageError(
             "give at least one --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
@@ -110,14 +133,20 @@ def prune(
                          "deleted")
     r = open_repo(repo, passphrase_file, key_file)
     now = wall_clock()
+    if pol is not None:
+        names = list(policy_chains(r, pol.name))
+        if not names:
+            raise PointNotFound(f"policy {pol.name}")
     if dry_run:  # changes nothing: not a run to record
-        result = prune_points(r, rules, now=now, names=[name], vm=vm, dry_run=True,
+        result = prune_points(r, rules, now=now, names=names, vm=vm, dry_run=True,
                               on_damaged=_warn_damaged)
     else:
-        with cli_job(catalog, "prune", name or (f"vm {vm}" if vm else "all chains"),
+        with cli_job(catalog, "prune", (f"policy {policy}" if policy else name)
+                     or (f"vm {vm}" if vm else "all chains"),
                      vms=[vm] if vm else [], repo=r.url,
-                     params={"name": name, "vm": vm, "rules": rules.to_dict()}) as job:
-            result = prune_points(r, rules, now=now, names=[name], vm=vm,
+                     params={"name": name, "vm": vm, "policy": policy,
+                             "rules": rules.to_dict()}) as job:
+            result = prune_points(r, rules, now=now, names=names, vm=vm,
                                   on_damaged=_warn_damaged)
             for d in result.decisions:
                 job.result[d.point.id] = {

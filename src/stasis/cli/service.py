@@ -38,6 +38,7 @@ from stasis.repository import Repository
 from stasis.settings import run_dir, scratch_dir
 
 if TYPE_CHECKING:
+    from stasis.catalog import Catalog
     from stasis.catalog.db import Clock
     from stasis.service.policy import Policy
 
@@ -74,6 +75,18 @@ def _duration(text: str, what: str) -> timedelta:
         return parse_duration(text)
     except ValueError as e:
         raise UsageError(f"{what}: {e}") from None
+
+
+def find_policy(c: Catalog, name: str, policies: Path | None, *, doing: str) -> Policy:
+    """Policy ``name`` from the file ``policies``, else from those stored in the catalog."""
+    from stasis.service.status import stored_policies
+
+    found = [p for p in (_load(policies) if policies else stored_policies(c)) if p.name == name]
+    if not found:
+        where = str(policies) if policies else f"the catalog {c.shown}"
+        raise PolicyNotFound(f"no policy named '{name}' in {where}. Nothing was {doing}; "
+                             "'stasis policy list FILE' shows the policies.")
+    return found[0]
 
 
 def _load(path: Path | None) -> list[Policy]:
@@ -151,16 +164,9 @@ def policy_run(
     from stasis.service.jobs import recorded, runner_alive
     from stasis.service.policy_run import plan_units, run_policy
     from stasis.service.prune import policy_retention
-    from stasis.service.status import stored_policies
 
     with Catalog.open(catalog) as c:
-        found = [p for p in (_load(policies) if policies else stored_policies(c))
-                 if p.name == name]
-        if not found:
-            where = str(policies) if policies else f"the catalog {c.shown}"
-            raise PolicyNotFound(f"no policy named '{name}' in {where}. Nothing was run; "
-                                 "'stasis policy list FILE' shows the policies.")
-        policy = found[0]
+        policy = find_policy(c, name, policies, doing="run")
         store = JobStore(c)
         live = [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
         if live and not wait:
