@@ -110,12 +110,16 @@ class LockManager:
             if conflict is None:
                 break
             self.backend.delete(PREFIX + lock.id)
-            if time.monotonic() >= deadline:
-                expires = time.strftime(
-                    "%H:%M:%S", time.localtime(conflict.refreshed + STALE_AFTER)
-                )
-                raise Locked(self.backend.url, conflict.describe(), expires)
-            time.sleep(random.uniform(0.05, 0.5))
+            while conflict is not None:
+                if time.monotonic() >= deadline:
+                    expires = time.strftime(
+                        "%H:%M:%S", time.localtime(conflict.refreshed + STALE_AFTER)
+                    )
+                    raise Locked(self.backend.url, conflict.describe(), expires)
+                time.sleep(random.uniform(0.05, 0.5))
+                # Look before writing again: a waiter rewriting its lock over and over
+                # makes every other taker back off too (gc waiting starved backups).
+                conflict = self._conflict(lock)
         stop = threading.Event()
         refresher = threading.Thread(
             target=self._refresh_loop, args=(lock, stop), name="lock-refresh", daemon=True
