@@ -250,9 +250,9 @@ def test_backup_in_flight_that_reuses_garbage_keeps_it(small_repo: Repository,
     assert committed and reports
     new = committed[0]
     assert sum(d.chunks_new for _vm, d in new.disks()) == 0  # it stored nothing: all found
+    assert restores_exactly(repo, new, src, tmp_path)
     assert reports[0].points_marked_late == 1
     assert reports[0].chunks.count == 0
-    assert restores_exactly(repo, new, src, tmp_path)
 
 
 # ---------------------------------------------------------------- interrupted gc
@@ -392,7 +392,8 @@ def test_gc_and_backups_at_once_lose_nothing(
     fast_cli: Cli, tmp_path: Path, gc_loop: list[subprocess.CompletedProcess[str]]
 ) -> None:
     """Backups (separate processes) and gc (two loops of separate processes) run at the
-    same time for many rounds, and points are removed between rounds; afterwards every
+    same time for many rounds, and points of earlier rounds are removed while a round's
+    backups run (between the first backup and the others); afterwards every
     committed point restores bit-exact and a deep verify is clean."""
     cli_repo = fast_cli
     rnd = random.Random(5)
@@ -401,10 +402,22 @@ def test_gc_and_backups_at_once_lose_nothing(
     seen: dict[str, Path] = {}  # point id -> the image content its backup read
     removed: set[str] = set()
     decided: set[str] = set()  # points that are no longer the newest of their name
+
+    def remove_some() -> None:
+        """Drop half the points of earlier rounds, never the newest of a name."""
+        newest = {m.name: m.id for m in repo.points()}
+        for pid in sorted(set(seen) - decided - set(newest.values())):
+            decided.add(pid)
+            if rnd.random() < 0.5:
+                remove_point(repo, pid)
+                removed.add(pid)
+
     began = time.monotonic()
     for r in range(ROUNDS):
         procs = []
-        for name in NAMES:
+        for k, name in enumerate(NAMES):
+            if k == 1:  # garbage while backups run, whose chunks the later ones meet again
+                remove_some()
             for slot in rnd.sample(range(SLOTS), rnd.randrange(1, 48)):
                 versions[name][slot] = rnd.randrange(VERSIONS + 1)
             src = tmp_path / f"r{r:02d}-{name}.raw"  # one copy per round, never changed
@@ -417,13 +430,6 @@ def test_gc_and_backups_at_once_lose_nothing(
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
             seen[json.loads(out)["id"]] = src
-        # Garbage for the gc runs: drop half the points, never the newest of a name.
-        newest = {m.name: m.id for m in repo.points()}
-        for pid in sorted(set(seen) - decided - set(newest.values())):
-            decided.add(pid)
-            if rnd.random() < 0.5:
-                remove_point(repo, pid)
-                removed.add(pid)
     stress_s = time.monotonic() - began
 
     def gc_runs() -> list[dict[str, object]]:
