@@ -75,7 +75,23 @@ def verify(
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> VerifyReport:
-    """Verify ``points`` (every point when None) and return what was found."""
+    """Verify ``points`` (every point when None) and return what was found.
+
+    Under a shared lock: gc cannot sweep meanwhile, so a point removed while this
+    runs cannot make its chunks look lost.
+    """
+    with repo.shared_lock("verify"):
+        return _verify(repo, points, deep=deep, progress=progress, workers=workers)
+
+
+def _verify(
+    repo: Repository,
+    points: list[Manifest] | None,
+    *,
+    deep: bool,
+    progress: Progress | None,
+    workers: int | None,
+) -> VerifyReport:
     progress = progress or NoProgress()
     report = VerifyReport(deep=deep)
     if points is None:
