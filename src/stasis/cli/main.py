@@ -18,6 +18,7 @@ from stasis.cli import prune as prune_cli
 from stasis.cli import service as service_cli
 from stasis.cli.common import err
 from stasis.cli.gc import gc as gc_command
+from stasis.cli.instant import register as register_instant
 from stasis.errors import StasisError, exit_code_table
 from stasis.memory import tune_allocator
 
@@ -69,6 +70,7 @@ backup.app.command("vm")(vms.backup_vm)
 backup.app.command("group")(groups.backup_group)
 restore.app.command("vm")(vms.restore_vm_cmd)
 restore.app.command("group")(restore.restore_group_cmd)
+register_instant(app)  # export, instant, attach, detach
 
 
 @app.command("version")

@@ -7,7 +7,9 @@ What a crash or kill -9 can leave, and how each is recognised:
 - a checkpoint of this repository's chain whose point never committed (its name
   ends with a point-id prefix that no manifest has);
 - socket and scratch directories of dead Stasis processes in the run directory;
-- locks of dead processes, and temporary files in the repository.
+- locks of dead processes, and temporary files in the repository;
+- instant VMs and attached disks whose setup was killed or whose export died
+  (:func:`stasis.recovery.instant.debris`).
 
 Every VM backup runs the VM's part of this first, so the next incremental is right
 even if nobody ran ``stasis doctor``.
@@ -28,6 +30,7 @@ from stasis.backends.local import LocalBackend
 from stasis.blockio.nbd import remove_dead_debris
 from stasis.errors import VmState
 from stasis.hypervisor import libvirt_api as lv
+from stasis.recovery.instant import debris as instant_debris
 from stasis.repository import Repository
 
 _JOB_DIR = re.compile(r"/" + re.escape(lv.JOB_DIR_PREFIX) + r"(\d+)-[0-9a-f]+/")
@@ -97,6 +100,8 @@ def doctor(conn: libvirt.virConnect | None, repo: Repository | None, run_dirs: l
         for dom in conn.listAllDomains():
             with contextlib.suppress(VmState):
                 clean_vm(dom, repo, report, fix=fix)
+    for kind, what, fixed in instant_debris(conn, fix=fix):
+        report.add(kind, what, fixed)
     for run_dir in run_dirs:
         for path in remove_dead_debris(run_dir, dry_run=not fix):
             report.add("scratch", str(path), fix)

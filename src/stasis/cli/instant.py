@@ -1,0 +1,261 @@
+"""``stasis export``, ``stasis instant …``, ``stasis attach`` and ``stasis detach``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from stasis.cli.common import (
+    JsonOpt,
+    KeyFileOpt,
+    PassFileOpt,
+    RepoOpt,
+    credentials,
+    human,
+    out,
+    print_json,
+)
+from stasis.hypervisor import libvirt_api as lv
+from stasis.recovery import export as export_mod
+from stasis.recovery import instant as instant_mod
+from stasis.repository import Credentials, Repository
+from stasis.settings import run_dir
+
+PointArg = Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")]
+ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNECT",
+                                         help="libvirt URI.")]
+
+
+def _open(repo: Path, passphrase_file: Path | None,
+          key_file: Path | None) -> tuple[Repository, Credentials]:
+    """The repository, and its credentials made concrete (a prompt asked once), for the
+    export process, which gets them through a pipe."""
+    creds = credentials(passphrase_file, key_file)
+    if creds.passphrase is None and creds.keyfile is None and creds.prompt is not None:
+        config = Repository.read_config(repo)
+        if config.get("encryption") != "none":
+            creds = Credentials(passphrase=creds.prompt())
+    return Repository.open(repo, creds), creds
+
+
+def export(
+    point: PointArg,
+    repo: RepoOpt,
+    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    disk: Annotated[str | None, typer.Option(help="Disk (if the VM has several).")] = None,
+    socket: Annotated[Path | None, typer.Option(help="Serve on this unix socket.")] = None,
+    port: Annotated[int | None, typer.Option(help="Serve on this TCP port of 127.0.0.1.")] \
+        = None,
+    writable: Annotated[bool, typer.Option(help="Accept writes, into a local qcow2 overlay; "
+                                           "the point never changes.")] = False,
+    overlay: Annotated[Path | None, typer.Option(help="Path of the overlay (default: a "
+                                                 "temporary file).")] = None,
+    keep_overlay: Annotated[bool, typer.Option(help="Keep the overlay at the end.")] = False,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Serve a disk of a point over NBD on localhost until Ctrl-C or SIGTERM.
+
+    Read-only unless --writable. Unstored (all-zero) ranges are holes in block status.
+    At the end its sockets, and the overlay unless --keep-overlay, are removed.
+    """
+    r, creds = _open(repo, passphrase_file, key_file)
+    m = r.resolve(point)
+    with export_mod.serve(r, creds, m, vm=vm, disk=disk, socket_path=socket, port=port,
+                          writable=writable, overlay=overlay, keep_overlay=keep_overlay,
+                          run_dir=run_dir()) as info:
+        if json_output:
+            print_json(info.to_dict())
+        else:
+            mode = "read-write (writes go to an overlay)" if writable else "read-only"
+            out.print(f"Serving {info.vm}/{info.disk} of point {m.id[:12]} "
+                      f"({human(info.virtual_size)}, {mode}) at {info.uri}")
+            if info.overlay:
+                out.print(f"The overlay {info.overlay} is kept at the end.")
+            out.print("Ctrl-C stops it.")
+        sys.stdout.flush()
+        _wait_for_signal()
+
+
+def _wait_for_signal() -> None:
+    # main.py turns SIGINT and SIGTERM into KeyboardInterrupt: for an export that is the
+    # normal end, so it unwinds through the export's cleanup and exits 0.
+    stop = threading.Event()
+    with contextlib.suppress(KeyboardInterrupt):
+        while not stop.wait(3600):
+            pass
+
+
+# --------------------------------------------------------------- stasis instant
+
+
+class _PointFirst(TyperGroup):
+    """``stasis instant POINT …`` starts one; ``list``, ``finalize``, ``discard`` are
+    subcommands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_PointFirst, no_args_is_help=True,
+                  help="Instant recovery: run a VM straight from a point, then finalize "
+                       "(copy it local) or discard it. 'stasis instant POINT' starts one.")
+
+
+@app.command("start", hidden=True)
+def start(
+    point: PointArg,
+    repo: RepoOpt,
+    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the new VM (default: "
+                                             "NAME-instant).")] = None,
+    network: Annotated[str | None, typer.Option(help="Connect every interface to this "
+                                                "libvirt network.")] = None,
+    storage: Annotated[Path | None, typer.Option(help="Directory for the overlays and, at "
+                                                 "finalize, the disks (default: "
+                                                 "/var/lib/libvirt/images).")] = None,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Define and start a VM whose disks are overlays on an export of the point."""
+    conn = lv.connect(connect)
+    r, creds = _open(repo, passphrase_file, key_file)
+    m = r.resolve(point)
+    result = instant_mod.start_instant(conn, r, creds, m, vm=vm, name=name, network=network,
+                                       storage=storage)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    out.print(f"Started {result.name} from VM {result.vm} of point {m.id[:12]} in "
+              f"{result.duration_s:.1f} s; its disks are served by export pid "
+              f"{result.export_pid}.")
+    out.print(f"'stasis instant finalize {result.name}' copies it to local storage; "
+              f"'stasis instant discard {result.name}' removes it.")
+
+
+@app.command("list")
+def list_cmd(
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    json_output: JsonOpt = False,
+) -> None:
+    """Instant VMs and attached disks running from a repository."""
+    conn = lv.connect(connect)
+    rows = instant_mod.listing(conn)
+    if json_output:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("Nothing runs from a repository.")
+        return
+    table = Table(box=None)
+    for col in ("kind", "name", "from", "point", "state", "export pid", "socket"):
+        table.add_column(col)
+    for row in rows:
+        name = row["name"] + (f" ({row['target']})" if row["target"] else "")
+        source = row["vm"] + (f"/{row['disk']}" if row["disk"] else "")
+        table.add_row(row["kind"], name, source, row["point"][:12], row["state"],
+                      str(row["export_pid"] or "-"), row["socket"] or "-")
+    out.print(table)
+
+
+@app.command("finalize")
+def finalize(
+    name: Annotated[str, typer.Argument(help="The instant VM.")],
+    repo: RepoOpt,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Copy an instant VM's disks to local storage while it runs; then stop its export."""
+    conn = lv.connect(connect)
+    r, _creds = _open(repo, passphrase_file, key_file)
+    result = instant_mod.finalize(conn, r, name)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    out.print(f"{name} runs on local disks now ({result.duration_s:.1f} s); its export was "
+              "stopped.")
+    for disk, path in result.disks.items():
+        out.print(f"  {disk}: {path}")
+
+
+@app.command("discard")
+def discard(
+    name: Annotated[str, typer.Argument(help="The instant VM.")],
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    json_output: JsonOpt = False,
+) -> None:
+    """Stop and undefine an instant VM, stop its export, remove its overlays."""
+    conn = lv.connect(connect)
+    removed = instant_mod.discard(conn, name)
+    if json_output:
+        print_json({"name": name, "removed": removed})
+        return
+    out.print(f"Discarded {name}: " + (", ".join(removed) if removed else "nothing was left"))
+
+
+# ------------------------------------------------------------ attach / detach
+
+
+def attach(
+    point: PointArg,
+    repo: RepoOpt,
+    vm: Annotated[str, typer.Option(help="The VM of the point the disk belongs to.")],
+    disk: Annotated[str, typer.Option(help="The disk of that VM.")],
+    to: Annotated[str, typer.Option(help="The running VM to attach it to.")],
+    target: Annotated[str | None, typer.Option(help="Device name in the guest (default: the "
+                                               "first free vdX).")] = None,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Attach a disk of a point read-only to a running VM, through an export."""
+    conn = lv.connect(connect)
+    r, creds = _open(repo, passphrase_file, key_file)
+    m = r.resolve(point)
+    result = instant_mod.attach(conn, r, creds, m, vm=vm, disk=disk, to=to, target=target)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    out.print(f"Attached {result.source_vm}/{result.disk} of point {m.id[:12]} to {result.vm} "
+              f"as {result.target} (read-only). 'stasis detach {result.vm} --target "
+              f"{result.target}' removes it.")
+
+
+def detach(
+    vm: Annotated[str, typer.Argument(help="The VM the disk is attached to.")],
+    target: Annotated[str | None, typer.Option(help="Its device name (if several are "
+                                               "attached).")] = None,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    json_output: JsonOpt = False,
+) -> None:
+    """Detach a disk attached from a point and stop its export."""
+    conn = lv.connect(connect)
+    result: dict[str, Any] = instant_mod.detach(conn, vm, target)
+    if json_output:
+        print_json(result)
+        return
+    out.print(f"Detached {result['target']} from {vm}; its export was stopped.")
+
+
+def register(root: typer.Typer) -> None:
+    """Add these commands to the ``stasis`` command tree."""
+    root.command("export")(export)
+    root.add_typer(app, name="instant")
+    root.command("attach")(attach)
+    root.command("detach")(detach)
+
