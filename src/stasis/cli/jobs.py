@@ -18,7 +18,7 @@ from stasis.cli.common import JsonOpt, err, human, out, print_json
 from stasis.errors import CatalogError
 
 if TYPE_CHECKING:
-    from stasis.catalog import Job
+    from stasis.catalog import Catalog, Job
     from stasis.service.jobs import JobRun
 
 app = typer.Typer(help="One job of the history: its result and log.", no_args_is_help=True)
@@ -42,13 +42,20 @@ def cli_job(catalog: str | None, kind: str, name: str, *, vms: list[str] | None 
     """Record the block as a job in the catalog, or warn and run it unrecorded."""
     from stasis.service.jobs import open_catalog_or_warn, recorded
 
-    c = open_catalog_or_warn(catalog, _warn)
+    opened: list[Catalog] = []
+
+    def open_catalog() -> Catalog | None:
+        c = open_catalog_or_warn(catalog, _warn)
+        if c is not None:
+            opened.append(c)
+        return c
+
     try:
-        with recorded(c, kind, name, vms=vms, repo=repo, params=params,
-                      on_catalog_error=_warn) as run:
+        with recorded(None, kind, name, vms=vms, repo=repo, params=params,
+                      on_catalog_error=_warn, open_catalog=open_catalog) as run:
             yield run
     finally:
-        if c is not None:
+        for c in opened:
             c.close()
 
 

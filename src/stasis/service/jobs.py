@@ -24,12 +24,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stasis.catalog import Catalog, Job, JobStore, PointIndex
 from stasis.errors import CatalogError, Interrupted, StasisError
 from stasis.parallel import Cancelled
 from stasis.repository import Manifest, Repository
+
+if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a job is recorded
+    from stasis.catalog import Catalog, Job, JobStore
 
 log = logging.getLogger("stasis.job")
 
@@ -77,11 +79,24 @@ class JobRun:
     threads: set[int] = field(default_factory=set)
     on_catalog_error: Callable[[CatalogError], None] | None = None
 
+    # While the catalog is still being opened (in a thread of its own, so that the
+    # work does not wait for SQLAlchemy to load), what the work reports waits here.
+    _ready: bool = True
+    _pending: list[Callable[[], object]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
     @property
     def id(self) -> int | None:
         return self.job.id if self.job is not None else None
 
     def _catalog(self, fn: Callable[[], object]) -> None:
+        with self._lock:
+            if not self._ready:
+                self._pending.append(fn)
+                return
+        self._now(fn)
+
+    def _now(self, fn: Callable[[], object]) -> None:
         if self.store is None:
             return
         try:
@@ -92,16 +107,26 @@ class JobRun:
             self.on_catalog_error(e)
             self.store = None  # warned once; the work goes on unrecorded
 
+    def _ready_now(self) -> None:
+        """The catalog is open (or will not be): what waited is written, in order."""
+        with self._lock:
+            for fn in self._pending:
+                self._now(fn)
+            self._pending.clear()
+            self._ready = True
+
     def log(self, level: str, text: str) -> None:
-        job, store = self.job, self.store
-        if job is not None and store is not None:
-            self._catalog(lambda: store.log(job.id, level, text))
+        def write() -> None:
+            if self.job is not None and self.store is not None:
+                self.store.log(self.job.id, level, text)
+        self._catalog(write)
 
     def set_vms(self, vms: list[str]) -> None:
-        job, store = self.job, self.store
-        if job is not None and store is not None:
-            job.vms = list(vms)
-            self._catalog(lambda: store.set_vms(job.id, vms))
+        def write() -> None:
+            if self.job is not None and self.store is not None:
+                self.job.vms = list(vms)
+                self.store.set_vms(self.job.id, vms)
+        self._catalog(write)
 
     def point(self, m: Manifest, repo: Repository | None = None) -> None:
         """A point this job committed: its VMs' results, bytes, and the points index."""
@@ -118,9 +143,13 @@ class JobRun:
         log.info("point %s '%s' committed: %s, read %d bytes, stored %d new", m.id[:12],
                  m.name, ", ".join(f"{vm.name} {vm.consistency}" for vm in m.vms),
                  m.bytes_read, stored)
-        store = self.store
-        if repo is not None and store is not None:
-            self._catalog(lambda: PointIndex(store.catalog).add(repo, m))
+
+        def index() -> None:
+            from stasis.catalog import PointIndex
+
+            if repo is not None and self.store is not None:
+                PointIndex(self.store.catalog).add(repo, m)
+        self._catalog(index)
 
     def failed_part(self, name: str, error: StasisError) -> None:
         """One part (a VM) failed while the others went on: the job fails."""
@@ -174,6 +203,7 @@ def recorded(
     params: dict[str, Any] | None = None,
     job_id: int | None = None,
     on_catalog_error: Callable[[CatalogError], None] | None = None,
+    open_catalog: Callable[[], Catalog | None] | None = None,
 ) -> Iterator[JobRun]:
     """Run the block as a job of ``kind``; the job's end state follows how it ends.
 
@@ -181,12 +211,20 @@ def recorded(
     without it a new job is created running. ``catalog`` None runs unrecorded.
     The block's exception is re-raised after the job is ended; a part failure
     recorded with :meth:`JobRun.failed_part` fails the job without one.
+
+    ``open_catalog``, given instead of ``catalog``, opens it in a thread while the
+    work begins (a CLI command does not wait for the catalog's libraries to load);
+    what the work reports meanwhile is written once it is open.
     """
-    store = JobStore(catalog) if catalog is not None else None
-    run = JobRun(store, None, on_catalog_error=on_catalog_error)
+    run = JobRun(None, None, on_catalog_error=on_catalog_error)
+    if catalog is not None:
+        from stasis.catalog import JobStore
+
+        run.store = JobStore(catalog)
     run.threads.add(threading.get_ident())
 
     def begin() -> None:
+        store = run.store
         assert store is not None
         if job_id is not None:
             run.job = store.get(job_id)
@@ -194,7 +232,25 @@ def recorded(
             run.job = store.create(kind, name, vms=vms, policy=policy, repo=repo,
                                    params=params, state="running", runner=this_runner())
 
-    run._catalog(begin)
+    opener: threading.Thread | None = None
+    if open_catalog is not None:
+        run._ready = False
+
+        def open_then_begin() -> None:
+            try:
+                c = open_catalog()
+                if c is not None:
+                    from stasis.catalog import JobStore
+
+                    run.store = JobStore(c)
+                    run._now(begin)
+            finally:
+                run._ready_now()
+
+        opener = threading.Thread(target=open_then_begin, name="catalog", daemon=True)
+        opener.start()
+    else:
+        run._catalog(begin)
     handler = _JobHandler(run)
     logger = logging.getLogger("stasis")
     logger.addHandler(handler)
@@ -221,6 +277,8 @@ def recorded(
             log.log(logging.WARNING if state == "interrupted" else logging.ERROR, "%s", error)
         log.info("%s %s %s", kind, name, state)
         logger.removeHandler(handler)
+        if opener is not None:
+            opener.join()
         job, st = run.job, run.store
         if job is not None and st is not None:
             final = state
@@ -232,12 +290,16 @@ def recorded(
 
 def expire_logs(catalog: Catalog, keep: timedelta, now: datetime | None = None) -> int:
     """Delete job log lines older than ``keep`` (at ``now``, else the catalog's clock)."""
+    from stasis.catalog import JobStore
+
     return JobStore(catalog).expire_logs((now or catalog.clock()) - keep)
 
 
 def open_catalog_or_warn(url: str | None,
                          warn: Callable[[CatalogError], None]) -> Catalog | None:
     """The catalog, or None after ``warn`` when it cannot be opened (work goes on)."""
+    from stasis.catalog import Catalog
+
     try:
         return Catalog.open(url)
     except CatalogError as e:
@@ -247,6 +309,8 @@ def open_catalog_or_warn(url: str | None,
 
 def dead_jobs(catalog: Catalog) -> list[Job]:
     """Jobs left ``running`` by a runner of this host that is gone (a crash, kill -9)."""
+    from stasis.catalog import JobStore
+
     return [j for j in JobStore(catalog).list(state="running", newest_first=False)
             if runner_alive(j.host, j.pid, j.pid_start) is False]
 
@@ -258,6 +322,8 @@ def fail_dead_job(catalog: Catalog, job: Job,
     ``clean`` removes what the job left (libvirt jobs, checkpoints, scratch files) and
     returns what it found, which is logged too.
     """
+    from stasis.catalog import JobStore
+
     store = JobStore(catalog)
     why = (f"the process running this job (pid {job.pid} on {job.host}) is gone: it was "
            "killed or crashed. Nothing of it was committed; marked failed.")
