@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import Any, ClassVar
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from stasis import __version__
-from stasis.cli import backup, groups, points, repo, restore, verify, vms
-from stasis.cli import catalog as catalog_cli
-from stasis.cli import files as files_cli
-from stasis.cli import jobs as jobs_cli
-from stasis.cli import policy as policy_cli
-from stasis.cli import prune as prune_cli
-from stasis.cli import service as service_cli
 from stasis.cli.common import err
-from stasis.cli.gc import gc as gc_command
-from stasis.cli.instant import register as register_instant
 from stasis.errors import StasisError, exit_code_table
 from stasis.memory import tune_allocator
 
@@ -35,42 +31,111 @@ def _exit_codes_help() -> str:
     return f"\b\nExit codes:\n{rows}"
 
 
+# The command tree as data: name -> how to build it. A command's module (and what
+# it imports: libvirt, the catalog's SQLAlchemy, pydantic, dissect...) is loaded only
+# when that command runs (or when help lists every command), so that every command
+# does not pay for all of them at start-up.
+Part = tuple[str, str, str]  # (subcommand name, module in stasis.cli, attribute)
+
+
+def _noop() -> None:
+    pass
+
+
+def _group(module: str, *parts: Part) -> Callable[[str], Any]:
+    """A Typer app of ``module`` (its ``app``), with commands of other modules added."""
+    def load(name: str) -> Any:
+        sub = importlib.import_module(f"stasis.cli.{module}").app
+        for part, mod, attr in parts:
+            sub.command(part)(getattr(importlib.import_module(f"stasis.cli.{mod}"), attr))
+        if sub.registered_callback is None:
+            sub.callback()(_noop)  # stays a group even with one command
+        cmd = typer.main.get_command(sub)
+        cmd.name = name
+        return cmd
+    return load
+
+
+def _command(module: str, attr: str) -> Callable[[str], Any]:
+    def load(name: str) -> Any:
+        one = typer.Typer()
+        one.command(name)(getattr(importlib.import_module(f"stasis.cli.{module}"), attr))
+        return typer.main.get_command(one)
+    return load
+
+
+def _registered(module: str) -> Callable[[str], Any]:
+    """A command that ``module.register(app)`` adds to a command tree."""
+    def load(name: str) -> Any:
+        tree = typer.Typer()
+        importlib.import_module(f"stasis.cli.{module}").register(tree)
+        return typer.main.get_command(tree).commands[name]  # type: ignore[attr-defined]
+    return load
+
+
+COMMANDS: dict[str, Callable[[str], Any]] = {
+    "repo": _group("repo"),
+    "backup": _group("backup", ("vm", "vms", "backup_vm"), ("group", "groups", "backup_group")),
+    "restore": _group("restore", ("vm", "vms", "restore_vm_cmd"),
+                      ("group", "restore", "restore_group_cmd")),
+    "list": _command("points", "list_points"),
+    "show": _command("points", "show"),
+    "verify": _command("verify", "verify"),
+    "vms": _command("vms", "vms"),
+    "group": _group("groups"),
+    "label": _command("groups", "label"),
+    "files": _group("files"),
+    "export": _registered("instant"),
+    "instant": _registered("instant"),
+    "attach": _registered("instant"),
+    "detach": _registered("instant"),
+    "clone": _registered("instant"),
+    "policy": _group("policy", ("run", "service", "policy_run")),
+    "serve": _command("service", "serve"),
+    "status": _command("service", "status"),
+    "jobs": _command("jobs", "jobs"),
+    "job": _group("jobs"),
+    "catalog": _group("catalog"),
+    "prune": _command("prune", "prune"),
+    "hold": _command("prune", "hold"),
+    "release": _command("prune", "release"),
+    "holds": _command("prune", "holds"),
+    "gc": _command("gc", "gc"),
+    "doctor": _command("vms", "doctor"),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The ``stasis`` group: :data:`COMMANDS` are built on first use."""
+
+    _built: ClassVar[dict[str, Any]] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in COMMANDS:
+            if cmd_name not in self._built:
+                self._built[cmd_name] = COMMANDS[cmd_name](cmd_name)
+            return self._built[cmd_name]
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
     name="stasis",
+    cls=LazyGroup,
     help="Backup and disaster recovery for libvirt/KVM virtual machines.\n\n" + _exit_codes_help(),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(repo.app, name="repo")
-app.add_typer(backup.app, name="backup")
-app.add_typer(restore.app, name="restore")
-app.add_typer(groups.app, name="group")
-app.add_typer(files_cli.app, name="files")
-app.add_typer(policy_cli.app, name="policy")
-app.add_typer(catalog_cli.app, name="catalog")
-app.add_typer(jobs_cli.app, name="job")
-app.command("jobs")(jobs_cli.jobs)
-app.command("serve")(service_cli.serve)
-app.command("status")(service_cli.status)
-policy_cli.app.command("run")(service_cli.policy_run)
-app.command("list")(points.list_points)
-app.command("show")(points.show)
-app.command("verify")(verify.verify)
-app.command("gc")(gc_command)
-app.command("vms")(vms.vms)
-app.command("doctor")(vms.doctor)
-app.command("label")(groups.label)
-app.command("prune")(prune_cli.prune)
-app.command("hold")(prune_cli.hold)
-app.command("release")(prune_cli.release)
-app.command("holds")(prune_cli.holds)
-backup.app.command("vm")(vms.backup_vm)
-backup.app.command("group")(groups.backup_group)
-restore.app.command("vm")(vms.restore_vm_cmd)
-restore.app.command("group")(restore.restore_group_cmd)
-register_instant(app)  # export, instant, attach, detach
+
+
+@app.callback()
+def _root() -> None:
+    # A callback keeps ``stasis`` a group whatever is registered on it directly.
+    pass
 
 
 @app.command("version")
