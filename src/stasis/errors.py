@@ -179,7 +179,8 @@ def exit_code_table() -> list[tuple[int, str]]:
         28: "the point is held: it is kept until the hold ends or is released",
         29: "the policy file is not valid (every problem is listed with its line)",
         30: "an NBD export of a point could not be started, or died",
-        31: "no such instant VM or attached disk, or it is in the wrong state for this",
+        31: "no such instant VM, attached disk or linked clone, or it is in the wrong "
+            "state for this",
         33: "no such file or volume in the point's disk",
         34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
         35: "the path does not say which volume of a multi-volume disk it is on",
@@ -271,6 +272,12 @@ class InstantError(StasisError):
     """{}"""
 
     exit_code = 31
+
+
+class CloneSourceNotFound(StasisError):
+    """'{}' is neither a recovery point (id, unique id prefix, NAME@latest) nor a VM at {}. Nothing was made. 'stasis list' shows the points, 'stasis vms' the VMs."""
+
+    exit_code = 14
 
 
 class FileNotInPoint(StasisError):

@@ -1,4 +1,5 @@
-"""``stasis export``, ``stasis instant …``, ``stasis attach`` and ``stasis detach``."""
+"""``stasis export``, ``stasis instant …``, ``stasis attach`` and ``stasis detach`` (and
+the registration of ``stasis clone …``, which builds on them)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNE
                                          help="libvirt URI.")]
 
 
-def _open(repo: Path, passphrase_file: Path | None,
+def open_for_export(repo: Path, passphrase_file: Path | None,
           key_file: Path | None) -> tuple[Repository, Credentials]:
     """The repository, and its credentials made concrete (a prompt asked once), for the
     export process, which gets them through a pipe."""
@@ -67,7 +68,7 @@ def export(
     Read-only unless --writable. Unstored (all-zero) ranges are holes in block status.
     At the end its sockets, and the overlay unless --keep-overlay, are removed.
     """
-    r, creds = _open(repo, passphrase_file, key_file)
+    r, creds = open_for_export(repo, passphrase_file, key_file)
     m = r.resolve(point)
     with export_mod.serve(r, creds, m, vm=vm, disk=disk, socket_path=socket, port=port,
                           writable=writable, overlay=overlay, keep_overlay=keep_overlay,
@@ -131,7 +132,7 @@ def start(
 ) -> None:
     """Define and start a VM whose disks are overlays on an export of the point."""
     conn = lv.connect(connect)
-    r, creds = _open(repo, passphrase_file, key_file)
+    r, creds = open_for_export(repo, passphrase_file, key_file)
     m = r.resolve(point)
     result = instant_mod.start_instant(conn, r, creds, m, vm=vm, name=name, network=network,
                                        storage=storage)
@@ -181,7 +182,7 @@ def finalize(
 ) -> None:
     """Copy an instant VM's disks to local storage while it runs; then stop its export."""
     conn = lv.connect(connect)
-    r, _creds = _open(repo, passphrase_file, key_file)
+    r, _creds = open_for_export(repo, passphrase_file, key_file)
     result = instant_mod.finalize(conn, r, name)
     if json_output:
         print_json(result.to_dict())
@@ -225,7 +226,7 @@ def attach(
 ) -> None:
     """Attach a disk of a point read-only to a running VM, through an export."""
     conn = lv.connect(connect)
-    r, creds = _open(repo, passphrase_file, key_file)
+    r, creds = open_for_export(repo, passphrase_file, key_file)
     m = r.resolve(point)
     result = instant_mod.attach(conn, r, creds, m, vm=vm, disk=disk, to=to, target=target)
     if json_output:
@@ -258,4 +259,7 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="instant")
     root.command("attach")(attach)
     root.command("detach")(detach)
+    from stasis.cli.clone import app as clone_app  # here: it builds on this module
+
+    root.add_typer(clone_app, name="clone")
 

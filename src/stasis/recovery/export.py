@@ -176,7 +176,9 @@ class PluginServer:
 
     ``repo=PATH point=ID disk=VM/DISK...`` (``disk`` repeats; the export name of
     each is the disk's name, or ``VM/DISK`` when two VMs share a disk name),
-    ``credfd=N`` (a pipe holding the credentials as JSON), ``cache_mib=N``.
+    ``credfd=N`` (a pipe holding the credentials as JSON), ``cache_mib=N``, ``lock=0``
+    (take no shared repository lock: for an export that lives as long as a linked
+    clone, whose point a hold keeps instead, so that gc is not kept waiting).
     """
 
     repo_path: str = ""
@@ -184,6 +186,7 @@ class PluginServer:
     disks: list[str] = field(default_factory=list)
     cred_fd: int = -1
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    lock: bool = True
     readers: dict[str, PointDiskReader] = field(default_factory=dict)
     default: str = ""
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -199,6 +202,8 @@ class PluginServer:
             self.cred_fd = int(value)
         elif key == "cache_mib":
             self.cache_bytes = int(value) << 20
+        elif key == "lock":
+            self.lock = value not in ("0", "no", "false")
         else:
             raise ValueError(f"unknown parameter {key}")
 
@@ -206,7 +211,8 @@ class PluginServer:
         creds = read_credentials(self.cred_fd)
         repo = Repository.open(self.repo_path, creds)
         point = repo.resolve(self.point_id)
-        self._stack.enter_context(repo.shared_lock(f"export {point.id[:12]}"))
+        if self.lock:
+            self._stack.enter_context(repo.shared_lock(f"export {point.id[:12]}"))
         names = export_names(point, self.disks)
         for spec, name in names.items():
             vm, disk = spec.split("/", 1)
@@ -330,12 +336,13 @@ class ExportProcess:
 def start_nbdkit(
     repo: Repository, creds: Credentials, point: Manifest, disks: list[tuple[str, str]], *,
     socket_path: str | None = None, port: int | None = None, work_dir: Path,
-    detached: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES,
+    detached: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES, lock: bool = True,
 ) -> ExportProcess:
     """Start nbdkit serving ``disks`` ((vm, disk) pairs) of ``point`` read-only.
 
     Attached (the default) it dies with this process (``--exit-with-parent``);
-    ``detached`` it runs in a session of its own until stopped. Returns once it
+    ``detached`` it runs in a session of its own until stopped. ``lock`` False: it
+    takes no shared repository lock (see :class:`PluginServer`). Returns once it
     listens; raises ExportError with nbdkit's own words when it cannot start.
     """
     if (socket_path is None) == (port is None):
@@ -352,6 +359,8 @@ def start_nbdkit(
         cmd.append("--exit-with-parent")
     cmd += ["python", str(PLUGIN), f"repo={repo.url}", f"point={point.id}", f"credfd={r}",
             f"cache_mib={max(1, cache_bytes >> 20)}", *[f"disk={s}" for s in specs]]
+    if not lock:
+        cmd.append("lock=0")
     env = {**os.environ, "STASIS_PLUGIN_PATH": os.pathsep.join(p for p in sys.path if p)}
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:

@@ -8,6 +8,10 @@ that started it. Finalizing copies every disk to local storage in its original
 format while the VM runs (libvirt block copy, then pivot), after which the export
 is stopped and the VM is an ordinary one. Discarding stops and removes it all.
 
+A linked clone (:mod:`stasis.recovery.clone`) is made the same way but lives on:
+its overlays are its disks, and its export keeps serving them until ``stasis clone
+delete`` removes it all.
+
 An attached disk is a read-only network disk (protocol nbd, unix socket) added to
 a running VM's live definition, also through a detached export.
 
@@ -65,6 +69,7 @@ from stasis.settings import state_dir
 NAMESPACE = "https://stasis.dev/xmlns/instant/1"
 MARKER_KEY = "stasis-instant"
 COPY_TIMEOUT = 24 * 3600.0
+VM_KINDS = ("instant", "clone")  # entries that are a VM of their own
 DETACH_TIMEOUT = 60.0
 
 
@@ -73,15 +78,16 @@ DETACH_TIMEOUT = 60.0
 
 @dataclass
 class Entry:
-    """One instant VM (``kind`` instant) or attached disk (``kind`` attach)."""
+    """One instant VM (``kind`` instant), linked clone (``kind`` clone) or attached disk
+    (``kind`` attach)."""
 
     kind: str
-    name: str  # instant: the new VM; attach: the VM the disk is attached to
+    name: str  # instant, clone: the new VM; attach: the VM the disk is attached to
     id: str  # random, names the socket directory and marks the domain
     vm: str  # the VM of the point
     point: str
     repo: str
-    state: str  # starting | running | finalizing | attached
+    state: str  # starting | running | finalizing | attached | linked (a clone)
     created: float
     creator_pid: int
     creator_start: str
@@ -99,7 +105,7 @@ class Entry:
 
     @property
     def key(self) -> str:
-        return self.name if self.kind == "instant" else f"{self.name}@{self.target}"
+        return self.name if self.kind in VM_KINDS else f"{self.name}@{self.target}"
 
     @property
     def export_alive(self) -> bool:
@@ -196,7 +202,8 @@ def _qemu_owner(domain_xml: str) -> tuple[int, int] | None:
 
 
 def _start_export(entry: Entry, repo: Repository, creds: Credentials, point: Manifest,
-                  disks: list[tuple[str, str]], owner: tuple[int, int] | None) -> ExportProcess:
+                  disks: list[tuple[str, str]], owner: tuple[int, int] | None, *,
+                  lock: bool = True) -> ExportProcess:
     run_dir = run_root() / entry.id
     run_dir.mkdir(mode=0o700)
     # Which state file owns this directory: without it, the directory is debris.
@@ -205,7 +212,7 @@ def _start_export(entry: Entry, repo: Repository, creds: Credentials, point: Man
     entry.socket = str(run_dir / "nbd.sock")
     save(entry)
     export = start_nbdkit(repo, creds, point, disks, socket_path=entry.socket,
-                          work_dir=run_dir, detached=True)
+                          work_dir=run_dir, detached=True, lock=lock)
     entry.export_pid, entry.export_start = export.pid, export.start
     entry.exports = {spec.split("/", 1)[1]: name for spec, name in export.exports.items()}
     save(entry)
@@ -296,30 +303,54 @@ def start_instant(
     """Define and start a VM whose disks are overlays on an export of ``point``."""
     began = time.time()
     rec = select_vm(point, vm)
-    new_name = name or f"{rec.name}-instant"
-    storage = (storage or DEFAULT_STORAGE).absolute()
+    entry = start_on_export(conn, repo, creds, point, rec, kind="instant",
+                            name=name or f"{rec.name}-instant", network=network,
+                            storage=storage, start=True)
+    return InstantResult(entry.name, rec.name, point.id, entry.export_pid, entry.socket,
+                         dict(entry.overlays), round(time.time() - began, 3))
+
+
+def check_new_vm(conn: libvirt.virConnect, name: str, storage: Path,
+                 network: str | None) -> None:
+    """Refuse, before anything is made, a name in use, a missing storage or network."""
     if not storage.is_dir():
-        raise UsageError(f"the storage directory {storage} does not exist; nothing was started")
+        raise UsageError(f"the storage directory {storage} does not exist; nothing was made")
     with contextlib.suppress(libvirt.libvirtError):
-        conn.lookupByName(new_name)
-        raise UsageError(f"a VM named '{new_name}' already exists; choose another --name. "
-                         "Nothing was started.")
-    if any(e.name == new_name for e in entries("instant")):
-        raise UsageError(f"an instant VM '{new_name}' is recorded already; 'stasis instant "
-                         f"discard {new_name}' removes what is left of it")
+        conn.lookupByName(name)
+        raise UsageError(f"a VM named '{name}' already exists; choose another --name. "
+                         "Nothing was made.")
+    for e in entries():
+        if e.kind in VM_KINDS and e.name == name:
+            raise UsageError(f"an {e.kind} VM '{name}' is recorded already; 'stasis "
+                             f"{'instant discard' if e.kind == 'instant' else 'clone delete'} "
+                             f"{name}' removes what is left of it")
     if network is not None:
         try:
             conn.networkLookupByName(network)
         except libvirt.libvirtError:
-            raise UsageError(f"no libvirt network named '{network}'; nothing was started") \
+            raise UsageError(f"no libvirt network named '{network}'; nothing was made") \
                 from None
-    overlays = {d.name: str(storage / f"{new_name}-{d.name}.instant.qcow2") for d in rec.disks}
-    files = {f.name: str(storage / f"{new_name}-{f.name}") for f in rec.files
+
+
+def start_on_export(
+    conn: libvirt.virConnect, repo: Repository, creds: Credentials, point: Manifest,
+    rec: VmRecord, *, kind: str, name: str, network: str | None, storage: Path | None,
+    start: bool, lock: bool = True,
+) -> Entry:
+    """Define (and if ``start``, start) the VM ``name`` of kind ``kind`` (instant or
+    clone): its disks are qcow2 overlays on a detached export of ``rec``'s disks in
+    ``point``. Anything made is removed again when this fails or is interrupted.
+    ``lock`` False: the export takes no shared repository lock (the caller keeps the
+    point from removal otherwise, with a hold)."""
+    storage = (storage or DEFAULT_STORAGE).absolute()
+    check_new_vm(conn, name, storage, network)
+    overlays = {d.name: str(storage / f"{name}-{d.name}.{kind}.qcow2") for d in rec.disks}
+    files = {f.name: str(storage / f"{name}-{f.name}") for f in rec.files
              if f.name not in SHARED_FILES or not Path(f.source).exists()}
     for path in [*overlays.values(), *files.values()]:
         if os.path.exists(path):
             raise TargetExists(path)
-    entry = _new_entry("instant", new_name, rec.name, point, repo, storage=str(storage))
+    entry = _new_entry(kind, name, rec.name, point, repo, storage=str(storage))
     save(entry)
     try:
         for role, path in files.items():
@@ -327,31 +358,32 @@ def start_instant(
             save(entry)
             _restore_file(repo, point, rec, role, Path(path))
         _start_export(entry, repo, creds, point, [(rec.name, d.name) for d in rec.disks],
-                      _qemu_owner(rec.domain_xml))
+                      _qemu_owner(rec.domain_xml), lock=lock)
         for d in rec.disks:
             entry.overlays[d.name] = overlays[d.name]
             save(entry)
             create_overlay(Path(overlays[d.name]), _uri(entry, d.name), d.virtual_size)
         xml = rewrite(without_labels(rec.domain_xml), Rewrite(
-            name=new_name, disk_paths=overlays, disk_formats={d: "qcow2" for d in overlays},
+            name=name, disk_paths=overlays, disk_formats={d: "qcow2" for d in overlays},
             file_paths=files, storage=storage, network=network, socket_dir=vm_socket_dir(),
         ))
         entry.files += _chardev_paths(xml)  # logs and sockets QEMU makes for it
         save(entry)
         try:
             dom = conn.defineXML(_mark(xml, entry))
-            dom.create()
+            if start:
+                dom.create()
         except libvirt.libvirtError as e:
-            raise HypervisorError(f"the instant VM {new_name} could not be started "
+            raise HypervisorError(f"the {kind} VM {name} could not be "
+                                  f"{'started' if start else 'defined'} "
                                   f"({e.get_error_message()})",
                                   "Everything made for it was removed again.") from None
-        entry.state = "running"
+        entry.state = "running" if kind == "instant" else "linked"
         save(entry)
     except BaseException:
         _discard(conn, entry)
         raise
-    return InstantResult(new_name, rec.name, point.id, entry.export_pid, entry.socket,
-                         dict(entry.overlays), round(time.time() - began, 3))
+    return entry
 
 
 def _chardev_paths(xml: str) -> list[str]:
@@ -499,6 +531,12 @@ def discard(conn: libvirt.virConnect, name: str) -> list[str]:
     return _discard(conn, find_instant(name))
 
 
+def discard_entry(conn: libvirt.virConnect, entry: Entry) -> list[str]:
+    """Stop and undefine the VM of ``entry`` (instant or clone), stop its export, remove
+    what it made and its state file; what was removed, in words."""
+    return _discard(conn, entry)
+
+
 def _discard(conn: libvirt.virConnect, entry: Entry) -> list[str]:
     removed: list[str] = []
     dom = _domain(conn, entry)
@@ -511,7 +549,7 @@ def _discard(conn: libvirt.virConnect, entry: Entry) -> list[str]:
                               | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
                               | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
         except libvirt.libvirtError as e:
-            raise HypervisorError(f"the instant VM {entry.name} could not be undefined "
+            raise HypervisorError(f"the {entry.kind} VM {entry.name} could not be undefined "
                                   f"({e.get_error_message()})", "Run discard again.") from None
         removed.append(f"domain {entry.name}")
     if entry.export_alive:
@@ -665,8 +703,8 @@ def status(conn: libvirt.virConnect | None, entry: Entry) -> dict[str, Any]:
         state = "interrupted"
     elif not entry.export_alive:
         state = "export dead"
-    elif dom_state not in ("running", "unknown"):
-        state = f"VM {dom_state}"
+    elif dom_state not in ("running", "unknown") and entry.kind != "clone":
+        state = f"VM {dom_state}"  # a clone may be shut off: that is its own business
     return {"kind": entry.kind, "name": entry.name, "target": entry.target or None,
             "vm": entry.vm, "disk": entry.disk or None, "point": entry.point,
             "repo": entry.repo, "state": state, "vm_state": dom_state,
@@ -700,6 +738,17 @@ def debris(conn: libvirt.virConnect | None, *, fix: bool) -> Iterator[tuple[str,
                     _stop_export(entry)
                     _forget(entry)
                 yield ("attached disk", f"{entry.key}: {st['state']}, {st['vm_state']}", fix)
+            continue
+        if entry.kind == "clone":
+            # A clone lives on, shut off or not: only one whose making was interrupted
+            # is debris. One whose export died (a host reboot) is the user's to delete.
+            if interrupted:
+                if fix and conn is not None:
+                    _discard(conn, entry)
+                yield ("linked clone", f"{entry.name}: interrupted", fix and conn is not None)
+            elif not entry.export_alive:
+                yield ("linked clone", f"{entry.name}: its export is not running; 'stasis "
+                       f"clone delete {entry.name}' removes it", False)
             continue
         if interrupted or dead:
             if fix and conn is not None:
