@@ -1,4 +1,4 @@
-"""Files from a point: real disks (GPT/MBR, LVM, ext4, XFS, FAT) built by the test kit,
+"""Files from a point: real disks (GPT/MBR, LVM, ext4, XFS, FAT, NTFS) built by the test kit,
 backed up, then listed, found and extracted straight from the repository."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -498,3 +499,35 @@ def test_cli_ls_get_find_and_exit_codes(cli_repo: Cli, tree: Path, fat_tree: Pat
     cli.ok("backup", "image", str(blank), "--name", "blank")
     r = cli("files", "ls", "blank@latest")
     assert r.code == 34 and "no partition table" in r.err
+
+
+# ------------------------------------------------------------------- NTFS
+
+
+@pytest.mark.skipif(shutil.which("mkntfs") is None or shutil.which("ntfscp") is None,
+                    reason="mkntfs and ntfscp (Debian ntfs-3g, installed by scripts/setup) "
+                           "make the NTFS test disk without a mount")
+def test_ntfs_files_match_the_source(repo: Repository, tmp_path: Path) -> None:
+    image = tmp_path / "ntfs.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MiB)
+    subprocess.run(["mkntfs", "-F", "-Q", "-L", "stasis", str(image)], check=True,
+                   capture_output=True)
+    sources = {"hello.txt": b"hello from NTFS\n",
+               "random.bin": os.urandom(3 * MiB + 12345)}
+    for name, data in sources.items():
+        (tmp_path / name).write_bytes(data)
+        subprocess.run(["ntfscp", "-f", str(image), str(tmp_path / name), name], check=True,
+                       capture_output=True)
+    files = DiskFiles.open(repo, backup(repo, image))
+    assert files.single and files.filesystems[0].fs is not None
+    assert files.filesystems[0].fs.type == "ntfs"
+    listed = {e.name: e for e in files.ls("/") if isinstance(e, Entry)}
+    assert set(sources) <= set(listed)
+    for name, data in sources.items():
+        assert listed[name].size == len(data)
+        assert read_file(files, f"/{name}") == data
+    out = tmp_path / "out"
+    out.mkdir()
+    extract(files, ["/random.bin"], out)
+    assert (out / "random.bin").read_bytes() == sources["random.bin"]
