@@ -190,7 +190,7 @@ def test_application_hooks_run_around_the_instant(
     assert_running_and_thawed(a, b)
 
 
-@pytest.mark.parametrize("where", ["host", "guest"])
+@pytest.mark.parametrize("where", ["host", "guest", "host-timeout", "guest-timeout"])
 def test_failing_pre_hook_aborts_cleanly(
     kit: GuestKit, guests: dict[str, Guest], repo: Repository, dirs: dict[str, Path],
     tmp_path: Path, where: str,
@@ -200,17 +200,29 @@ def test_failing_pre_hook_aborts_cleanly(
     hooks = Hooks(post_host=[f"touch {marker}"])
     if where == "host":
         hooks.pre_host = ["echo cannot lock tables; exit 3"]
-    else:
+    elif where == "guest":
         hooks.pre_guest = [GuestCommand(b.name, "echo cannot lock tables; exit 3")]
+    elif where == "host-timeout":
+        hooks.pre_host = [f"echo $$ > {tmp_path}/pid; exec sleep 60"]
+        hooks.timeout_s = 1.5
+    else:
+        hooks.pre_guest = [GuestCommand(b.name, "sleep 60")]
+        hooks.timeout_s = 1.5
     before = [p.id for p in repo.points()]
     with pytest.raises(HookFailed) as info:
         back_up_members(kit.conn, repo, [a.name, b.name], point_name="app", kind="group",
                         run_dir=dirs["run"], scratch_dir=dirs["scratch"],
                         consistency="application", hooks=hooks)
     message = info.value.message
-    assert "status 3" in message and "cannot lock tables" in message
+    if where.endswith("timeout"):
+        assert "did not finish within 1.5 s" in message
+    else:
+        assert "status 3" in message and "cannot lock tables" in message
+    if where == "host-timeout":  # the hook's process is gone, not left running
+        pid = int((tmp_path / "pid").read_text())
+        assert not Path(f"/proc/{pid}").exists()
     assert "nothing was committed" in message
-    assert (b.name if where == "guest" else "host") in message
+    assert (b.name if where.startswith("guest") else "host") in message
     assert info.value.exit_code == 24
     assert marker.exists()  # the post hooks release what the pre hooks that ran took
     assert [p.id for p in repo.points()] == before
