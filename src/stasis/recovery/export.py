@@ -297,6 +297,29 @@ def stop_process(pid: int, start: str, *, timeout: float = 15.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def stop_exports_in(run_dir: str | Path) -> list[int]:
+    """Stop every nbdkit or qemu-nbd whose command line names ``run_dir`` (where its
+    socket lives); return their pids. This finds an export whose starter was killed
+    before it could record the pid (between the start and the state file's update)."""
+    needle = os.fsencode(str(run_dir).rstrip("/") + "/")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith((b"nbdkit", b"qemu-nbd")):
+            continue
+        if any(arg.startswith(needle) for arg in argv[1:]):
+            pid = int(entry)
+            stop_process(pid, process_start(pid), timeout=5)
+            found.append(pid)
+    return found
+
+
 @dataclass
 class ExportProcess:
     """An nbdkit serving disks of a point; ``detached`` ones outlive their starter."""

@@ -59,6 +59,7 @@ from stasis.recovery.export import (
     create_overlay,
     process_start,
     start_nbdkit,
+    stop_exports_in,
     stop_process,
 )
 from stasis.recovery.restore import restore_disk, select_disk
@@ -230,6 +231,7 @@ def _uri(entry: Entry, disk: str) -> str:
 def _stop_export(entry: Entry) -> None:
     stop_process(entry.export_pid, entry.export_start)
     if entry.run_dir:
+        stop_exports_in(entry.run_dir)  # one whose starter died before recording it
         shutil.rmtree(entry.run_dir, ignore_errors=True)
 
 
@@ -761,6 +763,7 @@ def debris(conn: libvirt.virConnect | None, *, fix: bool) -> Iterator[tuple[str,
     for d in run_root().iterdir():
         if d.is_dir() and _orphaned(d):
             if fix:
+                stop_exports_in(d)
                 shutil.rmtree(d, ignore_errors=True)
             yield ("export socket", str(d), fix)
 
