@@ -144,3 +144,27 @@ def test_block_device_source_and_target(repo: Repository, tmp_path: Path,
     assert point.vms[0].disks[0].virtual_size == 16 * MiB
     restore_disk(repo, point, target=dst_dev, fmt="raw", force=True)
     assert images_equal(data, dst_dev)
+
+
+@pytest.mark.root
+def test_restore_to_an_lvm_logical_volume(repo: Repository, tmp_path: Path,
+                                          loop_devices: list[Path]) -> None:
+    """An LV is a block device: restored raw, in place of what it held."""
+    pv = loop_devices[0]
+    vg = f"stasis{os.getpid()}"
+    made = subprocess.run(["vgcreate", "-q", vg, str(pv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a volume group here: {made.stderr.strip()}")
+    try:
+        lv = subprocess.run(["lvcreate", "-q", "-y", "-L", "8M", "-n", "disk", vg],
+                            capture_output=True, text=True)
+        if lv.returncode != 0:
+            # This container's kernel has no device-mapper, so no LV can be activated.
+            pytest.skip(f"cannot activate a logical volume here: {lv.stderr.strip()}")
+        dev = Path(f"/dev/{vg}/disk")
+        data = mixed_image(tmp_path / "content.raw", 8 * MiB)
+        point = back_up_images(repo, [data], name="lv")
+        restore_disk(repo, point, target=dev, fmt="raw", force=True)
+        assert images_equal(data, dev)
+    finally:
+        subprocess.run(["vgremove", "-q", "-f", vg], capture_output=True, check=False)
