@@ -301,3 +301,44 @@ def test_points_index_sync_adds_and_drops(repo: Repository, catalog: Catalog,
     repo.remove_point(a.id)
     assert index.sync(repo) == (1, 1)
     assert [p.id for p in index.list(repo.id)] == [b.id]
+
+
+@pytest.mark.parametrize(("per_host", "per_repo", "started"), [(2, 1, 1), (2, 5, 2), (5, 5, 3)])
+def test_dispatch_keeps_the_limits_per_host_and_per_repository(
+    tmp_path: Path, clock: Clock, repo: Repository, per_host: int, per_repo: int,
+    started: int,
+) -> None:
+    """Three policies due at once, one repository: as many start as both limits allow;
+    the others stay queued for the next dispatch."""
+    try:
+        lv.connect("test:///default")
+    except HypervisorError:
+        pytest.skip("libvirt's test driver is not available")
+    from stasis.service.runner import Limits
+
+    policies = parse_policies("".join(
+        POLICY.format(n=n).replace('name = "often"', f'name = "p{n}"') for n in range(3)))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "scratch").mkdir()
+    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    c = Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
+    s = Service(c, policies, open_repo=lambda: repo,
+                connect=lambda: lv.connect("test:///default"), run_dir=tmp_path / "run",
+                scratch_dir=tmp_path / "scratch", limits=Limits(per_host, per_repo))
+    s.start()
+    clock.tick(minutes=1)
+    s.due()
+    store = JobStore(c)
+    assert len(store.list(state="queued")) == 3
+    first = s.dispatch()
+    assert len(first) == started
+    assert len(store.list(state="queued")) == 3 - started
+    for r in list(s.running.values()):
+        r.thread.join(30)
+    # Once they ended, the next dispatch starts the rest (within the same limits).
+    second = s.dispatch()
+    assert len(second) == min(started, 3 - started) and not set(first) & set(second)
+    for r in list(s.running.values()):
+        r.thread.join(30)
+    s.stop()
+    c.close()
