@@ -107,3 +107,28 @@ def test_flipped_index_byte_is_caught(
     with pytest.raises(IntegrityError, match="disk index"):
         restore_disk(repo, point, target=tmp_path / "x.raw")
     assert not (tmp_path / "x.raw").exists()
+
+
+def test_random_access_readers_catch_and_quarantine_a_flipped_chunk(
+    backed_up: tuple[Repository, Manifest, Path]
+) -> None:
+    """Files from a point and NBD exports read chunks one at a time: the same checks."""
+    from stasis.recovery.diskread import DiskReader
+    from stasis.recovery.export import PointDiskReader
+
+    repo, point, _src = backed_up
+    vm, disk = point.vms[0], point.vms[0].disks[0]
+    index = repo.load_index(disk.index)
+    (first, _), (entry, name) = index.stored()[0], index.stored()[1]
+    flip(Path(repo.url) / chunk_key(name), 100)
+    offset = entry * index.chunk_size
+    good = DiskReader.open(repo, point, vm, disk).read_at(first * index.chunk_size, 10)
+    assert len(good) == 10
+    for read in (lambda: DiskReader.open(repo, point, vm, disk).read_at(offset, 10),
+                 lambda: PointDiskReader(repo, point, vm, disk).read(offset, 10)):
+        with pytest.raises(IntegrityError) as caught:
+            read()
+        message = str(caught.value)
+        assert point.id[:12] in message and disk.name in message and f"offset {offset}" in message
+    assert not (Path(repo.url) / chunk_key(name)).exists()  # quarantined by the first reader
+    assert any((Path(repo.url) / "quarantine").iterdir())

@@ -24,6 +24,30 @@ from stasis.repository.index import ZERO_NAME
 DEFAULT_CACHE_BYTES = 64 << 20
 
 
+def load_verified(repo: Repository, index: DiskIndex, i: int, where: str) -> bytes:
+    """The plaintext of stored entry ``i`` of ``index``, verified (tag, decompression,
+    name, length); a damaged chunk is quarantined and raised as an IntegrityError that
+    names ``where`` (point, VM, disk) and the offset."""
+    name = index.entries[i]
+    offset = i * index.chunk_size
+    try:
+        data = repo.load_chunk(name)
+    except ObjectDamaged as e:
+        with contextlib.suppress(OSError):
+            repo.quarantine_chunk(name)
+        raise IntegrityError(
+            f"Damaged data in {where}, offset {offset}: chunk {name.hex()[:16]} {e.reason}. "
+            "The chunk was moved to quarantine; the next backup that meets the same data "
+            "stores it again."
+        ) from None
+    if len(data) != index.chunk_length(i):
+        raise IntegrityError(
+            f"Chunk {name.hex()[:16]} at offset {offset} of {where} has {len(data)} bytes, "
+            f"expected {index.chunk_length(i)}."
+        )
+    return data
+
+
 class DiskReader(io.RawIOBase):
     """A read-only, seekable view of one disk of a point.
 
@@ -75,21 +99,7 @@ class DiskReader(io.RawIOBase):
         if data is not None:
             self._cache.move_to_end(i)
             return data
-        try:
-            data = self.repo.load_chunk(name)
-        except ObjectDamaged as e:
-            with contextlib.suppress(OSError):
-                self.repo.quarantine_chunk(name)
-            raise IntegrityError(
-                f"Damaged data in {self._where}, offset {i * self.chunk_size}: chunk "
-                f"{name.hex()[:16]} {e.reason}. The chunk was moved to quarantine; the next "
-                "backup that meets the same data stores it again."
-            ) from None
-        if len(data) != self.index.chunk_length(i):
-            raise IntegrityError(
-                f"Chunk {name.hex()[:16]} at offset {i * self.chunk_size} of {self._where} "
-                f"has {len(data)} bytes, expected {self.index.chunk_length(i)}."
-            )
+        data = load_verified(self.repo, self.index, i, self._where)
         self.loads += 1
         self._cache[i] = data
         while len(self._cache) > self._cache_chunks:

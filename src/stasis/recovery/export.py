@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from stasis.blockio.nbd import die_with_parent, socket_base
-from stasis.errors import ExportError, IntegrityError, TargetExists, UsageError
+from stasis.errors import ExportError, TargetExists, UsageError
+from stasis.recovery.diskread import load_verified
 from stasis.recovery.restore import select_disk
 from stasis.repository import (
     ZERO_NAME,
@@ -46,7 +47,6 @@ from stasis.repository import (
     DiskIndex,
     DiskRecord,
     Manifest,
-    ObjectDamaged,
     Repository,
     VmRecord,
 )
@@ -66,7 +66,9 @@ class PointDiskReader:
     Thread-safe: concurrent reads of one chunk load it once. A chunk that fails
     verification is an IntegrityError naming point, VM, disk and offset (and is
     quarantined, as a restore does). Written here rather than shared with file-level
-    restore because that reader was not in the tree yet when this one was needed.
+    restore because an nbdkit plugin reads from several threads and
+    :class:`~stasis.recovery.diskread.DiskReader` (file-like, one reader per thread)
+    does not; both load chunks with :func:`~stasis.recovery.diskread.load_verified`.
     """
 
     def __init__(self, repo: Repository, point: Manifest, vm: VmRecord, disk: DiskRecord, *,
@@ -113,25 +115,8 @@ class PointDiskReader:
         return data
 
     def _load(self, i: int) -> bytes:
-        name = self.index.entries[i]
-        offset = i * self.chunk_size
-        try:
-            data = self.repo.load_chunk(name)
-        except ObjectDamaged as e:
-            with contextlib.suppress(OSError):
-                self.repo.quarantine_chunk(name)
-            raise IntegrityError(
-                f"Damaged data in point {self.point.id[:12]}, VM {self.vm.name}, disk "
-                f"{self.disk.name}, offset {offset}: chunk {name.hex()[:16]} {e.reason}. The "
-                "chunk was moved to quarantine; the next backup that meets the same data "
-                "stores it again."
-            ) from None
-        if len(data) != self.index.chunk_length(i):
-            raise IntegrityError(
-                f"Chunk {name.hex()[:16]} at offset {offset} of {self.vm.name}/"
-                f"{self.disk.name} has {len(data)} bytes, expected {self.index.chunk_length(i)}."
-            )
-        return data
+        return load_verified(self.repo, self.index, i, f"point {self.point.id[:12]}, VM "
+                             f"{self.vm.name}, disk {self.disk.name}")
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
