@@ -23,10 +23,13 @@ class Backend(Protocol):
 
     - ``put`` is atomic: a reader sees the whole old object, the whole new one, or
       nothing; never a prefix. It may be repeated (same key, same data) safely.
-    - ``sync`` makes every object that was put before it durable (it survives a crash
-      of the host), whoever put it: also objects another process put and this one
-      only found. The repository calls it before writing a manifest, and again
-      after. (A backend whose put is durable on return makes it a no-op.)
+    - ``sync`` makes durable (it survives a crash of the host) every object this
+      instance put or deleted before it, and every object it found (``exists``,
+      ``get`` or ``size`` answered), even one another process put and has not
+      synced yet: a manifest may name a chunk this process only found. The
+      repository calls it before writing a manifest, and again after. Its cost
+      follows what the instance touched, not the size of the store. (A backend
+      whose put is durable on return makes it a no-op.)
     - ``get`` of a missing key raises :class:`stasis.errors.ObjectNotFound`
       (permanent). Any other failure raises ``OSError`` (worth a retry for a
       network backend; ``ENOSPC`` is permanent until space is freed).

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,12 @@ class LocalBackend:
     """Objects are files under ``root``; a put is temp file + fsync + rename, and
     ``sync`` fsyncs the directories, which makes the renames durable.
 
+    ``sync`` fsyncs only the directories this instance touched since the last one:
+    those it put or deleted objects in, those where it found an object (``exists``,
+    ``get``, ``size``: another writer's rename may not be durable yet), and their
+    ancestors up to ``root`` when first met (a directory another writer just made).
+    Its cost follows the work of the run, not the size of the repository.
+
     Temporary files carry ``.tmp-`` in their name; ``list`` never shows them, and
     garbage collection removes those a crashed writer left behind.
     """
@@ -34,7 +41,23 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.url = str(self.root)
-        self._known_dirs: set[Path] = set()
+        self._known_dirs: set[Path] = set()  # made (or found) by this instance
+        self._dirty: set[Path] = set()  # to fsync at the next sync
+        self._met: set[Path] = set()  # directories whose ancestors were marked once
+        self._lock = threading.Lock()
+
+    def _touch(self, directory: Path) -> None:
+        """Mark ``directory`` for the next sync (and its ancestors, the first time)."""
+        with self._lock:
+            self._dirty.add(directory)
+            if directory in self._met:
+                return
+            self._met.add(directory)
+            for up in directory.parents:
+                if up == self.root or self.root not in up.parents:
+                    break
+                self._dirty.add(up)
+            self._dirty.add(self.root)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -43,12 +66,15 @@ class LocalBackend:
 
     def get(self, key: str) -> bytes:
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
+            path = self._path(key)
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
         except IsADirectoryError:
             raise ObjectNotFound(key) from None
+        self._touch(path.parent)
+        return data
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
@@ -73,31 +99,50 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        self._touch(parent)
         # The rename is durable once the directory is: sync() does that for all of them
         # at once (an fsync of the directory per chunk cost 9% of a backup's time).
 
     def sync(self) -> None:
-        """fsync every directory that holds objects: every rename before now is durable,
-        including those of concurrent writers whose objects this process only found."""
-        for dirpath, _dirs, _files in os.walk(self.root):
-            _fsync_dir(Path(dirpath))
+        """fsync the directories touched since the last sync (deepest first): every
+        rename and unlink this instance made, and every object it found, is durable."""
+        with self._lock:
+            todo, self._dirty = self._dirty, set()
+        try:
+            for directory in sorted(todo, key=lambda d: len(d.parts), reverse=True):
+                with contextlib.suppress(FileNotFoundError):  # an emptied dir removed
+                    _fsync_dir(directory)
+        except BaseException:
+            with self._lock:
+                self._dirty |= todo  # not durable yet: the next sync tries again
+            raise
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        if not path.is_file():
+            return False
+        self._touch(path.parent)
+        return True
 
     def size(self, key: str) -> int:
+        path = self._path(key)
         try:
-            return self._path(key).stat().st_size
+            size = path.stat().st_size
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
+        self._touch(path.parent)
+        return size
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            os.unlink(self._path(key))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except IsADirectoryError:
             raise OSError(errno.EISDIR, f"{key} is a directory") from None
+        else:
+            self._touch(path.parent)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self.root / prefix if prefix else self.root
