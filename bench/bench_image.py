@@ -624,6 +624,7 @@ class Bench:
     run: int = 0
     failures: list[str] = field(default_factory=list)
     caches_dropped: bool = True
+    disk_mib_s: list[float] = field(default_factory=list)  # one per repetition
 
     def measure(self, tool: Tool, step: str, cmd: list[str], cwd: Path | None = None) -> Measured:
         self.caches_dropped = drop_caches() and self.caches_dropped
@@ -857,6 +858,34 @@ def print_sparse(rows: list[dict[str, Any]]) -> None:
               f"{r['maxrss_mib']:>8.1f} {r['tree_rss_mib']:>9.1f}")
 
 
+def floors(results: list[StepResult], disk_mib_s: float | None,
+           allocated_mib: float | None) -> list[str]:
+    """What the disk alone costs Stasis, measured in the same run: the restored image
+    and the repository's new objects are written durably, at best at the disk's speed."""
+    if not disk_mib_s:
+        return []
+    by = {(r.step, r.tool): r for r in results}
+    lines = [f"disk: {disk_mib_s} MiB/s sequential write with fsync (median of the runs)"]
+    restore = by.get(("restore", "stasis"))
+    if restore and allocated_mib:
+        floor = allocated_mib / disk_mib_s
+        lines.append(f"restore writes {allocated_mib} MiB: at least {floor:.2f} s on this disk; "
+                     f"Stasis took {restore.wall_s} s ({100 * floor / restore.wall_s:.0f} % of "
+                     "its time is that floor)")
+        for peer in ("restic", "borg"):
+            p = by.get(("restore", peer))
+            if p:
+                lines.append(f"  best possible vs {peer} (whose time excludes its flush): "
+                             f"{p.wall_s / floor:.2f}×")
+    for step, key in (("full", "stored_mib"), ("incremental", "added_mib")):
+        s = by.get((step, "stasis"))
+        if s and getattr(s, key):
+            floor = getattr(s, key) / disk_mib_s
+            lines.append(f"{step} backup writes {getattr(s, key)} MiB of new objects: at least "
+                         f"{floor:.2f} s on this disk; Stasis took {s.wall_s} s")
+    return lines
+
+
 def targets(results: list[StepResult], sparse: list[dict[str, Any]]) -> list[str]:
     """The project's targets, each with its numbers and a verdict."""
     by = {(r.step, r.tool): r for r in results}
@@ -992,12 +1021,35 @@ def check_space(work: Path, need: int) -> None:
         log("WARNING: not enough free space; a tool may fail with ENOSPC")
 
 
+def disk_write_speed(work: Path, nbytes: int) -> float:
+    """MiB/s of the work dir's disk, now: ``nbytes`` written in 4 MiB pieces (random,
+    so nothing below compresses or dedups them), then fsync, from a cold page cache.
+    Writing a restored image or a repository's new objects durably cannot go faster."""
+    piece = os.urandom(4 * MiB)
+    path = work / "disk-speed.tmp"
+    drop_caches()
+    started = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        done = 0
+        while done < nbytes:
+            done += os.write(fd, piece[: min(len(piece), nbytes - done)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return nbytes / MiB / (time.monotonic() - started)
+
+
 def run_main_bench(bench: Bench, cache: Path, args: argparse.Namespace) -> dict[str, Any]:
     cached, layout = build_disk(cache, args.size, args.seed)
     info = describe_image(cached, layout)
     log(f"image: {info['virtual_mib']} MiB virtual, {info['allocated_mib']} MiB allocated")
     # A work copy, a repository, and restic 0.14's non-sparse restore at the same time.
     check_space(bench.work, 2 * allocated_bytes(cached) + args.size + GiB)
+    speed = round(disk_write_speed(bench.work, allocated_bytes(cached)), 1)
+    bench.disk_mib_s.append(speed)
+    log(f"disk: {speed} MiB/s sequential write with fsync ({info['allocated_mib']} MiB)")
     for tool in bench.tools:
         info["changed_mib"] = mib(tool_pipeline(bench, tool, cached, layout, args.seed))
     if not bench.keep:
@@ -1054,6 +1106,10 @@ def print_report(bench: Bench, summary: list[StepResult], sparse: list[dict[str,
     print("\nTargets:")
     for line in report["targets"]:
         print(f"  {line}")
+    if report["floors"]:
+        print("\nWhat the disk alone costs (same run):")
+        for line in report["floors"]:
+            print(f"  {line}")
     if not bench.caches_dropped:
         print("NOTE: the page cache could not be dropped; timings include warm caches")
 
@@ -1085,6 +1141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs=[{**asdict(r), "peak_mib": r.peak_mib} for r in bench.results],
         sparse_runs=sparse_runs, caches_dropped=bench.caches_dropped, failures=bench.failures,
         runtime_s=round(time.monotonic() - started, 1), targets=targets(summary, sparse),
+        disk_mib_s=bench.disk_mib_s,
+        floors=floors(summary, _median(bench.disk_mib_s) if bench.disk_mib_s else None,
+                      report.get("image", {}).get("allocated_mib")),
     )
     print_report(bench, summary, sparse, report)
     print(f"\nbenchmark runtime {report['runtime_s']} s; results in {write_json(report)}")
