@@ -48,6 +48,7 @@ GUEST_NAME = "bench-vm"
 ALL_PEERS = ("restic-raw", "restic-qcow2", "borg-raw")
 ALIGN = 64 * KiB  # dd block size in the guest, and the default dirty-bitmap granularity
 PIECE = (64 * KiB, MiB)
+DISK_PROBE = 512 * MiB  # bytes written to time the disk
 TARGET_SPEEDUP = 20.0
 TARGET_READ_PERCENT = 2.0
 
@@ -413,6 +414,27 @@ def print_table(rows: list[Row], size: int) -> None:
               f"{_f(r.begin_s, '.3f'):>7}")
 
 
+def floor(rows: list[Row], disk_mib_s: float) -> list[str]:
+    """The least an incremental can take here: the fixed cost of a run (the unchanged
+    one) plus writing its new objects at the disk's measured speed."""
+    by = {(r.tool, r.step): r for r in rows}
+    s, idle = by.get(("stasis", "incremental")), by.get(("stasis", "unchanged"))
+    if s is None or not s.added:
+        return []
+    write_s = mib(s.added) / disk_mib_s
+    lines = [f"disk: {disk_mib_s} MiB/s sequential write with fsync; the incremental stored "
+             f"{mib(s.added)} MiB of new objects: at least {write_s:.2f} s of writing"]
+    if idle is not None:
+        least = idle.wall_s + write_s
+        lines.append(f"fixed cost (unchanged run) {idle.wall_s:.2f} s + that writing = "
+                     f"{least:.2f} s at least, against {s.wall_s:.2f} s measured")
+        for r in rows:
+            if r.tool != "stasis" and r.step == "incremental":
+                lines.append(f"  best possible vs {r.tool} at this chunk size and fixed cost: "
+                             f"{r.wall_s / least:.1f}× (target {TARGET_SPEEDUP:g}×)")
+    return lines
+
+
 def targets(rows: list[Row], size: int) -> list[str]:
     by = {(r.tool, r.step): r for r in rows}
     s = by.get(("stasis", "incremental"))
@@ -666,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     log(f"work dir {work}; peers {', '.join(args.peers) or 'none'}")
+    report["disk_mib_s"] = round(bi.disk_write_speed(work, DISK_PROBE), 1)
+    log(f"disk: {report['disk_mib_s']} MiB/s sequential write with fsync")
     started = time.monotonic()
     kit = GuestKit()
     try:
@@ -684,7 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.update(rows=[asdict(r) for r in run.rows], summary=[asdict(r) for r in summary],
                   caches_dropped=run.caches_dropped,
                   runtime_s=round(time.monotonic() - started, 1),
-                  targets=targets(summary, args.size))
+                  targets=targets(summary, args.size),
+                  floor=floor(summary, report["disk_mib_s"]))
     print_table(summary, args.size)
     cycles = f"median of {args.repeat} cycles" if args.repeat > 1 else "one cycle"
     print(f"\nfull: one run; incremental and unchanged: {cycles} (min-max: range of wall s).")
@@ -708,6 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nTargets:")
     for line in report["targets"]:
         print(f"  {line}")
+    if report["floor"]:
+        print("\nWhat the disk and the fixed cost alone allow (same run):")
+        for line in report["floor"]:
+            print(f"  {line}")
     if not run.caches_dropped:
         print("NOTE: the page cache could not be dropped; timings include warm caches")
     print(f"\nbenchmark runtime {report['runtime_s']} s; results in {write_json(report)}")
