@@ -24,10 +24,12 @@ from stasis.repository.index import ZERO_NAME
 DEFAULT_CACHE_BYTES = 64 << 20
 
 
-def load_verified(repo: Repository, index: DiskIndex, i: int, where: str) -> bytes:
+def load_verified(repo: Repository, index: DiskIndex, i: int, where: str,
+                  consequence: str = "") -> bytes:
     """The plaintext of stored entry ``i`` of ``index``, verified (tag, decompression,
     name, length); a damaged chunk is quarantined and raised as an IntegrityError that
-    names ``where`` (point, VM, disk) and the offset."""
+    names ``where`` (point, VM, disk) and the offset, then ``consequence`` (what the
+    caller's work is left as)."""
     name = index.entries[i]
     offset = i * index.chunk_size
     try:
@@ -38,7 +40,7 @@ def load_verified(repo: Repository, index: DiskIndex, i: int, where: str) -> byt
         raise IntegrityError(
             f"Damaged data in {where}, offset {offset}: chunk {name.hex()[:16]} {e.reason}. "
             "The chunk was moved to quarantine; the next backup that meets the same data "
-            "stores it again."
+            "stores it again." + (f" {consequence}" if consequence else "")
         ) from None
     if len(data) != index.chunk_length(i):
         raise IntegrityError(

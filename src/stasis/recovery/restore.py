@@ -21,10 +21,11 @@ from typing import Any
 from stasis.blockio import BlockWriter, images
 from stasis.blockio.nbd import QemuNbd
 from stasis.blockio.raw import RawFile
-from stasis.errors import DiskNotFound, IntegrityError, TargetError, TargetExists, UsageError
+from stasis.errors import DiskNotFound, TargetError, TargetExists, UsageError
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
-from stasis.repository import DiskIndex, DiskRecord, Manifest, ObjectDamaged, Repository, VmRecord
+from stasis.recovery.diskread import load_verified
+from stasis.repository import DiskIndex, DiskRecord, Manifest, Repository, VmRecord
 
 # Zero runs shorter than this are written; longer ones are left as holes.
 HOLE_GRANULARITY = 64 * 1024
@@ -99,26 +100,12 @@ def write_index(
     workers: int | None = None,
 ) -> int:
     """Write every stored chunk of ``index`` to ``target``; return bytes written."""
-    damaged: list[bytes] = []
+    where = f"point {point.id[:12]}, VM {vm.name}, disk {disk.name}"
 
     def one(entry: tuple[int, bytes]) -> int:
-        i, name = entry
+        i, _name = entry
         offset = i * index.chunk_size
-        try:
-            data = repo.load_chunk(name)
-        except ObjectDamaged as e:
-            damaged.append(name)
-            raise IntegrityError(
-                f"Damaged data in point {point.id[:12]}, VM {vm.name}, disk {disk.name}, "
-                f"offset {offset}: chunk {name.hex()[:16]} {e.reason}. The chunk was moved to "
-                "quarantine; the next backup that meets the same data stores it again. "
-                "The restore target was not completed."
-            ) from None
-        if len(data) != index.chunk_length(i):
-            raise IntegrityError(
-                f"Chunk {name.hex()[:16]} at offset {offset} of {vm.name}/{disk.name} has "
-                f"{len(data)} bytes, expected {index.chunk_length(i)}."
-            )
+        data = load_verified(repo, index, i, where, "The restore target was not completed.")
         written = 0
         view = memoryview(data)
         for start, end in _nonzero_runs(data):
@@ -128,16 +115,10 @@ def write_index(
         return written
 
     total = 0
-    stored = index.stored()
-    try:
-        results = ordered_map(one, stored, workers=workers, name="restore")
-        with contextlib.closing(results):
-            for _entry, written in results:
-                total += written
-    finally:
-        for name in damaged:
-            with contextlib.suppress(OSError):
-                repo.quarantine_chunk(name)
+    results = ordered_map(one, index.stored(), workers=workers, name="restore")
+    with contextlib.closing(results):
+        for _entry, written in results:
+            total += written
     return total
 
 
