@@ -197,6 +197,12 @@ class HypervisorError(StasisError):
     exit_code = 22
 
 
+class JobNotEnded(StasisError):
+    """The libvirt backup job of VM {} did not end: it was still running {} s after Stasis asked libvirt to end it ({} times). Run 'stasis doctor --fix', which ends it where libvirt lets it; if it remains, restarting libvirtd ends it (the VM keeps running)."""
+
+    exit_code = 22
+
+
 class VmNotFound(StasisError):
     """No VM named '{}' at {}. 'stasis vms' lists them."""
 

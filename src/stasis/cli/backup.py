@@ -53,6 +53,7 @@ def backup_result(m: Manifest) -> dict[str, Any]:
         "consistency": m.extra.get("consistency", {}),
         "hooks": m.extra.get("hooks", []),
         "hook_failures": [h for h in m.extra.get("hooks", []) if h.get("error")],
+        "warnings": m.run_warnings,
         **({k: m.extra["group"].get(k, []) for k in ("members", "joined", "left")}
            if "group" in m.extra else {}),
         "vms": [
@@ -98,6 +99,8 @@ def print_backup(m: Manifest) -> None:
         if vm.kind == "vm":
             note = vm.extra.get("consistency_note", "")
             out.print(f"  {vm.name}: {vm.consistency} consistent" + (f" ({note})" if note else ""))
+    for warning in m.run_warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     for h in m.extra.get("hooks", []):
         if h.get("error"):
             err.print(f"[bold yellow]warning:[/] {h['phase']} hook on {h['where']} "

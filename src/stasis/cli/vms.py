@@ -27,6 +27,7 @@ from stasis.cli.common import (
     progress_for,
 )
 from stasis.cli.jobs import CatalogOpt, cli_job
+from stasis.errors import JobNotEnded
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.protection.consistency import level_rank
@@ -234,13 +235,16 @@ def doctor(
     dirs = [run_dir(), scratch_dir()]
     dirs += [socket_base(d) for d in dirs]  # sockets of deep directories go elsewhere
     report = run_doctor(conn, r, sorted(set(dirs)), fix=fix)
+    stuck = [f for f in report.findings if fix and not f.fixed]
     if json_output:
         print_json([f.__dict__ for f in report.findings])
-        return
-    if not report.findings:
-        out.print("Nothing left behind.")
-    for f in report.findings:
-        verb = "removed" if f.fixed else "found"
-        out.print(f"{verb} {f.kind}: {f.what}")
-    if report.findings and not fix:
-        err.print("Run 'stasis doctor --fix' to remove it.")
+    else:
+        if not report.findings:
+            out.print("Nothing left behind.")
+        for f in report.findings:
+            verb = "removed" if f.fixed else "found"
+            out.print(f"{verb} {f.kind}: {f.what}")
+        if report.findings and not fix:
+            err.print("Run 'stasis doctor --fix' to remove it.")
+    if stuck:  # what --fix could not remove (a libvirt job libvirt will not end)
+        raise typer.Exit(JobNotEnded.exit_code)

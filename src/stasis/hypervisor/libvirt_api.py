@@ -9,8 +9,8 @@ is recognisable as debris. Stasis never touches a checkpoint without its prefix.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import re
 import secrets
 import shutil
 import time
@@ -24,8 +24,10 @@ from typing import Any
 import libvirt
 
 from stasis.blockio.nbd import NBD_STATE_DIRTY, Export, remove_dead_debris, socket_base
-from stasis.errors import HypervisorError, VmNotFound
+from stasis.errors import HypervisorError, JobNotEnded, VmNotFound
 from stasis.hypervisor.domain import DomainDisk
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URI = "qemu:///system"
 JOB_DIR_PREFIX = "stasis-job-"
@@ -139,6 +141,16 @@ def job_dir(base: Path, dac: tuple[int, int] | None) -> Path:
     return path
 
 
+# How long ending a backup job may take before Stasis says it could not. libvirt 9.0
+# handles a domain's QEMU events on one worker thread, one after the other; a guest
+# that opens or closes a virtio-serial port during a backup job (its guest agent
+# starting or restarting, say) parks that thread for libvirt's 30 s job wait, since the
+# backup job does not admit the job the port's handler asks for, and the backup's own
+# end is queued behind it. The kick in end_job ends the job at once; past this, even
+# the parked thread has moved on, so a job still there will not end by waiting.
+END_JOB_TIMEOUT_S = 40.0
+
+
 class PullBackup:
     """A libvirt pull-mode backup job: every disk exported over NBD, frozen at the
     instant the job began (QEMU copies old data to scratch before it is overwritten).
@@ -157,8 +169,10 @@ class PullBackup:
         checkpoint_disks: list[str],
         run_dir: Path,
         dac: tuple[int, int] | None,
+        end_timeout: float = END_JOB_TIMEOUT_S,
     ) -> None:
         self.dom = dom
+        self.end_timeout = end_timeout
         self.disks = disks
         self.checkpoint = checkpoint
         self.checkpoint_disks = checkpoint_disks
@@ -169,6 +183,7 @@ class PullBackup:
         self._keep = False
         self._begun = False
         self.begin_seconds = 0.0
+        self.not_ended: JobNotEnded | None = None  # set when the job outlived __exit__
 
     def backup_xml(self, socket_path: str) -> str:
         root = ET.Element("domainbackup", {"mode": "pull"})
@@ -234,7 +249,13 @@ class PullBackup:
     ) -> None:
         try:
             if self._begun:
-                end_job(self.dom)
+                try:
+                    end_job(self.dom, timeout=self.end_timeout)
+                except JobNotEnded as e:
+                    if et is None:
+                        self.not_ended = e  # the caller reports it: its work itself is fine
+                    else:
+                        log.warning("%s", e)  # the error on its way out says what failed
         finally:
             try:
                 if self._begun and self.checkpoint and not self._keep:
@@ -249,29 +270,64 @@ class PullBackup:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def end_job(dom: libvirt.virDomain) -> None:
-    """End the domain's backup job, if it still has one."""
+def end_job(dom: libvirt.virDomain, *, timeout: float = END_JOB_TIMEOUT_S) -> None:
+    """End the domain's backup job, if it still has one, and return once it is gone.
+
+    ``abortJob`` asks QEMU to cancel the job's block jobs; libvirt ends the backup job
+    when it has seen them end. Where its event thread is parked (see
+    END_JOB_TIMEOUT_S) the end is never seen in time, so while the job remains each
+    disk of the job gets a synchronous ``blockJobAbort``: libvirt processes the disk's
+    pending end in that call (it answers "still being ended", which is expected) and
+    the backup job ends with it. Only the disks of the backup job seen at the start
+    are touched, and only while that same job runs.
+
+    Raises JobNotEnded when the job is still there after ``timeout`` seconds.
+    """
+    job = _backup_job(dom)
+    if job is None:
+        return
+    socket, targets = job
     with contextlib.suppress(libvirt.libvirtError):
-        if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
-            dom.abortJob()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
-                return
-        except libvirt.libvirtError:
-            return  # domain gone
-        time.sleep(0.02)
+        dom.abortJob()
+    started = time.monotonic()
+    deadline = started + timeout
+    kicks = 0
+    while True:
+        now = _backup_job(dom)
+        if now is None:
+            return
+        if now[0] != socket:
+            return  # ours ended; another job began meanwhile (not ours to touch)
+        if time.monotonic() >= deadline:
+            raise JobNotEnded(dom.name(), round(time.monotonic() - started), kicks)
+        time.sleep(0.02 if kicks == 0 else 0.1)
+        if _backup_job(dom) is not None:
+            for target in targets:
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.blockJobAbort(target, 0)
+            kicks += 1
+
+
+def _backup_job(dom: libvirt.virDomain) -> tuple[str, list[str]] | None:
+    """(NBD socket, disk targets) of the domain's running backup job, or None."""
+    try:
+        if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        xml = dom.backupGetXMLDesc(0)
+    except libvirt.libvirtError:
+        return None  # no backup job (another kind of job, or the domain is gone)
+    root = ET.fromstring(xml)
+    server = root.find("server")
+    socket = server.get("socket", "") if server is not None else ""
+    targets = [d.get("name", "") for d in root.iterfind("disks/disk")
+               if d.get("backup", "yes") == "yes" and d.get("name")]
+    return socket, targets
 
 
 def backup_job_socket(dom: libvirt.virDomain) -> str | None:
-    """The socket of a running backup job of ``dom``, if any."""
-    try:
-        xml = dom.backupGetXMLDesc(0)
-    except libvirt.libvirtError:
-        return None
-    m = re.search(r"<server[^>]*socket='([^']*)'", xml)
-    return m.group(1) if m else ""
+    """The socket of a running backup job of ``dom``, if any ("" if it has none)."""
+    job = _backup_job(dom)
+    return job[0] if job is not None else None
 
 
 def dirty_extents(export: Export, target: str, size: int) -> Iterator[tuple[int, int]]:

@@ -28,7 +28,7 @@ import libvirt
 
 from stasis.backends.local import LocalBackend
 from stasis.blockio.nbd import remove_dead_debris
-from stasis.errors import VmState
+from stasis.errors import JobNotEnded, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.recovery.instant import debris as instant_debris
 from stasis.repository import Repository
@@ -52,21 +52,28 @@ class DoctorReport:
 
 
 def orphaned_job(dom: libvirt.virDomain) -> tuple[bool, str] | None:
-    """(is Stasis's and its process is dead, socket) of the domain's backup job."""
+    """(is Stasis's and left behind, socket) of the domain's backup job.
+
+    A job is left behind when the process that began it is gone, or when its socket
+    directory is: a run removes that directory only after it tried to end the job
+    (a long-lived ``stasis serve`` whose end of a job failed is still running).
+    """
     sock = lv.backup_job_socket(dom)
     if sock is None:
         return None
     m = _JOB_DIR.search(sock)
     if not m:
         return False, sock
-    return not os.path.exists(f"/proc/{m.group(1)}"), sock
+    gone = not os.path.exists(f"/proc/{m.group(1)}") or not os.path.isdir(os.path.dirname(sock))
+    return gone, sock
 
 
 def clean_vm(dom: libvirt.virDomain, repo: Repository, report: DoctorReport | None = None,
              *, fix: bool = True) -> DoctorReport:
     """End a dead Stasis job of ``dom`` and delete checkpoints whose point never committed.
 
-    Raises VmState when the VM is in a backup job that is not dead debris.
+    Raises VmState when the VM is in a backup job that is not debris, and JobNotEnded
+    when debris of a job cannot be ended.
     """
     report = report or DoctorReport()
     job = orphaned_job(dom)
@@ -78,8 +85,8 @@ def clean_vm(dom: libvirt.virDomain, repo: Repository, report: DoctorReport | No
                 "nothing was changed. Wait for it to end."
             )
         if fix:
-            lv.end_job(dom)
-        report.add("libvirt job", f"{dom.name()}: backup job of a dead Stasis process", fix)
+            lv.end_job(dom)  # JobNotEnded when libvirt will not let it end
+        report.add("libvirt job", f"{dom.name()}: backup job that Stasis left running", fix)
     if dom.isActive():  # libvirt cannot delete checkpoints of a shut-off VM
         committed = {pid[:12] for pid in repo.point_ids()}
         for chk in lv.checkpoints(dom, lv.chain_prefix(repo.id)):
@@ -98,8 +105,12 @@ def doctor(conn: libvirt.virConnect | None, repo: Repository | None, run_dirs: l
     report = DoctorReport()
     if conn is not None and repo is not None:
         for dom in conn.listAllDomains():
-            with contextlib.suppress(VmState):
+            try:
                 clean_vm(dom, repo, report, fix=fix)
+            except VmState:
+                pass  # a job of a running Stasis, or not Stasis's: not debris
+            except JobNotEnded as e:
+                report.add("libvirt job", str(e), False)
     for kind, what, fixed in instant_debris(conn, fix=fix):
         report.add(kind, what, fixed)
     for run_dir in run_dirs:

@@ -357,6 +357,11 @@ def back_up_members(
             for m in members:
                 if m.job is not None:
                     m.job.keep_checkpoint()
+        for m in members:
+            if m.job is not None and m.job.not_ended is not None:
+                manifest.run_warnings.append(
+                    f"{m.job.not_ended} The point {manifest.id[:12]} itself is committed "
+                    "and complete.")
         for m in members:  # older checkpoints of each chain are no base for anything now
             if m.running:
                 for old in lv.checkpoints(m.dom, lv.chain_prefix(repo.id)):

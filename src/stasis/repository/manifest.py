@@ -70,6 +70,9 @@ class Manifest:
     # Point-wide facts beyond the disks: the consistency asked for and reached, the
     # hooks that ran, a group's members and who joined or left since the last point.
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the run that made this point warns of after it committed (a libvirt job it
+    # could not end, say). Never stored: it is about that run, not about the point.
+    run_warnings: list[str] = field(default_factory=list, compare=False)
 
     @property
     def virtual_size(self) -> int:
@@ -87,7 +90,9 @@ class Manifest:
         return self.disks() + [(vm, f) for vm in self.vms for f in vm.files]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        stored = asdict(self)
+        del stored["run_warnings"]
+        return stored
 
     def encode(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
@@ -106,6 +111,7 @@ class Manifest:
                 })
                 for vm in raw["vms"]
             ]
+            raw = {k: v for k, v in raw.items() if k != "run_warnings"}
             return cls(**{**raw, "vms": vms})
         except (KeyError, TypeError, ValueError) as e:
             raise ManifestFormatError(f"malformed manifest: {e}") from None

@@ -137,12 +137,15 @@ class JobRun:
                 "bytes_read": sum(d.bytes_read for d in vm.disks),
                 "bytes_written": sum(d.stored_new for d in vm.disks),
                 "modes": {d.name: d.mode for d in vm.disks}, "error": None,
+                "warnings": list(m.run_warnings),
             }
         self.bytes_read += m.bytes_read
         self.bytes_written += stored
         log.info("point %s '%s' committed: %s, read %d bytes, stored %d new", m.id[:12],
                  m.name, ", ".join(f"{vm.name} {vm.consistency}" for vm in m.vms),
                  m.bytes_read, stored)
+        for warning in m.run_warnings:
+            log.warning("%s", warning)
 
         def index() -> None:
             from stasis.catalog import PointIndex

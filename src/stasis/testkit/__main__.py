@@ -34,10 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--guest-agent", action="store_true",
                    help="add the guest-agent channel; qemu-ga answers on it in the guest")
     c.add_argument("--memory", type=int, default=256, help="MiB of RAM (%(default)s)")
+    c.add_argument("--machine", choices=("pc", "q35"), default="pc",
+                   help="QEMU machine type (%(default)s)")
     r = sub.add_parser("run", help="run a shell command in a running guest")
     r.add_argument("name")
     r.add_argument("cmd", help="shell command")
     r.add_argument("--timeout", type=float, default=60.0)
+    a = sub.add_parser("restart-agent", help="stop and start qemu-ga in a running guest "
+                       "(its virtio-serial port closes and opens again)")
+    a.add_argument("name")
     d = sub.add_parser("destroy", help="destroy guests: domain, disks, logs, sockets")
     d.add_argument("names", nargs="*", metavar="NAME")
     d.add_argument("--all", action="store_true", help="every guest of the kit directory")
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 specs = [DiskSpec.parse(s) for s in args.disks]
                 guest = kit.create(args.name, specs, start=not args.no_start,
                                    network=args.network, guest_agent=args.guest_agent,
-                                   memory_mib=args.memory, owned=False)
+                                   memory_mib=args.memory, machine=args.machine, owned=False)
                 kit.release(guest.name)  # the guest outlives this command
                 print(f"{guest.name}: dir {guest.dir}")
                 for disk in guest.disks.values():
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 status, output = kit.get(args.name).run(args.cmd, timeout=args.timeout)
                 sys.stdout.write(output)
                 return status
+            elif args.command == "restart-agent":
+                kit.get(args.name).restart_agent()
             elif args.command == "destroy":
                 if args.all or args.stale:
                     names = kit.destroy_stale() if args.stale else []

@@ -39,6 +39,7 @@ class DomainConfig:
     guest_dir: Path
     memory_mib: int = 256
     vcpus: int = 1
+    machine: str = "pc"  # pc (i440fx) or q35, as libvirt names them
     agent_socket: Path | None = None
     network: str | None = None
     owner: str | None = None  # "<pid>:<start time>" of the process the guest dies with
@@ -71,7 +72,7 @@ def domain_xml(cfg: DomainConfig) -> str:
     _sub(dom, "memory", str(cfg.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(cfg.vcpus))
     os_el = _sub(dom, "os")
-    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine=cfg.machine)
     _sub(os_el, "kernel", str(cfg.kernel))
     _sub(os_el, "initrd", str(cfg.initrd))
     _sub(os_el, "cmdline", cfg.cmdline)

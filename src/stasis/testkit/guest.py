@@ -44,6 +44,17 @@ DEFAULT_DISKS = (DiskSpec("vda", "qcow2", 64 * MiB),)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
+# The guest's qemu-ga stopped (its port closed) and started again on the same port.
+RESTART_AGENT = (
+    "pid=$(cat /run/qemu-ga.pid 2>/dev/null || pidof qemu-ga); kill $pid; "
+    "while kill -0 $pid 2>/dev/null; do sleep 0.05; done; "
+    "/usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 "
+    "-t /run/qemu-ga -f /run/qemu-ga.pid -l /run/qemu-ga.log </dev/null >/dev/null 2>&1 & "
+    "i=0; while ! pidof qemu-ga >/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
+    "pidof qemu-ga"
+)
+
+
 def default_kit_dir() -> Path:
     """``$STASIS_TESTKIT_DIR``, else ``<state dir>/testkit``."""
     explicit = os.environ.get("STASIS_TESTKIT_DIR")
@@ -229,6 +240,16 @@ class Guest:
         text = command if isinstance(command, str) else json.dumps(command)
         reply = json.loads(libvirt_qemu.qemuAgentCommand(self.domain, text, timeout, 0))
         return reply.get("return")
+
+    def restart_agent(self) -> None:
+        """Stop qemu-ga and start it again, as a guest does when its agent restarts or
+        starts late: the guest closes the agent's virtio-serial port and opens it again,
+        and QEMU tells libvirt of each (VSERPORT_CHANGE). Returns once the new qemu-ga
+        runs (it may take a moment more to answer).
+        """
+        if not self.has_agent:
+            raise GuestKitError(f"{self.name} runs no guest agent")
+        self.run(RESTART_AGENT, check=True, timeout=30)
 
     def _console_tail(self, lines: int = 15) -> str:
         return "\n".join(self.console_text().splitlines()[-lines:])
@@ -419,7 +440,7 @@ class GuestKit:
     def create(self, name: str | None = None, disks: Sequence[DiskSpec] = DEFAULT_DISKS, *,
                start: bool = True, memory_mib: int = 256, vcpus: int = 1,
                network: str | None = None, guest_agent: bool = False,
-               owned: bool = True) -> Guest:
+               machine: str = "pc", owned: bool = True) -> Guest:
         """Define (and by default start) a guest with ``disks``; call ``wait_ready`` next.
 
         ``network`` adds a virtio NIC on that libvirt network (which must be active);
@@ -428,8 +449,9 @@ class GuestKit:
         …; the initramfs root is never frozen, so commands keep working meanwhile).
         ``wait_ready`` then also waits for the agent to answer; :meth:`Guest.agent_command`
         talks to it. Without qemu-guest-agent on the host the channel is there but no
-        agent answers. An ``owned`` guest records this process as its owner: once the process
-        is gone, :meth:`destroy_stale` (from any process) removes it.
+        agent answers. ``machine`` is the QEMU machine type, ``pc`` or ``q35``. An
+        ``owned`` guest records this process as its owner: once the process is gone,
+        :meth:`destroy_stale` (from any process) removes it.
         """
         name = self.domain_name(name)
         if not 1 <= len(disks) <= 8 or len({d.target for d in disks}) != len(disks):
@@ -460,7 +482,8 @@ class GuestKit:
                 disks=tuple(DomainDisk(s.target, guest_disks[s.target].path, s.fmt, s.cache)
                             for s in disks),
                 console_log=gdir / "console.log", control_socket=control, guest_dir=gdir,
-                memory_mib=memory_mib, vcpus=vcpus, agent_socket=agent, network=network,
+                memory_mib=memory_mib, vcpus=vcpus, machine=machine, agent_socket=agent,
+                network=network,
                 owner=process_identity(os.getpid()) if owned else None,
             )
             xml = domain_xml(cfg)
