@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from stasis.cli.backup import backup_result
+from stasis.app.models import BackupResult
 from stasis.errors import ConsistencyNotMet, HookFailed
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.consistency import GuestCommand, Hooks
@@ -142,7 +142,7 @@ def test_member_without_agent_degrades_and_require_refuses(
     assert "guest agent" in by_name[plain.name].extra["consistency_note"]
     assert point.extra["consistency"] == {"requested": "filesystem", "required": None,
                                           "reached": "crash"}
-    result = backup_result(point)
+    result = BackupResult.of(point).to_json()
     assert {v["name"]: v["consistency"] for v in result["vms"]} == {
         a.name: "filesystem", plain.name: "crash"}
     assert not needs_recovery(restored_fs(repo, point, a.name, dirs["out"]))
@@ -241,7 +241,7 @@ def test_failing_post_hook_is_recorded_not_fatal(
                             run_dir=dirs["run"], scratch_dir=dirs["scratch"],
                             consistency="application", hooks=hooks)
     assert repo.resolve(point.id).id == point.id  # committed
-    failures = backup_result(point)["hook_failures"]
+    failures = BackupResult.of(point).to_json()["hook_failures"]
     assert [(h["where"], h["exit_code"]) for h in failures] == [(a.name, 4), ("host", 5)]
     assert "disk busy" in failures[0]["output"]
     assert_running_and_thawed(a)

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from stasis.cli.common import (
+    CatalogOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
@@ -24,7 +25,6 @@ from stasis.cli.common import (
     out,
     print_json,
 )
-from stasis.cli.jobs import CatalogOpt
 from stasis.repository import Repository
 
 app = typer.Typer(help="The catalog: the index of points, rebuilt from a repository.",

@@ -23,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from stasis.errors import KeySlotError, UsageError, WrongPassphrase
+from stasis.errors import CatalogError, KeySlotError, UsageError, WrongPassphrase
 from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
@@ -47,12 +47,40 @@ KeyFileOpt = Annotated[
     Path | None, typer.Option("--key-file", help="Open the repository with this key file.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+CatalogOpt = Annotated[str | None, typer.Option(
+    "--catalog", envvar="STASIS_CATALOG", show_default=False,
+    help="The catalog: a SQLite file, or a URL (sqlite:////PATH; "
+         "postgresql://USER@HOST/DB when hosts share it) "
+         "($STASIS_CATALOG; default <state dir>/catalog.db).")]
+ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNECT",
+                                         help="libvirt URI.")]
+PointArg = Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")]
+VmOpt = Annotated[str | None, typer.Option("--vm", help="VM of the point (if it has several).")]
+TagOpt = Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")]
+ConsistencyOpt = Annotated[str, typer.Option(
+    help="crash, filesystem (guest-agent fsfreeze) or application (hooks too).")]
+RequireOpt = Annotated[str | None, typer.Option(
+    "--require", help="Fail, committing nothing, where a VM cannot reach this level.")]
 
 KEYFILE_HEADER = "stasis-keyfile-v1"
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def print_model(result: Any) -> None:
+    """A result model, or a list of them (always printed as a JSON array), as JSON."""
+    if isinstance(result, list):
+        print_json([r.to_json() for r in result])
+    else:
+        print_json(result.to_json())
+
+
+def warn_unrecorded(e: CatalogError) -> None:
+    """The catalog cannot be used: the command runs, unrecorded, and says so."""
+    err.print(f"[bold yellow]warning:[/] this run is not recorded as a job: {e.message}",
+              highlight=False)
 
 
 def plural(n: int, word: str) -> str:

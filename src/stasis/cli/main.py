@@ -75,9 +75,8 @@ def _registered(module: str) -> Callable[[str], Any]:
 
 COMMANDS: dict[str, Callable[[str], Any]] = {
     "repo": _group("repo"),
-    "backup": _group("backup", ("vm", "vms", "backup_vm"), ("group", "groups", "backup_group")),
-    "restore": _group("restore", ("vm", "vms", "restore_vm_cmd"),
-                      ("group", "restore", "restore_group_cmd")),
+    "backup": _group("backup"),
+    "restore": _group("restore"),
     "list": _command("points", "list_points"),
     "show": _command("points", "show"),
     "verify": _command("verify", "verify"),

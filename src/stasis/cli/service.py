@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from stasis.app.policies import find_policy, load_policy_file
 from stasis.cli.common import (
+    CatalogOpt,
+    ConnectOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
@@ -30,17 +33,13 @@ from stasis.cli.common import (
     out,
     print_json,
 )
-from stasis.cli.jobs import CatalogOpt
-from stasis.cli.vms import ConnectOpt
-from stasis.errors import PolicyNotFound, UsageError
+from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
 from stasis.settings import run_dir, scratch_dir
 
 if TYPE_CHECKING:
-    from stasis.catalog import Catalog
     from stasis.catalog.db import Clock
-    from stasis.service.policy import Policy
 
 PoliciesOpt = Annotated[Path | None, typer.Option(
     "--policies", envvar="STASIS_POLICIES", show_default=False,
@@ -77,26 +76,6 @@ def _duration(text: str, what: str) -> timedelta:
         raise UsageError(f"{what}: {e}") from None
 
 
-def find_policy(c: Catalog, name: str, policies: Path | None, *, doing: str) -> Policy:
-    """Policy ``name`` from the file ``policies``, else from those stored in the catalog."""
-    from stasis.service.status import stored_policies
-
-    found = [p for p in (_load(policies) if policies else stored_policies(c)) if p.name == name]
-    if not found:
-        where = str(policies) if policies else f"the catalog {c.shown}"
-        raise PolicyNotFound(f"no policy named '{name}' in {where}. Nothing was {doing}; "
-                             "'stasis policy list FILE' shows the policies.")
-    return found[0]
-
-
-def _load(path: Path | None) -> list[Policy]:
-    from stasis.service.policy import load_policies
-
-    if path is None:
-        raise UsageError("give the policy file with --policies FILE (or $STASIS_POLICIES)")
-    return load_policies(path)
-
-
 def serve(
     repo: RepoOpt,
     policies: PoliciesOpt = None,
@@ -122,7 +101,7 @@ def serve(
     from stasis.service.runner import Limits, Service
 
     keep = _duration(keep_logs, "--keep-logs")
-    loaded = _load(policies)
+    loaded = load_policy_file(policies)
     creds = credentials(passphrase_file, key_file)
     r = Repository.open(repo, creds)  # fails now, not at the first job, when it cannot
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -219,7 +198,7 @@ def status(
                 f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})", highlight=False))
             repo_id = r.id
         rows = vm_status(c, c.clock(), repo_id=repo_id,
-                         policies=_load(policies) if policies else None)
+                         policies=load_policy_file(policies) if policies else None)
     if json_output:
         print_json([row.to_dict() for row in rows])
         return

@@ -1,0 +1,8 @@
+"""The application layer: one function per operation, shared by the CLI and the REST API.
+
+Each function takes typed parameters (an opened repository, names, options as
+values) and returns a result model of :mod:`stasis.app.models`; the rules of an
+operation (what is checked first, what is refused, what a job records) live here,
+so an interface only parses, calls one function and renders what it returns. Work
+that runs as a job is recorded through :func:`stasis.app.jobs.foreground_job`.
+"""
