@@ -26,9 +26,9 @@ from stasis.repository import Manifest, VmRecord
 
 
 class Model(BaseModel):
-    """Every result model: unknown fields refused, dumped by field name."""
+    """Every result model: unknown fields refused, assignments checked."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     def to_json(self) -> Any:
         """What ``--json`` prints and the API answers: JSON types only."""
@@ -548,3 +548,148 @@ class Released(Model):
     released: bool
     hold: dict[str, Any] | None
     description: str | None  # of the hold lifted
+
+
+# ------------------------------------------------------------------ points
+
+
+class PointSummary(Model):
+    """One point of ``stasis list``."""
+
+    id: str
+    name: str
+    time: str
+    kind: str
+    size: int
+    bytes_read: int
+    parent: str | None
+    tags: dict[str, str]
+    vms: list[str]
+    disks: int
+
+    @classmethod
+    def of(cls, m: Manifest) -> PointSummary:
+        return cls(id=m.id, name=m.name, time=m.time, kind=m.kind, size=m.virtual_size,
+                   bytes_read=m.bytes_read, parent=m.parent, tags=m.tags,
+                   vms=[vm.name for vm in m.vms], disks=len(m.disks()))
+
+
+class StreamDetail(Model):
+    """A stored stream of a point: a disk (``target`` its device name) or a VM's file."""
+
+    model_config = ConfigDict(extra="allow")  # a newer manifest may say more
+
+    name: str
+    index: str
+    virtual_size: int
+    format: str
+    source: str
+    mode: str
+    reason: str
+    bytes_read: int
+    bytes_new: int
+    stored_new: int
+    chunks_new: int
+    format_options: dict[str, Any]
+    checkpoint: str
+    source_kind: str
+    target: str | None = None
+
+
+class VmDetail(Model):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    uuid: str
+    domain_xml: str
+    consistency: str
+    state: str
+    disks: list[StreamDetail]
+    files: list[StreamDetail]
+    extra: dict[str, Any]
+
+
+class PointDetail(Model):
+    """One point in full, as its manifest holds it (``size``: of all its disks)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    time: str
+    kind: str
+    parent: str | None
+    tags: dict[str, str]
+    host: str
+    chunk_size: int
+    vms: list[VmDetail]
+    timings: dict[str, float]
+    stasis_version: str
+    format_version: int
+    extra: dict[str, Any]
+    size: int
+
+    @classmethod
+    def of(cls, m: Manifest) -> PointDetail:
+        d = m.to_dict()
+        d["size"] = m.virtual_size
+        for vm in d["vms"]:
+            for disk in vm["disks"]:
+                disk["target"] = disk["name"]
+        return cls.model_validate(d)
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+# ------------------------------------------------------------------ files of a point
+
+
+class VolumeRow(Model):
+    """A volume of a disk (the whole disk, a partition, an LVM logical volume)."""
+
+    name: str
+    type: Literal["volume"] = "volume"
+    size: int
+    description: str
+    filesystem: str | None
+    label: str | None
+    error: str | None = None
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class FileEntry(Model):
+    """A file, directory, symlink... of a point's disk (``mode``: permission bits in octal,
+    ``mode_text``: as ``ls -l`` shows it)."""
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: str
+    mode_text: str
+    mtime: str
+    mtime_ns: int
+    link: str | None
+    vm: str | None = None  # with find: where it was found
+    disk: str | None = None
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class ExtractReport(Model):
+    """What ``files get`` wrote into its target directory, and what it skipped."""
+
+    point: str
+    target: str
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+    skipped: list[dict[str, str]]
+    loads: int  # chunks read from the repository, opening included
+    duration_s: float

@@ -25,7 +25,7 @@ from stasis.errors import GroupError, StasisError
 from stasis.parallel import Cancelled
 from stasis.progress import Progress
 from stasis.protection.consistency import Hooks
-from stasis.protection.groups import Group, effective_level, resolve
+from stasis.protection.groups import Group, GroupBackup, plan_backup
 from stasis.protection.instant import back_up_members
 from stasis.repository import Repository
 from stasis.service.jobs import JobRun
@@ -84,31 +84,32 @@ class Plan:
 def plan_units(conn: libvirt.virConnect, catalog: Catalog | None, policy: Policy) -> Plan:
     """The units of ``policy`` now (groups looked up in the catalog, selectors resolved)."""
     m = policy.members
-    level = effective_level(policy.consistency, policy.require)
     units: list[Unit] = []
     taken: set[str] = set()
     missing: list[str] = []
+
+    def plan(group: Group, hooks: Hooks | None) -> GroupBackup:
+        return plan_backup(conn, group, consistency=policy.consistency,
+                           require=policy.require, hooks=hooks)
+
     for name in m.groups:
         if catalog is None:
             raise GroupError(f"policy '{policy.name}' backs up group '{name}', and the "
                              "catalog holding the groups cannot be used.")
         g = GroupStore(catalog).must_get(name).group
-        r = resolve(conn, g)
-        missing += r.missing
-        vms = [vm for vm in r.members if vm not in taken]
-        hooks = policy.hooks if policy.hooks else g.hooks
+        p = plan(g, policy.hooks if policy.hooks else g.hooks)
+        missing += p.missing
+        vms = [vm for vm in p.vms if vm not in taken]
         if vms:
-            units.append(Unit(name, "group", vms,
-                              hooks if level == "application" and hooks else None))
+            units.append(Unit(name, "group", vms, p.hooks))
             taken.update(vms)
     if m.vms or m.select or m.labels:
-        r = resolve(conn, Group(name=policy.name, members=list(m.vms),
-                                name_globs=list(m.select), labels=dict(m.labels)))
-        missing += r.missing
-        own = policy.hooks if level == "application" and policy.hooks else None
-        for vm in r.members:
+        p = plan(Group(name=policy.name, members=list(m.vms), name_globs=list(m.select),
+                       labels=dict(m.labels)), policy.hooks or None)
+        missing += p.missing
+        for vm in p.vms:
             if vm not in taken:
-                units.append(Unit(vm, "vm", [vm], own))
+                units.append(Unit(vm, "vm", [vm], p.hooks))
                 taken.add(vm)
     return Plan(units, list(dict.fromkeys(missing)))
 
