@@ -693,3 +693,39 @@ class ExtractReport(Model):
     skipped: list[dict[str, str]]
     loads: int  # chunks read from the repository, opening included
     duration_s: float
+
+
+# ------------------------------------------------------------------ policies
+
+
+class PolicyProblem(Model):
+    line: int | None
+    policy: str | None
+    message: str
+    text: str  # as the CLI prints it: FILE:LINE: [policy] message
+
+
+class PolicyCheck(Model):
+    """A policy file checked: valid, or every problem with its line."""
+
+    file: str
+    ok: bool
+    policies: list[str]
+    problems: list[PolicyProblem]
+
+
+class PolicySummary(Model):
+    """A policy as it runs: members, schedule and its next runs, retention, RPO, notify."""
+
+    name: str
+    description: str
+    origin: str
+    members: dict[str, Any]
+    schedule: dict[str, Any]
+    next_runs: list[str]
+    consistency: str
+    require: str | None
+    hooks: dict[str, Any] | None
+    retention: dict[str, Any]
+    rpo: str | None
+    notify: dict[str, Any]
