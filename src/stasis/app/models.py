@@ -729,3 +729,28 @@ class PolicySummary(Model):
     retention: dict[str, Any]
     rpo: str | None
     notify: dict[str, Any]
+
+
+# ------------------------------------------------------------------ status, policy runs
+
+
+class VmStatusRow(Model):
+    """How protected one VM is: newest point, next run, RPO, last verification."""
+
+    vm: str
+    newest_point: str | None
+    newest_time: str | None
+    age_s: float | None
+    policies: list[str]
+    next_run: str | None
+    rpo: str  # met | breached | none
+    rpo_detail: str
+    last_verify: dict[str, Any] | None
+
+
+class Queued(Model):
+    """A job handed to the running service (``stasis job show`` follows it)."""
+
+    job: int
+    state: Literal["queued"] = "queued"
+    service_pid: int | None

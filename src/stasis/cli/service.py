@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from stasis.app.policies import find_policy, load_policy_file
+from stasis.app.policies import load_policy_file
+from stasis.app.status import run_policy_now, vm_status
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -32,6 +33,7 @@ from stasis.cli.common import (
     open_repo,
     out,
     print_json,
+    print_model,
 )
 from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
@@ -139,41 +141,30 @@ def policy_run(
     The policy comes from --policies, else from the catalog (as the service last
     loaded it).
     """
-    from stasis.catalog import Catalog, JobStore
-    from stasis.service.jobs import recorded, runner_alive
-    from stasis.service.policy_run import plan_units, run_policy
-    from stasis.service.prune import policy_retention
-
-    with Catalog.open(catalog) as c:
-        policy = find_policy(c, name, policies, doing="run")
-        store = JobStore(c)
-        live = [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
-        if live and not wait:
-            queued = store.create("backup", name, policy=name, repo=str(repo.absolute()),
-                                  params={"policy": name, "slot": "now"})
-            store.log(queued.id, "info", "queued by 'stasis policy run'")
-            if json_output:
-                print_json({"job": queued.id, "state": "queued", "service_pid": live[0].pid})
-            else:
-                out.print(f"Job {queued.id} queued for the service (pid {live[0].pid}); "
-                          f"'stasis job show {queued.id} --log' follows it.", highlight=False)
-            return
-        r = open_repo(repo, passphrase_file, key_file)
-        conn = lv.connect(connect)
-        plan = plan_units(conn, c, policy)
-        with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.url) as run:
-            run_policy(run, policy, plan, conn=conn, repo=r, run_dir=run_dir(),
-                       scratch_dir=scratch_dir(), retention=policy_retention)
-        job = store.get(run.id) if run.id is not None else None
+    done = run_policy_now(name, catalog=catalog, policies=policies, repo_path=repo,
+                          open_repo=lambda: open_repo(repo, passphrase_file, key_file),
+                          connect=connect, here=wait)
+    if done.queued is not None:
+        if json_output:
+            print_model(done.queued)
+        else:
+            out.print(f"Job {done.queued.job} queued for the service (pid "
+                      f"{done.queued.service_pid}); 'stasis job show {done.queued.job} --log' "
+                      "follows it.", highlight=False)
+        return
     if json_output:
-        print_json(job.to_dict() if job else {"state": "unrecorded", "result": run.result})
+        if done.job is not None:
+            print_model(done.job)
+        else:
+            print_json({"state": "unrecorded", "result": done.result})
     else:
-        for vm, res in run.result.items():
+        for vm, res in done.result.items():
             what = f"point {res['point'][:12]}" if res.get("point") else f"failed: {res['error']}"
             out.print(f"{vm}: {what}", highlight=False)
-        out.print(f"Job {run.id}: {job.state if job else 'done'}.", highlight=False)
-    if run.failure is not None:
-        raise run.failure
+        out.print(f"Job {done.job.id if done.job else None}: "
+                  f"{done.job.state if done.job else 'done'}.", highlight=False)
+    if done.failure is not None:
+        raise done.failure
 
 
 def status(
@@ -187,20 +178,13 @@ def status(
     json_output: JsonOpt = False,
 ) -> None:
     """Per VM: newest point and its age, next run, RPO met or breached, last verification."""
-    from stasis.catalog import Catalog, PointIndex
-    from stasis.service.status import age_text, vm_status
+    from stasis.service.status import age_text
 
-    with Catalog.open(catalog) as c:
-        repo_id = None
-        if repo is not None:
-            r = open_repo(repo, passphrase_file, key_file)
-            PointIndex(c).sync(r, on_damaged=lambda pid, e: err.print(
-                f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})", highlight=False))
-            repo_id = r.id
-        rows = vm_status(c, c.clock(), repo_id=repo_id,
-                         policies=load_policy_file(policies) if policies else None)
+    rows = vm_status(catalog, policies=policies, on_damaged=lambda pid, e: err.print(
+        f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})", highlight=False),
+        open_repo=(lambda: open_repo(repo, passphrase_file, key_file)) if repo else None)
     if json_output:
-        print_json([row.to_dict() for row in rows])
+        print_model(rows)
         return
     if not rows:
         out.print("No VM is known to the catalog yet.")
@@ -210,7 +194,8 @@ def status(
         table.add_column(col)
     for row in rows:
         verify = row.last_verify
+        next_run = datetime.fromisoformat(row.next_run) if row.next_run else None
         table.add_row(row.vm, (row.newest_point or "-")[:12], age_text(row.age_s),
-                      row.next_run.strftime("%Y-%m-%d %H:%M:%S") if row.next_run else "-",
+                      next_run.strftime("%Y-%m-%d %H:%M:%S") if next_run else "-",
                       row.rpo, f"{verify['state']} (job {verify['job']})" if verify else "-")
     out.print(table)
