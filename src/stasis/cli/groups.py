@@ -36,6 +36,7 @@ from stasis.cli.vms import ConnectOpt
 from stasis.errors import GroupError, HypervisorError, UsageError
 from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
+from stasis.protection.capture import back_up_members
 from stasis.protection.consistency import (
     DEFAULT_HOOK_TIMEOUT_S,
     GuestCommand,
@@ -51,7 +52,6 @@ from stasis.protection.groups import (
     effective_level,
     resolve,
 )
-from stasis.protection.instant import back_up_members
 from stasis.settings import run_dir, scratch_dir
 
 if TYPE_CHECKING:
