@@ -20,12 +20,12 @@ from stasis.errors import CatalogError, HypervisorError, StasisError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.parallel import Cancelled
 from stasis.repository import Repository
+from stasis.repository.process import start_time
 from stasis.service.jobs import (
     dead_jobs,
     expire_logs,
     fail_dead_job,
     open_catalog_or_warn,
-    process_start,
     recorded,
     runner_alive,
     this_runner,
@@ -175,7 +175,7 @@ def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None
 def test_a_job_of_a_dead_runner_is_failed_with_a_log_line(catalog: Catalog) -> None:
     store = JobStore(catalog)
     proc = subprocess.Popen(["sleep", "30"])
-    started = process_start(proc.pid)
+    started = start_time(proc.pid)
     assert started is not None
     host = this_runner()[0]
     alive_job = store.create("backup", "alive", vms=["a"], state="running",

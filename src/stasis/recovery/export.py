@@ -50,6 +50,7 @@ from stasis.repository import (
     Repository,
     VmRecord,
 )
+from stasis.repository.process import start_token
 
 PLUGIN = Path(__file__).with_name("nbdkit_plugin.py")
 DEFAULT_CACHE_BYTES = 64 << 20
@@ -246,20 +247,8 @@ def _credentials_json(creds: Credentials) -> bytes:
 # ------------------------------------------------------- the nbdkit process
 
 
-def process_start(pid: int) -> str:
-    """Start time of a running (not zombie) process, or "" when it does not run."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    if fields[0] in ("Z", "X"):
-        return ""
-    return fields[19]
-
-
 def alive(pid: int, start: str) -> bool:
-    return pid > 0 and bool(start) and process_start(pid) == start
+    return pid > 0 and bool(start) and start_token(pid) == start
 
 
 def stop_process(pid: int, start: str, *, timeout: float = 15.0) -> None:
@@ -300,7 +289,7 @@ def stop_exports_in(run_dir: str | Path) -> list[int]:
             continue
         if any(arg.startswith(needle) for arg in argv[1:]):
             pid = int(entry)
-            stop_process(pid, process_start(pid), timeout=5)
+            stop_process(pid, start_token(pid), timeout=5)
             found.append(pid)
     return found
 
@@ -380,12 +369,12 @@ def start_nbdkit(
                                   start_new_session=True, timeout=30)
             proc = None
             pid = int(shim.stdout.decode().strip() or 0)
-            start = process_start(pid)
+            start = start_token(pid)
         else:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     env=env, pass_fds=(r,))
             pid = proc.pid
-            start = process_start(pid)
+            start = start_token(pid)
     finally:
         os.close(r)
         log.close()

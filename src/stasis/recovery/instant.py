@@ -57,7 +57,6 @@ from stasis.recovery.export import (
     ExportProcess,
     alive,
     create_overlay,
-    process_start,
     start_nbdkit,
     stop_exports_in,
     stop_process,
@@ -65,6 +64,7 @@ from stasis.recovery.export import (
 from stasis.recovery.restore import restore_disk, select_disk
 from stasis.recovery.vm import DEFAULT_STORAGE, SHARED_FILES, select_vm, vm_socket_dir
 from stasis.repository import Credentials, Manifest, Repository, VmRecord
+from stasis.repository.process import start_token
 from stasis.settings import state_dir
 
 NAMESPACE = "https://stasis.dev/xmlns/instant/1"
@@ -180,7 +180,7 @@ def _new_entry(kind: str, name: str, vm: str, point: Manifest, repo: Repository,
     pid = os.getpid()
     return Entry(kind=kind, name=name, id=secrets.token_hex(4), vm=vm, point=point.id,
                  repo=repo.url, state="starting", created=time.time(), creator_pid=pid,
-                 creator_start=process_start(pid), **kw)
+                 creator_start=start_token(pid), **kw)
 
 
 # ------------------------------------------------------------------ the export

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from stasis.errors import CatalogError, Interrupted, StasisError
 from stasis.parallel import Cancelled
 from stasis.repository import Manifest, Repository
+from stasis.repository.process import start_time
 
 if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a job is recorded
     from stasis.catalog import Catalog, Job, JobStore
@@ -38,21 +39,9 @@ log = logging.getLogger("stasis.job")
 Runner = tuple[str, int, int]  # host, pid, process start time (clock ticks since boot)
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` (``/proc/PID/stat`` field 22), None if none."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def this_runner() -> Runner:
     pid = os.getpid()
-    return socket.gethostname(), pid, process_start(pid) or 0
+    return socket.gethostname(), pid, start_time(pid) or 0
 
 
 def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bool | None:
@@ -61,7 +50,7 @@ def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bo
         return None
     if pid is None:
         return False
-    started = process_start(pid)
+    started = start_time(pid)
     return started is not None and (not pid_start or started == pid_start)
 
 
