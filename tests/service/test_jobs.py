@@ -32,6 +32,7 @@ from stasis.service.jobs import (
 )
 from stasis.service.policy import parse_policies
 from stasis.service.runner import Service
+from stasis.signals import Terminated
 from tests.conftest import Cli, mixed_image
 
 
@@ -120,6 +121,17 @@ def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clo
     assert job.state == "failed" and job.result["b"]["error"] == "disk gone"
     assert [j.state for j in store.list(limit=2)] == ["failed", "interrupted"]
     assert len(store.list(state="interrupted")) == 2
+
+
+def test_sigterm_and_ctrl_c_are_told_apart_by_class(catalog: Catalog) -> None:
+    """The CLI raises Terminated for SIGTERM; the service knows it from stasis.signals."""
+    store = JobStore(catalog)
+    for interrupt, code, reason in ((Terminated(), 143, "interrupted by SIGTERM"),
+                                    (KeyboardInterrupt(), 130, "interrupted by Ctrl-C")):
+        with pytest.raises(type(interrupt)), recorded(catalog, "backup", "x") as run:
+            raise interrupt
+        job = store.get(run.id or 0)
+        assert (job.state, job.exit_code, job.error) == ("interrupted", code, reason)
 
 
 def test_the_log_of_other_threads_is_not_the_jobs(catalog: Catalog) -> None:

@@ -30,6 +30,7 @@ from stasis.errors import CatalogError, Interrupted, StasisError
 from stasis.parallel import Cancelled
 from stasis.repository import Manifest, Repository
 from stasis.repository.process import start_time
+from stasis.signals import Terminated
 
 if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a job is recorded
     from stasis.catalog import Catalog, Job, JobStore
@@ -176,7 +177,7 @@ class _JobHandler(logging.Handler):
 def _interrupt_reason(e: BaseException) -> str:
     if isinstance(e, Interrupted):
         return e.message
-    if type(e).__name__ == "Terminated":
+    if isinstance(e, Terminated):
         return "interrupted by SIGTERM"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted by Ctrl-C"
@@ -256,7 +257,7 @@ def recorded(
             state, error, code = "failed", run.failure.message, run.failure.exit_code
     except (KeyboardInterrupt, Cancelled, Interrupted) as e:
         state, error = "interrupted", _interrupt_reason(e)
-        code = 143 if type(e).__name__ == "Terminated" or isinstance(e, Cancelled) else 130
+        code = 143 if isinstance(e, Terminated | Cancelled) else 130
         raise
     except StasisError as e:
         state, error, code = "failed", e.message, e.exit_code
