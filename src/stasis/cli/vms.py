@@ -11,6 +11,7 @@ import libvirt
 import typer
 from rich.table import Table
 
+from stasis.app.doctor import doctor as run_doctor
 from stasis.blockio.nbd import socket_base
 from stasis.cli.backup import backup_result, parse_tags, print_backup
 from stasis.cli.common import (
@@ -31,7 +32,6 @@ from stasis.errors import JobNotEnded
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.protection.consistency import level_rank
-from stasis.protection.doctor import doctor as run_doctor
 from stasis.protection.vm import back_up_vms
 from stasis.recovery.vm import VmRestoreResult, restore_vm
 from stasis.repository import Manifest, Repository
