@@ -2,7 +2,8 @@
 
 The server is nbdkit with its python plugin (:mod:`stasis.recovery.nbdkit_plugin`),
 which runs :class:`PluginServer` inside nbdkit: every read is answered from verified
-chunks through a small cache, and block status reports the unstored (all-zero)
+chunks through a small cache (:class:`~stasis.recovery.diskread.DiskReader`, which
+nbdkit's threads share), and block status reports the unstored (all-zero)
 chunks as holes, so clients copy a sparse disk as sparse. nbdkit does the protocol
 (handshake, export names, many connections, structured replies) and the python
 plugin keeps the repository code in Python, where it already is; an NBD server of
@@ -28,129 +29,26 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stasis.blockio.nbd import die_with_parent, socket_base
 from stasis.errors import ExportError, TargetExists, UsageError
-from stasis.recovery.diskread import load_verified
+from stasis.recovery.diskread import DEFAULT_CACHE_BYTES, DiskReader
 from stasis.recovery.restore import select_disk
 from stasis.repository import (
-    ZERO_NAME,
     Credentials,
-    DiskIndex,
-    DiskRecord,
     Manifest,
     Repository,
-    VmRecord,
 )
 from stasis.repository.process import start_token
 
 PLUGIN = Path(__file__).with_name("nbdkit_plugin.py")
-DEFAULT_CACHE_BYTES = 64 << 20
 EXTENT_HOLE, EXTENT_ZERO = 1, 2
 START_TIMEOUT = 60.0
-
-
-# ------------------------------------------------------------------ the reader
-
-
-class PointDiskReader:
-    """Random access to one disk of a point: verified chunks through an LRU cache.
-
-    Thread-safe: concurrent reads of one chunk load it once. A chunk that fails
-    verification is an IntegrityError naming point, VM, disk and offset (and is
-    quarantined, as a restore does). Written here rather than shared with file-level
-    restore because an nbdkit plugin reads from several threads and
-    :class:`~stasis.recovery.diskread.DiskReader` (file-like, one reader per thread)
-    does not; both load chunks with :func:`~stasis.recovery.diskread.load_verified`.
-    """
-
-    def __init__(self, repo: Repository, point: Manifest, vm: VmRecord, disk: DiskRecord, *,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.repo = repo
-        self.point = point
-        self.vm = vm
-        self.disk = disk
-        self.index: DiskIndex = repo.load_disk_index(point, vm, disk)
-        self.size = self.index.virtual_size
-        self.chunk_size = self.index.chunk_size
-        self._max = max(2, cache_bytes // self.chunk_size)
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self._loading: dict[int, Future[bytes]] = {}
-        self._lock = threading.Lock()
-        self.chunks_loaded = 0
-
-    def _chunk(self, i: int) -> bytes:
-        with self._lock:
-            data = self._cache.get(i)
-            if data is not None:
-                self._cache.move_to_end(i)
-                return data
-            fut = self._loading.get(i)
-            mine = fut is None
-            if fut is None:
-                fut = self._loading[i] = Future()
-        if not mine:
-            return fut.result()
-        try:
-            data = self._load(i)
-        except BaseException as e:
-            fut.set_exception(e)
-            with self._lock:
-                self._loading.pop(i, None)
-            raise
-        fut.set_result(data)
-        with self._lock:
-            self._loading.pop(i, None)
-            self._cache[i] = data
-            while len(self._cache) > self._max:
-                self._cache.popitem(last=False)
-            self.chunks_loaded += 1
-        return data
-
-    def _load(self, i: int) -> bytes:
-        return load_verified(self.repo, self.index, i, f"point {self.point.id[:12]}, VM "
-                             f"{self.vm.name}, disk {self.disk.name}")
-
-    def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise ValueError(f"read of {length} bytes at {offset} is outside the disk "
-                             f"({self.size} bytes)")
-        parts: list[bytes] = []
-        pos, end = offset, offset + length
-        while pos < end:
-            i = pos // self.chunk_size
-            start = i * self.chunk_size
-            stop = min(start + self.chunk_size, end)
-            if self.index.entries[i] == ZERO_NAME:
-                parts.append(bytes(stop - pos))
-            else:
-                parts.append(self._chunk(i)[pos - start:stop - start])
-            pos = stop
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def extents(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
-        """(offset, length, is_zero) runs covering [offset, offset+length), by chunk."""
-        runs: list[tuple[int, int, bool]] = []
-        pos, end = offset, min(offset + length, self.size)
-        while pos < end:
-            i = pos // self.chunk_size
-            stop = min((i + 1) * self.chunk_size, end)
-            zero = self.index.entries[i] == ZERO_NAME
-            if runs and runs[-1][2] == zero:
-                o, n, _ = runs[-1]
-                runs[-1] = (o, n + stop - pos, zero)
-            else:
-                runs.append((pos, stop - pos, zero))
-            pos = stop
-        return runs
 
 
 # ----------------------------------------------------- what runs inside nbdkit
@@ -173,7 +71,7 @@ class PluginServer:
     cred_fd: int = -1
     cache_bytes: int = DEFAULT_CACHE_BYTES
     lock: bool = True
-    readers: dict[str, PointDiskReader] = field(default_factory=dict)
+    readers: dict[str, DiskReader] = field(default_factory=dict)
     default: str = ""
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -203,11 +101,11 @@ class PluginServer:
         for spec, name in names.items():
             vm, disk = spec.split("/", 1)
             vm_rec, disk_rec = select_disk(point, vm, disk)
-            self.readers[name] = PointDiskReader(repo, point, vm_rec, disk_rec,
+            self.readers[name] = DiskReader.open(repo, point, vm_rec, disk_rec,
                                                  cache_bytes=self.cache_bytes)
         self.default = next(iter(self.readers))
 
-    def reader(self, export_name: str) -> PointDiskReader:
+    def reader(self, export_name: str) -> DiskReader:
         reader = self.readers.get(export_name or self.default)
         if reader is None:
             raise KeyError(f"no export named {export_name!r}")

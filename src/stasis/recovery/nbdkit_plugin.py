@@ -86,7 +86,7 @@ def block_size(h: Any) -> tuple[int, int, int]:
 
 def pread(h: Any, buf: Any, offset: int, flags: int) -> None:
     try:
-        buf[:] = h.read(offset, len(buf))
+        buf[:] = h.read_at(offset, len(buf))
     except IntegrityError as e:
         nbdkit.debug(str(e))
         sys.stderr.write(f"stasis export: {e}\n")
