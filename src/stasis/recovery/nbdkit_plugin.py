@@ -15,9 +15,10 @@ import os
 import sys
 from typing import Any
 
-for _p in reversed(os.environ.get("STASIS_PLUGIN_PATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)
+# The starter's order wins, also over entries this interpreter has already (from
+# PYTHONPATH): otherwise another checkout later on the starter's path could shadow it.
+_starter = [p for p in os.environ.get("STASIS_PLUGIN_PATH", "").split(os.pathsep) if p]
+sys.path[:] = [*dict.fromkeys(_starter), *(p for p in sys.path if p not in _starter)]
 
 from stasis.errors import IntegrityError  # noqa: E402
 from stasis.recovery.export import EXTENT_HOLE, EXTENT_ZERO, PluginServer  # noqa: E402
