@@ -12,11 +12,7 @@ import fnmatch
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
-from stasis.errors import (
-    AmbiguousVolume,
-    FileNotInPoint,
-    FilesystemUnknown,
-)
+from stasis.errors import AmbiguousVolume, FileNotInPoint, FilesystemUnknown
 from stasis.recovery.diskread import DEFAULT_CACHE_BYTES, DiskReader
 from stasis.recovery.files.entry import Entry, join_path
 from stasis.recovery.files.filesystems import MAX_DEPTH, Node

@@ -20,10 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from stasis.errors import (
-    FileTargetExists,
-    TargetError,
-)
+from stasis.errors import FileTargetExists, TargetError
 from stasis.recovery.files.diskfiles import DiskFiles
 from stasis.recovery.files.entry import join_path
 from stasis.recovery.files.filesystems import MAX_DEPTH, Node

@@ -4,7 +4,7 @@ nbdkit loads this file as a script in its embedded interpreter, which has the
 system's ``sys.path``: the process that starts nbdkit passes its own in
 ``STASIS_PLUGIN_PATH`` so Stasis and its dependencies import as they do there.
 Everything but the glue between nbdkit's callbacks and
-:class:`~stasis.recovery.export.PluginServer` lives in that module.
+:class:`~stasis.recovery.export.plugin_server.PluginServer` lives in that module.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ _starter = [p for p in os.environ.get("STASIS_PLUGIN_PATH", "").split(os.pathsep
 sys.path[:] = [*dict.fromkeys(_starter), *(p for p in sys.path if p not in _starter)]
 
 from stasis.errors import IntegrityError  # noqa: E402
-from stasis.recovery.export import EXTENT_HOLE, EXTENT_ZERO, PluginServer  # noqa: E402
+from stasis.recovery.export.plugin_server import (  # noqa: E402
+    EXTENT_HOLE,
+    EXTENT_ZERO,
+    PluginServer,
+)
 
 nbdkit: Any = importlib.import_module("nbdkit")  # only exists inside nbdkit
 
