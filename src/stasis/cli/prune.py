@@ -8,9 +8,12 @@ retention) and prints.
 
 from __future__ import annotations
 
+import functools
 import getpass
+import inspect
 import re
 import socket
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +40,7 @@ from stasis.repository import Manifest, ObjectDamaged
 from stasis.repository.holds import Hold
 from stasis.service.prune import policy_chains, prune_points
 from stasis.service.retention import (
+    PERIOD_RULES,
     Decision,
     Duration,
     RetentionRules,
@@ -63,6 +67,28 @@ def _when(t: datetime, zone: ZoneInfo) -> str:
     return t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def keep_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with a ``--keep-RULE N`` option per rule of the retention table
+    (:data:`~stasis.service.retention.PERIOD_RULES`), before its ``keep_within``
+    parameter; it gets their values as ``counts``, by rule name."""
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "counts"]
+    at = next(n for n, p in enumerate(params) if p.name == "keep_within")
+    options = [inspect.Parameter(rule.key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=0,
+                                 annotation=Annotated[int, typer.Option(min=0, help=rule.help)])
+               for rule in PERIOD_RULES]
+
+    @functools.wraps(command)
+    def with_counts(**given: Any) -> None:
+        counts = {rule.name: given.pop(rule.key) for rule in PERIOD_RULES}
+        command(**given, counts=counts)
+
+    with_counts.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*params[:at], *options, *params[at:]])
+    return with_counts
+
+
+@keep_options
 def prune(
     repo: RepoOpt,
     policy: Annotated[str | None, typer.Option(
@@ -74,14 +100,6 @@ def prune(
     name: Annotated[str | None, typer.Option(help="Only the chain of this point name.")] = None,
     vm: Annotated[str | None, typer.Option(help="Only the points holding this VM, counted "
                                            "as one series across chains.")] = None,
-    keep_last: Annotated[int, typer.Option(min=0, help="Keep the N newest points.")] = 0,
-    keep_hourly: Annotated[int, typer.Option(min=0, help="Keep the newest of N hours.")] = 0,
-    keep_daily: Annotated[int, typer.Option(min=0, help="Keep the newest of N days.")] = 0,
-    keep_weekly: Annotated[int, typer.Option(min=0, help="Keep the newest of N ISO "
-                                             "weeks.")] = 0,
-    keep_monthly: Annotated[int, typer.Option(min=0, help="Keep the newest of N "
-                                              "months.")] = 0,
-    keep_yearly: Annotated[int, typer.Option(min=0, help="Keep the newest of N years.")] = 0,
     keep_within: Annotated[str | None, typer.Option(help="Keep every point younger than "
                                                     "this (36h, 10d, 2w, 6m, 1y).")] = None,
     min_age: Annotated[str | None, typer.Option(help="Never remove a point younger than "
@@ -93,14 +111,15 @@ def prune(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    *,
+    counts: dict[str, int],
 ) -> None:
     """Remove the points no retention rule keeps (held points, each VM's newest point
     and points younger than --min-age are always kept). Chunks stay until gc.
 
     A real prune (not --dry-run) is recorded as a job with each point's fate."""
-    by_hand = RetentionRules(
-        last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
-        monthly=keep_monthly, yearly=keep_yearly,
+    by_hand = RetentionRules.of(
+        counts,
         within=None if keep_within is None else Duration.parse(keep_within,
                                                                what="--keep-within span"),
         min_age=None if min_age is None else Duration.parse(min_age, what="--min-age span"),
