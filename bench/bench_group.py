@@ -109,7 +109,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_series(kit: Any, repo: Any, n: int, args: argparse.Namespace, work: Path) -> Series:
-    from stasis.protection.instant import back_up_members
+    from stasis.protection.capture import back_up_members
     from stasis.testkit import DiskSpec
 
     log(f"== group of {n}: booting {n} guests ({args.memory} MiB, "

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stasis.protection.instant import back_up_members
+from stasis.protection.capture import back_up_members
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.repo import chunk_key
 from stasis.testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB, read_image

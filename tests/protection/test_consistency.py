@@ -22,8 +22,8 @@ import pytest
 from stasis.app.models import BackupResult
 from stasis.errors import ConsistencyNotMet, HookFailed
 from stasis.hypervisor import libvirt_api as lv
+from stasis.protection.capture import back_up_members
 from stasis.protection.consistency import GuestCommand, Hooks
-from stasis.protection.instant import back_up_members
 from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Manifest, Repository

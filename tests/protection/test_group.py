@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stasis.protection.instant import back_up_members
+from stasis.protection.capture import back_up_members
 from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Manifest, Repository

@@ -20,18 +20,19 @@ from stasis.errors import CatalogError, HypervisorError, StasisError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.parallel import Cancelled
 from stasis.repository import Repository
+from stasis.repository.process import start_time
 from stasis.service.jobs import (
     dead_jobs,
     expire_logs,
     fail_dead_job,
     open_catalog_or_warn,
-    process_start,
     recorded,
     runner_alive,
     this_runner,
 )
 from stasis.service.policy import parse_policies
 from stasis.service.runner import Service
+from stasis.signals import Terminated
 from tests.conftest import Cli, mixed_image
 
 
@@ -122,6 +123,17 @@ def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clo
     assert len(store.list(state="interrupted")) == 2
 
 
+def test_sigterm_and_ctrl_c_are_told_apart_by_class(catalog: Catalog) -> None:
+    """The CLI raises Terminated for SIGTERM; the service knows it from stasis.signals."""
+    store = JobStore(catalog)
+    for interrupt, code, reason in ((Terminated(), 143, "interrupted by SIGTERM"),
+                                    (KeyboardInterrupt(), 130, "interrupted by Ctrl-C")):
+        with pytest.raises(type(interrupt)), recorded(catalog, "backup", "x") as run:
+            raise interrupt
+        job = store.get(run.id or 0)
+        assert (job.state, job.exit_code, job.error) == ("interrupted", code, reason)
+
+
 def test_the_log_of_other_threads_is_not_the_jobs(catalog: Catalog) -> None:
     import logging
 
@@ -175,7 +187,7 @@ def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None
 def test_a_job_of_a_dead_runner_is_failed_with_a_log_line(catalog: Catalog) -> None:
     store = JobStore(catalog)
     proc = subprocess.Popen(["sleep", "30"])
-    started = process_start(proc.pid)
+    started = start_time(proc.pid)
     assert started is not None
     host = this_runner()[0]
     alive_job = store.create("backup", "alive", vms=["a"], state="running",

@@ -17,9 +17,9 @@ from stasis.errors import GroupError, StasisError, UsageError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.progress import Progress
 from stasis.protection.backup import back_up_images
+from stasis.protection.capture import back_up_members
 from stasis.protection.consistency import level_rank
 from stasis.protection.groups import check_level, check_levels, plan_backup
-from stasis.protection.instant import back_up_members
 from stasis.protection.vm import back_up_vms
 from stasis.repository import Repository
 from stasis.settings import run_dir, scratch_dir

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -35,13 +35,12 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def retention_rules(*, last: int = 0, hourly: int = 0, daily: int = 0, weekly: int = 0,
-                    monthly: int = 0, yearly: int = 0, within: str | None = None,
+def retention_rules(counts: Mapping[str, int], *, within: str | None = None,
                     min_age: str | None = None, timezone: str = "UTC") -> RetentionRules:
-    """Rules given by hand (``within`` and ``min_age`` as spans: 36h, 10d, 2w, 6m, 1y)."""
-    return RetentionRules(
-        last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
-        yearly=yearly,
+    """Rules given by hand: a count per rule of the table (``{"daily": 7}``), and
+    ``within`` and ``min_age`` as spans (36h, 10d, 2w, 6m, 1y)."""
+    return RetentionRules.of(
+        counts,
         within=None if within is None else Duration.parse(within, what="--keep-within span"),
         min_age=None if min_age is None else Duration.parse(min_age, what="--min-age span"),
         timezone=timezone,

@@ -17,11 +17,7 @@ from stasis import __version__
 from stasis.cli.common import err
 from stasis.errors import StasisError, exit_code_table
 from stasis.memory import tune_allocator
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so every ``finally`` cleans up."""
-
+from stasis.signals import Terminated
 
 _signal_seen: list[str] = []
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -27,7 +30,7 @@ from stasis.cli.common import (
     warn_unrecorded,
 )
 from stasis.repository import ObjectDamaged
-from stasis.service.retention import zone_named
+from stasis.service.retention import PERIOD_RULES, zone_named
 
 TimezoneOpt = Annotated[
     str, typer.Option("--timezone", help="Time zone of days, weeks, months (IANA name).")
@@ -39,6 +42,28 @@ def _warn_damaged(pid: str, e: ObjectDamaged) -> None:
               "as it is. Run 'stasis verify' for details.", highlight=False)
 
 
+def keep_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with a ``--keep-RULE N`` option per rule of the retention table
+    (:data:`~stasis.service.retention.PERIOD_RULES`), before its ``keep_within``
+    parameter; it gets their values as ``counts``, by rule name."""
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "counts"]
+    at = next(n for n, p in enumerate(params) if p.name == "keep_within")
+    options = [inspect.Parameter(rule.key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=0,
+                                 annotation=Annotated[int, typer.Option(min=0, help=rule.help)])
+               for rule in PERIOD_RULES]
+
+    @functools.wraps(command)
+    def with_counts(**given: Any) -> None:
+        counts = {rule.name: given.pop(rule.key) for rule in PERIOD_RULES}
+        command(**given, counts=counts)
+
+    with_counts.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*params[:at], *options, *params[at:]])
+    return with_counts
+
+
+@keep_options
 def prune(
     repo: RepoOpt,
     policy: Annotated[str | None, typer.Option(
@@ -50,14 +75,6 @@ def prune(
     name: Annotated[str | None, typer.Option(help="Only the chain of this point name.")] = None,
     vm: Annotated[str | None, typer.Option(help="Only the points holding this VM, counted "
                                            "as one series across chains.")] = None,
-    keep_last: Annotated[int, typer.Option(min=0, help="Keep the N newest points.")] = 0,
-    keep_hourly: Annotated[int, typer.Option(min=0, help="Keep the newest of N hours.")] = 0,
-    keep_daily: Annotated[int, typer.Option(min=0, help="Keep the newest of N days.")] = 0,
-    keep_weekly: Annotated[int, typer.Option(min=0, help="Keep the newest of N ISO "
-                                             "weeks.")] = 0,
-    keep_monthly: Annotated[int, typer.Option(min=0, help="Keep the newest of N "
-                                              "months.")] = 0,
-    keep_yearly: Annotated[int, typer.Option(min=0, help="Keep the newest of N years.")] = 0,
     keep_within: Annotated[str | None, typer.Option(help="Keep every point younger than "
                                                     "this (36h, 10d, 2w, 6m, 1y).")] = None,
     min_age: Annotated[str | None, typer.Option(help="Never remove a point younger than "
@@ -69,14 +86,14 @@ def prune(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    *,
+    counts: dict[str, int],
 ) -> None:
     """Remove the points no retention rule keeps (held points, each VM's newest point
     and points younger than --min-age are always kept). Chunks stay until gc.
 
     A real prune (not --dry-run) is recorded as a job with each point's fate."""
-    rules = ops.retention_rules(last=keep_last, hourly=keep_hourly, daily=keep_daily,
-                                weekly=keep_weekly, monthly=keep_monthly, yearly=keep_yearly,
-                                within=keep_within, min_age=min_age, timezone=timezone)
+    rules = ops.retention_rules(counts, within=keep_within, min_age=min_age, timezone=timezone)
     report = ops.prune(lambda: open_repo(repo, passphrase_file, key_file), rules=rules,
                        catalog=catalog, warn=warn_unrecorded, policy=policy, policies=policies,
                        name=name, vm=vm, dry_run=dry_run, on_damaged=_warn_damaged)

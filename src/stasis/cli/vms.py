@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from stasis.app.doctor import doctor as run_doctor
 from stasis.app.inventory import list_vms
 from stasis.blockio.nbd import socket_base
 from stasis.cli.common import (
@@ -25,7 +26,6 @@ from stasis.cli.common import (
 )
 from stasis.errors import JobNotEnded
 from stasis.hypervisor import libvirt_api as lv
-from stasis.protection.doctor import doctor as run_doctor
 from stasis.settings import run_dir, scratch_dir
 
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from stasis.errors import CatalogError, Interrupted, StasisError
 from stasis.parallel import Cancelled
 from stasis.repository import Manifest, Repository
+from stasis.repository.process import start_time
+from stasis.signals import Terminated
 
 if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a job is recorded
     from stasis.catalog import Catalog, Job, JobStore
@@ -38,21 +40,9 @@ log = logging.getLogger("stasis.job")
 Runner = tuple[str, int, int]  # host, pid, process start time (clock ticks since boot)
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` (``/proc/PID/stat`` field 22), None if none."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def this_runner() -> Runner:
     pid = os.getpid()
-    return socket.gethostname(), pid, process_start(pid) or 0
+    return socket.gethostname(), pid, start_time(pid) or 0
 
 
 def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bool | None:
@@ -61,7 +51,7 @@ def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bo
         return None
     if pid is None:
         return False
-    started = process_start(pid)
+    started = start_time(pid)
     return started is not None and (not pid_start or started == pid_start)
 
 
@@ -187,7 +177,7 @@ class _JobHandler(logging.Handler):
 def _interrupt_reason(e: BaseException) -> str:
     if isinstance(e, Interrupted):
         return e.message
-    if type(e).__name__ == "Terminated":
+    if isinstance(e, Terminated):
         return "interrupted by SIGTERM"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted by Ctrl-C"
@@ -267,7 +257,7 @@ def recorded(
             state, error, code = "failed", run.failure.message, run.failure.exit_code
     except (KeyboardInterrupt, Cancelled, Interrupted) as e:
         state, error = "interrupted", _interrupt_reason(e)
-        code = 143 if type(e).__name__ == "Terminated" or isinstance(e, Cancelled) else 130
+        code = 143 if isinstance(e, Terminated | Cancelled) else 130
         raise
     except StasisError as e:
         state, error, code = "failed", e.message, e.exit_code

@@ -24,9 +24,9 @@ from stasis.catalog import Catalog, GroupStore
 from stasis.errors import GroupError, StasisError
 from stasis.parallel import Cancelled
 from stasis.progress import Progress
+from stasis.protection.capture import back_up_members
 from stasis.protection.consistency import Hooks
 from stasis.protection.groups import Group, GroupBackup, plan_backup
-from stasis.protection.instant import back_up_members
 from stasis.repository import Repository
 from stasis.service.jobs import JobRun
 from stasis.service.policy import Policy

@@ -25,6 +25,7 @@ from typing import Any
 
 import libvirt
 
+from stasis.repository.process import start_time
 from stasis.settings import state_dir
 from stasis.testkit.boot import AGENT_STARTED, READY_MARKER, BootFiles, build_boot_files
 from stasis.testkit.control import CommandResult, ControlChannel
@@ -63,14 +64,8 @@ def default_kit_dir() -> Path:
 
 def process_identity(pid: int) -> str | None:
     """``"<pid>:<start time>"`` of a live process (the start time tells a reused pid apart)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return f"{pid}:{fields[19]}"
+    start = start_time(pid)
+    return None if start is None else f"{pid}:{start}"
 
 
 def default_socket_dir() -> Path:

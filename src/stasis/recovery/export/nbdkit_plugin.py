@@ -4,7 +4,7 @@ nbdkit loads this file as a script in its embedded interpreter, which has the
 system's ``sys.path``: the process that starts nbdkit passes its own in
 ``STASIS_PLUGIN_PATH`` so Stasis and its dependencies import as they do there.
 Everything but the glue between nbdkit's callbacks and
-:class:`~stasis.recovery.export.PluginServer` lives in that module.
+:class:`~stasis.recovery.export.plugin_server.PluginServer` lives in that module.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ import os
 import sys
 from typing import Any
 
-for _p in reversed(os.environ.get("STASIS_PLUGIN_PATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)
+# The starter's order wins, also over entries this interpreter has already (from
+# PYTHONPATH): otherwise another checkout later on the starter's path could shadow it.
+_starter = [p for p in os.environ.get("STASIS_PLUGIN_PATH", "").split(os.pathsep) if p]
+sys.path[:] = [*dict.fromkeys(_starter), *(p for p in sys.path if p not in _starter)]
 
 from stasis.errors import IntegrityError  # noqa: E402
-from stasis.recovery.export import EXTENT_HOLE, EXTENT_ZERO, PluginServer  # noqa: E402
+from stasis.recovery.export.plugin_server import (  # noqa: E402
+    EXTENT_HOLE,
+    EXTENT_ZERO,
+    PluginServer,
+)
 
 nbdkit: Any = importlib.import_module("nbdkit")  # only exists inside nbdkit
 
@@ -86,7 +91,7 @@ def block_size(h: Any) -> tuple[int, int, int]:
 
 def pread(h: Any, buf: Any, offset: int, flags: int) -> None:
     try:
-        buf[:] = h.read(offset, len(buf))
+        buf[:] = h.read_at(offset, len(buf))
     except IntegrityError as e:
         nbdkit.debug(str(e))
         sys.stderr.write(f"stasis export: {e}\n")
