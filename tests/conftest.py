@@ -183,7 +183,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The test-guest kit (real libvirt guests under TCG), one per test module."""
     libvirt = pytest.importorskip("libvirt")
-    from stasis.testkit import GuestKit
+    from stasis_testkit import GuestKit
 
     if os.geteuid() != 0:
         pytest.skip("test guests need root (qemu:///system)")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB, read_image
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB, read_image
 from tests.cli.test_instant import _instant_guest, _ours, _processes, _wait_marker
 from tests.conftest import BIN, PASSPHRASE, Cli, remove_domain
 

@@ -18,7 +18,7 @@ import pytest
 from stasis.protection.instant import back_up_members
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.repo import chunk_key
-from stasis.testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB, read_image
+from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB, read_image
 from tests.conftest import PASSPHRASE, Cli, remove_domain
 
 pytestmark = pytest.mark.vm

@@ -27,7 +27,7 @@ from stasis.protection.instant import back_up_members
 from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Manifest, Repository
-from stasis.testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
 from tests.conftest import BIN, Cli
 
 pytestmark = pytest.mark.vm

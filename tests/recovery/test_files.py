@@ -24,8 +24,8 @@ from stasis.protection.backup import back_up_images
 from stasis.recovery.diskread import DiskReader
 from stasis.recovery.files import DiskFiles, Entry, Volume, extract, read_file
 from stasis.repository import Credentials, Manifest, Repository
-from stasis.testkit import fsimages, sample_tree
-from stasis.testkit.disks import GiB, MiB
+from stasis_testkit import fsimages, sample_tree
+from stasis_testkit.disks import GiB, MiB
 from tests.conftest import PASSPHRASE, Cli, mixed_image
 
 ROOT = os.geteuid() == 0

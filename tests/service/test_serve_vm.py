@@ -19,7 +19,7 @@ import pytest
 from stasis.catalog import Catalog, JobStore
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Credentials, Repository
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
 from tests.conftest import BIN, PASSPHRASE, Cli
 
 pytestmark = pytest.mark.vm
