@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from stasis.repository import Credentials, Repository
+from stasis.repository.crypto import KdfParams
 
 # The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL).
 pytest_plugins = ["tests.postgres"]
@@ -21,12 +22,21 @@ pytest_plugins = ["tests.postgres"]
 PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20
 BIN = Path(sys.executable).parent / "stasis"
+# Argon2id at its real cost (64 MiB) takes ~0.15 s per unlock and tests open
+# repositories often: the slots they make cost little. The slot stores its
+# parameters, so a CLI run opening the repository pays only this.
+CHEAP_KDF = KdfParams(memory_kib=1024, iterations=1)
+
+
+def init_repo(path: Path, *, chunk_size: int = 256 << 10, compression: str = "zstd-1",
+              passphrase: str = PASSPHRASE) -> Repository:
+    """A passphrase repository as `stasis repo init` makes it, with a cheap key slot."""
+    return Repository.init(path, passphrase=passphrase.encode(), chunk_size=chunk_size,
+                           compression=compression, kdf=CHEAP_KDF)
 
 
 @pytest.fixture(autouse=True)
-def _cheap_kdf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Argon2id at 64 MiB costs ~0.15 s per unlock; tests open repositories often.
-    monkeypatch.setenv("STASIS_KDF_MEMORY_KIB", "1024")
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("STASIS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("STASIS_REPO", raising=False)
     monkeypatch.delenv("STASIS_PASSPHRASE", raising=False)
@@ -34,7 +44,8 @@ def _cheap_kdf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=256 << 10)
+    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=256 << 10,
+                           kdf=CHEAP_KDF)
 
 
 @pytest.fixture
@@ -128,7 +139,6 @@ def cli(tmp_path: Path) -> Cli:
     env.update(
         STASIS_REPO=str(tmp_path / "clirepo"),
         STASIS_PASSPHRASE=PASSPHRASE,
-        STASIS_KDF_MEMORY_KIB="1024",
         STASIS_STATE_DIR=str(tmp_path / "clistate"),
         COLUMNS="200",
     )
@@ -137,7 +147,8 @@ def cli(tmp_path: Path) -> Cli:
 
 @pytest.fixture
 def cli_repo(cli: Cli) -> Cli:
-    cli.ok("repo", "init", "--chunk-size", "256K")
+    """The CLI on a new repository (made in-process: see CHEAP_KDF)."""
+    init_repo(cli.repo)
     return cli
 
 
