@@ -22,6 +22,13 @@ pytest_plugins = ["tests.postgres"]
 PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20
 BIN = Path(sys.executable).parent / "stasis"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def driver(*options: str) -> list[str]:
+    """The command line that runs ``stasis`` with test parameters injected
+    (:mod:`tests.drivers.stasis`); the arguments for stasis follow it."""
+    return [sys.executable, "-m", "tests.drivers.stasis", *options, "--"]
 # Argon2id at its real cost (64 MiB) takes ~0.15 s per unlock and tests open
 # repositories often: the slots they make cost little. The slot stores its
 # parameters, so a CLI run opening the repository pays only this.
@@ -141,6 +148,8 @@ def cli(tmp_path: Path) -> Cli:
         STASIS_PASSPHRASE=PASSPHRASE,
         STASIS_STATE_DIR=str(tmp_path / "clistate"),
         COLUMNS="200",
+        # The test drivers (python -m tests.drivers...) import from the checkout.
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     )
     return Cli(tmp_path / "clirepo", env)
 

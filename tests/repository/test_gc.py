@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from stasis.recovery.restore import restore_disk
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.gc import GcReport, collect_garbage
 from stasis.repository.repo import chunk_key, index_key, manifest_key
+from tests.clocks import ManualClock
 from tests.conftest import BIN, CHEAP_KDF, PASSPHRASE, Cli, MiB, init_repo, write_image
 
 CHUNK = 64 << 10
@@ -152,11 +154,11 @@ def test_temporary_files_go_only_when_old_by_the_clock(small_repo: Repository,
     young = root / "chunks" / ".young.tmp-aaaaaaaaaaaa"
     young.parent.mkdir(parents=True, exist_ok=True)
     young.write_bytes(b"y" * 10)
-    clock = [time.time()]
-    report = collect_garbage(repo, now=lambda: clock[0])
+    clock = ManualClock(datetime.now(UTC))
+    report = collect_garbage(repo, clock=clock)
     assert report.temporary_files.count == 0 and young.exists()  # a write in flight
-    clock[0] += 3601  # an hour later it is a killed writer's debris
-    report = collect_garbage(repo, now=lambda: clock[0])
+    clock.tick(seconds=3601)  # an hour later it is a killed writer's debris
+    report = collect_garbage(repo, clock=clock)
     assert report.temporary_files.count == 1 and report.temporary_files.bytes == 10
     assert not young.exists()
 

@@ -32,27 +32,17 @@ from stasis.service.jobs import (
 )
 from stasis.service.policy import parse_policies
 from stasis.service.runner import Service
+from tests.clocks import ManualClock
 from tests.conftest import Cli, mixed_image
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC))
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def catalog(catalog_url: str, clock: Clock) -> Iterator[Catalog]:
+def catalog(catalog_url: str, clock: ManualClock) -> Iterator[Catalog]:
     with Catalog.open(catalog_url, clock=clock) as c:
         yield c
 
@@ -85,7 +75,7 @@ def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path
             "services"} <= names
 
 
-def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clock) -> None:
+def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: ManualClock) -> None:
     import logging
 
     store = JobStore(catalog)
@@ -158,7 +148,7 @@ def test_a_catalog_that_fails_does_not_stop_the_work(tmp_path: Path) -> None:
     assert len(warnings) == 2 and "failed" in warnings[1].message  # warned once, went on
 
 
-def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None:
+def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: ManualClock) -> None:
     store = JobStore(catalog)
     job = store.create("backup", "web", state="running", runner=this_runner())
     store.log(job.id, "info", "old line")
@@ -213,7 +203,7 @@ every = "1m"
 
 
 def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
-    tmp_path: Path, clock: Clock, repo: Repository, catalog_url: str
+    tmp_path: Path, clock: ManualClock, repo: Repository, catalog_url: str
 ) -> None:
     """With the libvirt test driver (no guests): a policy of a VM that does not exist
     is queued at its slot and fails; missed slots while down run once at start."""
@@ -231,7 +221,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
 
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
-    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
     c = Catalog.open(url, clock=clock)
     s = service(c)
     s.start()
@@ -305,7 +295,7 @@ def test_points_index_sync_adds_and_drops(repo: Repository, catalog: Catalog,
 
 @pytest.mark.parametrize(("per_host", "per_repo", "started"), [(2, 1, 1), (2, 5, 2), (5, 5, 3)])
 def test_dispatch_keeps_the_limits_per_host_and_per_repository(
-    tmp_path: Path, clock: Clock, repo: Repository, per_host: int, per_repo: int,
+    tmp_path: Path, clock: ManualClock, repo: Repository, per_host: int, per_repo: int,
     started: int,
 ) -> None:
     """Three policies due at once, one repository: as many start as both limits allow;
@@ -320,7 +310,7 @@ def test_dispatch_keeps_the_limits_per_host_and_per_repository(
         POLICY.format(n=n).replace('name = "often"', f'name = "p{n}"') for n in range(3)))
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
-    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
     c = Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
     s = Service(c, policies, open_repo=lambda: repo,
                 connect=lambda: lv.connect("test:///default"), run_dir=tmp_path / "run",

@@ -32,6 +32,7 @@ from stasis.cli.common import (
     print_json,
 )
 from stasis.cli.jobs import CatalogOpt, cli_job
+from stasis.clock import SYSTEM_CLOCK
 from stasis.errors import PointNotFound, UsageError
 from stasis.repository import Manifest, ObjectDamaged
 from stasis.repository.holds import Hold
@@ -46,7 +47,7 @@ from stasis.service.retention import (
 
 def wall_clock() -> datetime:
     """Now, in UTC: what the CLI injects into retention."""
-    return datetime.now(UTC)
+    return SYSTEM_CLOCK.now()
 
 
 TimezoneOpt = Annotated[
