@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.catalog.db import CATALOG_FILE
 from stasis.repository import Credentials, Repository
 from stasis.repository.crypto import KdfParams
 
@@ -29,6 +30,8 @@ def driver(*options: str) -> list[str]:
     """The command line that runs ``stasis`` with test parameters injected
     (:mod:`tests.drivers.stasis`); the arguments for stasis follow it."""
     return [sys.executable, "-m", "tests.drivers.stasis", *options, "--"]
+
+
 # Argon2id at its real cost (64 MiB) takes ~0.15 s per unlock and tests open
 # repositories often: the slots they make cost little. The slot stores its
 # parameters, so a CLI run opening the repository pays only this.
@@ -40,6 +43,39 @@ def init_repo(path: Path, *, chunk_size: int = 256 << 10, compression: str = "zs
     """A passphrase repository as `stasis repo init` makes it, with a cheap key slot."""
     return Repository.init(path, passphrase=passphrase.encode(), chunk_size=chunk_size,
                            compression=compression, kdf=CHEAP_KDF)
+
+
+# A catalog migrated once per session: tests that do not test the migrations copy it
+# instead of running Alembic (production still migrates every new catalog for real).
+@pytest.fixture(scope="session")
+def catalog_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite catalog migrated to the head, once per session: copy it, never open it."""
+    from stasis.catalog import Catalog
+
+    path = tmp_path_factory.mktemp("catalog-template") / "catalog.db"
+    Catalog.open(str(path)).close()
+    # Closing the last connection checkpoints the WAL into the file: it stands alone
+    # (beside it only the lock file serializing migrations).
+    assert not path.with_name(f"{path.name}-wal").exists()
+    return path
+
+
+def seed_catalog(template: Path, path: Path) -> Path:
+    """Put a copy of the migrated ``template`` at ``path`` (a catalog that needs no
+    migration when first opened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return path
+
+
+@pytest.fixture
+def migrated_catalog_url(catalog_url: str, catalog_template: Path) -> str:
+    """Like :func:`catalog_url`, at the newest schema revision already (SQLite: a copy
+    of the template; PostgreSQL: migrated by its first open, as before)."""
+    prefix = "sqlite:///"
+    if catalog_url.startswith(prefix):
+        seed_catalog(catalog_template, Path(catalog_url.removeprefix(prefix)))
+    return catalog_url
 
 
 @pytest.fixture(autouse=True)
@@ -155,9 +191,11 @@ def cli(tmp_path: Path) -> Cli:
 
 
 @pytest.fixture
-def cli_repo(cli: Cli) -> Cli:
-    """The CLI on a new repository (made in-process: see CHEAP_KDF)."""
+def cli_repo(cli: Cli, catalog_template: Path) -> Cli:
+    """The CLI on a new repository (made in-process: see CHEAP_KDF), with its default
+    catalog already migrated (a copy of the session's template)."""
     init_repo(cli.repo)
+    seed_catalog(catalog_template, Path(cli.env["STASIS_STATE_DIR"]) / CATALOG_FILE)
     return cli
 
 

@@ -1,7 +1,8 @@
 """Jobs without guests: the tables and their migration, recording, log expiry with an
 injected clock, crashed-job detection, the scheduler's queue, and the points index.
 
-Tests that take ``catalog`` or ``catalog_url`` run on SQLite and on PostgreSQL."""
+Tests that take ``catalog``, ``catalog_url`` or ``migrated_catalog_url`` run on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from stasis.service.jobs import (
 from stasis.service.policy import parse_policies
 from stasis.service.runner import Service
 from tests.clocks import ManualClock
-from tests.conftest import Cli, mixed_image
+from tests.conftest import Cli, mixed_image, seed_catalog
 
 
 @pytest.fixture
@@ -42,8 +43,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def catalog(catalog_url: str, clock: ManualClock) -> Iterator[Catalog]:
-    with Catalog.open(catalog_url, clock=clock) as c:
+def catalog(migrated_catalog_url: str, clock: ManualClock) -> Iterator[Catalog]:
+    with Catalog.open(migrated_catalog_url, clock=clock) as c:
         yield c
 
 
@@ -203,7 +204,7 @@ every = "1m"
 
 
 def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
-    tmp_path: Path, clock: ManualClock, repo: Repository, catalog_url: str
+    tmp_path: Path, clock: ManualClock, repo: Repository, migrated_catalog_url: str
 ) -> None:
     """With the libvirt test driver (no guests): a policy of a VM that does not exist
     is queued at its slot and fails; missed slots while down run once at start."""
@@ -212,7 +213,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
     except HypervisorError:
         pytest.skip("libvirt's test driver is not available")
     policies = parse_policies(POLICY.format(n=1))
-    url = catalog_url
+    url = migrated_catalog_url
 
     def service(c: Catalog) -> Service:
         return Service(c, policies, open_repo=lambda: repo,
@@ -296,7 +297,7 @@ def test_points_index_sync_adds_and_drops(repo: Repository, catalog: Catalog,
 @pytest.mark.parametrize(("per_host", "per_repo", "started"), [(2, 1, 1), (2, 5, 2), (5, 5, 3)])
 def test_dispatch_keeps_the_limits_per_host_and_per_repository(
     tmp_path: Path, clock: ManualClock, repo: Repository, per_host: int, per_repo: int,
-    started: int,
+    started: int, catalog_template: Path,
 ) -> None:
     """Three policies due at once, one repository: as many start as both limits allow;
     the others stay queued for the next dispatch."""
@@ -311,7 +312,7 @@ def test_dispatch_keeps_the_limits_per_host_and_per_repository(
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
     clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
-    c = Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
+    c = Catalog.open(str(seed_catalog(catalog_template, tmp_path / "catalog.db")), clock=clock)
     s = Service(c, policies, open_repo=lambda: repo,
                 connect=lambda: lv.connect("test:///default"), run_dir=tmp_path / "run",
                 scratch_dir=tmp_path / "scratch", limits=Limits(per_host, per_repo))
