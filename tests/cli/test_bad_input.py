@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, Cli, MiB, images_equal, leftovers, mixed_image, nbd_processes
+from tests.conftest import (
+    BIN,
+    Cli,
+    MiB,
+    images_equal,
+    init_repo,
+    leftovers,
+    mixed_image,
+    nbd_processes,
+)
 
 
 def repo_state(repo: Path) -> dict[str, bytes]:
@@ -138,7 +147,7 @@ def test_bad_tag_and_chunk_size(cli: Cli, tmp_path: Path) -> None:
 @pytest.mark.root
 def test_disk_full_during_backup(cli: Cli, tmpfs: Path, tmp_path: Path) -> None:
     repo = tmpfs / "repo"
-    cli.ok("repo", "init", "--repo", str(repo), "--chunk-size", "256K")
+    init_repo(repo)
     small = mixed_image(tmp_path / "small.raw", 4 * MiB, seed=3)
     cli.ok("backup", "image", str(small), "--repo", str(repo), "--name", "small")
     before = cli.ok("list", "--repo", str(repo), "--json").json()

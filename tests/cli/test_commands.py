@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from stasis.repository import Credentials, Manifest, Repository
+from stasis.repository.crypto import DEFAULT_KDF
 from tests.conftest import PASSPHRASE, Cli, images_equal, mixed_image, to_qcow2
 
 
@@ -71,6 +73,14 @@ def test_key_management(cli_repo: Cli, tmp_path: Path) -> None:
     r = cli("repo", "key", "add", "--key-file", str(keyfile), "--new-key-file", str(keyfile))
     assert r.code == 0  # existing key file is reused as is
     assert keyfile.read_text().startswith("stasis-keyfile-v1")
+
+
+def test_init_makes_a_slot_of_real_kdf_cost_whatever_the_environment(
+    cli: Cli, tmp_path: Path,
+) -> None:
+    cli.ok("repo", "init", "--repo", str(tmp_path / "r"), env={"STASIS_KDF_MEMORY_KIB": "1024"})
+    (slot,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "keys").iterdir()]
+    assert slot["kdf"] == DEFAULT_KDF.to_slot()
 
 
 def test_init_with_key_file_and_unencrypted(cli: Cli, tmp_path: Path) -> None:

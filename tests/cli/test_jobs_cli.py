@@ -26,9 +26,9 @@ def _status(cli: Cli, vm: str) -> dict[str, Any]:
 
 
 def test_verify_is_a_job_and_the_last_verification_in_status(
-        cli_repo: Cli, tmp_path: Path, catalog_url: str) -> None:
+        cli_repo: Cli, tmp_path: Path, migrated_catalog_url: str) -> None:
     cli = cli_repo
-    cli.env["STASIS_CATALOG"] = catalog_url
+    cli.env["STASIS_CATALOG"] = migrated_catalog_url
     src = mixed_image(tmp_path / "web.raw", size=4 << 20)
     b1 = cli.ok("backup", "image", str(src), "--name", "web", "--json").json()
     b2 = cli.ok("backup", "image", str(src), "--name", "web", "--json").json()

@@ -27,8 +27,8 @@ from stasis.protection.consistency import GuestCommand, Hooks
 from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Manifest, Repository
-from stasis.testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, Cli
+from stasis_testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
+from tests.conftest import BIN, Cli, driver
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -255,11 +255,11 @@ def test_no_guest_stays_frozen_when_stasis_dies_in_the_window(
     held open for the test). SIGTERM: it thaws them itself. kill -9: its guardian."""
     a = guests["a"]
     (tmp_path / "scratch").mkdir()
-    env = {**cli_repo.env, "STASIS_TEST_WINDOW_MS": "4000",
-           "STASIS_SCRATCH_DIR": str(tmp_path / "scratch")}
-    cmd = [str(BIN), "backup", "vm", a.name, "--consistency", "filesystem"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(tmp_path / "scratch")}
+    args = ["backup", "vm", a.name, "--consistency", "filesystem"]
+    cmd = [str(BIN), *args]
+    proc = subprocess.Popen([*driver("--window-ms", "4000"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while agent_call(a, "guest-fsfreeze-status") != "frozen":
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -276,7 +276,6 @@ def test_no_guest_stays_frozen_when_stasis_dies_in_the_window(
     if sig == signal.SIGTERM:
         assert proc.returncode == 143
     assert cli_repo.ok("list", "--json").json() == []
-    env.pop("STASIS_TEST_WINDOW_MS")
     r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["vms"][0]["consistency"] == "filesystem"

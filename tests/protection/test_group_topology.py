@@ -15,7 +15,7 @@ import pytest
 
 from stasis.hypervisor import labels as lb
 from stasis.repository import Credentials, Repository
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
 from tests.conftest import PASSPHRASE, Cli, remove_domain
 
 pytestmark = pytest.mark.vm

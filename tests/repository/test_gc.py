@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from stasis.recovery.restore import restore_disk
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.gc import GcReport, collect_garbage
 from stasis.repository.repo import chunk_key, index_key, manifest_key
-from tests.conftest import BIN, PASSPHRASE, Cli, MiB, write_image
+from tests.clocks import ManualClock
+from tests.conftest import BIN, CHEAP_KDF, PASSPHRASE, Cli, MiB, init_repo, write_image
 
 CHUNK = 64 << 10
 
@@ -68,7 +70,8 @@ def restores_exactly(repo: Repository, point: Manifest, source: Path, tmp: Path)
 
 @pytest.fixture
 def small_repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=CHUNK)
+    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=CHUNK,
+                           kdf=CHEAP_KDF)
 
 
 def image(path: Path, seed: int, size: int = 2 * MiB) -> Path:
@@ -151,11 +154,11 @@ def test_temporary_files_go_only_when_old_by_the_clock(small_repo: Repository,
     young = root / "chunks" / ".young.tmp-aaaaaaaaaaaa"
     young.parent.mkdir(parents=True, exist_ok=True)
     young.write_bytes(b"y" * 10)
-    clock = [time.time()]
-    report = collect_garbage(repo, now=lambda: clock[0])
+    clock = ManualClock(datetime.now(UTC))
+    report = collect_garbage(repo, clock=clock)
     assert report.temporary_files.count == 0 and young.exists()  # a write in flight
-    clock[0] += 3601  # an hour later it is a killed writer's debris
-    report = collect_garbage(repo, now=lambda: clock[0])
+    clock.tick(seconds=3601)  # an hour later it is a killed writer's debris
+    report = collect_garbage(repo, clock=clock)
     assert report.temporary_files.count == 1 and report.temporary_files.bytes == 10
     assert not young.exists()
 
@@ -351,12 +354,12 @@ def fast_cli(cli: Cli) -> Iterator[Cli]:
     every object directory, which on a disk makes rounds (not interleavings) slow."""
     shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        cli.ok("repo", "init", "--chunk-size", "64K")
+        init_repo(cli.repo, chunk_size=64 << 10)
         yield cli
         return
     repo = shm / f"stasis-gc-stress-{secrets.token_hex(4)}"
     fast = Cli(repo, {**cli.env, "STASIS_REPO": str(repo)})
-    fast.ok("repo", "init", "--chunk-size", "64K")
+    init_repo(repo, chunk_size=64 << 10)
     try:
         yield fast
     finally:

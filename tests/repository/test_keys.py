@@ -9,8 +9,8 @@ import pytest
 
 from stasis.errors import ConfigCorrupt, KeySlotError, WrongPassphrase
 from stasis.repository import Credentials, Repository
-from stasis.repository.crypto import new_keyfile_material
-from tests.conftest import PASSPHRASE
+from stasis.repository.crypto import DEFAULT_KDF, KdfParams, new_keyfile_material
+from tests.conftest import CHEAP_KDF, PASSPHRASE
 
 
 def test_open_with_passphrase_then_wrong_one(repo: Repository) -> None:
@@ -66,3 +66,25 @@ def test_config_tampering_is_caught(repo: Repository) -> None:
     path.write_text(json.dumps(config))
     with pytest.raises(ConfigCorrupt, match="MAC"):
         Repository.open(repo.url, Credentials(passphrase=PASSPHRASE.encode()))
+
+
+def _passphrase_slots(path: str | Path) -> list[dict[str, object]]:
+    slots = [json.loads(p.read_text()) for p in (Path(path) / "keys").iterdir()]
+    return [s for s in slots if s["kind"] == "passphrase"]
+
+
+def test_slots_get_the_real_kdf_cost_unless_a_caller_passes_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The environment variable that once lowered it is no hook any more.
+    monkeypatch.setenv("STASIS_KDF_MEMORY_KIB", "1024")
+    real = Repository.init(tmp_path / "real", passphrase=b"p")
+    real.add_key_slot(kind="passphrase", secret=b"q", label="q")
+    assert KdfParams(memory_kib=65536, iterations=3, lanes=2) == DEFAULT_KDF
+    assert [s["kdf"] for s in _passphrase_slots(real.url)] == [DEFAULT_KDF.to_slot()] * 2
+
+    cheap = Repository.init(tmp_path / "cheap", passphrase=b"p", kdf=CHEAP_KDF)
+    cheap.add_key_slot(kind="passphrase", secret=b"q", label="q", kdf=CHEAP_KDF)
+    assert [s["kdf"] for s in _passphrase_slots(cheap.url)] == [CHEAP_KDF.to_slot()] * 2
+    # Opening uses the cost stored in the slot.
+    assert Repository.open(cheap.url, Credentials(passphrase=b"q")).keys == cheap.keys

@@ -1,7 +1,8 @@
 """Jobs without guests: the tables and their migration, recording, log expiry with an
 injected clock, crashed-job detection, the scheduler's queue, and the points index.
 
-Tests that take ``catalog`` or ``catalog_url`` run on SQLite and on PostgreSQL."""
+Tests that take ``catalog``, ``catalog_url`` or ``migrated_catalog_url`` run on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,28 +34,18 @@ from stasis.service.jobs import (
 from stasis.service.policy import parse_policies
 from stasis.service.runner import Service
 from stasis.signals import Terminated
-from tests.conftest import Cli, mixed_image
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from tests.clocks import ManualClock
+from tests.conftest import Cli, mixed_image, seed_catalog
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC))
 
 
 @pytest.fixture
-def catalog(catalog_url: str, clock: Clock) -> Iterator[Catalog]:
-    with Catalog.open(catalog_url, clock=clock) as c:
+def catalog(migrated_catalog_url: str, clock: ManualClock) -> Iterator[Catalog]:
+    with Catalog.open(migrated_catalog_url, clock=clock) as c:
         yield c
 
 
@@ -86,7 +77,7 @@ def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path
             "services"} <= names
 
 
-def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clock) -> None:
+def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: ManualClock) -> None:
     import logging
 
     store = JobStore(catalog)
@@ -170,7 +161,7 @@ def test_a_catalog_that_fails_does_not_stop_the_work(tmp_path: Path) -> None:
     assert len(warnings) == 2 and "failed" in warnings[1].message  # warned once, went on
 
 
-def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None:
+def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: ManualClock) -> None:
     store = JobStore(catalog)
     job = store.create("backup", "web", state="running", runner=this_runner())
     store.log(job.id, "info", "old line")
@@ -225,7 +216,7 @@ every = "1m"
 
 
 def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
-    tmp_path: Path, clock: Clock, repo: Repository, catalog_url: str
+    tmp_path: Path, clock: ManualClock, repo: Repository, migrated_catalog_url: str
 ) -> None:
     """With the libvirt test driver (no guests): a policy of a VM that does not exist
     is queued at its slot and fails; missed slots while down run once at start."""
@@ -234,7 +225,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
     except HypervisorError:
         pytest.skip("libvirt's test driver is not available")
     policies = parse_policies(POLICY.format(n=1))
-    url = catalog_url
+    url = migrated_catalog_url
 
     def service(c: Catalog) -> Service:
         return Service(c, policies, open_repo=lambda: repo,
@@ -243,7 +234,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
 
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
-    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
     c = Catalog.open(url, clock=clock)
     s = service(c)
     s.start()
@@ -317,8 +308,8 @@ def test_points_index_sync_adds_and_drops(repo: Repository, catalog: Catalog,
 
 @pytest.mark.parametrize(("per_host", "per_repo", "started"), [(2, 1, 1), (2, 5, 2), (5, 5, 3)])
 def test_dispatch_keeps_the_limits_per_host_and_per_repository(
-    tmp_path: Path, clock: Clock, repo: Repository, per_host: int, per_repo: int,
-    started: int,
+    tmp_path: Path, clock: ManualClock, repo: Repository, per_host: int, per_repo: int,
+    started: int, catalog_template: Path,
 ) -> None:
     """Three policies due at once, one repository: as many start as both limits allow;
     the others stay queued for the next dispatch."""
@@ -332,8 +323,8 @@ def test_dispatch_keeps_the_limits_per_host_and_per_repository(
         POLICY.format(n=n).replace('name = "often"', f'name = "p{n}"') for n in range(3)))
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
-    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
-    c = Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
+    c = Catalog.open(str(seed_catalog(catalog_template, tmp_path / "catalog.db")), clock=clock)
     s = Service(c, policies, open_repo=lambda: repo,
                 connect=lambda: lv.connect("test:///default"), run_dir=tmp_path / "run",
                 scratch_dir=tmp_path / "scratch", limits=Limits(per_host, per_repo))

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from stasis.app.jobs import Warn, foreground_job
 from stasis.app.models import HoldRow, PointDecision, PruneReport, Released
 from stasis.app.policies import find_policy
+from stasis.clock import SYSTEM_CLOCK
 from stasis.errors import PointNotFound, UsageError
 from stasis.repository import Manifest, ObjectDamaged, Repository
 from stasis.repository.holds import Hold
@@ -32,7 +33,7 @@ OnDamaged = Callable[[str, ObjectDamaged], None]
 
 def wall_clock() -> datetime:
     """Now, in UTC: what retention and holds are measured against."""
-    return datetime.now(UTC)
+    return SYSTEM_CLOCK.now()
 
 
 def retention_rules(counts: Mapping[str, int], *, within: str | None = None,

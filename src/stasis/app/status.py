@@ -34,7 +34,7 @@ def vm_status(catalog: str | None, *, open_repo: Callable[[], Repository] | None
             r = open_repo()
             PointIndex(c).sync(r, on_damaged=on_damaged)
             repo_id = r.id
-        rows = rows_of(c, c.clock(), repo_id=repo_id,
+        rows = rows_of(c, c.clock.now(), repo_id=repo_id,
                        policies=load_policy_file(policies) if policies else None)
     return [VmStatusRow.model_validate(row.to_dict()) for row in rows]
 

@@ -9,12 +9,11 @@ per VM how protected it is.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -40,33 +39,9 @@ from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
 from stasis.settings import run_dir, scratch_dir
 
-if TYPE_CHECKING:
-    from stasis.catalog.db import Clock
-
 PoliciesOpt = Annotated[Path | None, typer.Option(
     "--policies", envvar="STASIS_POLICIES", show_default=False,
     help="The policy file (TOML; $STASIS_POLICIES).")]
-
-# Only for tests: "RATE@EPOCH" makes the service's clock run RATE times as fast as
-# the wall clock from the Unix time EPOCH, so that a 1m schedule comes every few
-# seconds. Never set it in production.
-TEST_CLOCK_ENV = "STASIS_TEST_CLOCK_RATE"
-
-
-def service_clock() -> Clock:
-    from stasis.catalog.db import utc_now
-
-    spec = os.environ.get(TEST_CLOCK_ENV, "")
-    if not spec:
-        return utc_now
-    rate_text, _, epoch_text = spec.partition("@")
-    rate, epoch = float(rate_text), float(epoch_text)
-
-    def fast() -> datetime:
-        now = datetime.now(UTC).timestamp()
-        return datetime.fromtimestamp(epoch + (now - epoch) * rate, UTC)
-
-    return fast
 
 
 def _duration(text: str, what: str) -> timedelta:
@@ -108,7 +83,7 @@ def serve(
     r = Repository.open(repo, creds)  # fails now, not at the first job, when it cannot
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with Catalog.open(catalog, clock=service_clock()) as c:
+    with Catalog.open(catalog) as c:
         service = Service(c, loaded, open_repo=lambda: r, connect=lambda: lv.connect(connect),
                           run_dir=run_dir(), scratch_dir=scratch_dir(),
                           limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,10 +47,6 @@ from stasis.protection.guardian import Guardian
 from stasis.protection.hooks import HookResult, run_guest, run_host
 from stasis.repository import Manifest, Repository, VmRecord
 from stasis.repository.repo import new_point_id, utc_now_iso
-
-# Only for tests of what happens when Stasis dies inside the window; never set it
-# in production (it is the number of milliseconds the members stay suspended).
-TEST_WINDOW_MS = int(os.environ.get("STASIS_TEST_WINDOW_MS", "0") or 0)
 
 
 @dataclass
@@ -194,7 +189,8 @@ def _run_post_hooks(members: list[Member], hooks: Hooks, env: dict[str, str],
 
 def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 level: str = "crash", require: str | None = None, hooks: Hooks | None = None,
-                env: dict[str, str] | None = None) -> Instant:
+                env: dict[str, str] | None = None,
+                in_window: Callable[[], None] | None = None) -> Instant:
     """Begin every running member's job at one instant, at ``level`` where each can.
 
     Pre hooks (application), then every agent's filesystems frozen, every member
@@ -202,6 +198,7 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
     post hooks. The window from the first freeze or suspend to the last resume or
     thaw is measured. Whatever fails, and on any signal, every member is resumed and
     thawed before this returns or raises; a guardian does it if the process dies.
+    ``in_window``, when given, is called inside the window, once every job has begun.
     """
     result = Instant()
     hooks = hooks or Hooks()
@@ -262,8 +259,8 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
             if len(running) > 1:
                 _parallel(suspend, running)
             _parallel(begin, running)
-            if TEST_WINDOW_MS:  # tests hold the window open to signal Stasis inside it
-                time.sleep(TEST_WINDOW_MS / 1000)
+            if in_window is not None:
+                in_window()
         finally:
             try:
                 _parallel(lambda m: m.dom.resume(), list(suspended))

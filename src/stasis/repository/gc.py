@@ -74,13 +74,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stasis.backends.local import LocalBackend
+from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import IntegrityError, Locked
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
@@ -244,10 +244,10 @@ def _old_temporary_files(
 
 def _take_exclusive(
     repo: Repository, wait: float, on_wait: Callable[[str, float], None] | None,
-    stack: contextlib.ExitStack,
+    stack: contextlib.ExitStack, clock: Clock,
 ) -> float:
     """Hold the exclusive lock until ``stack`` closes; return the seconds waited for it."""
-    began = time.monotonic()
+    began = clock.monotonic()
     try:
         stack.enter_context(repo.exclusive_lock("gc", wait=0.0))
         return 0.0
@@ -257,9 +257,9 @@ def _take_exclusive(
         if on_wait is not None:
             on_wait(str(e.args[1]) if len(e.args) > 1 else "another job", wait)
     stack.enter_context(
-        repo.exclusive_lock("gc", wait=max(0.0, wait - (time.monotonic() - began)))
+        repo.exclusive_lock("gc", wait=max(0.0, wait - (clock.monotonic() - began)))
     )
-    return time.monotonic() - began
+    return clock.monotonic() - began
 
 
 def collect_garbage(
@@ -268,7 +268,7 @@ def collect_garbage(
     dry_run: bool = False,
     wait: float = DEFAULT_WAIT,
     progress: Progress | None = None,
-    now: Callable[[], float] = time.time,
+    clock: Clock = SYSTEM_CLOCK,
     temp_max_age: float = TEMP_MAX_AGE,
     workers: int | None = None,
     on_wait: Callable[[str, float], None] | None = None,
@@ -276,23 +276,23 @@ def collect_garbage(
     """Delete (or, with ``dry_run``, count) what no committed point references.
 
     ``wait`` bounds the wait for the exclusive lock (:class:`Locked` after it);
-    ``on_wait(holder, wait)`` is called once when gc has to wait. ``now`` is the
-    clock that ages temporary files. Raises :class:`IntegrityError` on a damaged
+    ``on_wait(holder, wait)`` is called once when gc has to wait. ``clock`` ages
+    temporary files and times the phases. Raises :class:`IntegrityError` on a damaged
     manifest or index, before deleting anything.
     """
     progress = progress or NoProgress()
     report = GcReport(dry_run=dry_run)
-    began = time.monotonic()
+    began = clock.monotonic()
     candidates = _list_candidates(repo)
     marker = _Marker(repo, progress, workers)
     progress.start("gc: mark", sum(candidates.indexes.values()))
     report.points = marker.mark(repo.point_ids(), candidates.indexes)
     progress.finish()
-    report.mark_s = round(time.monotonic() - began, 3)
+    report.mark_s = round(clock.monotonic() - began, 3)
 
     with contextlib.ExitStack() as stack:
-        report.lock_waited_s = round(_take_exclusive(repo, wait, on_wait, stack), 3)
-        locked_at = time.monotonic()
+        report.lock_waited_s = round(_take_exclusive(repo, wait, on_wait, stack, clock), 3)
+        locked_at = clock.monotonic()
         # Points committed since the listing above: their backups have all let go
         # of their shared locks by now, so this listing holds every one of them.
         late = marker.mark(repo.point_ids(), candidates.indexes)
@@ -319,7 +319,8 @@ def collect_garbage(
                 doomed_chunks.append(cname)
         temps: list[tuple[Path, int]] = []
         if isinstance(repo.backend, LocalBackend):
-            temps = list(_old_temporary_files(repo.backend, now, temp_max_age))
+            temps = list(_old_temporary_files(
+                repo.backend, lambda: clock.now().timestamp(), temp_max_age))
             for _path, size in temps:
                 report.temporary_files.add(size)
         else:
@@ -341,6 +342,6 @@ def collect_garbage(
                     path.unlink()
                 progress.advance(size)
             progress.finish()
-        report.locked_s = round(time.monotonic() - locked_at, 3)
-    report.duration_s = round(time.monotonic() - began, 3)
+        report.locked_s = round(clock.monotonic() - locked_at, 3)
+    report.duration_s = round(clock.monotonic() - began, 3)
     return report

@@ -150,6 +150,7 @@ class Repository:
         compression: str = f"zstd-{objects.ZSTD_LEVEL}",
         passphrase: bytes | None = None,
         keyfile: bytes | None = None,
+        kdf: crypto.KdfParams = crypto.DEFAULT_KDF,
     ) -> Repository:
         if encryption not in ENCRYPTIONS:
             raise UsageError(f"unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}")
@@ -196,7 +197,7 @@ class Repository:
         elif passphrase:
             slot = crypto.make_slot(
                 slot_id=secrets.token_hex(4), repo_id=config["id"], master=keys.master,
-                kind="passphrase", secret=passphrase, label="initial passphrase",
+                kind="passphrase", secret=passphrase, label="initial passphrase", kdf=kdf,
             )
         else:
             raise KeySlotError("an encrypted repository needs a passphrase or a key file")
@@ -285,13 +286,15 @@ class Repository:
             slots.append({"id": slot["id"], "kind": slot["kind"], "label": slot.get("label", "")})
         return sorted(slots, key=lambda s: s["id"])
 
-    def add_key_slot(self, *, kind: str, secret: bytes, label: str) -> str:
+    def add_key_slot(
+        self, *, kind: str, secret: bytes, label: str, kdf: crypto.KdfParams = crypto.DEFAULT_KDF
+    ) -> str:
         if not self.encrypted:
             raise KeySlotError("a repository without encryption has no key slots to add")
         slot_id = secrets.token_hex(4)
         slot = crypto.make_slot(
             slot_id=slot_id, repo_id=self.id, master=self.keys.master, kind=kind,
-            secret=secret, label=label,
+            secret=secret, label=label, kdf=kdf,
         )
         self.backend.put(f"keys/{slot_id}", json.dumps(slot, indent=1).encode())
         self.backend.sync()

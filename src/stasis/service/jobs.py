@@ -285,7 +285,7 @@ def expire_logs(catalog: Catalog, keep: timedelta, now: datetime | None = None) 
     """Delete job log lines older than ``keep`` (at ``now``, else the catalog's clock)."""
     from stasis.catalog import JobStore
 
-    return JobStore(catalog).expire_logs((now or catalog.clock()) - keep)
+    return JobStore(catalog).expire_logs((now or catalog.clock.now()) - keep)
 
 
 def open_catalog_or_warn(url: str | None,

@@ -11,7 +11,6 @@ in ``stasis policy run`` when no service runs.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import libvirt
 
 from stasis.catalog import Catalog, GroupStore
+from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import GroupError, StasisError
 from stasis.parallel import Cancelled
 from stasis.progress import Progress
@@ -33,32 +33,8 @@ from stasis.service.policy import Policy
 
 log = logging.getLogger("stasis.policy")
 
-# Only for tests of a service killed in the middle of a job; never set it in
-# production. Each backup then waits this many milliseconds once its libvirt backup
-# job has begun and before it reads (a cancel still ends the wait at once).
-TEST_HOLD_ENV = "STASIS_TEST_JOB_HOLD_MS"
-
-
-class _TestHold:
-    """A progress sink that holds the backup open where a kill leaves the most debris."""
-
-    def __init__(self, cancel: threading.Event, ms: int) -> None:
-        self.cancel, self.ms = cancel, ms
-
-    def start(self, description: str, total: int) -> None:
-        log.info("test hook: holding %s for %d ms", description, self.ms)
-        self.cancel.wait(self.ms / 1000)
-
-    def advance(self, amount: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-def _progress(cancel: threading.Event) -> Progress | None:
-    ms = int(os.environ.get(TEST_HOLD_ENV, "0") or 0)
-    return _TestHold(cancel, ms) if ms > 0 else None
+# Makes the progress sink of each unit's backup, given the job's cancel event.
+UnitProgress = Callable[[threading.Event], Progress | None]
 
 
 @dataclass
@@ -124,12 +100,15 @@ def run_policy(
     run_dir: Path,
     scratch_dir: Path,
     retention: Callable[[Repository, Policy, datetime, JobRun], None] | None = None,
-    now: Callable[[], datetime] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    unit_progress: UnitProgress | None = None,
 ) -> None:
-    """Back up every unit of ``plan`` into ``repo`` within job ``run``; then retention.
+    """Back up every unit of ``plan`` into ``repo`` within job ``run``; then retention
+    at ``clock``'s time.
 
     Cancelling ``run.cancel`` stops the unit in flight before it commits
-    (:class:`~stasis.parallel.Cancelled`, the job ends interrupted).
+    (:class:`~stasis.parallel.Cancelled`, the job ends interrupted). ``unit_progress``
+    makes each unit's progress sink (none by default).
     """
     for vm in plan.missing:
         run.failed_part(vm, GroupError(f"policy '{policy.name}' names VM '{vm}', which does "
@@ -146,7 +125,8 @@ def run_policy(
         try:
             m = back_up_members(conn, repo, unit.vms, point_name=unit.name, kind=unit.kind,
                                 run_dir=run_dir, scratch_dir=scratch_dir, tags=tags,
-                                cancel=run.cancel, progress=_progress(run.cancel),
+                                cancel=run.cancel,
+                                progress=unit_progress(run.cancel) if unit_progress else None,
                                 consistency=policy.consistency,
                                 require=policy.require, hooks=unit.hooks)
         except StasisError as e:
@@ -156,10 +136,4 @@ def run_policy(
     if run.cancel.is_set():
         raise Cancelled()
     if run.failure is None and retention is not None and not policy.retention.keeps_everything:
-        retention(repo, policy, (now or run_now)(), run)
-
-
-def run_now() -> datetime:
-    from stasis.catalog.db import utc_now
-
-    return utc_now()
+        retention(repo, policy, clock.now(), run)

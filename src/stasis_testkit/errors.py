@@ -1,12 +1,32 @@
-"""Failures of the test-guest kit, in the project's one exception hierarchy."""
+"""Failures of the test-guest kit.
+
+They are not Stasis's errors: a guest that does not boot or a workload that finds the
+wrong data says something about the test machine or the test, not "a bug in Stasis",
+so they have their own base. Like Stasis's errors, the class docstring is the message
+template, filled with the constructor's arguments.
+"""
 
 from __future__ import annotations
 
-from stasis.errors import StasisError
+from typing import ClassVar
 
 
-class GuestKitError(StasisError):
+class GuestKitError(Exception):
     """{}"""
+
+    # `python -m stasis_testkit` exits with this code on the error.
+    exit_code: ClassVar[int] = 1
+
+    @property
+    def message(self) -> str:
+        template = (self.__doc__ or "{}").strip()
+        try:
+            return template.format(*self.args)
+        except (IndexError, KeyError):
+            return " ".join(str(a) for a in self.args) or template
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class BootFilesError(GuestKitError):

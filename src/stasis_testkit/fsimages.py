@@ -18,7 +18,7 @@ the volumes it holds and the directory tree each was filled from.
   volume are read from LVM's report and ``mkfs.ext4 -E offset`` writes there. The
   loop device is detached again whatever happens.
 
-Times are fixed (:data:`~stasis.testkit.disks.FIXED_TIME`) where the tools allow.
+Times are fixed (:data:`~stasis_testkit.disks.FIXED_TIME`) where the tools allow.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stasis.testkit.disks import FIXED_TIME, GiB, MiB
-from stasis.testkit.errors import GuestKitError
+from stasis_testkit.disks import FIXED_TIME, GiB, MiB
+from stasis_testkit.errors import GuestKitError
 
 SECTOR = 512
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from stasis.testkit.errors import DiskSpecError, GuestKitError
+from stasis_testkit.errors import DiskSpecError, GuestKitError
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -9,8 +9,10 @@ QEMU guest agent (the host's qemu-ga, put in the initramfs) answers on the
 ``org.qemu.guest_agent.0`` channel, through libvirt as for any VM: fsfreeze of the
 guest's mounted disks (its root is the initramfs, never frozen, so commands still
 run meanwhile) and guest-exec, for filesystem-consistent backups and in-guest hooks.
-Not part of the product's layers: nothing in Stasis imports it.
-``python -m stasis.testkit --help`` for the CLI.
+Not part of the product: a top-level package of its own, left out of the wheel
+(importable from the source tree by tests, the demo and benches); nothing in Stasis
+imports it, and its failures (:mod:`.errors`) are not Stasis's errors.
+``python -m stasis_testkit --help`` for the CLI.
 
     with GuestKit() as kit:
         g = kit.create(disks=[DiskSpec("vda", "qcow2", 64 * MiB)])
@@ -25,9 +27,9 @@ Not part of the product's layers: nothing in Stasis imports it.
         g.domain.fsThaw()
 """
 
-from stasis.testkit.boot import READY_MARKER, BootFiles, build_boot_files
-from stasis.testkit.control import CommandResult
-from stasis.testkit.disks import (
+from stasis_testkit.boot import READY_MARKER, BootFiles, build_boot_files
+from stasis_testkit.control import CommandResult
+from stasis_testkit.disks import (
     SAMPLE,
     DiskSpec,
     GiB,
@@ -38,14 +40,14 @@ from stasis.testkit.disks import (
     sample_tree,
     tree_manifest,
 )
-from stasis.testkit.errors import (
+from stasis_testkit.errors import (
     GuestCommandFailed,
     GuestCommandTimeout,
     GuestKitError,
     GuestNotReady,
     SeqLogMismatch,
 )
-from stasis.testkit.guest import (
+from stasis_testkit.guest import (
     DEFAULT_DISKS,
     DEFAULT_PREFIX,
     Guest,
@@ -54,7 +56,7 @@ from stasis.testkit.guest import (
     GuestKit,
     default_kit_dir,
 )
-from stasis.testkit.workload import (
+from stasis_testkit.workload import (
     SeqLog,
     SeqLogTarget,
     SeqLogWorkload,

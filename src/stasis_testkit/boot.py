@@ -31,10 +31,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from stasis.testkit.control import CONTROL_LOOP
-from stasis.testkit.cpio import Entry, write_newc
-from stasis.testkit.errors import BootFilesError
-from stasis.testkit.workload import SEQLOG_SCRIPT
+from stasis_testkit.control import CONTROL_LOOP
+from stasis_testkit.cpio import Entry, write_newc
+from stasis_testkit.errors import BootFilesError
+from stasis_testkit.workload import SEQLOG_SCRIPT
 
 FORMAT = 2  # bump when the layout of the initramfs changes in a way the inputs do not show
 
@@ -52,7 +52,7 @@ QEMU_GA = Path("/usr/sbin/qemu-ga")
 AGENT_STARTED = "stasis-init: qemu-ga started on"
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
-# /init of the Stasis test guest (built by stasis/testkit/boot.py).
+# /init of the Stasis test guest (built by stasis_testkit/boot.py).
 /bin/busybox --install -s /bin
 export PATH=/bin HOME=/
 mount -t proc proc /proc

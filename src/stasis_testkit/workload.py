@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from stasis.testkit.errors import GuestKitError, SeqLogMismatch
+from stasis_testkit.errors import GuestKitError, SeqLogMismatch
 
 BLOCK = 4096
 LINE = 64
@@ -198,7 +198,7 @@ def check_seqlog(log: SeqLog, regions: Mapping[str, bytes]) -> int:
 # --- in the guest -------------------------------------------------------------------------
 
 SEQLOG_SCRIPT = r"""#!/bin/sh
-# stasis-seqlog: the sequential-log workload (see stasis/testkit/workload.py).
+# stasis-seqlog: the sequential-log workload (see stasis_testkit/workload.py).
 # usage: stasis-seqlog STATE_DIR LIMIT DELAY DISK FIRST_BLOCK BLOCKS [DISK FIRST_BLOCK BLOCKS ...]
 state=$1 limit=$2 delay=$3
 shift 3

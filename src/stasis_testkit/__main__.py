@@ -1,4 +1,4 @@
-"""``python -m stasis.testkit``: build boot files, create, list and destroy test guests."""
+"""``python -m stasis_testkit``: build boot files, create, list and destroy test guests."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import libvirt
 
-from stasis.errors import StasisError
-from stasis.testkit.disks import DiskSpec
-from stasis.testkit.guest import DEFAULT_PREFIX, GuestKit, default_kit_dir
+from stasis_testkit.disks import DiskSpec
+from stasis_testkit.errors import GuestKitError
+from stasis_testkit.guest import DEFAULT_PREFIX, GuestKit, default_kit_dir
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m stasis.testkit",
+    p = argparse.ArgumentParser(prog="python -m stasis_testkit",
                                 description="Small libvirt test guests for Stasis.")
     p.add_argument("--kit-dir", type=Path, default=None,
                    help="kit directory (default: $STASIS_TESTKIT_DIR or <state dir>/testkit)")
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "list":
                 for info in kit.guests():
                     print(f"{info.name}\t{info.state}\t{info.dir}")
-    except StasisError as e:
+    except GuestKitError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code or 1
+        return e.exit_code
     except libvirt.libvirtError as e:
         print(f"error: libvirt: {e}", file=sys.stderr)
         return 22  # the project's code for "libvirt failed or cannot be reached"

@@ -27,17 +27,17 @@ import libvirt
 
 from stasis.repository.process import start_time
 from stasis.settings import state_dir
-from stasis.testkit.boot import AGENT_STARTED, READY_MARKER, BootFiles, build_boot_files
-from stasis.testkit.control import CommandResult, ControlChannel
-from stasis.testkit.disks import DiskSpec, Format, MiB, create_disk, read_image, sample_tree
-from stasis.testkit.domain import (
+from stasis_testkit.boot import AGENT_STARTED, READY_MARKER, BootFiles, build_boot_files
+from stasis_testkit.control import CommandResult, ControlChannel
+from stasis_testkit.disks import DiskSpec, Format, MiB, create_disk, read_image, sample_tree
+from stasis_testkit.domain import (
     DomainConfig,
     DomainDisk,
     disk_targets,
     domain_xml,
     guest_metadata,
 )
-from stasis.testkit.errors import GuestCommandFailed, GuestKitError, GuestNotReady
+from stasis_testkit.errors import GuestCommandFailed, GuestKitError, GuestNotReady
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_PREFIX = "stasis-test-"

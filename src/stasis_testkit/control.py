@@ -37,13 +37,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from stasis.testkit.errors import GuestCommandTimeout, GuestKitError
+from stasis_testkit.errors import GuestCommandTimeout, GuestKitError
 
 BEGIN = b"__STASIS_BEGIN__"
 END = b"__STASIS_END__"
 
 CONTROL_LOOP = r"""#!/bin/sh
-# stasis-ctl: the command loop of the Stasis test guest (see stasis/testkit/control.py).
+# stasis-ctl: the command loop of the Stasis test guest (see stasis_testkit/control.py).
 # stdin and stdout are /dev/ttyS1 in raw mode; one request per line: "<id> <base64 script>",
 # or "<id> <base64 script> <n>" followed by n bytes the script finds in /run/ctl/data.
 mkdir -p /run/ctl
