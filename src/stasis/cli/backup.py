@@ -12,11 +12,11 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     RepoOpt,
-    err,
     human,
     open_repo,
     out,
     print_json,
+    print_warning,
     progress_for,
 )
 from stasis.cli.jobs import CatalogOpt, cli_job
@@ -53,7 +53,7 @@ def backup_result(m: Manifest) -> dict[str, Any]:
         "consistency": m.extra.get("consistency", {}),
         "hooks": m.extra.get("hooks", []),
         "hook_failures": [h for h in m.extra.get("hooks", []) if h.get("error")],
-        "warnings": m.run_warnings,
+        "warnings": [w.to_dict() for w in m.run_warnings],
         **({k: m.extra["group"].get(k, []) for k in ("members", "joined", "left")}
            if "group" in m.extra else {}),
         "vms": [
@@ -99,12 +99,8 @@ def print_backup(m: Manifest) -> None:
         if vm.kind == "vm":
             note = vm.extra.get("consistency_note", "")
             out.print(f"  {vm.name}: {vm.consistency} consistent" + (f" ({note})" if note else ""))
-    for warning in m.run_warnings:
-        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    for h in m.extra.get("hooks", []):
-        if h.get("error"):
-            err.print(f"[bold yellow]warning:[/] {h['phase']} hook on {h['where']} "
-                      f"({h['command']!r}) {h['error']}", highlight=False)
+    for warning in m.run_warnings:  # a failed post hook among them
+        print_warning(warning)
 
 
 @app.command("image")

@@ -23,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from stasis.errors import KeySlotError, UsageError, WrongPassphrase
+from stasis.errors import KeySlotError, StasisWarning, UsageError, WrongPassphrase
 from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
@@ -144,6 +144,11 @@ def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRA
 
 def open_repo(repo: Path, passphrase_file: Path | None, key_file: Path | None) -> Repository:
     return Repository.open(repo, credentials(passphrase_file, key_file))
+
+
+def print_warning(warning: StasisWarning) -> None:
+    """A warning on stderr: its message, then what to do in the CLI's words."""
+    err.print(f"[bold yellow]warning:[/] {warning.full_text}", highlight=False)
 
 
 class RichProgress:

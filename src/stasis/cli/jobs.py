@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from stasis.cli.common import JsonOpt, err, human, out, print_json
-from stasis.errors import CatalogError
+from stasis.cli.common import JsonOpt, human, out, print_json, print_warning
+from stasis.errors import CatalogError, NotRecorded
 
 if TYPE_CHECKING:
     from stasis.catalog import Catalog, Job
@@ -31,8 +31,7 @@ CatalogOpt = Annotated[str | None, typer.Option(
 
 
 def _warn(e: CatalogError) -> None:
-    err.print(f"[bold yellow]warning:[/] this run is not recorded as a job: {e.message}",
-              highlight=False)
+    print_warning(NotRecorded(e.message))
 
 
 @contextmanager
