@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.repository import Credentials, Repository
 
 # The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL).
@@ -34,16 +35,18 @@ def _cheap_kdf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=256 << 10)
+    return Repository.init(open_backend(tmp_path / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=256 << 10)
 
 
 @pytest.fixture
 def plain_repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "plain-repo", encryption="none", chunk_size=256 << 10)
+    return Repository.init(open_backend(tmp_path / "plain-repo"), encryption="none",
+                           chunk_size=256 << 10)
 
 
 def reopen(repo: Repository) -> Repository:
-    return Repository.open(repo.url, Credentials(passphrase=PASSPHRASE.encode()))
+    return Repository.open(open_backend(repo.url), Credentials(passphrase=PASSPHRASE.encode()))
 
 
 def write_image(path: Path, size: int, regions: list[tuple[int, bytes]]) -> Path:

@@ -203,6 +203,14 @@ class BackendError(StasisError):
     cli_hint = ("Check the storage (mount, permissions, network) and run the command "
                 "again; 'stasis verify' checks the repository.")
 
+    def leaving(self, consequence: str) -> BackendError:
+        """The same failure, saying also what it left of the caller's work (a restore
+        target); a new error, to raise ``from`` this one."""
+        if type(self) is not BackendError or len(self.args) != 4:
+            return type(self)(*self.args, hint=self._hint, **self.kwargs)
+        *head, kept = self.args
+        return BackendError(*head, f"{kept} {consequence}", hint=self._hint)
+
 
 class RepositoryFull(BackendError):
     """The repository's storage is full ({}). The point was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc."""

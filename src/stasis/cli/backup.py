@@ -124,7 +124,7 @@ def image(
     progress = progress_for(json_output)
     try:
         with cli_job(catalog, "backup", name or (paths[0].name if paths else "images"),
-                     repo=r.url, params={"paths": [str(p) for p in paths]}) as job:
+                     repo=r.id, params={"paths": [str(p) for p in paths]}) as job:
             m = back_up_images(r, paths, name=name, tags=tags, fmt=fmt, progress=progress,
                                run_dir=run_dir())
             job.set_vms([vm.name for vm in m.vms])

@@ -23,6 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from stasis.backends import open_backend
 from stasis.errors import KeySlotError, StasisWarning, UsageError, WrongPassphrase
 from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
@@ -33,9 +34,12 @@ from stasis.repository import Credentials, Repository
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
+# A string, not a Path: a URL is parsed by the backend registry (a Path would turn
+# s3://bucket/x into the relative path s3:/bucket/x).
 RepoOpt = Annotated[
-    Path,
-    typer.Option("--repo", "-r", envvar="STASIS_REPO", help="Repository path ($STASIS_REPO).",
+    str,
+    typer.Option("--repo", "-r", envvar="STASIS_REPO",
+                 help="Repository: a path or a file:// URL ($STASIS_REPO).",
                  show_default=False),
 ]
 PassFileOpt = Annotated[
@@ -142,8 +146,8 @@ def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRA
     return value
 
 
-def open_repo(repo: Path, passphrase_file: Path | None, key_file: Path | None) -> Repository:
-    return Repository.open(repo, credentials(passphrase_file, key_file))
+def open_repo(repo: str, passphrase_file: Path | None, key_file: Path | None) -> Repository:
+    return Repository.open(open_backend(repo), credentials(passphrase_file, key_file))
 
 
 def print_warning(warning: StasisWarning) -> None:

@@ -86,7 +86,7 @@ def gc(
     try:
         # A real gc is a job (a dry run changes nothing: not recorded).
         with (contextlib.nullcontext(None) if dry_run else
-              cli_job(catalog, "gc", "gc", repo=r.url, params={"wait": wait})) as job:
+              cli_job(catalog, "gc", "gc", repo=r.id, params={"wait": wait})) as job:
             report = collect_garbage(r, dry_run=dry_run, wait=wait, progress=progress,
                                      on_wait=waiting)
             if job is not None:

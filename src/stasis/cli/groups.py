@@ -476,7 +476,7 @@ def backup_group(
     r = open_repo(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
     try:
-        with cli_job(catalog, "backup", name, vms=names, repo=r.url) as job:
+        with cli_job(catalog, "backup", name, vms=names, repo=r.id) as job:
             m = back_up_members(conn, r, names, point_name=name, kind="group",
                                 run_dir=run_dir(), scratch_dir=scratch_dir(), tags=tags,
                                 progress=progress, consistency=level, require=required,

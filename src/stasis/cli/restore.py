@@ -52,7 +52,7 @@ def disk(
     progress = progress_for(json_output)
     vms = [vm] if vm else [v.name for v in m.vms][:1] if len(m.vms) == 1 else []
     try:
-        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.url,
+        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.id,
                      params={"point": m.id, "target": str(to), "disk": disk_name,
                              "format": fmt}) as job:
             result = restore_disk(r, m, target=to, vm=vm, disk=disk_name, fmt=fmt,
@@ -107,7 +107,7 @@ def restore_group_cmd(
     progress = progress_for(json_output)
     try:
         with cli_job(catalog, "restore", m.name, vms=[v.name for v in m.vms if v.kind == "vm"],
-                     repo=r.url, params={"point": m.id, "suffix": suffix, "start": start,
+                     repo=r.id, params={"point": m.id, "suffix": suffix, "start": start,
                                          "network": network}) as job:
             result = restore_group(conn, r, m, suffix=suffix, storage=storage,
                                    network=network, start=start, order=names,

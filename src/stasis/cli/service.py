@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from stasis.backends import open_backend
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
@@ -124,7 +125,8 @@ def serve(
     keep = _duration(keep_logs, "--keep-logs")
     loaded = _load(policies)
     creds = credentials(passphrase_file, key_file)
-    r = Repository.open(repo, creds)  # fails now, not at the first job, when it cannot
+    # Opened now, so that it fails here, not at the first job, when it cannot be.
+    r = Repository.open(open_backend(repo), creds)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Catalog.open(catalog, clock=service_clock()) as c:
@@ -170,7 +172,8 @@ def policy_run(
         store = JobStore(c)
         live = [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
         if live and not wait:
-            queued = store.create("backup", name, policy=name, repo=str(repo.absolute()),
+            repo_id = str(Repository.read_config(open_backend(repo))["id"])  # no key needed
+            queued = store.create("backup", name, policy=name, repo=repo_id,
                                   params={"policy": name, "slot": "now"})
             store.log(queued.id, "info", "queued by 'stasis policy run'")
             if json_output:
@@ -182,7 +185,7 @@ def policy_run(
         r = open_repo(repo, passphrase_file, key_file)
         conn = lv.connect(connect)
         plan = plan_units(conn, c, policy)
-        with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.url) as run:
+        with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.id) as run:
             run_policy(run, policy, plan, conn=conn, repo=r, run_dir=run_dir(),
                        scratch_dir=scratch_dir(), retention=policy_retention)
         job = store.get(run.id) if run.id is not None else None
@@ -198,7 +201,7 @@ def policy_run(
 
 
 def status(
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO", show_default=False,
         help="Bring the points index up to date from this repository first.")] = None,
     policies: PoliciesOpt = None,

@@ -50,7 +50,7 @@ def verify(
     vms = list(dict.fromkeys(vm.name for m in covered for vm in m.vms))
     name = ",".join(dict.fromkeys(m.name for m in covered)) if chosen else "all points"
     progress = progress_for(json_output)
-    with cli_job(catalog, "verify", name, vms=vms, repo=r.url,
+    with cli_job(catalog, "verify", name, vms=vms, repo=r.id,
                  params={"deep": deep, "points": [m.id for m in chosen or []]}) as job:
         try:
             report = run_verify(r, chosen, deep=deep, progress=progress)

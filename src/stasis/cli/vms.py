@@ -50,7 +50,7 @@ ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNE
 
 def vms(
     connect: ConnectOpt = lv.DEFAULT_URI,
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO",
         help="Repository to tell protection and newest points from.")] = None,
     passphrase_file: PassFileOpt = None,
@@ -132,7 +132,7 @@ def backup_vm(
     board = ProgressBoard() if err.is_terminal and not json_output else None
     targets = list(dict.fromkeys(names))
     try:
-        with cli_job(catalog, "backup", ",".join(targets), vms=targets, repo=r.url) as job:
+        with cli_job(catalog, "backup", ",".join(targets), vms=targets, repo=r.id) as job:
             outcomes = back_up_vms(conn, r, targets, run_dir=run_dir(),
                                    scratch_dir=scratch_dir(), tags=tags,
                                    progress=board.lane if board else None, parallel=parallel,
@@ -199,7 +199,7 @@ def restore_vm_cmd(
     progress = progress_for(json_output)
     vms = [vm] if vm else [v.name for v in m.vms if v.kind == "vm"][:1]
     try:
-        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.url,
+        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.id,
                      params={"point": m.id, "name": name, "in_place": in_place,
                              "start": start}) as job:
             result = restore_vm(conn, r, m, vm=vm, name=name, storage=storage,
@@ -221,7 +221,7 @@ def restore_vm_cmd(
 
 def doctor(
     fix: Annotated[bool, typer.Option(help="Remove what is found.")] = False,
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO", help="Repository to check.")] = None,
     connect: ConnectOpt = lv.DEFAULT_URI,
     passphrase_file: PassFileOpt = None,

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stasis.backends import open_backend
 from stasis.blockio.nbd import die_with_parent, socket_base
 from stasis.errors import ExportError, TargetExists, UsageError
 from stasis.recovery.diskread import load_verified
@@ -194,7 +195,7 @@ class PluginServer:
 
     def config_complete(self) -> None:
         creds = read_credentials(self.cred_fd)
-        repo = Repository.open(self.repo_path, creds)
+        repo = Repository.open(open_backend(self.repo_path), creds)
         point = repo.resolve(self.point_id)
         if self.lock:
             self._stack.enter_context(repo.shared_lock(f"export {point.id[:12]}"))
