@@ -305,7 +305,7 @@ class CatalogError(StasisError):
 
 
 class PointHeld(StasisError):
-    """Point {} is {}. Nothing was deleted."""
+    """Point {} is {}. Nothing was deleted: the point is kept until its hold ends or is released."""
 
     exit_code = 28
     cli_hint = "'stasis release {2}' lifts the hold."
