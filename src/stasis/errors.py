@@ -407,22 +407,21 @@ class BackupJobLeftRunning(StasisWarning):
 
 #: The meaning of every exit code, written once. A code keeps its meaning for good.
 EXIT_MEANINGS: dict[int, str] = {
-    0: "success (warnings, if any, were printed: the work was done)",
+    0: "success (with the warnings printed, if any)",
     1: "unexpected error (a bug: please report it)",
     2: "bad usage or arguments",
     10: "no repository at the path",
     11: "the path is not a repository (or not empty at init)",
     12: "the repository config is damaged or of an unknown version",
     13: "wrong passphrase or key file",
-    14: "no such object: no recovery point, VM, disk, job or policy matches the name",
+    14: "no recovery point, VM, disk, job or policy matches the name",
     15: "the point name matches more than one point",
     16: "the backup source cannot be read",
     17: "the restore target exists or cannot be written",
     18: "the repository's storage is full",
     19: "integrity error: damaged or missing data found",
     20: "the repository is locked by another job",
-    21: "the repository storage failed (a read or a write); the target of a restore "
-        "was not completed",
+    21: "the repository storage failed (a read or a write)",
     22: "libvirt failed or cannot be reached",
     23: "the VM is in the wrong state for this (e.g. running for an in-place restore)",
     24: "a pre-backup hook failed: nothing was captured, every VM thawed and resumed",
@@ -437,7 +436,7 @@ EXIT_MEANINGS: dict[int, str] = {
     33: "no such file or volume in the point's disk",
     34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
     35: "the path does not say which volume of a multi-volume disk it is on",
-    36: "the repository URL's scheme is not supported (it was not taken as a path)",
+    36: "the repository URL's scheme is not supported",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }
@@ -449,7 +448,7 @@ CODES_WITHOUT_CLASS = frozenset({0, 143})
 WARNING_MEANINGS: dict[int, str] = {
     50: "a post-backup hook failed; the point is committed and complete",
     51: "the run is not recorded in the catalog; the work itself was done",
-    52: "a libvirt backup job outlived its backup; the point is committed and complete",
+    52: "a libvirt backup job outlived its backup; the point is complete",
 }
 
 

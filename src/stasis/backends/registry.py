@@ -56,7 +56,8 @@ def open_backend(location: str | os.PathLike[str]) -> Backend:
     if not isinstance(location, str):
         return LocalBackend(location)  # a Path is a path, whatever its characters
     if not location:
-        raise UsageError("no repository given: pass --repo or set $STASIS_REPO")
+        raise UsageError("no repository given; nothing was read or written",
+                         hint="Pass --repo or set $STASIS_REPO.")
     scheme = scheme_of(location)
     if scheme is None:
         return LocalBackend(location)
