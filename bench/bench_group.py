@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import libvirt
 
+    from stasis.backends import open_backend
     from stasis.repository import Repository
     from stasis_testkit import GuestKit
 
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (work / d).mkdir(exist_ok=True)
     (work / "scratch").chmod(0o711)
     os.environ.setdefault("STASIS_STATE_DIR", str(work / "state"))
-    repo = Repository.init(work / "repo", passphrase=PASSPHRASE)
+    repo = Repository.init(open_backend(work / "repo"), passphrase=PASSPHRASE)
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "stasis_commit": stasis_commit(), "host": platform.node(),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.catalog.db import CATALOG_FILE
 from stasis.repository import Credentials, Repository
 from stasis.repository.crypto import KdfParams
@@ -41,7 +42,8 @@ CHEAP_KDF = KdfParams(memory_kib=1024, iterations=1)
 def init_repo(path: Path, *, chunk_size: int = 256 << 10, compression: str = "zstd-1",
               passphrase: str = PASSPHRASE) -> Repository:
     """A passphrase repository as `stasis repo init` makes it, with a cheap key slot."""
-    return Repository.init(path, passphrase=passphrase.encode(), chunk_size=chunk_size,
+    return Repository.init(open_backend(path), passphrase=passphrase.encode(),
+                           chunk_size=chunk_size,
                            compression=compression, kdf=CHEAP_KDF)
 
 
@@ -87,17 +89,19 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=256 << 10,
+    return Repository.init(open_backend(tmp_path / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=256 << 10,
                            kdf=CHEAP_KDF)
 
 
 @pytest.fixture
 def plain_repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "plain-repo", encryption="none", chunk_size=256 << 10)
+    return Repository.init(open_backend(tmp_path / "plain-repo"), encryption="none",
+                           chunk_size=256 << 10)
 
 
 def reopen(repo: Repository) -> Repository:
-    return Repository.open(repo.url, Credentials(passphrase=PASSPHRASE.encode()))
+    return Repository.open(open_backend(repo.url), Credentials(passphrase=PASSPHRASE.encode()))
 
 
 def write_image(path: Path, size: int, regions: list[tuple[int, bytes]]) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stasis.backends import open_backend
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.crypto import DEFAULT_KDF
 from tests.conftest import PASSPHRASE, Cli, images_equal, mixed_image, to_qcow2
@@ -93,7 +94,7 @@ def test_init_with_key_file_and_unencrypted(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_ambiguous_prefix_and_unknown_point(cli_repo: Cli) -> None:
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     for pid in ("abcd" + "1" * 28, "abcd" + "2" * 28):
         repo.commit(Manifest(id=pid, name="m", time="2026-01-01T00:00:00+00:00"))
     r = cli_repo("show", "abcd")

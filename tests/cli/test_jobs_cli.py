@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stasis.backends import open_backend
 from stasis.errors import IntegrityError
 from stasis.repository import Credentials, Repository
 from stasis.repository.repo import chunk_key
@@ -48,7 +49,7 @@ def test_verify_is_a_job_and_the_last_verification_in_status(
     assert "verify all points" in shown and "intact" in shown and "verified (deep)" in shown
 
     # A damaged chunk of the newest point: verify fails, and so does its job.
-    repo = Repository.open(cli.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli.repo), Credentials(passphrase=PASSPHRASE.encode()))
     index = repo.load_index(repo.resolve(b2["id"]).vms[0].disks[0].index)
     entry, name = index.stored()[-1]
     path = Path(repo.url) / chunk_key(name)

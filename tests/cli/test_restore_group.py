@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.protection.capture import back_up_members
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.repo import chunk_key
@@ -68,7 +69,7 @@ def group(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         for n, g in enumerate(guests):
             g.wait_ready(90)
             patterns[g.name] = g.write_pattern("vda", PATTERN_AT, PATTERN_LEN, seed=700 + n)
-        repo = Repository.init(root / "repo", passphrase=PASSPHRASE.encode(),
+        repo = Repository.init(open_backend(root / "repo"), passphrase=PASSPHRASE.encode(),
                                chunk_size=256 << 10, kdf=CHEAP_KDF)
         for d in ("run", "scratch"):
             (root / d).mkdir()
@@ -255,7 +256,7 @@ def test_a_failure_mid_way_removes_what_the_restore_created(group: Group,
     # damaged: A restores and is defined, then B fails its integrity check.
     damaged = tmp_path / "damaged-repo"
     shutil.copytree(group.repo_path, damaged)
-    repo = Repository.open(damaged, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(damaged), Credentials(passphrase=PASSPHRASE.encode()))
     point = repo.resolve(group.point.id)
     assert [v.name for v in point.vms if v.kind == "vm"] == [group.a.name, group.b.name]
     index_of = {v.name: repo.load_index(next(d for d in v.disks if d.name == "vda").index)

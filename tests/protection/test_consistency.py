@@ -244,6 +244,11 @@ def test_failing_post_hook_is_recorded_not_fatal(
     failures = BackupResult.of(point).to_json()["hook_failures"]
     assert [(h["where"], h["exit_code"]) for h in failures] == [(a.name, 4), ("host", 5)]
     assert "disk busy" in failures[0]["output"]
+    # Each failure is a warning the result carries (code 50), the point complete.
+    warned = [w.to_dict() for w in point.run_warnings]
+    assert [(w["code"], w["kind"]) for w in warned] == [(50, "PostHookFailed")] * 2
+    assert a.name in warned[0]["message"] and "exited with status 5" in warned[1]["message"]
+    assert all("committed and complete" in w["message"] for w in warned)
     assert_running_and_thawed(a)
 
 

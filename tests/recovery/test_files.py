@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.errors import (
     AmbiguousVolume,
     FileNotInPoint,
@@ -39,7 +40,7 @@ def backup(repo: Repository, image: Path, name: str | None = None) -> Manifest:
 
 
 def reopen(repo: Repository) -> Repository:
-    return Repository.open(repo.url, Credentials(passphrase=PASSPHRASE.encode()))
+    return Repository.open(open_backend(repo.url), Credentials(passphrase=PASSPHRASE.encode()))
 
 
 def source_state(root: Path, *, dirs: bool = True) -> dict[str, tuple[object, ...]]:
@@ -398,7 +399,8 @@ def debian(tmp_path_factory: pytest.TempPathFactory, fat_tree: Path) -> \
         pytest.skip("debootstrap needs root to build the Debian tree")
     work = tmp_path_factory.mktemp("debian")
     disk = fsimages.debian_root_disk(work / "debian.img", size=4 * GiB, esp_tree=fat_tree)
-    repo = Repository.init(work / "repo", passphrase=PASSPHRASE.encode(), chunk_size=1 << 20,
+    repo = Repository.init(open_backend(work / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=1 << 20,
                            kdf=CHEAP_KDF)
     return repo, backup(repo, disk.path, "debian"), disk
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.errors import IntegrityError
 from stasis.protection.backup import back_up_images
 from stasis.recovery.restore import restore_disk
@@ -70,7 +71,8 @@ def restores_exactly(repo: Repository, point: Manifest, source: Path, tmp: Path)
 
 @pytest.fixture
 def small_repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=CHUNK,
+    return Repository.init(open_backend(tmp_path / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=CHUNK,
                            kdf=CHEAP_KDF)
 
 
@@ -211,7 +213,7 @@ def test_damaged_manifest_cli_exit_code_and_message(cli_repo: Cli, tmp_path: Pat
 
 
 def test_locked_repository_exit_code(cli_repo: Cli, tmp_path: Path) -> None:
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     with repo.shared_lock("backup test"):
         r = cli_repo("gc", "--wait", "1")
     assert r.code == 20, r.err
@@ -279,7 +281,7 @@ def _count(root: Path) -> int:
 def test_gc_killed_mid_sweep_leaves_every_point_restorable(
     cli_repo: Cli, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     sources = {}
     for n in range(4):
         src = image(tmp_path / f"d{n}.raw", n)
@@ -400,7 +402,7 @@ def test_gc_and_backups_at_once_lose_nothing(
     committed point restores bit-exact and a deep verify is clean."""
     cli_repo = fast_cli
     rnd = random.Random(5)
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     versions = {n: [rnd.randrange(VERSIONS + 1) for _ in range(SLOTS)] for n in NAMES}
     seen: dict[str, Path] = {}  # point id -> the image content its backup read
     removed: set[str] = set()

@@ -77,6 +77,32 @@ def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path
             "services"} <= names
 
 
+def test_an_upgrade_names_the_repositories_of_old_jobs_by_id(tmp_path: Path,
+                                                             catalog_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    with Catalog.open(str(tmp_path / "scratch.db")) as scratch:
+        config = scratch._config()
+    e = create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
+    with e.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002_points_jobs_policies")
+        conn.exec_driver_sql(
+            "INSERT INTO repositories (id, url, first_seen) VALUES "
+            "('r1', '/srv/repo', '2025-01-01 00:00:00+00')")
+        for name, repo in (("known", "/srv/repo"), ("unknown", "/elsewhere")):
+            conn.exec_driver_sql(
+                "INSERT INTO jobs (kind, name, vms, repo, state, queued, bytes_read, "
+                f"bytes_written, result, params) VALUES ('backup', '{name}', '[]', '{repo}', "
+                "'succeeded', '2025-01-01 00:00:00+00', 0, 0, '{}', '{}')")
+    e.dispose()
+    with Catalog.open(catalog_url) as c:
+        assert c.revision() == HEAD
+        repos = {j.name: j.repo for j in JobStore(c).list()}
+    assert repos == {"known": "r1", "unknown": "/elsewhere"}  # nothing guessed
+
+
 def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: ManualClock) -> None:
     import logging
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.catalog import Catalog, JobStore
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Credentials, Repository
@@ -123,7 +124,8 @@ def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
     assert lv.backup_job_socket(dom) is None
     assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
     committed = {p["id"][:12] for p in listed}  # type: ignore[index]
-    repo_id = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode())).id
+    repo_id = Repository.open(open_backend(cli_repo.repo),
+                              Credentials(passphrase=PASSPHRASE.encode())).id
     chain = lv.checkpoints(dom, lv.chain_prefix(repo_id))
     assert chain and all(c.point_prefix() in committed for c in chain)
     indexed = cli_repo.ok("catalog", "points", "--json", env=env).json()
@@ -157,7 +159,8 @@ def test_policy_run_queues_for_the_service_and_sigterm_interrupts_the_job(
                         'cron = "0 0 1 1 *"\n')
     catalog = catalog_url
     env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch), "STASIS_CATALOG": catalog}
-    repo_id = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode())).id
+    repo_id = Repository.open(open_backend(cli_repo.repo),
+                              Credentials(passphrase=PASSPHRASE.encode())).id
     dom = guest.domain
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     # Each backup of this service waits 20 s once its libvirt job began: SIGTERM lands

@@ -61,7 +61,7 @@ def backup_images(open_repo: RepoOpener, paths: list[Path], *, catalog: str | No
     where = where or Where.default()
     repo = open_repo()
     with foreground_job(catalog, "backup", name or (paths[0].name if paths else "images"),
-                        warn=warn, repo=repo.url,
+                        warn=warn, repo=repo.id,
                         params={"paths": [str(p) for p in paths]}) as job:
         m = back_up_images(repo, paths, name=name, tags=tags, fmt=fmt, progress=progress,
                            run_dir=where.run)
@@ -88,7 +88,7 @@ def backup_vms(connect: str, open_repo: RepoOpener, names: list[str], *,
     where = where or Where.default()
     targets = list(dict.fromkeys(names))
     with foreground_job(catalog, "backup", ",".join(targets), warn=warn, vms=targets,
-                        repo=repo.url) as job:
+                        repo=repo.id) as job:
         done = back_up_vms(conn, repo, targets, run_dir=where.run, scratch_dir=where.scratch,
                            tags=tags, progress=progress, parallel=parallel,
                            consistency=consistency, require=require)
@@ -152,7 +152,7 @@ def backup_group(connect: str, open_repo: RepoOpener, name: str, *,
     check_levels(level, required, hooks)
     repo = open_repo()
     where = where or Where.default()
-    with foreground_job(catalog, "backup", name, warn=warn, vms=names, repo=repo.url) as job:
+    with foreground_job(catalog, "backup", name, warn=warn, vms=names, repo=repo.id) as job:
         m = back_up_members(conn, repo, names, point_name=name, kind="group",
                             run_dir=where.run, scratch_dir=where.scratch, tags=tags,
                             progress=progress, consistency=level, require=required,

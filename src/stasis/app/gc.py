@@ -24,7 +24,7 @@ def gc(open_repo: Callable[[], Repository], *, catalog: str | None, warn: Warn,
         raise UsageError("--wait takes a number of seconds, 0 or more")
     r = open_repo()
     with (contextlib.nullcontext(None) if dry_run else
-          foreground_job(catalog, "gc", "gc", warn=warn, repo=r.url,
+          foreground_job(catalog, "gc", "gc", warn=warn, repo=r.id,
                          params={"wait": wait})) as job:
         report = collect_garbage(r, dry_run=dry_run, wait=wait, progress=progress,
                                  on_wait=on_wait)

@@ -21,7 +21,7 @@ from pydantic import (
     TypeAdapter,
 )
 
-from stasis.errors import StasisError
+from stasis.errors import StasisError, StasisWarning
 from stasis.repository import Manifest, VmRecord
 
 
@@ -36,6 +36,24 @@ class Model(BaseModel):
 
 
 # ------------------------------------------------------------------ backups
+
+
+class WarningModel(Model):
+    """What succeeded with a warning: its stable code, class name, message and hint."""
+
+    code: int
+    kind: str
+    message: str
+    hint: str
+
+    @classmethod
+    def of(cls, w: StasisWarning) -> WarningModel:
+        return cls.model_validate(w.to_dict())
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
 
 
 class DiskBackup(Model):
@@ -100,7 +118,7 @@ class BackupResult(Model):
     consistency: dict[str, Any]
     hooks: list[dict[str, Any]]
     hook_failures: list[dict[str, Any]]
-    warnings: list[str]
+    warnings: list[WarningModel]
     members: list[str] | None = None
     joined: list[str] | None = None
     left: list[str] | None = None
@@ -117,7 +135,7 @@ class BackupResult(Model):
             bytes_read=m.bytes_read, size=m.virtual_size,
             consistency=m.extra.get("consistency", {}), hooks=hooks,
             hook_failures=[h for h in hooks if h.get("error")],
-            warnings=list(m.run_warnings),
+            warnings=[WarningModel.of(w) for w in m.run_warnings],
             members=list(group.get("members", [])) if group is not None else None,
             joined=list(group.get("joined", [])) if group is not None else None,
             left=list(group.get("left", [])) if group is not None else None,
@@ -349,7 +367,7 @@ class BackupPart(Part):
     modes: dict[str, str] | None = None
     error: str | None = None
     exit_code: int | None = None
-    warnings: list[str] | None = None
+    warnings: list[WarningModel] | None = None
 
 
 class RetentionPart(Part):

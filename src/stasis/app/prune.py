@@ -89,7 +89,7 @@ def prune(open_repo: RepoOpener, *, rules: RetentionRules, catalog: str | None, 
     else:
         with foreground_job(catalog, "prune", (f"policy {policy}" if policy else name)
                             or (f"vm {vm}" if vm else "all chains"), warn=warn,
-                            vms=[vm] if vm else [], repo=r.url,
+                            vms=[vm] if vm else [], repo=r.id,
                             params={"name": name, "vm": vm, "policy": policy,
                                     "rules": rules.to_dict()}) as job:
             result = prune_points(r, rules, now=now, names=names, vm=vm,

@@ -44,7 +44,7 @@ def restore_disk(open_repo: RepoOpener, point: str, *, to: Path, catalog: str | 
     m = r.resolve(point)
     where = where or Where.default()
     vms = [vm] if vm else [v.name for v in m.vms][:1] if len(m.vms) == 1 else []
-    with foreground_job(catalog, "restore", m.name, warn=warn, vms=vms, repo=r.url,
+    with foreground_job(catalog, "restore", m.name, warn=warn, vms=vms, repo=r.id,
                         params={"point": m.id, "target": str(to), "disk": disk,
                                 "format": fmt}) as job:
         result = run_disk_restore(r, m, target=to, vm=vm, disk=disk, fmt=fmt, force=force,
@@ -68,7 +68,7 @@ def restore_vm(connect: str, open_repo: RepoOpener, point: str, *, catalog: str 
     m = r.resolve(point)
     where = where or Where.default()
     vms = [vm] if vm else [v.name for v in m.vms if v.kind == "vm"][:1]
-    with foreground_job(catalog, "restore", m.name, warn=warn, vms=vms, repo=r.url,
+    with foreground_job(catalog, "restore", m.name, warn=warn, vms=vms, repo=r.id,
                         params={"point": m.id, "name": name, "in_place": in_place,
                                 "start": start}) as job:
         result = run_vm_restore(conn, r, m, vm=vm, name=name, storage=storage,
@@ -98,7 +98,7 @@ def restore_group(connect: str, open_repo: RepoOpener, point: str, *, catalog: s
     m = r.resolve(point)
     where = where or Where.default()
     with foreground_job(catalog, "restore", m.name, warn=warn,
-                        vms=[v.name for v in m.vms if v.kind == "vm"], repo=r.url,
+                        vms=[v.name for v in m.vms if v.kind == "vm"], repo=r.id,
                         params={"point": m.id, "suffix": suffix, "start": start,
                                 "network": network}) as job:
         result = run_group_restore(conn, r, m, suffix=suffix, storage=storage,

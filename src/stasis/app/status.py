@@ -11,6 +11,7 @@ from typing import Any
 from stasis.app.backup import Where
 from stasis.app.models import JobModel, Queued, VmStatusRow, job_model
 from stasis.app.policies import find_policy, load_policy_file
+from stasis.backends import open_backend
 from stasis.errors import StasisError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
@@ -51,7 +52,7 @@ class PolicyRunNow:
 
 
 def run_policy_now(name: str, *, catalog: str | None, open_repo: Callable[[], Repository],
-                   repo_path: Path, connect: str, policies: Path | None = None,
+                   location: str, connect: str, policies: Path | None = None,
                    here: bool = False, where: Where | None = None) -> PolicyRunNow:
     """Start policy ``name``'s run now: queued for the live service of this catalog, or,
     with none (or ``here``), run in this process as a job all the same.
@@ -67,14 +68,15 @@ def run_policy_now(name: str, *, catalog: str | None, open_repo: Callable[[], Re
         store = JobStore(c)
         live = [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
         if live and not here:
-            queued = store.create("backup", name, policy=name, repo=str(repo_path.absolute()),
+            repo_id = str(Repository.read_config(open_backend(location))["id"])  # no key needed
+            queued = store.create("backup", name, policy=name, repo=repo_id,
                                   params={"policy": name, "slot": "now"})
             store.log(queued.id, "info", "queued by 'stasis policy run'")
             return PolicyRunNow(queued=Queued(job=queued.id, service_pid=live[0].pid))
         r = open_repo()
         conn = lv.connect(connect)
         plan = plan_units(conn, c, policy)
-        with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.url) as run:
+        with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.id) as run:
             run_policy(run, policy, plan, conn=conn, repo=r, run_dir=where.run,
                        scratch_dir=where.scratch, retention=policy_retention)
         job = store.get(run.id) if run.id is not None else None

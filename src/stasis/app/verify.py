@@ -31,7 +31,7 @@ def verify_points(repo: Repository, points: list[str] | None = None, *, deep: bo
     covered = chosen if chosen is not None else repo.points()
     vms = list(dict.fromkeys(vm.name for m in covered for vm in m.vms))
     name = ",".join(dict.fromkeys(m.name for m in covered)) if chosen else "all points"
-    with foreground_job(catalog, "verify", name, warn=warn, vms=vms, repo=repo.url,
+    with foreground_job(catalog, "verify", name, warn=warn, vms=vms, repo=repo.id,
                         params={"deep": deep, "points": [m.id for m in chosen or []]}) as job:
         report = run_verify(repo, chosen, deep=deep, progress=progress)
         _record(job, covered, report)

@@ -23,7 +23,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from stasis.errors import CatalogError, KeySlotError, UsageError, WrongPassphrase
+from stasis.backends import open_backend
+from stasis.errors import (
+    CatalogError,
+    KeySlotError,
+    StasisWarning,
+    UsageError,
+    WrongPassphrase,
+)
 from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
@@ -33,9 +40,12 @@ from stasis.repository import Credentials, Repository
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
+# A string, not a Path: a URL is parsed by the backend registry (a Path would turn
+# s3://bucket/x into the relative path s3:/bucket/x).
 RepoOpt = Annotated[
-    Path,
-    typer.Option("--repo", "-r", envvar="STASIS_REPO", help="Repository path ($STASIS_REPO).",
+    str,
+    typer.Option("--repo", "-r", envvar="STASIS_REPO",
+                 help="Repository: a path or a file:// URL ($STASIS_REPO).",
                  show_default=False),
 ]
 PassFileOpt = Annotated[
@@ -79,8 +89,9 @@ def print_model(result: Any) -> None:
 
 def warn_unrecorded(e: CatalogError) -> None:
     """The catalog cannot be used: the command runs, unrecorded, and says so."""
-    err.print(f"[bold yellow]warning:[/] this run is not recorded as a job: {e.message}",
-              highlight=False)
+    from stasis.errors import NotRecorded
+
+    print_warning(NotRecorded(e.message))
 
 
 def plural(n: int, word: str) -> str:
@@ -170,8 +181,13 @@ def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRA
     return value
 
 
-def open_repo(repo: Path, passphrase_file: Path | None, key_file: Path | None) -> Repository:
-    return Repository.open(repo, credentials(passphrase_file, key_file))
+def open_repo(repo: str, passphrase_file: Path | None, key_file: Path | None) -> Repository:
+    return Repository.open(open_backend(repo), credentials(passphrase_file, key_file))
+
+
+def print_warning(warning: StasisWarning) -> None:
+    """A warning on stderr: its message, then what to do in the CLI's words."""
+    err.print(f"[bold yellow]warning:[/] {warning.full_text}", highlight=False)
 
 
 class RichProgress:

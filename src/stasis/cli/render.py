@@ -23,11 +23,8 @@ def print_backup(m: BackupResult) -> None:
         if vm.kind == "vm":
             note = vm.consistency_note
             out.print(f"  {vm.name}: {vm.consistency} consistent" + (f" ({note})" if note else ""))
-    for warning in m.warnings:
-        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    for h in m.hook_failures:
-        err.print(f"[bold yellow]warning:[/] {h['phase']} hook on {h['where']} "
-                  f"({h['command']!r}) {h['error']}", highlight=False)
+    for warning in m.warnings:  # a failed post hook among them
+        err.print(f"[bold yellow]warning:[/] {warning.full_text}", highlight=False)
 
 
 def print_group_backup(m: BackupResult) -> None:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from stasis.app.policies import load_policy_file
 from stasis.app.status import run_policy_now, vm_status
+from stasis.backends import open_backend
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -80,7 +81,8 @@ def serve(
     keep = _duration(keep_logs, "--keep-logs")
     loaded = load_policy_file(policies)
     creds = credentials(passphrase_file, key_file)
-    r = Repository.open(repo, creds)  # fails now, not at the first job, when it cannot
+    # Opened now, so that it fails here, not at the first job, when it cannot be.
+    r = Repository.open(open_backend(repo), creds)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Catalog.open(catalog) as c:
@@ -116,7 +118,7 @@ def policy_run(
     The policy comes from --policies, else from the catalog (as the service last
     loaded it).
     """
-    done = run_policy_now(name, catalog=catalog, policies=policies, repo_path=repo,
+    done = run_policy_now(name, catalog=catalog, policies=policies, location=repo,
                           open_repo=lambda: open_repo(repo, passphrase_file, key_file),
                           connect=connect, here=wait)
     if done.queued is not None:
@@ -143,7 +145,7 @@ def policy_run(
 
 
 def status(
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO", show_default=False,
         help="Bring the points index up to date from this repository first.")] = None,
     policies: PoliciesOpt = None,

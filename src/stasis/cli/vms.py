@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,7 +30,7 @@ from stasis.settings import run_dir, scratch_dir
 
 def vms(
     connect: ConnectOpt = lv.DEFAULT_URI,
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO",
         help="Repository to tell protection and newest points from.")] = None,
     passphrase_file: PassFileOpt = None,
@@ -59,7 +58,7 @@ def vms(
 
 def doctor(
     fix: Annotated[bool, typer.Option(help="Remove what is found.")] = False,
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO", help="Repository to check.")] = None,
     connect: ConnectOpt = lv.DEFAULT_URI,
     passphrase_file: PassFileOpt = None,

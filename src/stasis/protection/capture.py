@@ -27,7 +27,13 @@ import libvirt
 
 from stasis.blockio import BlockReader, images
 from stasis.blockio.nbd import NBD_STATE_DIRTY, QemuNbd
-from stasis.errors import ConsistencyNotMet, HookFailed, UsageError
+from stasis.errors import (
+    BackupJobLeftRunning,
+    ConsistencyNotMet,
+    HookFailed,
+    PostHookFailed,
+    UsageError,
+)
 from stasis.hypervisor import agent
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import DomainInfo, parse, qemu_run_id
@@ -354,11 +360,12 @@ def back_up_members(
             for m in members:
                 if m.job is not None:
                     m.job.keep_checkpoint()
+        manifest.run_warnings += [PostHookFailed(h.where, h.command, h.error)
+                                  for h in instant.hooks if h.phase == "post" and h.error]
         for m in members:
             if m.job is not None and m.job.not_ended is not None:
                 manifest.run_warnings.append(
-                    f"{m.job.not_ended} The point {manifest.id[:12]} itself is committed "
-                    "and complete.")
+                    BackupJobLeftRunning(*m.job.not_ended.args, manifest.id[:12]))
         for m in members:  # older checkpoints of each chain are no base for anything now
             if m.running:
                 for old in lv.checkpoints(m.dom, lv.chain_prefix(repo.id)):

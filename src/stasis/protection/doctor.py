@@ -25,11 +25,11 @@ from pathlib import Path
 
 import libvirt
 
-from stasis.backends.local import LocalBackend
 from stasis.blockio.nbd import remove_dead_debris
 from stasis.errors import JobNotEnded, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
+from stasis.repository.gc import TEMP_MAX_AGE, old_leftovers
 
 _JOB_DIR = re.compile(r"/" + re.escape(lv.JOB_DIR_PREFIX) + r"(\d+)-[0-9a-f]+/")
 
@@ -124,18 +124,8 @@ def clean_repository(repo: Repository | None, report: DoctorReport, *, fix: bool
             if fix:
                 repo.backend.delete("locks/" + lk.id)
             report.add("lock", lk.describe(), fix)
-        if isinstance(repo.backend, LocalBackend):
-            for tmp in repo.backend.temporary_leftovers():
-                # A write in flight also has a temporary file: only old ones are debris.
-                if _older_than(tmp, 3600):
-                    if fix:
-                        with contextlib.suppress(FileNotFoundError):
-                            tmp.unlink()
-                    report.add("temporary file", str(tmp), fix)
-
-
-def _older_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except FileNotFoundError:
-        return False
+        # A write in flight also has a temporary object: only old ones are debris.
+        for leftover in old_leftovers(repo.backend, time.time, TEMP_MAX_AGE):
+            if fix:
+                repo.backend.discard(leftover)
+            report.add("temporary file", f"{repo.url.rstrip('/')}/{leftover.name}", fix)

@@ -34,6 +34,7 @@ from typing import Any
 
 import libvirt
 
+from stasis.backends import open_backend
 from stasis.errors import (
     AmbiguousPoint,
     CloneSourceNotFound,
@@ -254,7 +255,7 @@ def delete(conn: libvirt.virConnect, name: str, creds: Credentials) -> DeleteRes
     removed = instant.discard_entry(conn, entry)
     hold, warning = None, ""
     try:
-        repo = Repository.open(entry.repo, creds)
+        repo = Repository.open(open_backend(entry.repo), creds)
         _hold(repo, entry.point)
         left = repo.hold_of(entry.point)
         hold = left.describe() if left is not None else None

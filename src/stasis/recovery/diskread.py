@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 
-from stasis.errors import IntegrityError
+from stasis.errors import BackendError, IntegrityError
 from stasis.repository import DiskIndex, DiskRecord, Manifest, ObjectDamaged, Repository, VmRecord
 from stasis.repository.index import ZERO_NAME
 
@@ -38,7 +38,7 @@ def load_verified(repo: Repository, index: DiskIndex, i: int, where: str,
     try:
         data = repo.load_chunk(name)
     except ObjectDamaged as e:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(BackendError):  # quarantine is best effort
             repo.quarantine_chunk(name)
         raise IntegrityError(
             f"Damaged data in {where}, offset {offset}: chunk {name.hex()[:16]} {e.reason}. "

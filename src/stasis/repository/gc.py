@@ -13,8 +13,8 @@ How it runs
 3. **Re-mark under the lock.** List ``manifests/`` again (M2) and mark every point
    in M2 but not in M1, with its indexes: R2 = R1 ∪ refs(M2 − M1).
 4. **Sweep under the lock**: delete the candidate indexes not in R2, then the
-   candidate chunks not in R2, then temporary files of killed writers (local
-   backend, older than an hour by the injected clock). Release the lock.
+   candidate chunks not in R2, then the leftovers of killed writers (the
+   backend's temporary objects older than an hour by the injected clock). Release the lock.
 
 A damaged manifest or index (in step 1 or 3) stops gc before anything is deleted:
 gc cannot know what that point references, so nothing it found is provably garbage.
@@ -76,10 +76,9 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from stasis.backends.local import LocalBackend
+from stasis.backends.base import Backend, Leftover
 from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import IntegrityError, Locked
 from stasis.parallel import ordered_map
@@ -121,7 +120,7 @@ class GcReport:
     indexes: Tally = field(default_factory=Tally)  # unreferenced: deleted (or would be)
     chunks: Tally = field(default_factory=Tally)
     temporary_files: Tally = field(default_factory=Tally)
-    temporary_files_checked: bool = True  # False: the backend has no temporary files
+    temporary_files_checked: bool = True  # every backend lists its leftovers now
     kept_indexes: Tally = field(default_factory=Tally)
     kept_chunks: Tally = field(default_factory=Tally)
     quarantined: Tally = field(default_factory=Tally)  # left in place
@@ -230,16 +229,13 @@ def _list_candidates(repo: Repository) -> _Candidates:
     return _Candidates(indexes, chunks)
 
 
-def _old_temporary_files(
-    backend: LocalBackend, now: Callable[[], float], max_age: float
-) -> Iterator[tuple[Path, int]]:
-    for path in backend.temporary_leftovers():
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue  # its writer renamed or removed it meanwhile
-        if now() - st.st_mtime > max_age:
-            yield path, st.st_size
+def old_leftovers(
+    backend: Backend, now: Callable[[], float], max_age: float
+) -> Iterator[Leftover]:
+    """The backend's leftovers older than ``max_age``: a put in flight is younger."""
+    for leftover in backend.leftovers():
+        if now() - leftover.mtime > max_age:
+            yield leftover
 
 
 def _take_exclusive(
@@ -317,14 +313,9 @@ def collect_garbage(
             else:
                 report.chunks.add(size)
                 doomed_chunks.append(cname)
-        temps: list[tuple[Path, int]] = []
-        if isinstance(repo.backend, LocalBackend):
-            temps = list(_old_temporary_files(
-                repo.backend, lambda: clock.now().timestamp(), temp_max_age))
-            for _path, size in temps:
-                report.temporary_files.add(size)
-        else:
-            report.temporary_files_checked = False
+        temps = list(old_leftovers(repo.backend, lambda: clock.now().timestamp(), temp_max_age))
+        for leftover in temps:
+            report.temporary_files.add(leftover.size)
         for obj in repo.backend.list("quarantine/"):
             report.quarantined.add(obj.size)
 
@@ -337,10 +328,9 @@ def collect_garbage(
             for cname in doomed_chunks:
                 repo.backend.delete(chunk_key(cname))
                 progress.advance(candidates.chunks[cname])
-            for path, size in temps:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                progress.advance(size)
+            for leftover in temps:
+                repo.backend.discard(leftover)
+                progress.advance(leftover.size)
             progress.finish()
         report.locked_s = round(clock.monotonic() - locked_at, 3)
     report.duration_s = round(clock.monotonic() - began, 3)

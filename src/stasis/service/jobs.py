@@ -127,7 +127,7 @@ class JobRun:
                 "bytes_read": sum(d.bytes_read for d in vm.disks),
                 "bytes_written": sum(d.stored_new for d in vm.disks),
                 "modes": {d.name: d.mode for d in vm.disks}, "error": None,
-                "warnings": list(m.run_warnings),
+                "warnings": [w.to_dict() for w in m.run_warnings],
             }
         self.bytes_read += m.bytes_read
         self.bytes_written += stored
@@ -135,7 +135,7 @@ class JobRun:
                  m.name, ", ".join(f"{vm.name} {vm.consistency}" for vm in m.vms),
                  m.bytes_read, stored)
         for warning in m.run_warnings:
-            log.warning("%s", warning)
+            log.warning("%s", warning.message)
 
         def index() -> None:
             from stasis.catalog import PointIndex

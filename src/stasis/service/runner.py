@@ -101,7 +101,6 @@ class Service:
         self._service_id: int | None = None
         self._waiting_logged: set[int] = set()
         self._repo: Repository | None = None
-        self._repo_url: str | None = None
         self._last_housekeeping: datetime | None = None
 
     # ------------------------------------------------------------ start and stop
@@ -109,12 +108,11 @@ class Service:
     def repo(self) -> Repository:
         if self._repo is None:
             self._repo = self.open_repo()
-            self._repo_url = self._repo.url
         return self._repo
 
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
-        self._service_id = self.jobs.register_service(this_runner(), self.repo().url)
+        self._service_id = self.jobs.register_service(this_runner(), self.repo().id)
         self._forget_dead_services()
         self.recover()
         self.schedule_policies()
@@ -201,7 +199,7 @@ class Service:
                              next_run=p.schedule.next_after(self.clock.now()))
         if queued:
             return None  # a run of it is waiting already: the slots coalesce
-        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().url,
+        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().id,
                                params={"policy": p.name, "slot": slot.isoformat()})
         self.jobs.log(job.id, "info", f"queued for the slot {slot.isoformat()}: {why}")
         log.info("job %d queued: policy %s (%s)", job.id, p.name, why)
@@ -241,6 +239,7 @@ class Service:
             with self._lock:
                 if len(self.running) >= self.limits.per_host:
                     break
+                # By id: one repository, whatever path or URL each job opened it by.
                 on_repo = sum(1 for r in self.running.values() if r.job.repo == job.repo)
             if on_repo >= self.limits.per_repo:
                 continue

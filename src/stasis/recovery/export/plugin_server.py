@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from stasis.backends import open_backend
 from stasis.recovery.diskread import DEFAULT_CACHE_BYTES, DiskReader
 from stasis.recovery.export.credentials import read_credentials
 from stasis.recovery.restore import select_disk
@@ -58,7 +59,7 @@ class PluginServer:
 
     def config_complete(self) -> None:
         creds = read_credentials(self.cred_fd)
-        repo = Repository.open(self.repo_path, creds)
+        repo = Repository.open(open_backend(self.repo_path), creds)
         point = repo.resolve(self.point_id)
         if self.lock:
             self._stack.enter_context(repo.shared_lock(f"export {point.id[:12]}"))
