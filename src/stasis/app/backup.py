@@ -58,8 +58,8 @@ def backup_images(open_repo: RepoOpener, paths: list[Path], *, catalog: str | No
                   fmt: str | None = None, progress: Progress | None = None,
                   where: Where | None = None) -> BackupResult:
     """Back up disk images or block devices into one point."""
-    where = where or Where.default()
     repo = open_repo()
+    where = where or Where.default()
     with foreground_job(catalog, "backup", name or (paths[0].name if paths else "images"),
                         warn=warn, repo=repo.id,
                         params={"paths": [str(p) for p in paths]}) as job:

@@ -62,7 +62,6 @@ def run_policy_now(name: str, *, catalog: str | None, open_repo: Callable[[], Re
     from stasis.service.policy_run import plan_units, run_policy
     from stasis.service.prune import policy_retention
 
-    where = where or Where.default()
     with Catalog.open(catalog) as c:
         policy = find_policy(c, name, policies, doing="run")
         store = JobStore(c)
@@ -75,6 +74,7 @@ def run_policy_now(name: str, *, catalog: str | None, open_repo: Callable[[], Re
             return PolicyRunNow(queued=Queued(job=queued.id, service_pid=live[0].pid))
         r = open_repo()
         conn = lv.connect(connect)
+        where = where or Where.default()
         plan = plan_units(conn, c, policy)
         with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.id) as run:
             run_policy(run, policy, plan, conn=conn, repo=r, run_dir=where.run,
