@@ -38,7 +38,7 @@ GiB = 1 << 30
 FILE = "/etc/hostname"
 
 sys.path.insert(0, str(ROOT / "src"))
-from stasis.testkit import fsimages  # noqa: E402
+from stasis_testkit import fsimages  # noqa: E402
 
 
 def drop_caches() -> bool:

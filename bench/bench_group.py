@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The frozen window of group points: how long the members of a group are held.
 
-For each group size (default 1, 4 and 8), that many test guests (stasis.testkit, TCG,
+For each group size (default 1, 4 and 8), that many test guests (stasis_testkit, TCG,
 128 MiB, one small qcow2 disk each) are booted, and several group points of all of
 them are made, one after another, with ``back_up_members`` (the engine ``stasis
 backup group`` calls). Between points each guest writes 256 KiB to its disk, so every
@@ -109,8 +109,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_series(kit: Any, repo: Any, n: int, args: argparse.Namespace, work: Path) -> Series:
-    from stasis.protection.instant import back_up_members
-    from stasis.testkit import DiskSpec
+    from stasis.protection.capture import back_up_members
+    from stasis_testkit import DiskSpec
 
     log(f"== group of {n}: booting {n} guests ({args.memory} MiB, "
         f"{args.disk_size} MiB qcow2)")
@@ -170,8 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import libvirt
 
+    from stasis.backends import open_backend
     from stasis.repository import Repository
-    from stasis.testkit import GuestKit
+    from stasis_testkit import GuestKit
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     work = (args.work_dir or Path(tempfile.mkdtemp(prefix="bench-group-"))).resolve()
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (work / d).mkdir(exist_ok=True)
     (work / "scratch").chmod(0o711)
     os.environ.setdefault("STASIS_STATE_DIR", str(work / "state"))
-    repo = Repository.init(work / "repo", passphrase=PASSPHRASE)
+    repo = Repository.init(open_backend(work / "repo"), passphrase=PASSPHRASE)
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "stasis_commit": stasis_commit(), "host": platform.node(),

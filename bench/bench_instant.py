@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time to the boot marker: instant recovery vs a full restore then boot.
 
-A test guest (stasis.testkit, TCG) with a sparse qcow2 disk of ``--size`` GiB, of
+A test guest (stasis_testkit, TCG) with a sparse qcow2 disk of ``--size`` GiB, of
 which ``--data`` GiB is random data (incompressible, so a restore has to decrypt,
 check and write every byte of it), is backed up once. Then, ``--runs`` times each,
 the page cache dropped before each way and each in a new process:
@@ -135,7 +135,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     import libvirt
 
-    from stasis.testkit import READY_MARKER, DiskSpec, GuestKit
+    from stasis_testkit import READY_MARKER, DiskSpec, GuestKit
 
     work = Path(tempfile.mkdtemp(prefix="bench-instant-", dir=args.work_dir or "/var/tmp"))
     storage = work / "storage"

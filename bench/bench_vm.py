@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Incremental backup of a live VM: Stasis vs restic (and borg) reading the disk image again.
 
-A test guest (stasis.testkit, TCG) runs with a 4 GiB qcow2 disk of realistic content
+A test guest (stasis_testkit, TCG) runs with a 4 GiB qcow2 disk of realistic content
 (bench_image.py's cached image: a Debian ext4, random data, log text, holes). Stasis
 backs the running VM up in full, 1 % of the disk is changed from inside the guest by
 dd, and Stasis backs it up again: incremental, from the libvirt checkpoint. The
@@ -560,7 +560,7 @@ def verify_point(run: Run, repo: Path, point: str, raw: Path) -> bool:
 
 
 def bench(args: argparse.Namespace, run: Run, kit: Any, report: dict[str, Any]) -> None:
-    from stasis.testkit import DiskSpec
+    from stasis_testkit import DiskSpec
 
     size = args.size
     cached, layout = bi.build_disk(args.cache_dir.resolve(), size, args.seed)
@@ -664,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_environment(args.peers)
     import libvirt
 
-    from stasis.testkit import GuestKit
+    from stasis_testkit import GuestKit
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     cache = args.cache_dir.resolve()
@@ -698,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keep:
             if run.name:
                 kit.release(run.name)
-                log(f"kept guest {run.name} (python -m stasis.testkit destroy {run.name})")
+                log(f"kept guest {run.name} (python -m stasis_testkit destroy {run.name})")
             log(f"kept {work}")
             kit.close()
         else:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
+from stasis.catalog.db import CATALOG_FILE
 from stasis.repository import Credentials, Repository
+from stasis.repository.crypto import KdfParams
 
 # The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL).
 pytest_plugins = ["tests.postgres"]
@@ -21,12 +24,64 @@ pytest_plugins = ["tests.postgres"]
 PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20
 BIN = Path(sys.executable).parent / "stasis"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def driver(*options: str) -> list[str]:
+    """The command line that runs ``stasis`` with test parameters injected
+    (:mod:`tests.drivers.stasis`); the arguments for stasis follow it."""
+    return [sys.executable, "-m", "tests.drivers.stasis", *options, "--"]
+
+
+# Argon2id at its real cost (64 MiB) takes ~0.15 s per unlock and tests open
+# repositories often: the slots they make cost little. The slot stores its
+# parameters, so a CLI run opening the repository pays only this.
+CHEAP_KDF = KdfParams(memory_kib=1024, iterations=1)
+
+
+def init_repo(path: Path, *, chunk_size: int = 256 << 10, compression: str = "zstd-1",
+              passphrase: str = PASSPHRASE) -> Repository:
+    """A passphrase repository as `stasis repo init` makes it, with a cheap key slot."""
+    return Repository.init(open_backend(path), passphrase=passphrase.encode(),
+                           chunk_size=chunk_size,
+                           compression=compression, kdf=CHEAP_KDF)
+
+
+# A catalog migrated once per session: tests that do not test the migrations copy it
+# instead of running Alembic (production still migrates every new catalog for real).
+@pytest.fixture(scope="session")
+def catalog_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite catalog migrated to the head, once per session: copy it, never open it."""
+    from stasis.catalog import Catalog
+
+    path = tmp_path_factory.mktemp("catalog-template") / "catalog.db"
+    Catalog.open(str(path)).close()
+    # Closing the last connection checkpoints the WAL into the file: it stands alone
+    # (beside it only the lock file serializing migrations).
+    assert not path.with_name(f"{path.name}-wal").exists()
+    return path
+
+
+def seed_catalog(template: Path, path: Path) -> Path:
+    """Put a copy of the migrated ``template`` at ``path`` (a catalog that needs no
+    migration when first opened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return path
+
+
+@pytest.fixture
+def migrated_catalog_url(catalog_url: str, catalog_template: Path) -> str:
+    """Like :func:`catalog_url`, at the newest schema revision already (SQLite: a copy
+    of the template; PostgreSQL: migrated by its first open, as before)."""
+    prefix = "sqlite:///"
+    if catalog_url.startswith(prefix):
+        seed_catalog(catalog_template, Path(catalog_url.removeprefix(prefix)))
+    return catalog_url
 
 
 @pytest.fixture(autouse=True)
-def _cheap_kdf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Argon2id at 64 MiB costs ~0.15 s per unlock; tests open repositories often.
-    monkeypatch.setenv("STASIS_KDF_MEMORY_KIB", "1024")
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("STASIS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("STASIS_REPO", raising=False)
     monkeypatch.delenv("STASIS_PASSPHRASE", raising=False)
@@ -34,16 +89,19 @@ def _cheap_kdf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=256 << 10)
+    return Repository.init(open_backend(tmp_path / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=256 << 10,
+                           kdf=CHEAP_KDF)
 
 
 @pytest.fixture
 def plain_repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "plain-repo", encryption="none", chunk_size=256 << 10)
+    return Repository.init(open_backend(tmp_path / "plain-repo"), encryption="none",
+                           chunk_size=256 << 10)
 
 
 def reopen(repo: Repository) -> Repository:
-    return Repository.open(repo.url, Credentials(passphrase=PASSPHRASE.encode()))
+    return Repository.open(open_backend(repo.url), Credentials(passphrase=PASSPHRASE.encode()))
 
 
 def write_image(path: Path, size: int, regions: list[tuple[int, bytes]]) -> Path:
@@ -128,16 +186,20 @@ def cli(tmp_path: Path) -> Cli:
     env.update(
         STASIS_REPO=str(tmp_path / "clirepo"),
         STASIS_PASSPHRASE=PASSPHRASE,
-        STASIS_KDF_MEMORY_KIB="1024",
         STASIS_STATE_DIR=str(tmp_path / "clistate"),
         COLUMNS="200",
+        # The test drivers (python -m tests.drivers...) import from the checkout.
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     )
     return Cli(tmp_path / "clirepo", env)
 
 
 @pytest.fixture
-def cli_repo(cli: Cli) -> Cli:
-    cli.ok("repo", "init", "--chunk-size", "256K")
+def cli_repo(cli: Cli, catalog_template: Path) -> Cli:
+    """The CLI on a new repository (made in-process: see CHEAP_KDF), with its default
+    catalog already migrated (a copy of the session's template)."""
+    init_repo(cli.repo)
+    seed_catalog(catalog_template, Path(cli.env["STASIS_STATE_DIR"]) / CATALOG_FILE)
     return cli
 
 
@@ -183,7 +245,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The test-guest kit (real libvirt guests under TCG), one per test module."""
     libvirt = pytest.importorskip("libvirt")
-    from stasis.testkit import GuestKit
+    from stasis_testkit import GuestKit
 
     if os.geteuid() != 0:
         pytest.skip("test guests need root (qemu:///system)")

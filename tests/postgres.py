@@ -6,8 +6,9 @@ directory (no TCP port, so parallel runs cannot collide); it is stopped and remo
 at the end. fsync is off: the data is thrown away anyway.
 
 :func:`catalog_url` is parametrized: each test that takes it runs once on a new
-SQLite file and once on a new PostgreSQL database. Registered as a plugin by
-``tests/conftest.py``.
+SQLite file and once on a new PostgreSQL database (``migrated_catalog_url`` in
+``tests/conftest.py`` is the same at the newest schema already). Registered as a
+plugin by ``tests/conftest.py``.
 """
 
 from __future__ import annotations

@@ -1,36 +1,106 @@
-"""The one exception hierarchy of Stasis.
+"""The one exception hierarchy of Stasis, and the warnings of what succeeds anyway.
 
 Every expected failure is a subclass of :class:`StasisError`. The class carries the
 message template (its docstring, filled with the constructor's arguments) and a
-stable exit code, so the CLI prints one clear sentence and exits with a code that
-scripts can rely on. Messages say what failed, what was kept safe, and what to do
-next. The table of codes is printed by ``stasis --help`` from :func:`exit_code_table`.
+stable exit code, so an interface prints one clear sentence and exits with a code
+that scripts can rely on. The message says what failed and what was kept safe, in
+words that read right over any interface; what to do next in the CLI's words (an
+option, a command to run) is the separate :attr:`StasisError.hint`, which the CLI
+prints after the message and an API replaces by its own.
+
+What succeeds but deserves attention (a post hook failed, the job could not be
+recorded, a libvirt job outlived its backup) is a :class:`StasisWarning`: a code
+of its own range, a message and a hint the same way, carried by the result
+(``Manifest.run_warnings``, a job's result) rather than raised.
+
+The table of exit codes, printed by ``stasis --help``, is generated from the
+classes by :func:`exit_code_table`; each code's meaning is written once, in
+:data:`EXIT_MEANINGS`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+_T = TypeVar("_T")
 
 
-class StasisError(Exception):
+class _Explained:
+    """A message template (the docstring) and a CLI hint template, both filled with
+    the constructor's arguments. ``hint=`` given to the constructor replaces the
+    class's hint."""
+
+    cli_hint: ClassVar[str] = ""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    _hint: str | None
+
+    def _fill(self, template: str, fallback: str | None = None) -> str:
+        try:
+            return template.format(*self.args, **self.kwargs)
+        except (IndexError, KeyError):
+            if fallback is not None:
+                return fallback
+            return " ".join(str(a) for a in self.args) or template
+
+    @property
+    def message(self) -> str:
+        """What failed (or what went wrong in a success) and what was kept safe."""
+        return self._fill((type(self).__doc__ or "{}").strip())
+
+    @property
+    def hint(self) -> str:
+        """What to do next, in the CLI's words ('' when there is nothing to add)."""
+        if self._hint is not None:
+            return self._hint
+        return self._fill(self.cli_hint, "") if self.cli_hint else ""
+
+    @property
+    def full_text(self) -> str:
+        """The message and the hint, as the CLI prints them."""
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class StasisError(_Explained, Exception):
     """{}"""
 
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, hint: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args)
         self.kwargs = kwargs
-
-    @property
-    def message(self) -> str:
-        template = (self.__doc__ or "{}").strip()
-        try:
-            return template.format(*self.args, **self.kwargs)
-        except (IndexError, KeyError):
-            return " ".join(str(a) for a in self.args) or template
+        self._hint = hint
 
     def __str__(self) -> str:
-        return self.message
+        return self.full_text
+
+
+class StasisWarning(_Explained):
+    """{}"""
+
+    code: ClassVar[int] = 50
+
+    def __init__(self, *args: Any, hint: str | None = None, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self._hint = hint
+
+    def __str__(self) -> str:
+        return self.full_text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, StasisWarning) and type(other) is type(self)
+                and other.message == self.message and other.hint == self.hint)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.message))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "kind": type(self).__name__, "message": self.message,
+                "hint": self.hint}
 
 
 class UsageError(StasisError):
@@ -40,9 +110,11 @@ class UsageError(StasisError):
 
 
 class RepositoryNotFound(StasisError):
-    """No repository at {}: the path does not exist. Create one with 'stasis repo init --repo PATH', or point --repo / $STASIS_REPO at an existing one."""
+    """No repository at {}: the path does not exist."""
 
     exit_code = 10
+    cli_hint = ("Create one with 'stasis repo init --repo PATH', or point --repo / "
+                "$STASIS_REPO at an existing one.")
 
 
 class NotARepository(StasisError):
@@ -58,21 +130,24 @@ class RepositoryExists(StasisError):
 
 
 class ConfigCorrupt(StasisError):
-    """The repository config at {} is damaged ({}). Nothing was written; the chunks, indexes and manifests are untouched. Restore the 'config' file from a copy of the repository."""
+    """The repository config at {} is damaged ({}). Nothing was written; the chunks, indexes and manifests are untouched."""
 
     exit_code = 12
+    cli_hint = "Restore the 'config' file from a copy of the repository."
 
 
 class UnsupportedFormat(StasisError):
-    """The repository at {} uses format version {}, which this Stasis ({}) cannot read. Nothing was written; use a newer Stasis."""
+    """The repository at {} uses format version {}, which this Stasis ({}) cannot read. Nothing was written."""
 
     exit_code = 12
+    cli_hint = "Use a newer Stasis."
 
 
 class WrongPassphrase(StasisError):
-    """No key slot of the repository at {} opens with the {} given. Nothing was read or written. Check $STASIS_PASSPHRASE, --passphrase-file or --key-file."""
+    """No key slot of the repository at {} opens with the {} given. Nothing was read or written."""
 
     exit_code = 13
+    cli_hint = "Check $STASIS_PASSPHRASE, --passphrase-file or --key-file."
 
 
 class KeySlotError(StasisError):
@@ -82,15 +157,18 @@ class KeySlotError(StasisError):
 
 
 class PointNotFound(StasisError):
-    """No recovery point matches '{}'. 'stasis list' shows the points; name one by id, unique id prefix, or NAME@latest."""
+    """No recovery point matches '{}'."""
 
     exit_code = 14
+    cli_hint = ("'stasis list' shows the points; name one by id, unique id prefix, or "
+                "NAME@latest.")
 
 
 class AmbiguousPoint(StasisError):
-    """'{}' matches {} points ({}); give more characters of the id."""
+    """'{}' matches {} points ({})."""
 
     exit_code = 15
+    cli_hint = "Give more characters of the id."
 
 
 class DiskNotFound(StasisError):
@@ -106,9 +184,10 @@ class SourceUnreadable(StasisError):
 
 
 class TargetExists(StasisError):
-    """The restore target {} already exists; it was left untouched. Pass --force to overwrite it, or choose another path."""
+    """The restore target {} already exists; it was left untouched."""
 
     exit_code = 17
+    cli_hint = "Pass --force to overwrite it, or choose another path."
 
 
 class TargetError(StasisError):
@@ -117,10 +196,27 @@ class TargetError(StasisError):
     exit_code = 17
 
 
-class RepositoryFull(StasisError):
-    """The repository's storage is full ({}). The point was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc. Free space and run the backup again."""
+class BackendError(StasisError):
+    """The repository storage at {} failed {}: {}. {}"""
+
+    exit_code = 21
+    cli_hint = ("Check the storage (mount, permissions, network) and run the command "
+                "again; 'stasis verify' checks the repository.")
+
+    def leaving(self, consequence: str) -> BackendError:
+        """The same failure, saying also what it left of the caller's work (a restore
+        target); a new error, to raise ``from`` this one."""
+        if type(self) is not BackendError or len(self.args) != 4:
+            return type(self)(*self.args, hint=self._hint, **self.kwargs)
+        *head, kept = self.args
+        return BackendError(*head, f"{kept} {consequence}", hint=self._hint)
+
+
+class RepositoryFull(BackendError):
+    """The repository's storage is full ({}). The point was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc."""
 
     exit_code = 18
+    cli_hint = "Free space and run the backup again."
 
 
 class IntegrityError(StasisError):
@@ -130,15 +226,19 @@ class IntegrityError(StasisError):
 
 
 class Locked(StasisError):
-    """The repository at {} is locked by {}. Nothing was written. Wait for that job to finish, or if it died, run the command again after {} when the lock expires."""
+    """The repository at {} is locked by {}. Nothing was written."""
 
     exit_code = 20
+    cli_hint = ("Wait for that job to finish, or if it died, run the command again after "
+                "{2} when the lock expires.")
 
 
-class BackendError(StasisError):
-    """The repository storage failed: {}. Nothing was committed."""
+class UnsupportedLocation(StasisError):
+    """'{}' is a URL of the scheme '{}', which this Stasis does not open as a repository (it opens {}). Nothing was read or written; it was not taken as a local path."""
 
-    exit_code = 21
+    exit_code = 36
+    cli_hint = ("Give --repo / $STASIS_REPO a local path or a file:// URL (a relative path "
+                "with a colon in its first part is written ./NAME).")
 
 
 class Interrupted(StasisError):
@@ -153,44 +253,6 @@ class ObjectNotFound(StasisError):
     exit_code = 19
 
 
-def exit_code_table() -> list[tuple[int, str]]:
-    """Return (code, meaning) rows for the help text, one per distinct code."""
-    rows: dict[int, str] = {0: "success", 1: "unexpected error (a bug: please report it)"}
-    meanings = {
-        2: "bad usage or arguments",
-        10: "no repository at the path",
-        11: "the path is not a repository (or not empty at init)",
-        12: "the repository config is damaged or of an unknown version",
-        13: "wrong passphrase or key file",
-        14: "no recovery point, VM or disk matches the name",
-        15: "the point name matches more than one point",
-        16: "the backup source cannot be read",
-        17: "the restore target exists or cannot be written",
-        18: "the repository's storage is full",
-        19: "integrity error: damaged or missing data found",
-        20: "the repository is locked by another job",
-        21: "the repository storage failed",
-        22: "libvirt failed or cannot be reached",
-        23: "the VM is in the wrong state for this (e.g. running for an in-place restore)",
-        24: "a pre-backup hook failed: nothing was captured, every VM thawed and resumed",
-        25: "the consistency the policy requires was not reached; nothing was committed",
-        26: "no such group, or a group of that name exists already",
-        27: "the catalog (local state database) cannot be opened or is damaged",
-        28: "the point is held: it is kept until the hold ends or is released",
-        29: "the policy file is not valid (every problem is listed with its line)",
-        30: "an NBD export of a point could not be started, or died",
-        31: "no such instant VM, attached disk or linked clone, or it is in the wrong "
-            "state for this",
-        33: "no such file or volume in the point's disk",
-        34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
-        35: "the path does not say which volume of a multi-volume disk it is on",
-        130: "interrupted by Ctrl-C; nothing was committed",
-        143: "interrupted by SIGTERM; nothing was committed",
-    }
-    rows.update(meanings)
-    return sorted(rows.items())
-
-
 class HypervisorError(StasisError):
     """libvirt failed: {}. {}"""
 
@@ -198,15 +260,18 @@ class HypervisorError(StasisError):
 
 
 class JobNotEnded(StasisError):
-    """The libvirt backup job of VM {} did not end: it was still running {} s after Stasis asked libvirt to end it ({} times). Run 'stasis doctor --fix', which ends it where libvirt lets it; if it remains, restarting libvirtd ends it (the VM keeps running)."""
+    """The libvirt backup job of VM {} did not end: it was still running {} s after Stasis asked libvirt to end it ({} times)."""
 
     exit_code = 22
+    cli_hint = ("Run 'stasis doctor --fix', which ends it where libvirt lets it; if it "
+                "remains, restarting libvirtd ends it (the VM keeps running).")
 
 
 class VmNotFound(StasisError):
-    """No VM named '{}' at {}. 'stasis vms' lists them."""
+    """No VM named '{}' at {}."""
 
     exit_code = 14
+    cli_hint = "'stasis vms' lists them."
 
 
 class VmState(StasisError):
@@ -240,15 +305,17 @@ class CatalogError(StasisError):
 
 
 class PointHeld(StasisError):
-    """Point {} is {}. Nothing was deleted. 'stasis release {}' lifts the hold."""
+    """Point {} is {}. Nothing was deleted: the point is kept until its hold ends or is released."""
 
     exit_code = 28
+    cli_hint = "'stasis release {2}' lifts the hold."
 
 
 class JobNotFound(StasisError):
-    """No job {} in the catalog. 'stasis jobs' lists them."""
+    """No job {} in the catalog."""
 
     exit_code = 14
+    cli_hint = "'stasis jobs' lists them."
 
 
 class PolicyNotFound(StasisError):
@@ -281,9 +348,10 @@ class InstantError(StasisError):
 
 
 class CloneSourceNotFound(StasisError):
-    """'{}' is neither a recovery point (id, unique id prefix, NAME@latest) nor a VM at {}. Nothing was made. 'stasis list' shows the points, 'stasis vms' the VMs."""
+    """'{}' is neither a recovery point (id, unique id prefix, NAME@latest) nor a VM at {}. Nothing was made."""
 
     exit_code = 14
+    cli_hint = "'stasis list' shows the points, 'stasis vms' the VMs."
 
 
 class FileNotInPoint(StasisError):
@@ -305,6 +373,109 @@ class AmbiguousVolume(StasisError):
 
 
 class FileTargetExists(StasisError):
-    """Not extracted: {} already exist(s) in the target directory. Nothing was written; pass --force to replace them, or choose another --to."""
+    """Not extracted: {} already exist(s) in the target directory. Nothing was written."""
 
     exit_code = 17
+    cli_hint = "Pass --force to replace them, or choose another --to."
+
+
+# ------------------------------------------------------------------ warnings
+
+
+class PostHookFailed(StasisWarning):
+    """The post hook on {} ({!r}) {}; the point is committed and complete: the hook ran after the capture."""
+
+    code = 50
+    cli_hint = "The hook's output is in the job log: 'stasis job show ID --log'."
+
+
+class NotRecorded(StasisWarning):
+    """This run is not recorded as a job: {} The work itself was done as asked."""
+
+    code = 51
+    cli_hint = "Check --catalog / $STASIS_CATALOG; 'stasis catalog rebuild' indexes the points again."
+
+
+class BackupJobLeftRunning(StasisWarning):
+    """The libvirt backup job of VM {} did not end: it was still running {} s after Stasis asked libvirt to end it ({} times). The point {} itself is committed and complete."""
+
+    code = 52
+    cli_hint = JobNotEnded.cli_hint
+
+
+# ------------------------------------------------------------------ the tables
+
+#: The meaning of every exit code, written once. A code keeps its meaning for good.
+EXIT_MEANINGS: dict[int, str] = {
+    0: "success (with the warnings printed, if any)",
+    1: "unexpected error (a bug: please report it)",
+    2: "bad usage or arguments",
+    10: "no repository at the path",
+    11: "the path is not a repository (or not empty at init)",
+    12: "the repository config is damaged or of an unknown version",
+    13: "wrong passphrase or key file",
+    14: "no recovery point, VM, disk, job or policy matches the name",
+    15: "the point name matches more than one point",
+    16: "the backup source cannot be read",
+    17: "the restore target exists or cannot be written",
+    18: "the repository's storage is full",
+    19: "integrity error: damaged or missing data found",
+    20: "the repository is locked by another job",
+    21: "the repository storage failed (a read or a write)",
+    22: "libvirt failed or cannot be reached",
+    23: "the VM is in the wrong state for this (e.g. running for an in-place restore)",
+    24: "a pre-backup hook failed: nothing was captured, every VM thawed and resumed",
+    25: "the consistency the policy requires was not reached; nothing was committed",
+    26: "no such group, or a group of that name exists already",
+    27: "the catalog (local state database) cannot be opened or is damaged",
+    28: "the point is held: it is kept until the hold ends or is released",
+    29: "the policy file is not valid (every problem is listed with its line)",
+    30: "an NBD export of a point could not be started, or died",
+    31: "no such instant VM, attached disk or linked clone, or it is in the wrong "
+        "state for this",
+    33: "no such file or volume in the point's disk",
+    34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
+    35: "the path does not say which volume of a multi-volume disk it is on",
+    36: "the repository URL's scheme is not supported",
+    130: "interrupted by Ctrl-C; nothing was committed",
+    143: "interrupted by SIGTERM; nothing was committed",
+}
+
+#: Codes no error class carries: success, and the signal that the CLI turns into an exit.
+CODES_WITHOUT_CLASS = frozenset({0, 143})
+
+#: The meaning of every warning code (the command still exits 0).
+WARNING_MEANINGS: dict[int, str] = {
+    50: "a post-backup hook failed; the point is committed and complete",
+    51: "the run is not recorded in the catalog; the work itself was done",
+    52: "a libvirt backup job outlived its backup; the point is complete",
+}
+
+
+def _subclasses(cls: type[_T]) -> list[type[_T]]:
+    found: list[type[_T]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found += _subclasses(sub)
+    return found
+
+
+def error_classes() -> list[type[StasisError]]:
+    """StasisError and every subclass of it (those defined elsewhere too)."""
+    return [StasisError, *_subclasses(StasisError)]
+
+
+def warning_classes() -> list[type[StasisWarning]]:
+    return _subclasses(StasisWarning)
+
+
+def exit_code_table() -> list[tuple[int, str]]:
+    """(code, meaning) rows for the help text: every code an error class carries,
+    and success and SIGTERM, each with its meaning from :data:`EXIT_MEANINGS`."""
+    codes = {c.exit_code for c in error_classes()} | CODES_WITHOUT_CLASS
+    return sorted((code, EXIT_MEANINGS[code]) for code in codes)
+
+
+def warning_code_table() -> list[tuple[int, str]]:
+    """(code, meaning) rows of the warnings, generated from the warning classes."""
+    return sorted({(c.code, WARNING_MEANINGS[c.code]) for c in warning_classes()})

@@ -1,28 +1,53 @@
 """The contract every backend must keep (see stasis.backends.base.Backend).
 
-A new backend (S3 is next) joins the ``backend`` fixture's params and must pass
+A new backend (S3 is next) joins :data:`KITS` (how to make one, opened through the
+registry, and how to leave the debris of a writer killed mid-put) and must pass
 every test here unchanged.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from stasis.backends import Backend, LocalBackend
+from stasis.backends import Backend, Leftover, open_backend
 from stasis.errors import ObjectNotFound
 
-Factory = Callable[[Path], Backend]
-FACTORIES: dict[str, Factory] = {"local": lambda p: LocalBackend(p / "store")}
+
+@dataclass(frozen=True)
+class Kit:
+    location: Callable[[Path], str]  # where a store is, as --repo would name it
+    # What a writer killed mid-put of ``key`` leaves behind (bypassing the backend).
+    kill_mid_put: Callable[[Backend, Path, str, bytes], None]
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    b = FACTORIES[request.param](tmp_path)
+def _local_kill(_backend: Backend, tmp_path: Path, key: str, data: bytes) -> None:
+    path = tmp_path / "store" / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / f".{path.name}.tmp-123456").write_bytes(data)
+
+
+KITS: dict[str, Kit] = {
+    "local": Kit(lambda p: str(p / "store"), _local_kill),
+    "file-url": Kit(lambda p: f"file://{p / 'store'}", _local_kill),
+}
+
+
+@pytest.fixture(params=sorted(KITS))
+def kit(request: pytest.FixtureRequest) -> Kit:
+    return KITS[request.param]
+
+
+@pytest.fixture
+def backend(kit: Kit, tmp_path: Path) -> Backend:
+    b = open_backend(kit.location(tmp_path))
     assert isinstance(b, Backend)
+    b.create()
     return b
 
 
@@ -88,20 +113,61 @@ def test_concurrent_puts_of_one_key_leave_a_whole_object(backend: Backend) -> No
     assert [o.key for o in backend.list("")] == ["race"]
 
 
-def test_list_never_shows_partial_writes(backend: Backend, tmp_path: Path) -> None:
+def test_list_never_shows_partial_writes(kit: Kit, backend: Backend, tmp_path: Path) -> None:
     # A writer that dies mid-put leaves a temporary object, never a visible one.
-    if isinstance(backend, LocalBackend):
-        (backend.root / "chunks").mkdir(parents=True)
-        (backend.root / "chunks" / ".abc.tmp-123456").write_bytes(b"half")
+    kit.kill_mid_put(backend, tmp_path, "chunks/abc", b"half")
     backend.put("chunks/real", b"whole")
     assert [o.key for o in backend.list("chunks/")] == ["chunks/real"]
+    assert not backend.exists("chunks/abc")
 
 
-def test_sync_covers_objects_of_other_writers(backend: Backend, tmp_path: Path) -> None:
+def test_leftovers_are_the_partial_writes_with_their_age(
+    kit: Kit, backend: Backend, tmp_path: Path
+) -> None:
+    backend.put("chunks/real", b"whole")
+    assert list(backend.leftovers()) == []
+    before = time.time()
+    kit.kill_mid_put(backend, tmp_path, "chunks/abc", b"half")
+    (left,) = backend.leftovers()
+    assert isinstance(left, Leftover) and left.size == 4
+    assert before - 5 <= left.mtime <= time.time() + 5
+    backend.discard(left)
+    backend.discard(left)  # one already gone is not an error
+    assert list(backend.leftovers()) == []
+    assert backend.get("chunks/real") == b"whole"  # committed objects are never leftovers
+
+
+def test_a_committed_object_cannot_be_discarded(backend: Backend) -> None:
+    backend.put("chunks/real", b"whole")
+    with pytest.raises(ValueError):
+        backend.discard(Leftover("chunks/real", 5, 0.0))
+    assert backend.get("chunks/real") == b"whole"
+
+
+def test_create_makes_a_store_and_refuses_one_in_use(kit: Kit, tmp_path: Path) -> None:
+    fresh = open_backend(kit.location(tmp_path))
+    assert not fresh.store_exists()
+    assert list(fresh.list("")) == []  # a missing store lists nothing, makes nothing
+    assert not fresh.store_exists()
+    fresh.create()
+    assert fresh.store_exists()
+    fresh.create()  # empty: ready again
+    fresh.put("config", b"{}")
+    with pytest.raises(FileExistsError):
+        open_backend(kit.location(tmp_path)).create()
+    assert fresh.get("config") == b"{}"
+
+
+def test_url_opens_the_same_store(backend: Backend) -> None:
+    backend.put("k", b"v")
+    assert open_backend(backend.url).get("k") == b"v"
+
+
+def test_sync_covers_objects_of_other_writers(kit: Kit, backend: Backend,
+                                              tmp_path: Path) -> None:
     # A second instance on the same store (another process) puts an object; sync on
     # the first must not fail on it and must leave everything readable.
-    other = FACTORIES[next(iter(FACTORIES))](tmp_path) if isinstance(backend, LocalBackend) \
-        else backend
+    other = open_backend(kit.location(tmp_path))
     other.put("chunks/ab/from-other", b"x")
     backend.put("chunks/cd/mine", b"y")
     backend.sync()

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,30 +25,18 @@ from stasis.catalog.models import Base
 from stasis.errors import CatalogError, GroupError, UsageError
 from stasis.protection.consistency import GuestCommand, Hooks
 from stasis.protection.groups import Group
+from tests.clocks import ManualClock
 from tests.conftest import BIN
 from tests.postgres import PostgresServer
 
 
-class Clock:
-    """A clock the test moves forward."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 60) -> None:
-        self.now += timedelta(seconds=seconds)
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(catalog_url: str, clock: Clock) -> Iterator[GroupStore]:
+def store(catalog_url: str, clock: ManualClock) -> Iterator[GroupStore]:
     with Catalog.open(catalog_url, clock=clock) as c:
         yield GroupStore(c)
 
@@ -196,7 +184,7 @@ def test_times_are_aware_utc_on_every_database(catalog_url: str) -> None:
     from zoneinfo import ZoneInfo
 
     berlin = datetime(2025, 3, 30, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # just past DST
-    with Catalog.open(catalog_url, clock=lambda: berlin) as c:
+    with Catalog.open(catalog_url, clock=ManualClock(berlin)) as c:
         GroupStore(c).create(Group("g", members=["a"]))
     with Catalog.open(catalog_url) as c:
         created = GroupStore(c).must_get("g").created
@@ -220,24 +208,24 @@ def test_default_location_and_url_forms(tmp_path: Path, monkeypatch: pytest.Monk
     assert catalog_url("postgresql://u:secret@db/stasis") == "postgresql://u:secret@db/stasis"
 
 
-def test_create_list_edit_delete(store: GroupStore, clock: Clock) -> None:
+def test_create_list_edit_delete(store: GroupStore, clock: ManualClock) -> None:
     hooks = Hooks(pre_host=["/usr/local/bin/flush"], post_guest=[GuestCommand("db", "sync")],
                   timeout_s=12.5)
     created = store.create(Group("shop", members=["db", "web"], name_globs=["worker-*"],
                                  labels={"app": "shop", "tier": "back"},
                                  consistency="application", require="filesystem",
                                  hooks=hooks, description="the shop"))
-    assert created.created == created.updated == clock.now
+    assert created.created == created.updated == clock.now()
     store.create(Group("alpha", labels={"app": "alpha"}))
     assert [s.name for s in store.list()] == ["alpha", "shop"]
     # A new catalog object on the same file reads back exactly what was stored.
     again = GroupStore(Catalog.open(store.catalog.url.render_as_string(hide_password=False)))
     shop = again.must_get("shop")
     assert shop.group == created.group and shop.group.hooks == hooks
-    assert shop.created == clock.now and shop.created.tzinfo is not None
+    assert shop.created == clock.now() and shop.created.tzinfo is not None
     assert shop.to_dict()["hooks"]["post_guest"] == [{"vm": "db", "command": "sync"}]
 
-    clock.tick()
+    clock.tick(seconds=60)
 
     def change(g: Group) -> Group:
         g.members.remove("web")
@@ -249,9 +237,9 @@ def test_create_list_edit_delete(store: GroupStore, clock: Clock) -> None:
     changed = store.update("shop", change)
     assert changed.group.members == ["db", "cache"] and changed.group.labels == {"app": "shop"}
     assert changed.group.require is None
-    assert changed.created == created.created and changed.updated == clock.now
+    assert changed.created == created.created and changed.updated == clock.now()
     assert store.must_get("shop").group == changed.group
-    clock.tick()
+    clock.tick(seconds=60)
     same = store.update("shop", lambda g: g)
     assert same.updated == changed.updated  # nothing changed: not touched
 

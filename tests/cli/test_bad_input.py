@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, Cli, MiB, images_equal, leftovers, mixed_image, nbd_processes
+from tests.conftest import (
+    BIN,
+    Cli,
+    MiB,
+    images_equal,
+    init_repo,
+    leftovers,
+    mixed_image,
+    nbd_processes,
+)
 
 
 def repo_state(repo: Path) -> dict[str, bytes]:
@@ -138,7 +147,7 @@ def test_bad_tag_and_chunk_size(cli: Cli, tmp_path: Path) -> None:
 @pytest.mark.root
 def test_disk_full_during_backup(cli: Cli, tmpfs: Path, tmp_path: Path) -> None:
     repo = tmpfs / "repo"
-    cli.ok("repo", "init", "--repo", str(repo), "--chunk-size", "256K")
+    init_repo(repo)
     small = mixed_image(tmp_path / "small.raw", 4 * MiB, seed=3)
     cli.ok("backup", "image", str(small), "--repo", str(repo), "--name", "small")
     before = cli.ok("list", "--repo", str(repo), "--json").json()
@@ -192,3 +201,53 @@ def test_interrupted_backup_commits_nothing(cli_repo: Cli, tmp_path: Path, sig: 
     cli_repo.ok("restore", "disk", "big@latest", "--to", str(out))
     assert images_equal(big, out)
     shutil.rmtree(cli_repo.repo)
+
+
+def test_a_repository_url_of_another_scheme_is_refused_not_made_a_directory(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken as a path, s3://bucket/x would be the local directory s3: (a Path folds
+    # the //), and the backup would land there.
+    monkeypatch.chdir(tmp_path)
+    src = mixed_image(tmp_path / "a.raw")
+    before = sorted(os.listdir(tmp_path))
+    for args in (["repo", "init"], ["backup", "image", str(src)], ["list"]):
+        for url in ("s3://bucket/x", "s3:bucket/x"):
+            r = cli(*args, "--repo", url)
+            assert r.code == 36, (args, r.err)
+            assert f"'{url}' is a URL of the scheme 's3'" in r.err, r.err
+            assert "not taken as a local path" in r.err and "file://" in r.err
+            assert "Traceback" not in r.err
+    r = cli("backup", "image", str(src), env={"STASIS_REPO": "s3://bucket/x"})
+    assert r.code == 36, r.err
+    assert sorted(os.listdir(tmp_path)) == before  # no s3: directory, nothing written
+
+
+def test_file_url_repository(cli: Cli, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/url-repo"
+    cli.ok("repo", "init", "--repo", url, "--chunk-size", "256K")
+    src = mixed_image(tmp_path / "a.raw")
+    cli.ok("backup", "image", str(src), "--repo", url, "--name", "a")
+    listed = cli.ok("list", "--repo", str(tmp_path / "url-repo"), "--json").json()
+    assert [p["name"] for p in listed] == ["a"]  # type: ignore[index]
+
+
+def test_a_failed_repository_read_during_a_restore_is_the_repository(
+    cli_repo: Cli, tmp_path: Path
+) -> None:
+    src = mixed_image(tmp_path / "a.raw")
+    cli_repo.ok("backup", "image", str(src), "--name", "a")
+    # A chunk that cannot be read, even by root: a symlink that loops (ELOOP). Not a
+    # missing chunk (that is damage, 19): the storage fails.
+    chunk = sorted((cli_repo.repo / "chunks").rglob("*"))[-1]
+    assert chunk.is_file()
+    chunk.unlink()
+    chunk.symlink_to(chunk.name)
+    target = tmp_path / "out.qcow2"
+    r = cli_repo("restore", "disk", "a@latest", "--to", str(target))
+    assert r.code == 21, r.err
+    assert "The repository storage at" in r.err and "failed reading chunks/" in r.err, r.err
+    assert "The repository was not changed." in r.err
+    assert f"The restore target {target} was not completed" in r.err
+    assert "Cannot write the restore target" not in r.err and "Traceback" not in r.err
+    assert not target.exists() and leftovers(tmp_path) == []

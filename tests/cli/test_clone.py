@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB, read_image
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB, read_image
 from tests.cli.test_instant import _instant_guest, _ours, _processes, _wait_marker
-from tests.conftest import BIN, PASSPHRASE, Cli, remove_domain
+from tests.conftest import BIN, PASSPHRASE, Cli, init_repo, remove_domain
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -52,10 +52,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     scratch.mkdir(mode=0o711)
     e = {k: v for k, v in os.environ.items() if not k.startswith("STASIS_")}
     e.update(STASIS_REPO=str(base / "repo"), STASIS_PASSPHRASE=PASSPHRASE,
-             STASIS_KDF_MEMORY_KIB="1024", STASIS_STATE_DIR=str(base / "state"),
+             STASIS_STATE_DIR=str(base / "state"),
              STASIS_SCRATCH_DIR=str(scratch), COLUMNS="200")
     c = Cli(base / "repo", e)
-    c.ok("repo", "init", "--chunk-size", "256K")
+    init_repo(c.repo)
     return c
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from stasis.backends import open_backend
 from stasis.repository import Credentials, Manifest, Repository
+from stasis.repository.crypto import DEFAULT_KDF
 from tests.conftest import PASSPHRASE, Cli, images_equal, mixed_image, to_qcow2
 
 
@@ -73,6 +76,14 @@ def test_key_management(cli_repo: Cli, tmp_path: Path) -> None:
     assert keyfile.read_text().startswith("stasis-keyfile-v1")
 
 
+def test_init_makes_a_slot_of_real_kdf_cost_whatever_the_environment(
+    cli: Cli, tmp_path: Path,
+) -> None:
+    cli.ok("repo", "init", "--repo", str(tmp_path / "r"), env={"STASIS_KDF_MEMORY_KIB": "1024"})
+    (slot,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "keys").iterdir()]
+    assert slot["kdf"] == DEFAULT_KDF.to_slot()
+
+
 def test_init_with_key_file_and_unencrypted(cli: Cli, tmp_path: Path) -> None:
     keyfile = tmp_path / "k"
     cli.ok("repo", "init", "--repo", str(tmp_path / "kr"), "--key-file", str(keyfile))
@@ -83,7 +94,7 @@ def test_init_with_key_file_and_unencrypted(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_ambiguous_prefix_and_unknown_point(cli_repo: Cli) -> None:
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     for pid in ("abcd" + "1" * 28, "abcd" + "2" * 28):
         repo.commit(Manifest(id=pid, name="m", time="2026-01-01T00:00:00+00:00"))
     r = cli_repo("show", "abcd")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stasis.testkit import READY_MARKER, DiskSpec, Guest, GuestDisk, GuestKit, MiB, read_image
+from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestDisk, GuestKit, MiB, read_image
 from tests.conftest import BIN, Cli, remove_domain
 
 pytestmark = pytest.mark.vm

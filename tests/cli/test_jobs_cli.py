@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stasis.backends import open_backend
 from stasis.errors import IntegrityError
 from stasis.repository import Credentials, Repository
 from stasis.repository.repo import chunk_key
@@ -26,9 +27,9 @@ def _status(cli: Cli, vm: str) -> dict[str, Any]:
 
 
 def test_verify_is_a_job_and_the_last_verification_in_status(
-        cli_repo: Cli, tmp_path: Path, catalog_url: str) -> None:
+        cli_repo: Cli, tmp_path: Path, migrated_catalog_url: str) -> None:
     cli = cli_repo
-    cli.env["STASIS_CATALOG"] = catalog_url
+    cli.env["STASIS_CATALOG"] = migrated_catalog_url
     src = mixed_image(tmp_path / "web.raw", size=4 << 20)
     b1 = cli.ok("backup", "image", str(src), "--name", "web", "--json").json()
     b2 = cli.ok("backup", "image", str(src), "--name", "web", "--json").json()
@@ -48,7 +49,7 @@ def test_verify_is_a_job_and_the_last_verification_in_status(
     assert "verify all points" in shown and "intact" in shown and "verified (deep)" in shown
 
     # A damaged chunk of the newest point: verify fails, and so does its job.
-    repo = Repository.open(cli.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli.repo), Credentials(passphrase=PASSPHRASE.encode()))
     index = repo.load_index(repo.resolve(b2["id"]).vms[0].disks[0].index)
     entry, name = index.stored()[-1]
     path = Path(repo.url) / chunk_key(name)

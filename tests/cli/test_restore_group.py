@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from stasis.protection.instant import back_up_members
+from stasis.backends import open_backend
+from stasis.protection.capture import back_up_members
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.repo import chunk_key
-from stasis.testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB, read_image
-from tests.conftest import PASSPHRASE, Cli, remove_domain
+from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB, read_image
+from tests.conftest import CHEAP_KDF, PASSPHRASE, Cli, remove_domain
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -68,10 +69,8 @@ def group(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         for n, g in enumerate(guests):
             g.wait_ready(90)
             patterns[g.name] = g.write_pattern("vda", PATTERN_AT, PATTERN_LEN, seed=700 + n)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("STASIS_KDF_MEMORY_KIB", "1024")
-            repo = Repository.init(root / "repo", passphrase=PASSPHRASE.encode(),
-                                   chunk_size=256 << 10)
+        repo = Repository.init(open_backend(root / "repo"), passphrase=PASSPHRASE.encode(),
+                               chunk_size=256 << 10, kdf=CHEAP_KDF)
         for d in ("run", "scratch"):
             (root / d).mkdir()
         (root / "scratch").chmod(0o711)
@@ -80,7 +79,7 @@ def group(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
                                 scratch_dir=root / "scratch")
         env = {k: v for k, v in os.environ.items() if not k.startswith("STASIS_")}
         env.update(STASIS_REPO=str(root / "repo"), STASIS_PASSPHRASE=PASSPHRASE,
-                   STASIS_KDF_MEMORY_KIB="1024", STASIS_STATE_DIR=str(root / "state"),
+                   STASIS_STATE_DIR=str(root / "state"),
                    STASIS_SCRATCH_DIR=str(root / "scratch"), COLUMNS="200")
         a, b = guests
         yield Group(kit, a, b, patterns, prod, drill, root / "repo", point,
@@ -257,9 +256,7 @@ def test_a_failure_mid_way_removes_what_the_restore_created(group: Group,
     # damaged: A restores and is defined, then B fails its integrity check.
     damaged = tmp_path / "damaged-repo"
     shutil.copytree(group.repo_path, damaged)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STASIS_KDF_MEMORY_KIB", "1024")
-        repo = Repository.open(damaged, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(damaged), Credentials(passphrase=PASSPHRASE.encode()))
     point = repo.resolve(group.point.id)
     assert [v.name for v in point.vms if v.kind == "vm"] == [group.a.name, group.b.name]
     index_of = {v.name: repo.load_index(next(d for d in v.disks if d.name == "vda").index)

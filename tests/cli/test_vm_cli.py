@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stasis.hypervisor import libvirt_api as lv
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
 from tests.conftest import BIN, Cli, images_equal, remove_domain
 
 pytestmark = pytest.mark.vm
@@ -198,7 +198,7 @@ def test_backups_in_a_row_when_the_guest_agent_restarts_during_one(
         if not g.has_agent:
             pytest.skip("qemu-guest-agent is not installed on this host (./scripts/setup)")
         time.sleep(1.2)  # QEMU holds back a port's change within a second of the last
-        restart = (f"{sys.executable} -m stasis.testkit --kit-dir {kit.kit_dir} "
+        restart = (f"{sys.executable} -m stasis_testkit --kit-dir {kit.kit_dir} "
                    f"restart-agent {g.name}")
         vm_cli.ok("group", "create", "one", "--vm", g.name, "--consistency", "application",
                   "--post-host", restart)

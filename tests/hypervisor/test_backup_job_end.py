@@ -20,7 +20,7 @@ from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.protection.doctor import clean_vm
 from stasis.repository import Repository
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")

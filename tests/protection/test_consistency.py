@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from stasis.cli.backup import backup_result
+from stasis.app.models import BackupResult
 from stasis.errors import ConsistencyNotMet, HookFailed
 from stasis.hypervisor import libvirt_api as lv
+from stasis.protection.capture import back_up_members
 from stasis.protection.consistency import GuestCommand, Hooks
-from stasis.protection.instant import back_up_members
 from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Manifest, Repository
-from stasis.testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, Cli
+from stasis_testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
+from tests.conftest import BIN, Cli, driver
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -142,7 +142,7 @@ def test_member_without_agent_degrades_and_require_refuses(
     assert "guest agent" in by_name[plain.name].extra["consistency_note"]
     assert point.extra["consistency"] == {"requested": "filesystem", "required": None,
                                           "reached": "crash"}
-    result = backup_result(point)
+    result = BackupResult.of(point).to_json()
     assert {v["name"]: v["consistency"] for v in result["vms"]} == {
         a.name: "filesystem", plain.name: "crash"}
     assert not needs_recovery(restored_fs(repo, point, a.name, dirs["out"]))
@@ -241,9 +241,14 @@ def test_failing_post_hook_is_recorded_not_fatal(
                             run_dir=dirs["run"], scratch_dir=dirs["scratch"],
                             consistency="application", hooks=hooks)
     assert repo.resolve(point.id).id == point.id  # committed
-    failures = backup_result(point)["hook_failures"]
+    failures = BackupResult.of(point).to_json()["hook_failures"]
     assert [(h["where"], h["exit_code"]) for h in failures] == [(a.name, 4), ("host", 5)]
     assert "disk busy" in failures[0]["output"]
+    # Each failure is a warning the result carries (code 50), the point complete.
+    warned = [w.to_dict() for w in point.run_warnings]
+    assert [(w["code"], w["kind"]) for w in warned] == [(50, "PostHookFailed")] * 2
+    assert a.name in warned[0]["message"] and "exited with status 5" in warned[1]["message"]
+    assert all("committed and complete" in w["message"] for w in warned)
     assert_running_and_thawed(a)
 
 
@@ -255,11 +260,11 @@ def test_no_guest_stays_frozen_when_stasis_dies_in_the_window(
     held open for the test). SIGTERM: it thaws them itself. kill -9: its guardian."""
     a = guests["a"]
     (tmp_path / "scratch").mkdir()
-    env = {**cli_repo.env, "STASIS_TEST_WINDOW_MS": "4000",
-           "STASIS_SCRATCH_DIR": str(tmp_path / "scratch")}
-    cmd = [str(BIN), "backup", "vm", a.name, "--consistency", "filesystem"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(tmp_path / "scratch")}
+    args = ["backup", "vm", a.name, "--consistency", "filesystem"]
+    cmd = [str(BIN), *args]
+    proc = subprocess.Popen([*driver("--window-ms", "4000"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while agent_call(a, "guest-fsfreeze-status") != "frozen":
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -276,7 +281,6 @@ def test_no_guest_stays_frozen_when_stasis_dies_in_the_window(
     if sig == signal.SIGTERM:
         assert proc.returncode == 143
     assert cli_repo.ok("list", "--json").json() == []
-    env.pop("STASIS_TEST_WINDOW_MS")
     r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["vms"][0]["consistency"] == "filesystem"

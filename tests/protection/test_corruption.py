@@ -112,9 +112,11 @@ def test_flipped_index_byte_is_caught(
 def test_random_access_readers_catch_and_quarantine_a_flipped_chunk(
     backed_up: tuple[Repository, Manifest, Path]
 ) -> None:
-    """Files from a point and NBD exports read chunks one at a time: the same checks."""
+    """Files from a point and NBD exports read chunks one at a time through one reader:
+    alone (a file system walk) or from many threads at once (nbdkit's), the same checks."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from stasis.recovery.diskread import DiskReader
-    from stasis.recovery.export import PointDiskReader
 
     repo, point, _src = backed_up
     vm, disk = point.vms[0], point.vms[0].disks[0]
@@ -124,8 +126,14 @@ def test_random_access_readers_catch_and_quarantine_a_flipped_chunk(
     offset = entry * index.chunk_size
     good = DiskReader.open(repo, point, vm, disk).read_at(first * index.chunk_size, 10)
     assert len(good) == 10
+    def threaded() -> bytes:
+        shared = DiskReader.open(repo, point, vm, disk)
+        with ThreadPoolExecutor(4) as pool:
+            reads = [pool.submit(shared.read_at, offset, 10) for _ in range(8)]
+            return b"".join(r.result() for r in reads)
+
     for read in (lambda: DiskReader.open(repo, point, vm, disk).read_at(offset, 10),
-                 lambda: PointDiskReader(repo, point, vm, disk).read(offset, 10)):
+                 threaded):
         with pytest.raises(IntegrityError) as caught:
             read()
         message = str(caught.value)

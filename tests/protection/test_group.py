@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from stasis.protection.instant import back_up_members
+from stasis.protection.capture import back_up_members
 from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Manifest, Repository
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, Cli
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
+from tests.conftest import BIN, Cli, driver
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -155,12 +155,12 @@ def test_no_member_stays_paused_when_stasis_dies_in_the_window(
 ) -> None:
     """Stasis is signalled while every member is suspended (the window is held open
     for the test). SIGTERM: it resumes them itself. kill -9: its guardian does."""
-    env = {**cli_repo.env, "STASIS_TEST_WINDOW_MS": "4000",
-           "STASIS_SCRATCH_DIR": str(tmp_path / "scratch")}
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(tmp_path / "scratch")}
     (tmp_path / "scratch").mkdir()
-    cmd = [str(BIN), "backup", "group", "app", *[a for g in pair for a in ("--vm", g.name)]]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    args = ["backup", "group", "app", *[a for g in pair for a in ("--vm", g.name)]]
+    cmd = [str(BIN), *args]
+    proc = subprocess.Popen([*driver("--window-ms", "4000"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not all(g.domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED for g in pair):
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -180,7 +180,6 @@ def test_no_member_stays_paused_when_stasis_dies_in_the_window(
         assert all(g.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE for g in pair)
     assert cli_repo.ok("list", "--json").json() == []
     # What a kill -9 left (jobs, checkpoints) does not stop the next group point.
-    env.pop("STASIS_TEST_WINDOW_MS")
     r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert all(g.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE for g in pair)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.hypervisor import labels as lb
 from stasis.repository import Credentials, Repository
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
 from tests.conftest import PASSPHRASE, Cli, remove_domain
 
 pytestmark = pytest.mark.vm
@@ -89,7 +90,7 @@ def test_a_vm_labelled_into_the_group_is_in_the_next_point_and_one_unlabelled_le
     assert labels_in(a.domain, libvirt.VIR_DOMAIN_AFFECT_CONFIG) == {"tier": "db"}
     text = cli.ok("backup", "group", "shop").out
     assert f"left the group since the last point: {a.name}" in text
-    repo = Repository.open(cli.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli.repo), Credentials(passphrase=PASSPHRASE.encode()))
     p3 = repo.points()[-1]
     assert p3.name == "shop" and p3.parent == p2["id"]
     assert [vm.name for vm in p3.vms] == [b.name]

@@ -17,7 +17,7 @@ from stasis.protection.vm import back_up_vm
 from stasis.recovery.restore import restore_disk
 from stasis.recovery.vm import restore_vm
 from stasis.repository import Manifest, Repository
-from stasis.testkit import (
+from stasis_testkit import (
     READY_MARKER,
     SAMPLE,
     DiskSpec,

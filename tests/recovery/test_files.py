@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.errors import (
     AmbiguousVolume,
     FileNotInPoint,
@@ -24,9 +25,9 @@ from stasis.protection.backup import back_up_images
 from stasis.recovery.diskread import DiskReader
 from stasis.recovery.files import DiskFiles, Entry, Volume, extract, read_file
 from stasis.repository import Credentials, Manifest, Repository
-from stasis.testkit import fsimages, sample_tree
-from stasis.testkit.disks import GiB, MiB
-from tests.conftest import PASSPHRASE, Cli, mixed_image
+from stasis_testkit import fsimages, sample_tree
+from stasis_testkit.disks import GiB, MiB
+from tests.conftest import CHEAP_KDF, PASSPHRASE, Cli, mixed_image
 
 ROOT = os.geteuid() == 0
 
@@ -39,7 +40,7 @@ def backup(repo: Repository, image: Path, name: str | None = None) -> Manifest:
 
 
 def reopen(repo: Repository) -> Repository:
-    return Repository.open(repo.url, Credentials(passphrase=PASSPHRASE.encode()))
+    return Repository.open(open_backend(repo.url), Credentials(passphrase=PASSPHRASE.encode()))
 
 
 def source_state(root: Path, *, dirs: bool = True) -> dict[str, tuple[object, ...]]:
@@ -398,8 +399,9 @@ def debian(tmp_path_factory: pytest.TempPathFactory, fat_tree: Path) -> \
         pytest.skip("debootstrap needs root to build the Debian tree")
     work = tmp_path_factory.mktemp("debian")
     disk = fsimages.debian_root_disk(work / "debian.img", size=4 * GiB, esp_tree=fat_tree)
-    os.environ.setdefault("STASIS_KDF_MEMORY_KIB", "1024")
-    repo = Repository.init(work / "repo", passphrase=PASSPHRASE.encode(), chunk_size=1 << 20)
+    repo = Repository.init(open_backend(work / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=1 << 20,
+                           kdf=CHEAP_KDF)
     return repo, backup(repo, disk.path, "debian"), disk
 
 

@@ -13,17 +13,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.errors import IntegrityError
 from stasis.protection.backup import back_up_images
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.gc import GcReport, collect_garbage
 from stasis.repository.repo import chunk_key, index_key, manifest_key
-from tests.conftest import BIN, PASSPHRASE, Cli, MiB, write_image
+from tests.clocks import ManualClock
+from tests.conftest import BIN, CHEAP_KDF, PASSPHRASE, Cli, MiB, init_repo, write_image
 
 CHUNK = 64 << 10
 
@@ -68,7 +71,9 @@ def restores_exactly(repo: Repository, point: Manifest, source: Path, tmp: Path)
 
 @pytest.fixture
 def small_repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo", passphrase=PASSPHRASE.encode(), chunk_size=CHUNK)
+    return Repository.init(open_backend(tmp_path / "repo"), passphrase=PASSPHRASE.encode(),
+                           chunk_size=CHUNK,
+                           kdf=CHEAP_KDF)
 
 
 def image(path: Path, seed: int, size: int = 2 * MiB) -> Path:
@@ -151,11 +156,11 @@ def test_temporary_files_go_only_when_old_by_the_clock(small_repo: Repository,
     young = root / "chunks" / ".young.tmp-aaaaaaaaaaaa"
     young.parent.mkdir(parents=True, exist_ok=True)
     young.write_bytes(b"y" * 10)
-    clock = [time.time()]
-    report = collect_garbage(repo, now=lambda: clock[0])
+    clock = ManualClock(datetime.now(UTC))
+    report = collect_garbage(repo, clock=clock)
     assert report.temporary_files.count == 0 and young.exists()  # a write in flight
-    clock[0] += 3601  # an hour later it is a killed writer's debris
-    report = collect_garbage(repo, now=lambda: clock[0])
+    clock.tick(seconds=3601)  # an hour later it is a killed writer's debris
+    report = collect_garbage(repo, clock=clock)
     assert report.temporary_files.count == 1 and report.temporary_files.bytes == 10
     assert not young.exists()
 
@@ -208,7 +213,7 @@ def test_damaged_manifest_cli_exit_code_and_message(cli_repo: Cli, tmp_path: Pat
 
 
 def test_locked_repository_exit_code(cli_repo: Cli, tmp_path: Path) -> None:
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     with repo.shared_lock("backup test"):
         r = cli_repo("gc", "--wait", "1")
     assert r.code == 20, r.err
@@ -276,7 +281,7 @@ def _count(root: Path) -> int:
 def test_gc_killed_mid_sweep_leaves_every_point_restorable(
     cli_repo: Cli, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     sources = {}
     for n in range(4):
         src = image(tmp_path / f"d{n}.raw", n)
@@ -351,12 +356,12 @@ def fast_cli(cli: Cli) -> Iterator[Cli]:
     every object directory, which on a disk makes rounds (not interleavings) slow."""
     shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        cli.ok("repo", "init", "--chunk-size", "64K")
+        init_repo(cli.repo, chunk_size=64 << 10)
         yield cli
         return
     repo = shm / f"stasis-gc-stress-{secrets.token_hex(4)}"
     fast = Cli(repo, {**cli.env, "STASIS_REPO": str(repo)})
-    fast.ok("repo", "init", "--chunk-size", "64K")
+    init_repo(repo, chunk_size=64 << 10)
     try:
         yield fast
     finally:
@@ -397,7 +402,7 @@ def test_gc_and_backups_at_once_lose_nothing(
     committed point restores bit-exact and a deep verify is clean."""
     cli_repo = fast_cli
     rnd = random.Random(5)
-    repo = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode()))
+    repo = Repository.open(open_backend(cli_repo.repo), Credentials(passphrase=PASSPHRASE.encode()))
     versions = {n: [rnd.randrange(VERSIONS + 1) for _ in range(SLOTS)] for n in NAMES}
     seen: dict[str, Path] = {}  # point id -> the image content its backup read
     removed: set[str] = set()

@@ -1,7 +1,8 @@
 """Jobs without guests: the tables and their migration, recording, log expiry with an
 injected clock, crashed-job detection, the scheduler's queue, and the points index.
 
-Tests that take ``catalog`` or ``catalog_url`` run on SQLite and on PostgreSQL."""
+Tests that take ``catalog``, ``catalog_url`` or ``migrated_catalog_url`` run on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,40 +21,31 @@ from stasis.errors import CatalogError, HypervisorError, StasisError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.parallel import Cancelled
 from stasis.repository import Repository
+from stasis.repository.process import start_time
 from stasis.service.jobs import (
     dead_jobs,
     expire_logs,
     fail_dead_job,
     open_catalog_or_warn,
-    process_start,
     recorded,
     runner_alive,
     this_runner,
 )
 from stasis.service.policy import parse_policies
 from stasis.service.runner import Service
-from tests.conftest import Cli, mixed_image
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from stasis.signals import Terminated
+from tests.clocks import ManualClock
+from tests.conftest import Cli, mixed_image, seed_catalog
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC))
 
 
 @pytest.fixture
-def catalog(catalog_url: str, clock: Clock) -> Iterator[Catalog]:
-    with Catalog.open(catalog_url, clock=clock) as c:
+def catalog(migrated_catalog_url: str, clock: ManualClock) -> Iterator[Catalog]:
+    with Catalog.open(migrated_catalog_url, clock=clock) as c:
         yield c
 
 
@@ -85,7 +77,33 @@ def test_the_new_tables_and_an_upgrade_from_0001_keeps_the_groups(tmp_path: Path
             "services"} <= names
 
 
-def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clock) -> None:
+def test_an_upgrade_names_the_repositories_of_old_jobs_by_id(tmp_path: Path,
+                                                             catalog_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    with Catalog.open(str(tmp_path / "scratch.db")) as scratch:
+        config = scratch._config()
+    e = create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
+    with e.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002_points_jobs_policies")
+        conn.exec_driver_sql(
+            "INSERT INTO repositories (id, url, first_seen) VALUES "
+            "('r1', '/srv/repo', '2025-01-01 00:00:00+00')")
+        for name, repo in (("known", "/srv/repo"), ("unknown", "/elsewhere")):
+            conn.exec_driver_sql(
+                "INSERT INTO jobs (kind, name, vms, repo, state, queued, bytes_read, "
+                f"bytes_written, result, params) VALUES ('backup', '{name}', '[]', '{repo}', "
+                "'succeeded', '2025-01-01 00:00:00+00', 0, 0, '{}', '{}')")
+    e.dispose()
+    with Catalog.open(catalog_url) as c:
+        assert c.revision() == HEAD
+        repos = {j.name: j.repo for j in JobStore(c).list()}
+    assert repos == {"known": "r1", "unknown": "/elsewhere"}  # nothing guessed
+
+
+def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: ManualClock) -> None:
     import logging
 
     store = JobStore(catalog)
@@ -120,6 +138,17 @@ def test_a_job_records_its_log_result_and_end_state(catalog: Catalog, clock: Clo
     assert job.state == "failed" and job.result["b"]["error"] == "disk gone"
     assert [j.state for j in store.list(limit=2)] == ["failed", "interrupted"]
     assert len(store.list(state="interrupted")) == 2
+
+
+def test_sigterm_and_ctrl_c_are_told_apart_by_class(catalog: Catalog) -> None:
+    """The CLI raises Terminated for SIGTERM; the service knows it from stasis.signals."""
+    store = JobStore(catalog)
+    for interrupt, code, reason in ((Terminated(), 143, "interrupted by SIGTERM"),
+                                    (KeyboardInterrupt(), 130, "interrupted by Ctrl-C")):
+        with pytest.raises(type(interrupt)), recorded(catalog, "backup", "x") as run:
+            raise interrupt
+        job = store.get(run.id or 0)
+        assert (job.state, job.exit_code, job.error) == ("interrupted", code, reason)
 
 
 def test_the_log_of_other_threads_is_not_the_jobs(catalog: Catalog) -> None:
@@ -158,7 +187,7 @@ def test_a_catalog_that_fails_does_not_stop_the_work(tmp_path: Path) -> None:
     assert len(warnings) == 2 and "failed" in warnings[1].message  # warned once, went on
 
 
-def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None:
+def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: ManualClock) -> None:
     store = JobStore(catalog)
     job = store.create("backup", "web", state="running", runner=this_runner())
     store.log(job.id, "info", "old line")
@@ -175,7 +204,7 @@ def test_logs_expire_after_the_time_kept(catalog: Catalog, clock: Clock) -> None
 def test_a_job_of_a_dead_runner_is_failed_with_a_log_line(catalog: Catalog) -> None:
     store = JobStore(catalog)
     proc = subprocess.Popen(["sleep", "30"])
-    started = process_start(proc.pid)
+    started = start_time(proc.pid)
     assert started is not None
     host = this_runner()[0]
     alive_job = store.create("backup", "alive", vms=["a"], state="running",
@@ -213,7 +242,7 @@ every = "1m"
 
 
 def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
-    tmp_path: Path, clock: Clock, repo: Repository, catalog_url: str
+    tmp_path: Path, clock: ManualClock, repo: Repository, migrated_catalog_url: str
 ) -> None:
     """With the libvirt test driver (no guests): a policy of a VM that does not exist
     is queued at its slot and fails; missed slots while down run once at start."""
@@ -222,7 +251,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
     except HypervisorError:
         pytest.skip("libvirt's test driver is not available")
     policies = parse_policies(POLICY.format(n=1))
-    url = catalog_url
+    url = migrated_catalog_url
 
     def service(c: Catalog) -> Service:
         return Service(c, policies, open_repo=lambda: repo,
@@ -231,7 +260,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
 
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
-    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
     c = Catalog.open(url, clock=clock)
     s = service(c)
     s.start()
@@ -305,8 +334,8 @@ def test_points_index_sync_adds_and_drops(repo: Repository, catalog: Catalog,
 
 @pytest.mark.parametrize(("per_host", "per_repo", "started"), [(2, 1, 1), (2, 5, 2), (5, 5, 3)])
 def test_dispatch_keeps_the_limits_per_host_and_per_repository(
-    tmp_path: Path, clock: Clock, repo: Repository, per_host: int, per_repo: int,
-    started: int,
+    tmp_path: Path, clock: ManualClock, repo: Repository, per_host: int, per_repo: int,
+    started: int, catalog_template: Path,
 ) -> None:
     """Three policies due at once, one repository: as many start as both limits allow;
     the others stay queued for the next dispatch."""
@@ -320,8 +349,8 @@ def test_dispatch_keeps_the_limits_per_host_and_per_repository(
         POLICY.format(n=n).replace('name = "often"', f'name = "p{n}"') for n in range(3)))
     (tmp_path / "run").mkdir()
     (tmp_path / "scratch").mkdir()
-    clock.now = datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
-    c = Catalog.open(str(tmp_path / "catalog.db"), clock=clock)
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
+    c = Catalog.open(str(seed_catalog(catalog_template, tmp_path / "catalog.db")), clock=clock)
     s = Service(c, policies, open_repo=lambda: repo,
                 connect=lambda: lv.connect("test:///default"), run_dir=tmp_path / "run",
                 scratch_dir=tmp_path / "scratch", limits=Limits(per_host, per_repo))

@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from stasis.service.notify import Notifier
 from stasis.service.policy import Policy, parse_policies
 from stasis.service.rpo import rpo_status
+from tests.clocks import ManualClock
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -92,12 +93,7 @@ timeout = "5s"
     return p
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 30, 12, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+START = datetime(2026, 3, 30, 12, tzinfo=UTC)
 
 
 def url(server: ThreadingHTTPServer) -> str:
@@ -107,7 +103,7 @@ def url(server: ThreadingHTTPServer) -> str:
 def test_failure_goes_to_webhook_and_email(webhook: ThreadingHTTPServer,
                                             smtp: tuple[Controller, Mailbox]) -> None:
     controller, box = smtp
-    clock = Clock()
+    clock = ManualClock(START)
     p = policy(url(webhook), controller.port)
     deliveries = Notifier(clock=clock).job_failed(p, job="j-42", vms=["web1", "db1"],
                                                   error="libvirt failed: no domain")
@@ -130,33 +126,33 @@ def test_failure_goes_to_webhook_and_email(webhook: ThreadingHTTPServer,
 def test_rpo_breach_is_told_once_until_it_clears(webhook: ThreadingHTTPServer,
                                                  smtp: tuple[Controller, Mailbox]) -> None:
     controller, box = smtp
-    clock = Clock()
+    clock = ManualClock(START)
     p = policy(url(webhook), controller.port)
     assert p.rpo is not None
     notifier = Notifier(clock=clock)
-    newest = clock.now - timedelta(hours=20)
+    newest = clock.now() - timedelta(hours=20)
     events: list[str] = []
 
     def check() -> None:
         before = len(webhook.received)  # type: ignore[attr-defined]
-        notifier.rpo_checked(p, rpo_status(newest, clock.now, p.rpo))
+        notifier.rpo_checked(p, rpo_status(newest, clock.now(), p.rpo))
         events.extend(h["body"]["event"]
                       for h in webhook.received[before:])  # type: ignore[attr-defined]
 
     for _ in range(10):  # every minute for 10 minutes: met, nothing told
         check()
-        clock.now += timedelta(minutes=1)
+        clock.tick(minutes=1)
     assert events == []
-    clock.now = newest + timedelta(hours=27)
+    clock.set(newest + timedelta(hours=27))
     for _ in range(60):  # an hour of checks during one breach: told once
         check()
-        clock.now += timedelta(minutes=1)
+        clock.tick(minutes=1)
     assert events == ["rpo"] and notifier.breached == {"nightly"}
-    newest = clock.now  # a good point arrives: the breach is over
+    newest = clock.now()  # a good point arrives: the breach is over
     check()
     check()
     assert events == ["rpo", "recovered"]
-    clock.now += timedelta(hours=30)  # breaches again: told again
+    clock.tick(hours=30)  # breaches again: told again
     check()
     check()
     assert events == ["rpo", "recovered", "rpo"]
@@ -168,7 +164,7 @@ def test_rpo_breach_is_told_once_until_it_clears(webhook: ThreadingHTTPServer,
         "[stasis] policy 'nightly': RPO breached"]
     # A restarted service handed the breach state does not tell it again.
     again = Notifier(clock=clock, breached=notifier.breached)
-    assert again.rpo_checked(p, rpo_status(newest, clock.now, p.rpo)) == []
+    assert again.rpo_checked(p, rpo_status(newest, clock.now(), p.rpo)) == []
 
 
 def test_events_not_asked_for_are_not_sent(webhook: ThreadingHTTPServer,
@@ -176,8 +172,8 @@ def test_events_not_asked_for_are_not_sent(webhook: ThreadingHTTPServer,
     controller, box = smtp
     p = policy(url(webhook), controller.port, on='["failure"]')
     assert p.rpo is not None
-    n = Notifier(clock=Clock())
-    assert n.rpo_checked(p, rpo_status(None, Clock()(), p.rpo)) == []
+    n = Notifier(clock=ManualClock(START))
+    assert n.rpo_checked(p, rpo_status(None, ManualClock(START).now(), p.rpo)) == []
     assert webhook.received == [] and box.messages == []  # type: ignore[attr-defined]
 
 
@@ -185,7 +181,7 @@ def test_down_or_failing_listeners_are_logged_not_raised(
         webhook: ThreadingHTTPServer, caplog: pytest.LogCaptureFixture) -> None:
     p = policy(f"http://127.0.0.1:{free_port()}/hook", free_port())
     caplog.set_level(logging.WARNING, logger="stasis.service.notify")
-    deliveries = Notifier(clock=Clock()).job_failed(p, job="j-1", error="boom")
+    deliveries = Notifier(clock=ManualClock(START)).job_failed(p, job="j-1", error="boom")
     assert [(d.channel, d.ok) for d in deliveries] == [("webhook", False), ("email", False)]
     assert all(d.error for d in deliveries)
     logged = [r.getMessage() for r in caplog.records]
@@ -194,5 +190,5 @@ def test_down_or_failing_listeners_are_logged_not_raised(
     assert "the email notification to 127.0.0.1" in logged[1]
     webhook.status = 500  # type: ignore[attr-defined]
     p = policy(url(webhook), free_port(), on='["failure"]')
-    (hook, _mail) = Notifier(clock=Clock()).job_failed(p, job="j-2", error="boom")
+    (hook, _mail) = Notifier(clock=ManualClock(START)).job_failed(p, job="j-2", error="boom")
     assert not hook.ok and hook.error is not None and "HTTP 500" in hook.error

@@ -88,7 +88,8 @@ def test_valid_file_is_read_whole(tmp_path: Path) -> None:
     assert nightly.hooks.pre_host == ["/usr/local/bin/quiesce"]
     assert nightly.hooks.pre_guest[0].vm == "db-1" and nightly.hooks.timeout_s == 120
     r = nightly.retention
-    assert (r.keep_last, r.keep_daily, r.keep_weekly, r.keep_monthly) == (3, 7, 5, 0)
+    assert r.counts == {"last": 3, "hourly": 0, "daily": 7, "weekly": 5, "monthly": 0,
+                        "yearly": 0}
     assert (r.keep_within, r.min_age) == ("2d", "1h")
     assert nightly.rpo == timedelta(hours=26)
     assert nightly.notify.on == {"failure", "rpo"}

@@ -41,3 +41,27 @@ def test_policy_retention_prunes_only_the_policys_chains(repo: Repository,
     # Run again: nothing more goes.
     policy_retention(repo, policy, datetime.now(UTC) + timedelta(seconds=1), run)
     assert {p.id for p in repo.points()} == left
+
+
+def test_the_keep_keys_and_options_are_the_retention_tables_rules() -> None:
+    """A policy's retention keys and prune's --keep-* options come from PERIOD_RULES."""
+    import inspect
+
+    from stasis.cli.prune import prune
+    from stasis.service.policy.schema import KNOWN_KEYS
+    from stasis.service.retention import PERIOD_RULES
+
+    keys = [rule.key for rule in PERIOD_RULES]
+    assert set(keys) | {"keep_within", "min_age"} == KNOWN_KEYS["retention"]
+    options = [name for name in inspect.signature(prune).parameters if name.startswith("keep_")]
+    assert options == [*keys, "keep_within"]
+    text = POLICY.replace("keep_last = 2", "\n".join(f"{key} = {n + 1}"
+                                                     for n, key in enumerate(keys)))
+    retention = parse_policies(text)[0].retention
+    assert retention.counts == {rule.name: n + 1 for n, rule in enumerate(PERIOD_RULES)}
+    rules = retention.rules("Europe/Berlin")
+    assert [(rule.name, n) for rule, n in rules.counts()] == [
+        (rule.name, n + 1) for n, rule in enumerate(PERIOD_RULES)]
+    assert rules.to_dict() == {**{key: n + 1 for n, key in enumerate(keys)},
+                               "keep_within": None, "min_age": None,
+                               "timezone": "Europe/Berlin"}

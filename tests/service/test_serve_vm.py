@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from stasis.backends import open_backend
 from stasis.catalog import Catalog, JobStore
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Credentials, Repository
-from stasis.testkit import DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, PASSPHRASE, Cli
+from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
+from tests.conftest import PASSPHRASE, Cli, driver
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -58,14 +59,15 @@ def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
     scratch.mkdir(mode=0o711)
     policies = tmp_path / "policies.toml"
     policies.write_text(f'[[policy]]\nname = "often"\nvms = ["{guest.name}"]\nevery = "1m"\n')
-    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch),
-           "STASIS_TEST_CLOCK_RATE": f"{RATE}@{time.time():.3f}"}
-    cmd = [str(BIN), "serve", "--policies", str(policies), "--tick", "0.5"]
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch)}
+    fast = ("--clock-rate", f"{RATE}@{time.time():.3f}")
+    args = ["serve", "--policies", str(policies), "--tick", "0.5"]
+    cmd = [*driver(*fast), *args]
     dom = guest.domain
     log1 = open(tmp_path / "serve1.log", "w")  # noqa: SIM115 - closed below
     # The first service holds its job once the backup job began (checkpoint made,
     # nothing read or committed) for 8 s: long enough to kill it there.
-    first = subprocess.Popen(cmd, env={**env, "STASIS_TEST_JOB_HOLD_MS": "8000"},
+    first = subprocess.Popen([*driver(*fast, "--job-hold-ms", "8000"), *args], env=env,
                              stdout=log1, stderr=subprocess.STDOUT, text=True)
     try:
         _until("a backup job on the guest", lambda: lv.backup_job_socket(dom), 40, first)
@@ -122,7 +124,8 @@ def test_serve_killed_mid_job_fails_it_cleans_up_and_runs_again(
     assert lv.backup_job_socket(dom) is None
     assert dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE
     committed = {p["id"][:12] for p in listed}  # type: ignore[index]
-    repo_id = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode())).id
+    repo_id = Repository.open(open_backend(cli_repo.repo),
+                              Credentials(passphrase=PASSPHRASE.encode())).id
     chain = lv.checkpoints(dom, lv.chain_prefix(repo_id))
     assert chain and all(c.point_prefix() in committed for c in chain)
     indexed = cli_repo.ok("catalog", "points", "--json", env=env).json()
@@ -156,14 +159,15 @@ def test_policy_run_queues_for_the_service_and_sigterm_interrupts_the_job(
                         'cron = "0 0 1 1 *"\n')
     catalog = catalog_url
     env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch), "STASIS_CATALOG": catalog}
-    repo_id = Repository.open(cli_repo.repo, Credentials(passphrase=PASSPHRASE.encode())).id
+    repo_id = Repository.open(open_backend(cli_repo.repo),
+                              Credentials(passphrase=PASSPHRASE.encode())).id
     dom = guest.domain
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     # Each backup of this service waits 20 s once its libvirt job began: SIGTERM lands
     # there, with a backup job and a new checkpoint on the guest.
     serve = subprocess.Popen(
-        [str(BIN), "serve", "--policies", str(policies), "--tick", "0.5"],
-        env={**env, "STASIS_TEST_JOB_HOLD_MS": "20000"}, stdout=log,
+        [*driver("--job-hold-ms", "20000"), "serve", "--policies", str(policies), "--tick",
+         "0.5"], env=env, stdout=log,
         stderr=subprocess.STDOUT, text=True)
     try:
         def registered() -> bool:

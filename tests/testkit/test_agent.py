@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stasis.testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
+from stasis_testkit import SAMPLE, DiskSpec, Guest, GuestKit, MiB
 
 libvirt = pytest.importorskip("libvirt")
 libvirt_qemu = pytest.importorskip("libvirt_qemu")

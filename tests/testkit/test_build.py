@@ -12,25 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from stasis.testkit import SAMPLE, DiskSpec, MiB, image_info, read_image, tree_manifest
-from stasis.testkit.__main__ import main
-from stasis.testkit.boot import (
+from stasis_testkit import SAMPLE, DiskSpec, MiB, image_info, read_image, tree_manifest
+from stasis_testkit.__main__ import main
+from stasis_testkit.boot import (
     CORE_MODULES,
     QEMU_GA,
     build_boot_files,
     find_kernel,
     shared_libraries,
 )
-from stasis.testkit.cpio import Entry, read_newc, write_newc
-from stasis.testkit.disks import create_disk, sample_tree
-from stasis.testkit.domain import (
+from stasis_testkit.cpio import Entry, read_newc, write_newc
+from stasis_testkit.disks import create_disk, sample_tree
+from stasis_testkit.domain import (
     DomainConfig,
     DomainDisk,
     disk_targets,
     domain_xml,
     guest_metadata,
 )
-from stasis.testkit.errors import DiskSpecError
+from stasis_testkit.errors import DiskSpecError
 
 
 def _kernel_or_skip() -> tuple[Path, str]:

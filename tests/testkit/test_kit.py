@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stasis.testkit import (
+from stasis_testkit import (
     READY_MARKER,
     SAMPLE,
     DiskSpec,
@@ -205,7 +205,7 @@ def test_destroy_leaves_nothing(kit: GuestKit) -> None:
 
 def test_guests_of_a_dead_process_are_stale(kit: GuestKit) -> None:
     script = (
-        "import sys; from pathlib import Path; from stasis.testkit import GuestKit\n"
+        "import sys; from pathlib import Path; from stasis_testkit import GuestKit\n"
         "kit = GuestKit(kit_dir=Path(sys.argv[1]))\n"
         "g = kit.create(start=False)\n"
         "kit.release(g.name)\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stasis.testkit import SeqLog, SeqLogMismatch, SeqLogTarget, check_seqlog, seq_block
-from stasis.testkit.workload import BLOCK
+from stasis_testkit import SeqLog, SeqLogMismatch, SeqLogTarget, check_seqlog, seq_block
+from stasis_testkit.workload import BLOCK
 
 LOG = SeqLog.on("vda", "vdb", blocks=8, offset=1 << 20)
 

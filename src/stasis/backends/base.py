@@ -1,4 +1,4 @@
-"""The backend contract."""
+"""The backend contract: what the repository may ask of any object store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ from typing import Protocol, runtime_checkable
 class ObjectInfo:
     key: str
     size: int
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """What a writer that died mid-put left behind (a temporary file, an unfinished
+    upload): never a committed object. ``name`` is shown to a person and given back
+    to :meth:`Backend.discard`; ``mtime`` is when it was last written (seconds since
+    the epoch, the store's clock)."""
+
+    name: str
+    size: int
+    mtime: float
 
 
 @runtime_checkable
@@ -37,6 +49,23 @@ class Backend(Protocol):
     - ``list`` yields every committed object under a prefix, in no set order, never
       a partial upload or a temporary file.
     - ``exists`` and ``size`` are cheap metadata calls.
+    - ``leftovers`` yields what writers that died mid-put left behind, which
+      ``list`` never shows, with its age; ``discard`` removes one (one already gone
+      is not an error). A put in flight has a leftover too: the caller judges by
+      age (gc and doctor keep those younger than an hour). A store that cannot
+      leave partial writes yields nothing.
+    - ``store_exists`` says whether the store itself (directory, bucket and
+      prefix) is there, without creating it; ``create`` makes it ready for a new
+      repository, creating it when missing, and raises ``FileExistsError`` when it
+      holds anything already (nothing is written then).
+    - ``url`` is the location the store was opened from, in the form that
+      :func:`stasis.backends.registry.open_backend` opens again (a local backend:
+      its absolute path); it never holds a secret.
+
+    Errors are the backend's (``OSError``, :class:`ObjectNotFound`); the repository
+    translates them once, into :class:`stasis.errors.BackendError` and
+    :class:`stasis.errors.RepositoryFull`, and nothing above it sees an ``OSError``
+    from a backend.
     """
 
     url: str
@@ -54,3 +83,11 @@ class Backend(Protocol):
     def delete(self, key: str) -> None: ...
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def leftovers(self) -> Iterator[Leftover]: ...
+
+    def discard(self, leftover: Leftover) -> None: ...
+
+    def store_exists(self) -> bool: ...
+
+    def create(self) -> None: ...

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from stasis.backends.base import ObjectInfo
+from stasis.backends.base import Leftover, ObjectInfo
 from stasis.errors import ObjectNotFound
 
 TMP_MARK = ".tmp-"
@@ -39,7 +39,7 @@ class LocalBackend:
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))  # the same store from any working directory
         self.url = str(self.root)
         self._known_dirs: set[Path] = set()  # made (or found) by this instance
         self._dirty: set[Path] = set()  # to fsync at the next sync
@@ -71,7 +71,7 @@ class LocalBackend:
                 data = f.read()
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
-        except IsADirectoryError:
+        except (IsADirectoryError, NotADirectoryError):  # a file where a directory should be
             raise ObjectNotFound(key) from None
         self._touch(path.parent)
         return data
@@ -159,9 +159,29 @@ class LocalBackend:
                     continue
                 yield ObjectInfo(os.path.relpath(full, self.root), size)
 
-    def temporary_leftovers(self) -> Iterator[Path]:
-        """Temporary files a crashed writer left behind (for gc and doctor)."""
+    def leftovers(self) -> Iterator[Leftover]:
+        """Temporary files of puts (of a writer that died, or still in flight)."""
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 if TMP_MARK in name:
-                    yield Path(dirpath) / name
+                    full = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(full)
+                    except FileNotFoundError:
+                        continue  # its writer renamed or removed it meanwhile
+                    yield Leftover(os.path.relpath(full, self.root), st.st_size, st.st_mtime)
+
+    def discard(self, leftover: Leftover) -> None:
+        if TMP_MARK not in os.path.basename(leftover.name):
+            raise ValueError(f"{leftover.name!r} is not a temporary file of this store")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(leftover.name))
+            self._touch(self._path(leftover.name).parent)
+
+    def store_exists(self) -> bool:
+        return self.root.exists()
+
+    def create(self) -> None:
+        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+            raise FileExistsError(errno.EEXIST, "not an empty directory", str(self.root))
+        self.root.mkdir(parents=True, exist_ok=True)

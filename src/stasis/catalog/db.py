@@ -30,8 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stasis.catalog.migrations import HEAD
+from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import CatalogError, StasisError
 from stasis.settings import state_dir
 
@@ -54,13 +54,6 @@ CONNECT_TIMEOUT_S = 10
 # one held while the schema is migrated, one by each writing transaction.
 PG_MIGRATE_LOCK = 0x5354_4153_4953_0001
 PG_WRITE_LOCK = 0x5354_4153_4953_0002
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def catalog_url(value: str | None = None) -> str:
     """The catalog to use: ``value`` (a SQLAlchemy URL or a file path), else
@@ -87,7 +80,7 @@ def _reason(e: BaseException) -> str:
 class Catalog:
     """An open catalog. Use :meth:`open`; close it (or use it as a context manager)."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.engine = engine
         self.url = engine.url
         self.shown = _shown(engine.url)
@@ -102,7 +95,7 @@ class Catalog:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, url: str | None = None, *, clock: Clock = utc_now) -> Catalog:
+    def open(cls, url: str | None = None, *, clock: Clock = SYSTEM_CLOCK) -> Catalog:
         """Open (creating if need be) the catalog at ``url`` and migrate it to the newest
         revision. See :func:`catalog_url` for what ``url`` may be."""
         text = catalog_url(url)

@@ -94,7 +94,7 @@ class GroupStore:
 
     def create(self, group: Group) -> StoredGroup:
         validate(group)
-        now = self.catalog.clock()
+        now = self.catalog.clock.now()
         with self.catalog.session() as session:
             if self._row(session, group.name) is not None:
                 raise GroupError(f"a group named '{group.name}' exists already. Nothing was "
@@ -140,7 +140,7 @@ class GroupStore:
                                  "changed.")
             if new != current:
                 _fill(row, new)
-                row.updated = self.catalog.clock()
+                row.updated = self.catalog.clock.now()
         return _from_row(row)
 
     def delete(self, name: str) -> StoredGroup:

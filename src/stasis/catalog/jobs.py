@@ -112,7 +112,7 @@ class JobStore:
             raise UsageError(f"'{kind}' is not a job kind ({', '.join(JOB_KINDS)})")
         if state not in ("queued", "running"):
             raise UsageError(f"a new job is queued or running, not {state}")
-        now = self.catalog.clock()
+        now = self.catalog.clock.now()
         row = JobRow(kind=kind, name=name, policy=policy, vms=list(vms or []), repo=repo,
                      state=state, queued=now, bytes_read=0, bytes_written=0, result={},
                      params=dict(params or {}))
@@ -130,7 +130,7 @@ class JobStore:
         """Mark a queued job running by ``runner``; False if it is no longer queued
         (another runner took it, or it was cancelled)."""
         host, pid, pid_start = runner
-        values: dict[str, Any] = {"state": "running", "started": self.catalog.clock(),
+        values: dict[str, Any] = {"state": "running", "started": self.catalog.clock.now(),
                                   "host": host, "pid": pid, "pid_start": pid_start}
         if vms is not None:
             values["vms"] = list(vms)
@@ -150,12 +150,12 @@ class JobStore:
             raise UsageError(f"a job ends {', '.join(FINAL_STATES)}, not {state}")
         with self.catalog.session() as session:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(
-                state=state, ended=self.catalog.clock(), result=dict(result or {}),
+                state=state, ended=self.catalog.clock.now(), result=dict(result or {}),
                 error=error, exit_code=exit_code, bytes_read=bytes_read,
                 bytes_written=bytes_written))
 
     def log(self, job_id: int, level: str, text: str, time: datetime | None = None) -> None:
-        self.log_many(job_id, [(time or self.catalog.clock(), level, text)])
+        self.log_many(job_id, [(time or self.catalog.clock.now(), level, text)])
 
     def log_many(self, job_id: int, lines: list[tuple[datetime, str, str]]) -> None:
         if not lines:
@@ -214,7 +214,7 @@ class JobStore:
         host, pid, pid_start = runner
         with self.catalog.session() as session:
             row = ServiceRow(host=host, pid=pid, pid_start=pid_start,
-                             started=self.catalog.clock(), repo=repo)
+                             started=self.catalog.clock.now(), repo=repo)
             session.add(row)
             session.flush()
             return row.id

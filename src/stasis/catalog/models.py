@@ -160,7 +160,7 @@ class JobRow(Base):
     policy: Mapped[str | None] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(255))  # what it works on: a point name, a group
     vms: Mapped[list[str]] = mapped_column(JSON)  # target VMs (none for prune, gc)
-    repo: Mapped[str | None] = mapped_column(Text)  # the repository's URL
+    repo: Mapped[str | None] = mapped_column(Text)  # the repository's id (not its URL)
     state: Mapped[str] = mapped_column(String(16))
     queued: Mapped[datetime] = mapped_column(UtcDateTime())
     started: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -215,4 +215,4 @@ class ServiceRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     pid_start: Mapped[int] = mapped_column(BigInteger)
     started: Mapped[datetime] = mapped_column(UtcDateTime())
-    repo: Mapped[str | None] = mapped_column(Text)
+    repo: Mapped[str | None] = mapped_column(Text)  # the repository's id

@@ -82,7 +82,7 @@ class PointIndex:
     def _repository(self, session: Session, repo: Repository) -> RepositoryRow:
         row = session.get(RepositoryRow, repo.id)
         if row is None:
-            row = RepositoryRow(id=repo.id, url=repo.url, first_seen=self.catalog.clock())
+            row = RepositoryRow(id=repo.id, url=repo.url, first_seen=self.catalog.clock.now())
             session.add(row)
             session.flush()
         elif row.url != repo.url:
@@ -90,7 +90,7 @@ class PointIndex:
         return row
 
     def _seen(self, session: Session, manifests: Iterable[Manifest]) -> None:
-        now = self.catalog.clock()
+        now = self.catalog.clock.now()
         latest: dict[str, str] = {}
         for m in manifests:
             for vm in m.vms:
@@ -123,7 +123,7 @@ class PointIndex:
             session.execute(delete(PointRow).where(PointRow.repo == repo.id))
             session.add_all(_row(repo.id, m) for m in manifests)
             self._seen(session, manifests)
-            row.indexed = self.catalog.clock()
+            row.indexed = self.catalog.clock.now()
         return len(manifests)
 
     def sync(self, repo: Repository,
@@ -148,7 +148,7 @@ class PointIndex:
             for m in new:
                 session.merge(_row(repo.id, m))
             self._seen(session, new)
-            row.indexed = self.catalog.clock()
+            row.indexed = self.catalog.clock.now()
         return len(new), len(gone)
 
     def list(self, repo_id: str | None = None, *, name: str | None = None,

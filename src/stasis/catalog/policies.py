@@ -49,10 +49,10 @@ class PolicyStore:
         with self.catalog.session() as session:
             row = session.get(PolicyRow, name)
             if row is None:
-                row = PolicyRow(name=name, source=source, updated=self.catalog.clock())
+                row = PolicyRow(name=name, source=source, updated=self.catalog.clock.now())
                 session.add(row)
             elif row.source != source:
-                row.source, row.updated = source, self.catalog.clock()
+                row.source, row.updated = source, self.catalog.clock.now()
             session.flush()
             return _state(row)
 

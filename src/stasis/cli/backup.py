@@ -1,110 +1,34 @@
-"""``stasis backup``: make recovery points."""
+"""``stasis backup``: make recovery points of images, VMs and groups."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from stasis.app import backup as ops
 from stasis.cli.common import (
+    CatalogOpt,
+    ConnectOpt,
+    ConsistencyOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    ProgressBoard,
     RepoOpt,
+    RequireOpt,
+    TagOpt,
     err,
-    human,
     open_repo,
-    out,
-    print_json,
+    print_model,
     progress_for,
+    warn_unrecorded,
 )
-from stasis.cli.jobs import CatalogOpt, cli_job
-from stasis.errors import UsageError
-from stasis.protection.backup import back_up_images
-from stasis.repository import Manifest
-from stasis.settings import run_dir
+from stasis.cli.render import print_backup, print_group_backup
+from stasis.hypervisor import libvirt_api as lv
 
 app = typer.Typer(help="Make recovery points.", no_args_is_help=True)
-
-
-def parse_tags(tags: list[str]) -> dict[str, str]:
-    parsed = {}
-    for tag in tags:
-        key, sep, value = tag.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag takes KEY=VALUE, not '{tag}'")
-        parsed[key] = value
-    return parsed
-
-
-def backup_result(m: Manifest) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "name": m.name,
-        "time": m.time,
-        "kind": m.kind,
-        "parent": m.parent,
-        "tags": m.tags,
-        "duration_s": m.timings.get("duration_s"),
-        "frozen_ms": m.timings.get("frozen_ms"),
-        "bytes_read": m.bytes_read,
-        "size": m.virtual_size,
-        "consistency": m.extra.get("consistency", {}),
-        "hooks": m.extra.get("hooks", []),
-        "hook_failures": [h for h in m.extra.get("hooks", []) if h.get("error")],
-        "warnings": m.run_warnings,
-        **({k: m.extra["group"].get(k, []) for k in ("members", "joined", "left")}
-           if "group" in m.extra else {}),
-        "vms": [
-            {
-                "name": vm.name,
-                "kind": vm.kind,
-                "state": vm.state,
-                "consistency": vm.consistency,
-                "consistency_note": vm.extra.get("consistency_note", ""),
-                "frozen_filesystems": vm.extra.get("frozen_filesystems", 0),
-                "disks_removed": vm.extra.get("disks_removed", []),
-                "disks": [
-                    {
-                        "target": d.name,
-                        "name": d.name,
-                        "format": d.format,
-                        "mode": d.mode,
-                        "bytes_read": d.bytes_read,
-                        "bytes_new": d.bytes_new,
-                        "stored_new": d.stored_new,
-                        "virtual_size": d.virtual_size,
-                        "reason": d.reason,
-                    }
-                    for d in vm.disks
-                ],
-            }
-            for vm in m.vms
-        ],
-    }
-
-
-def print_backup(m: Manifest) -> None:
-    stored = sum(d.stored_new for _, d in m.disks())
-    out.print(f"Point [bold]{m.id[:12]}[/] '{m.name}' committed in "
-              f"{m.timings.get('duration_s', 0):.1f} s: read {human(m.bytes_read)} of "
-              f"{human(m.virtual_size)}, stored {human(stored)} new.")
-    for vm, d in m.disks():
-        out.print(f"  {vm.name}/{d.name}: {d.mode}, read {human(d.bytes_read)}, "
-                  f"new {human(d.stored_new)}" + (f" ({d.reason})" if d.mode == "full" else ""))
-    for vm in m.vms:
-        for gone in vm.extra.get("disks_removed", []):
-            out.print(f"  {vm.name}/{gone}: removed from the VM since the last point")
-        if vm.kind == "vm":
-            note = vm.extra.get("consistency_note", "")
-            out.print(f"  {vm.name}: {vm.consistency} consistent" + (f" ({note})" if note else ""))
-    for warning in m.run_warnings:
-        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    for h in m.extra.get("hooks", []):
-        if h.get("error"):
-            err.print(f"[bold yellow]warning:[/] {h['phase']} hook on {h['where']} "
-                      f"({h['command']!r}) {h['error']}", highlight=False)
 
 
 @app.command("image")
@@ -114,7 +38,7 @@ def image(
     repo: RepoOpt,
     name: Annotated[str | None, typer.Option(help="Point name (default: the first file's "
                                              "name). Points of one name form a chain.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    tag: TagOpt = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Source format (default: "
                                             "probed by qemu-img).")] = None,
     passphrase_file: PassFileOpt = None,
@@ -123,19 +47,108 @@ def image(
     json_output: JsonOpt = False,
 ) -> None:
     """Back up disk images or block devices (recorded as a job)."""
-    tags = parse_tags(tag or [])
-    r = open_repo(repo, passphrase_file, key_file)
+    tags = ops.parse_tags(tag or [])
     progress = progress_for(json_output)
     try:
-        with cli_job(catalog, "backup", name or (paths[0].name if paths else "images"),
-                     repo=r.url, params={"paths": [str(p) for p in paths]}) as job:
-            m = back_up_images(r, paths, name=name, tags=tags, fmt=fmt, progress=progress,
-                               run_dir=run_dir())
-            job.set_vms([vm.name for vm in m.vms])
-            job.point(m, r)
+        result = ops.backup_images(lambda: open_repo(repo, passphrase_file, key_file), paths,
+                                   catalog=catalog, warn=warn_unrecorded, name=name,
+                                   tags=tags, fmt=fmt, progress=progress)
     finally:
         progress.finish()
     if json_output:
-        print_json(backup_result(m))
+        print_model(result)
     else:
-        print_backup(m)
+        print_backup(result)
+
+
+@app.command("vm")
+def backup_vm(
+    names: Annotated[list[str], typer.Argument(help="VM names.")],
+    repo: RepoOpt,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    tag: TagOpt = None,
+    parallel: Annotated[int, typer.Option(help="VMs backed up at once.")] = 2,
+    consistency: ConsistencyOpt = "crash",
+    require: RequireOpt = None,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Back up VMs, live and incremental where a checkpoint chain allows.
+
+    Several VMs are backed up in parallel, each into its own point; one failing
+    does not stop the others, and the exit code is the first failure's. With
+    --consistency filesystem the guest agent freezes the guest's filesystems for the
+    instant; a VM without an agent is crash consistent instead (recorded in the
+    point), and fails only when --require asks for more.
+    """
+    tags = ops.parse_tags(tag or [])
+    board = ProgressBoard() if err.is_terminal and not json_output else None
+    try:
+        outcomes = ops.backup_vms(connect, lambda: open_repo(repo, passphrase_file, key_file),
+                                  names, catalog=catalog, warn=warn_unrecorded,
+                                  tags=tags, parallel=parallel, consistency=consistency,
+                                  require=require, progress=board.lane if board else None)
+    finally:
+        if board:
+            board.close()
+    failed = [o for o in outcomes if o.error is not None]
+    if json_output:
+        if len(outcomes) == 1 and not failed:
+            print_model(outcomes[0])
+        else:
+            print_model(outcomes)
+    else:
+        for o in outcomes:
+            if o.point is not None:
+                print_backup(o.point)
+    for o in failed[1:] if json_output else failed:
+        err.print(f"[bold red]error:[/] {o.name}: {o.error}", highlight=False)
+    first = failed[0].error if failed else None
+    if first is not None:
+        if len(names) == 1:
+            raise first
+        raise typer.Exit(first.exit_code)
+
+
+@app.command("group")
+def backup_group(
+    name: Annotated[str, typer.Argument(help="A stored group, or the name of the points "
+                                        "of the VMs given with --vm.")],
+    repo: RepoOpt,
+    vm: Annotated[list[str] | None, typer.Option(
+        "--vm", help="A member VM, repeatable (added to a stored group's members).")] = None,
+    consistency: Annotated[str | None, typer.Option(
+        "--consistency", help="crash, filesystem (guest-agent fsfreeze) or application "
+                              "(hooks too).")] = None,
+    require: RequireOpt = None,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    tag: TagOpt = None,
+    catalog: CatalogOpt = None,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Back up a group of VMs into one point at one instant.
+
+    With a stored group NAME, its members are resolved now (explicit members, then
+    the VMs its globs and labels select) and its level, required level and hooks are
+    the defaults that the options override; without one, --vm names the members.
+    Every running member is held (suspended, or frozen at the filesystem level) while
+    its backup job begins, all in parallel; the window is recorded as frozen_ms. A
+    guardian process resumes and thaws the members if Stasis dies inside it.
+    """
+    tags = ops.parse_tags(tag or [])
+    progress = progress_for(json_output)
+    try:
+        result = ops.backup_group(connect, lambda: open_repo(repo, passphrase_file, key_file),
+                                  name, catalog=catalog, warn=warn_unrecorded, vms=vm,
+                                  consistency=consistency, require=require, tags=tags,
+                                  progress=progress)
+    finally:
+        progress.finish()
+    if json_output:
+        print_model(result)
+    else:
+        print_group_backup(result)

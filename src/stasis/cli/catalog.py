@@ -7,13 +7,14 @@ points`` lists the index without opening the repository.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from stasis.backends import open_backend
 from stasis.cli.common import (
+    CatalogOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
@@ -24,7 +25,6 @@ from stasis.cli.common import (
     out,
     print_json,
 )
-from stasis.cli.jobs import CatalogOpt
 from stasis.repository import Repository
 
 app = typer.Typer(help="The catalog: the index of points, rebuilt from a repository.",
@@ -62,7 +62,7 @@ def rebuild(
 
 @app.command("points")
 def points(
-    repo: Annotated[Path | None, typer.Option(
+    repo: Annotated[str | None, typer.Option(
         "--repo", "-r", envvar="STASIS_REPO", show_default=False,
         help="Only the points of this repository (its config is read; no key needed).")] = None,
     name: Annotated[str | None, typer.Option(help="Only points of this name.")] = None,
@@ -73,7 +73,8 @@ def points(
     """List the indexed points, oldest first (as 'stasis list', from the catalog)."""
     from stasis.catalog import Catalog, PointIndex
 
-    repo_id = str(Repository.read_config(repo)["id"]) if repo is not None else None
+    repo_id = (str(Repository.read_config(open_backend(repo))["id"]) if repo is not None
+               else None)
     with Catalog.open(catalog) as c:
         found = PointIndex(c).list(repo_id, name=name, vm=vm)
     if json_output:

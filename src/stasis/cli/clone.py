@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from stasis.app.clone import clone as make_clone
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
@@ -75,7 +76,7 @@ def create(
     r, creds = open_for_export(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
     try:
-        result = clone_mod.clone(conn, r, creds, source, name=name, vm=vm, linked=linked,
+        result = make_clone(conn, r, creds, source, name=name, vm=vm, linked=linked,
                                  storage=storage, network=network, start=start,
                                  from_vm=from_vm, run_dir=run_dir(), scratch_dir=scratch_dir(),
                                  progress=progress)

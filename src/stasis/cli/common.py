@@ -23,7 +23,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from stasis.errors import KeySlotError, UsageError, WrongPassphrase
+from stasis.backends import open_backend
+from stasis.errors import (
+    CatalogError,
+    KeySlotError,
+    StasisWarning,
+    UsageError,
+    WrongPassphrase,
+)
 from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
@@ -33,9 +40,12 @@ from stasis.repository import Credentials, Repository
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
+# A string, not a Path: a URL is parsed by the backend registry (a Path would turn
+# s3://bucket/x into the relative path s3:/bucket/x).
 RepoOpt = Annotated[
-    Path,
-    typer.Option("--repo", "-r", envvar="STASIS_REPO", help="Repository path ($STASIS_REPO).",
+    str,
+    typer.Option("--repo", "-r", envvar="STASIS_REPO",
+                 help="Repository: a path or a file:// URL ($STASIS_REPO).",
                  show_default=False),
 ]
 PassFileOpt = Annotated[
@@ -47,12 +57,41 @@ KeyFileOpt = Annotated[
     Path | None, typer.Option("--key-file", help="Open the repository with this key file.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+CatalogOpt = Annotated[str | None, typer.Option(
+    "--catalog", envvar="STASIS_CATALOG", show_default=False,
+    help="The catalog: a SQLite file, or a URL (sqlite:////PATH; "
+         "postgresql://USER@HOST/DB when hosts share it) "
+         "($STASIS_CATALOG; default <state dir>/catalog.db).")]
+ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNECT",
+                                         help="libvirt URI.")]
+PointArg = Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")]
+VmOpt = Annotated[str | None, typer.Option("--vm", help="VM of the point (if it has several).")]
+TagOpt = Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")]
+ConsistencyOpt = Annotated[str, typer.Option(
+    help="crash, filesystem (guest-agent fsfreeze) or application (hooks too).")]
+RequireOpt = Annotated[str | None, typer.Option(
+    "--require", help="Fail, committing nothing, where a VM cannot reach this level.")]
 
 KEYFILE_HEADER = "stasis-keyfile-v1"
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def print_model(result: Any) -> None:
+    """A result model, or a list of them (always printed as a JSON array), as JSON."""
+    if isinstance(result, list):
+        print_json([r.to_json() for r in result])
+    else:
+        print_json(result.to_json())
+
+
+def warn_unrecorded(e: CatalogError) -> None:
+    """The catalog cannot be used: the command runs, unrecorded, and says so."""
+    from stasis.errors import NotRecorded
+
+    print_warning(NotRecorded(e.message))
 
 
 def plural(n: int, word: str) -> str:
@@ -142,8 +181,13 @@ def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRA
     return value
 
 
-def open_repo(repo: Path, passphrase_file: Path | None, key_file: Path | None) -> Repository:
-    return Repository.open(repo, credentials(passphrase_file, key_file))
+def open_repo(repo: str, passphrase_file: Path | None, key_file: Path | None) -> Repository:
+    return Repository.open(open_backend(repo), credentials(passphrase_file, key_file))
+
+
+def print_warning(warning: StasisWarning) -> None:
+    """A warning on stderr: its message, then what to do in the CLI's words."""
+    err.print(f"[bold yellow]warning:[/] {warning.full_text}", highlight=False)
 
 
 class RichProgress:

@@ -4,31 +4,31 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from stasis.app import files as ops
+from stasis.app.models import FileEntry, VolumeRow
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    PointArg,
     RepoOpt,
+    VmOpt,
     err,
     human,
     open_repo,
     out,
     plural,
-    print_json,
+    print_model,
 )
-from stasis.errors import DiskNotFound
-from stasis.recovery.files import DiskFiles, Entry, Volume, extract
 
 app = typer.Typer(help="Files from a point, read straight from the repository (no restore, "
                   "no mount).", no_args_is_help=True)
 
-PointArg = Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")]
-VmOpt = Annotated[str | None, typer.Option("--vm", help="VM of the point (if it has several).")]
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="Disk of the VM (if it has "
                                              "several).")]
 
@@ -37,17 +37,17 @@ def _time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _entry_line(e: Entry, shown: str) -> str:
+def _entry_line(e: FileEntry, shown: str) -> str:
     size = "" if e.type == "dir" else str(e.size)
     link = f" -> {e.link}" if e.link is not None else ""
     slash = "/" if e.type == "dir" else ""
     return f"{e.mode_text} {size:>12} {_time(e.mtime_ns)}  {shown}{slash}{link}"
 
 
-def _volume_line(v: Volume) -> str:
-    fs = v.fs.type if v.fs else "-"
-    label = f" '{v.fs.label}'" if v.fs and v.fs.label else ""
-    note = f"  ({v.error})" if v.error and not v.fs else ""
+def _volume_line(v: VolumeRow) -> str:
+    fs = v.filesystem or "-"
+    label = f" '{v.label}'" if v.filesystem and v.label else ""
+    note = f"  ({v.error})" if v.error and not v.filesystem else ""
     name = v.name or "(whole disk)"
     return f"{name:<20} {human(v.size):>10}  {fs:<6}{label}  {v.description}{note}"
 
@@ -65,16 +65,13 @@ def ls(
     json_output: JsonOpt = False,
 ) -> None:
     """List a directory of a disk of a point (its volumes at the top of a disk of several)."""
-    r = open_repo(repo, passphrase_file, key_file)
-    m = r.resolve(point)
-    with r.shared_lock(f"files ls {m.id[:12]}"):
-        files = DiskFiles.open(r, m, vm=vm, disk=disk)
-        listing = files.ls(path)
+    listing = ops.list_files(open_repo(repo, passphrase_file, key_file), point, path, vm=vm,
+                             disk=disk)
     if json_output:
-        print_json([x.to_dict() for x in listing])
+        print_model(listing)
         return
     for x in listing:
-        if isinstance(x, Volume):
+        if isinstance(x, VolumeRow):
             out.print(_volume_line(x), markup=False, highlight=False)
         else:
             out.print(_entry_line(x, x.name if len(listing) > 1 or x.type != "file"
@@ -101,20 +98,18 @@ def get(
     written outside --to whatever the names in the file system, and nothing there
     is replaced without --force.
     """
-    r = open_repo(repo, passphrase_file, key_file)
-    m = r.resolve(point)
-    with r.shared_lock(f"files get {m.id[:12]}"):
-        files = DiskFiles.open(r, m, vm=vm, disk=disk)
-        result = extract(files, paths, to, force=force)
+    result = ops.extract_files(open_repo(repo, passphrase_file, key_file), point, paths, to,
+                               vm=vm, disk=disk, force=force)
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
         return
     for s in result.skipped:
         err.print(f"[yellow]skipped:[/] {escape(s['path'])}: {escape(s['reason'])}",
                   highlight=False)
     out.print(f"Extracted {plural(result.files, 'file')} ({human(result.bytes)}), "
               f"{plural(result.dirs, 'directory').replace('directorys', 'directories')} and "
-              f"{plural(result.symlinks, 'symlink')} of point {m.id[:12]} to {result.target} in "
+              f"{plural(result.symlinks, 'symlink')} of point {result.point[:12]} to "
+              f"{result.target} in "
               f"{result.duration_s:.2f} s ({plural(result.loads, 'chunk')} read).",
               markup=False, highlight=False)
 
@@ -132,23 +127,13 @@ def find(
     json_output: JsonOpt = False,
 ) -> None:
     """Find files of a point by name or path (every disk unless --vm/--disk narrow it)."""
-    r = open_repo(repo, passphrase_file, key_file)
-    m = r.resolve(point)
-    pairs = [(v, d) for v, d in m.disks()
-             if (vm is None or v.name == vm) and (disk is None or d.name == disk)]
-    if not pairs:
-        listing = ", ".join(f"{v.name}/{d.name}" for v, d in m.disks())
-        raise DiskNotFound(f"point {m.id[:12]} has no disk matching --vm {vm} --disk {disk} "
-                           f"(it has: {listing})")
-    found: list[dict[str, Any]] = []
-    with r.shared_lock(f"files find {m.id[:12]}"):
-        for v, d in pairs:
-            files = DiskFiles.of_disk(r, m, v, d)
-            for e in files.find(pattern):
-                found.append({"vm": v.name, "disk": d.name, **e.to_dict()})
-                if not json_output:
-                    where = f"{v.name}/{d.name}: " if len(pairs) > 1 else ""
-                    out.print(f"{where}{e.path}" + ("/" if e.type == "dir" else ""),
-                              markup=False, highlight=False)
+    def show(e: FileEntry, several: bool) -> None:
+        if not json_output:
+            where = f"{e.vm}/{e.disk}: " if several else ""
+            out.print(f"{where}{e.path}" + ("/" if e.type == "dir" else ""),
+                      markup=False, highlight=False)
+
+    found = ops.find_files(open_repo(repo, passphrase_file, key_file), point, pattern, vm=vm,
+                           disk=disk, on_found=show)
     if json_output:
-        print_json(found)
+        print_model(found)

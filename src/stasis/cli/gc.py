@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 
 import typer
 
+from stasis.app.gc import gc as run_gc
+from stasis.app.models import GcResult, TallyModel
 from stasis.cli.common import (
+    CatalogOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
@@ -17,19 +19,18 @@ from stasis.cli.common import (
     open_repo,
     out,
     plural,
-    print_json,
+    print_model,
     progress_for,
+    warn_unrecorded,
 )
-from stasis.cli.jobs import CatalogOpt, cli_job
-from stasis.errors import UsageError
-from stasis.repository.gc import DEFAULT_WAIT, GcReport, Tally, collect_garbage
+from stasis.repository.gc import DEFAULT_WAIT
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("x") else plural(n, word)
 
 
-def _tally(t: Tally, word: str) -> str:
+def _tally(t: TallyModel, word: str) -> str:
     return f"{_count(t.count, word)} ({human(t.bytes)})"
 
 
@@ -37,7 +38,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def print_report(r: GcReport) -> None:
+def print_report(r: GcResult) -> None:
     verb = "Would delete" if r.dry_run else "Deleted"
     out.print(f"Marked {plural(r.points, 'point')}: {_count(r.indexes_referenced, 'index')} "
               f"and {plural(r.chunks_referenced, 'chunk')} referenced"
@@ -73,9 +74,6 @@ def gc(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete chunks and indexes that no point references; safe while backups run."""
-    if wait < 0:
-        raise UsageError("--wait takes a number of seconds, 0 or more")
-    r = open_repo(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
 
     def waiting(holder: str, limit: float) -> None:
@@ -84,13 +82,9 @@ def gc(
                   "(new backups wait only for the sweep)…", highlight=False)
 
     try:
-        # A real gc is a job (a dry run changes nothing: not recorded).
-        with (contextlib.nullcontext(None) if dry_run else
-              cli_job(catalog, "gc", "gc", repo=r.url, params={"wait": wait})) as job:
-            report = collect_garbage(r, dry_run=dry_run, wait=wait, progress=progress,
-                                     on_wait=waiting)
-            if job is not None:
-                job.result["gc"] = report.to_dict()
+        report = run_gc(lambda: open_repo(repo, passphrase_file, key_file), catalog=catalog,
+                        warn=warn_unrecorded, dry_run=dry_run, wait=wait, progress=progress,
+                        on_wait=waiting)
     except KeyboardInterrupt:
         progress.finish()
         err.print("gc stopped: only unreferenced objects were deleted, so every point is "
@@ -99,6 +93,6 @@ def gc(
     finally:
         progress.finish()
     if json_output:
-        print_json(report.to_dict())
+        print_model(report)
     else:
         print_report(report)

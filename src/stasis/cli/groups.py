@@ -1,69 +1,37 @@
-"""``stasis group``, ``stasis label`` and ``stasis backup group``.
+"""``stasis group`` and ``stasis label``.
 
 Groups are stored in the catalog (``--catalog`` / ``$STASIS_CATALOG``, by default
 ``<state dir>/catalog.db``); labels live in each domain's libvirt metadata. The
 members of a group are worked out again at every backup, so a VM labelled into the
 application is in the next point without editing the group.
-
-The catalog (SQLAlchemy, Alembic) is imported only by the commands that use it, so
-every other command starts as fast as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
-import libvirt
 import typer
 from rich.table import Table
 
-from stasis.cli.backup import backup_result, parse_tags, print_backup
+from stasis.app import groups as ops
+from stasis.app.models import GroupModel, Resolved
 from stasis.cli.common import (
+    CatalogOpt,
+    ConnectOpt,
     JsonOpt,
-    KeyFileOpt,
-    PassFileOpt,
-    RepoOpt,
+    RequireOpt,
     err,
-    open_repo,
     out,
     print_json,
-    progress_for,
+    print_model,
 )
-from stasis.cli.jobs import cli_job
-from stasis.cli.vms import ConnectOpt
-from stasis.errors import GroupError, HypervisorError, UsageError
-from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
-from stasis.protection.consistency import (
-    DEFAULT_HOOK_TIMEOUT_S,
-    GuestCommand,
-    Hooks,
-    parse_guest_command,
-)
-from stasis.protection.groups import (
-    Group,
-    Resolution,
-    check_level,
-    check_levels,
-    check_name,
-    effective_level,
-    resolve,
-)
-from stasis.protection.instant import back_up_members
-from stasis.settings import run_dir, scratch_dir
-
-if TYPE_CHECKING:
-    from stasis.catalog import GroupStore, StoredGroup
+from stasis.protection.consistency import DEFAULT_HOOK_TIMEOUT_S
 
 app = typer.Typer(help="Stored groups: VMs captured together at one instant.",
                   no_args_is_help=True)
 
-CatalogOpt = Annotated[str | None, typer.Option(
-    "--catalog", envvar="STASIS_CATALOG", show_default=False,
-    help="The catalog: a SQLAlchemy URL or a SQLite file "
-         "($STASIS_CATALOG; default <state dir>/catalog.db).")]
 VmsOpt = Annotated[list[str] | None, typer.Option(
     "--vm", help="A member VM, repeatable; members keep this order.")]
 SelectOpt = Annotated[list[str] | None, typer.Option(
@@ -73,8 +41,6 @@ LabelOpt = Annotated[list[str] | None, typer.Option(
 LevelOpt = Annotated[str | None, typer.Option(
     "--consistency", help="crash, filesystem (guest-agent fsfreeze) or application "
                           "(hooks too).")]
-RequireOpt = Annotated[str | None, typer.Option(
-    "--require", help="The level below which a point fails, committing nothing.")]
 PreHostOpt = Annotated[list[str] | None, typer.Option(
     "--pre-host", help="Host command run before the instant, repeatable.")]
 PostHostOpt = Annotated[list[str] | None, typer.Option(
@@ -89,57 +55,18 @@ TimeoutOpt = Annotated[float | None, typer.Option(
 DescriptionOpt = Annotated[str | None, typer.Option("--description", help="Free text.")]
 
 
-@contextmanager
-def _groups(catalog: str | None) -> Iterator[GroupStore]:
-    from stasis.catalog import Catalog, GroupStore
-
-    with Catalog.open(catalog) as c:
-        yield GroupStore(c)
-
-
-def _try_connect(uri: str) -> libvirt.virConnect | None:
-    try:
-        return lv.connect(uri)
-    except HypervisorError:
-        return None
-
-
-def _resolve_now(conn: libvirt.virConnect | None, group: Group) -> Resolution | None:
-    if conn is None:
-        return None
-    try:
-        return resolve(conn, group)
-    except (HypervisorError, libvirt.libvirtError):
-        return None
-
-
-def _dedupe(values: list[str] | None) -> list[str]:
-    return list(dict.fromkeys(values or []))
-
-
-def _guest(values: list[str] | None) -> list[GuestCommand]:
-    return [parse_guest_command(v) for v in values or []]
-
-
-def _group_dict(stored: StoredGroup, now: Resolution | None) -> dict[str, Any]:
-    data = stored.to_dict()
-    data["resolved"] = None if now is None else {
-        "members": now.members, "missing": now.missing, "selected": now.selected}
-    return data
-
-
-def _selectors(g: Group) -> str:
-    parts = list(g.name_globs)
+def _selectors(g: GroupModel) -> str:
+    parts = list(g.select)
     if g.labels:
         parts.append(",".join(f"{k}={v}" for k, v in sorted(g.labels.items())))
     return " ".join(parts) or "-"
 
 
-def _level_text(g: Group) -> str:
+def _level_text(g: GroupModel) -> str:
     return g.consistency + (f" (requires {g.require})" if g.require else "")
 
 
-def _now_text(now: Resolution | None) -> str:
+def _now_text(now: Resolved | None) -> str:
     if now is None:
         return "? (libvirt not reachable)"
     text = ", ".join(now.members) or "(none)"
@@ -148,26 +75,38 @@ def _now_text(now: Resolution | None) -> str:
     return text
 
 
-def _print_group(stored: StoredGroup, now: Resolution | None) -> None:
-    g = stored.group
+def _guest_text(commands: list[dict[str, str]]) -> list[str]:
+    return [f"{c['vm']}:{c['command']}" for c in commands]
+
+
+def _print_group(g: GroupModel) -> None:
     out.print(f"[bold]{g.name}[/]" + (f": {g.description}" if g.description else ""),
               highlight=False)
     out.print(f"  members:     {', '.join(g.members) or '-'}", highlight=False)
-    out.print(f"  select:      {', '.join(g.name_globs) or '-'}", highlight=False)
+    out.print(f"  select:      {', '.join(g.select) or '-'}", highlight=False)
     labels = ", ".join(f"{k}={v}" for k, v in sorted(g.labels.items()))
     out.print(f"  labels:      {labels or '-'}", highlight=False)
     out.print(f"  consistency: {_level_text(g)}", highlight=False)
     h = g.hooks
-    for title, items in (("pre-host", h.pre_host), ("post-host", h.post_host),
-                         ("pre-guest", [f"{c.vm}:{c.command}" for c in h.pre_guest]),
-                         ("post-guest", [f"{c.vm}:{c.command}" for c in h.post_guest])):
+    items_by_title = (("pre-host", h.get("pre_host", [])), ("post-host", h.get("post_host", [])),
+                      ("pre-guest", _guest_text(h.get("pre_guest", []))),
+                      ("post-guest", _guest_text(h.get("post_guest", []))))
+    for title, items in items_by_title:
         for item in items:
             out.print(f"  {title + ':':<12} {item}", highlight=False)
-    if h:
-        out.print(f"  timeout:     {h.timeout_s:g} s for each hook", highlight=False)
-    out.print(f"  now:         {_now_text(now)}", highlight=False)
-    out.print(f"  created {stored.created.isoformat(timespec='seconds')}, "
-              f"updated {stored.updated.isoformat(timespec='seconds')}", highlight=False)
+    if any(items for _, items in items_by_title):
+        out.print(f"  timeout:     {h.get('timeout_s', DEFAULT_HOOK_TIMEOUT_S):g} s for each "
+                  "hook", highlight=False)
+    out.print(f"  now:         {_now_text(g.resolved)}", highlight=False)
+    created, updated = (datetime.fromisoformat(t).isoformat(timespec="seconds")
+                        for t in (g.created, g.updated))
+    out.print(f"  created {created}, updated {updated}", highlight=False)
+
+
+def _warn_missing(now: Resolved | None) -> None:
+    if now is not None and now.missing:
+        err.print(f"[bold yellow]warning:[/] no VM named {', '.join(now.missing)} exists now; "
+                  "a backup of the group fails until it does.", highlight=False)
 
 
 # ------------------------------------------------------------------ group commands
@@ -193,33 +132,16 @@ def create(
     json_output: JsonOpt = False,
 ) -> None:
     """Store a group: explicit members, selectors, consistency level and hooks."""
-    check_name(name)
-    group = Group(
-        name=name, members=_dedupe(vm), name_globs=_dedupe(select),
-        labels=lb.parse_labels(label or []), consistency=check_level(consistency),
-        require=check_level(require, "--require") if require else None,
-        hooks=Hooks(pre_host=list(pre_host or []), post_host=list(post_host or []),
-                    pre_guest=_guest(pre_guest), post_guest=_guest(post_guest),
-                    timeout_s=DEFAULT_HOOK_TIMEOUT_S if hook_timeout is None else hook_timeout),
-        description=description or "",
-    )
-    if not group.members and not group.has_selectors:
-        raise UsageError(f"group '{name}' would have no members: give --vm, --select or "
-                         "--label. Nothing was changed.")
-    with _groups(catalog) as store:
-        stored = store.create(group)
-    now = _resolve_now(_try_connect(connect), stored.group)
+    g = ops.create_group(catalog, name, connect=connect, vms=vm, select=select, labels=label,
+                         consistency=consistency, require=require, pre_host=pre_host,
+                         post_host=post_host, pre_guest=pre_guest, post_guest=post_guest,
+                         hook_timeout=hook_timeout, description=description)
     if json_output:
-        print_json(_group_dict(stored, now))
+        print_model(g)
         return
-    out.print(f"Group '{name}' created; its members now: {_now_text(now)}.", highlight=False)
-    _warn_missing(now)
-
-
-def _warn_missing(now: Resolution | None) -> None:
-    if now is not None and now.missing:
-        err.print(f"[bold yellow]warning:[/] no VM named {', '.join(now.missing)} exists now; "
-                  "a backup of the group fails until it does.", highlight=False)
+    out.print(f"Group '{name}' created; its members now: {_now_text(g.resolved)}.",
+              highlight=False)
+    _warn_missing(g.resolved)
 
 
 @app.command("list")
@@ -229,23 +151,19 @@ def list_groups(
     json_output: JsonOpt = False,
 ) -> None:
     """List the stored groups, with the members each resolves to now."""
-    with _groups(catalog) as store:
-        groups = store.list()
-    conn = _try_connect(connect) if groups else None
-    rows = [(s, _resolve_now(conn, s.group)) for s in groups]
+    groups = ops.list_groups(catalog, connect=connect)
     if json_output:
-        print_json([_group_dict(s, now) for s, now in rows])
+        print_model(groups)
         return
-    if not rows:
+    if not groups:
         out.print("No groups. Create one with 'stasis group create NAME --vm A --vm B'.")
         return
     table = Table(box=None)
     for col in ("name", "consistency", "members", "selectors", "members now"):
         table.add_column(col)
-    for s, now in rows:
-        g = s.group
+    for g in groups:
         table.add_row(g.name, _level_text(g), ", ".join(g.members) or "-", _selectors(g),
-                      _now_text(now))
+                      _now_text(g.resolved))
     out.print(table)
 
 
@@ -257,13 +175,11 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show a group's definition and the members it resolves to now."""
-    with _groups(catalog) as store:
-        stored = store.must_get(name)
-    now = _resolve_now(_try_connect(connect), stored.group)
+    g = ops.show_group(catalog, name, connect=connect)
     if json_output:
-        print_json(_group_dict(stored, now))
+        print_model(g)
     else:
-        _print_group(stored, now)
+        _print_group(g)
 
 
 @app.command("edit")
@@ -301,73 +217,20 @@ def edit(
 
     Everything asked is checked first; if any part is refused, nothing is changed.
     """
-    if require is not None and no_require:
-        raise UsageError("--require and --no-require contradict each other. Nothing was "
-                         "changed.")
-    new_labels = lb.parse_labels(add_label or [])
-    drop_labels = [lb.check_key(t.partition("=")[0]) for t in remove_label or []]
-    new_pre_guest, new_post_guest = _guest(pre_guest), _guest(post_guest)
-    if consistency is not None:
-        check_level(consistency)
-    if require is not None:
-        check_level(require, "--require")
-    asked = [add_vm, remove_vm, add_select, remove_select, add_label, remove_label,
-             consistency, require, pre_host, post_host, pre_guest, post_guest, hook_timeout,
-             description]
-    if not clear_hooks and not no_require and all(a is None for a in asked):
-        raise UsageError(f"nothing to change in group '{name}': give an option "
-                         f"('stasis group edit --help' lists them).")
-
-    def change(g: Group) -> Group:
-        for vm in remove_vm or []:
-            if vm not in g.members:
-                raise GroupError(f"'{vm}' is not a member of group '{name}' (members: "
-                                 f"{', '.join(g.members) or 'none'}). Nothing was changed.")
-            g.members.remove(vm)
-        g.members += [vm for vm in _dedupe(add_vm) if vm not in g.members]
-        for glob in remove_select or []:
-            if glob not in g.name_globs:
-                raise GroupError(f"'{glob}' is not a name glob of group '{name}' (globs: "
-                                 f"{', '.join(g.name_globs) or 'none'}). Nothing was changed.")
-            g.name_globs.remove(glob)
-        g.name_globs += [s for s in _dedupe(add_select) if s not in g.name_globs]
-        for key in drop_labels:
-            if key not in g.labels:
-                raise GroupError(f"group '{name}' selects on no label '{key}' (labels: "
-                                 f"{', '.join(sorted(g.labels)) or 'none'}). Nothing was "
-                                 "changed.")
-            del g.labels[key]
-        g.labels.update(new_labels)
-        if consistency is not None:
-            g.consistency = consistency
-        if require is not None:
-            g.require = require
-        if no_require:
-            g.require = None
-        if clear_hooks:
-            g.hooks = Hooks(timeout_s=g.hooks.timeout_s)
-        g.hooks.pre_host += pre_host or []
-        g.hooks.post_host += post_host or []
-        g.hooks.pre_guest += new_pre_guest
-        g.hooks.post_guest += new_post_guest
-        if hook_timeout is not None:
-            g.hooks.timeout_s = hook_timeout
-        if description is not None:
-            g.description = description
-        if not g.members and not g.has_selectors:
-            raise UsageError(f"group '{name}' would be left with no members and no "
-                             "selectors. Nothing was changed; delete it with "
-                             f"'stasis group delete {name}' instead.")
-        return g
-
-    with _groups(catalog) as store:
-        stored = store.update(name, change)
-    now = _resolve_now(_try_connect(connect), stored.group)
+    change = ops.GroupChange(
+        add_vms=add_vm or [], remove_vms=remove_vm or [], add_select=add_select or [],
+        remove_select=remove_select or [], add_labels=add_label or [],
+        remove_labels=remove_label or [], consistency=consistency, require=require,
+        no_require=no_require, pre_host=pre_host or [], post_host=post_host or [],
+        pre_guest=pre_guest or [], post_guest=post_guest or [], clear_hooks=clear_hooks,
+        hook_timeout=hook_timeout, description=description)
+    g = ops.edit_group(catalog, name, change, connect=connect)
     if json_output:
-        print_json(_group_dict(stored, now))
+        print_model(g)
         return
-    out.print(f"Group '{name}' changed; its members now: {_now_text(now)}.", highlight=False)
-    _warn_missing(now)
+    out.print(f"Group '{name}' changed; its members now: {_now_text(g.resolved)}.",
+              highlight=False)
+    _warn_missing(g.resolved)
 
 
 @app.command("delete")
@@ -377,10 +240,11 @@ def delete(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete a stored group. Its points stay in the repository."""
-    with _groups(catalog) as store:
-        gone = store.delete(name)
+    gone = ops.delete_group(catalog, name)
     if json_output:
-        print_json(gone.to_dict())
+        data = gone.to_json()
+        del data["resolved"]
+        print_json(data)
         return
     out.print(f"Group '{name}' deleted; its points stay in the repository.", highlight=False)
 
@@ -401,100 +265,12 @@ def label(
 
     Groups that select on labels pick the change up at their next backup.
     """
-    wanted = lb.parse_labels(assignments or [])
-    drop = [lb.check_key(k) for k in remove or []]
-    dom = lv.lookup(lv.connect(connect), vm)
-    labels = lb.update_labels(dom, wanted, drop) if wanted or drop else lb.get_labels(dom)
+    result = ops.vm_labels(connect, vm, assignments=assignments, remove=remove)
     if json_output:
-        print_json({"vm": vm, "labels": labels})
+        print_model(result)
         return
-    if not labels:
+    if not result.labels:
         out.print(f"{vm} has no labels.", highlight=False)
         return
-    for key in sorted(labels):
-        out.print(f"{key}={labels[key]}", highlight=False)
-
-
-# ------------------------------------------------------------------ backup group
-
-
-def backup_group(
-    name: Annotated[str, typer.Argument(help="A stored group, or the name of the points "
-                                        "of the VMs given with --vm.")],
-    repo: RepoOpt,
-    vm: Annotated[list[str] | None, typer.Option(
-        "--vm", help="A member VM, repeatable (added to a stored group's members).")] = None,
-    consistency: LevelOpt = None,
-    require: RequireOpt = None,
-    connect: ConnectOpt = lv.DEFAULT_URI,
-    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
-    catalog: CatalogOpt = None,
-    passphrase_file: PassFileOpt = None,
-    key_file: KeyFileOpt = None,
-    json_output: JsonOpt = False,
-) -> None:
-    """Back up a group of VMs into one point at one instant.
-
-    With a stored group NAME, its members are resolved now (explicit members, then
-    the VMs its globs and labels select) and its level, required level and hooks are
-    the defaults that the options override; without one, --vm names the members.
-    Every running member is held (suspended, or frozen at the filesystem level) while
-    its backup job begins, all in parallel; the window is recorded as frozen_ms. A
-    guardian process resumes and thaws the members if Stasis dies inside it.
-    """
-    tags = parse_tags(tag or [])
-    if consistency is not None:
-        check_level(consistency)
-    if require is not None:
-        check_level(require, "--require")
-    extra = _dedupe(vm)
-    with _groups(catalog) as store:
-        stored = store.get(name)
-    conn = lv.connect(connect)
-    hooks: Hooks | None = None
-    if stored is not None:
-        g = stored.group
-        resolution = resolve(conn, g)
-        if resolution.missing:
-            resolution.check(name)
-        names = list(dict.fromkeys(resolution.members + extra))
-        if not names:
-            raise GroupError(f"group '{name}' has no members now: no VM is named in it or "
-                             "matches its selectors. Nothing was backed up.")
-        level = consistency or g.consistency
-        required = require if require is not None else g.require
-        hooks = g.hooks
-    elif not extra:
-        raise UsageError(f"there is no stored group named '{name}': give the members with "
-                         f"--vm, or store the group with 'stasis group create {name}'. "
-                         "Nothing was backed up.")
-    else:
-        names, level, required = extra, consistency or "crash", require
-    if effective_level(level, required) != "application":
-        hooks = None  # they run only at the application level (lowered by an option here)
-    check_levels(level, required, hooks)
-    r = open_repo(repo, passphrase_file, key_file)
-    progress = progress_for(json_output)
-    try:
-        with cli_job(catalog, "backup", name, vms=names, repo=r.url) as job:
-            m = back_up_members(conn, r, names, point_name=name, kind="group",
-                                run_dir=run_dir(), scratch_dir=scratch_dir(), tags=tags,
-                                progress=progress, consistency=level, require=required,
-                                hooks=hooks or None)
-            job.point(m, r)
-    finally:
-        progress.finish()
-    membership = m.extra.get("group", {})
-    if json_output:
-        result = backup_result(m)
-        result.update({k: membership.get(k, []) for k in ("members", "joined", "left")})
-        result["stored_group"] = stored is not None
-        print_json(result)
-        return
-    print_backup(m)
-    out.print(f"  members held for {m.timings.get('frozen_ms', 0):.1f} ms")
-    if m.parent is not None:
-        for key, verb in (("joined", "joined"), ("left", "left")):
-            if membership.get(key):
-                out.print(f"  {verb} the group since the last point: "
-                          f"{', '.join(membership[key])}", highlight=False)
+    for key in sorted(result.labels):
+        out.print(f"{key}={result.labels[key]}", highlight=False)

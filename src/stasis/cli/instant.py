@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from stasis.backends import open_backend
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
@@ -34,16 +35,17 @@ ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNE
                                          help="libvirt URI.")]
 
 
-def open_for_export(repo: Path, passphrase_file: Path | None,
+def open_for_export(repo: str, passphrase_file: Path | None,
           key_file: Path | None) -> tuple[Repository, Credentials]:
     """The repository, and its credentials made concrete (a prompt asked once), for the
     export process, which gets them through a pipe."""
     creds = credentials(passphrase_file, key_file)
+    backend = open_backend(repo)
     if creds.passphrase is None and creds.keyfile is None and creds.prompt is not None:
-        config = Repository.read_config(repo)
+        config = Repository.read_config(backend)
         if config.get("encryption") != "none":
             creds = Credentials(passphrase=creds.prompt())
-    return Repository.open(repo, creds), creds
+    return Repository.open(backend, creds), creds
 
 
 def export(

@@ -1,75 +1,32 @@
-"""``stasis jobs`` and ``stasis job show``: job history from the catalog.
-
-Also :func:`cli_job`, with which a command records its run as a job; a catalog that
-cannot be used is a warning there, never a reason not to back up.
-"""
+"""``stasis jobs`` and ``stasis job show``: job history from the catalog."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from stasis.cli.common import JsonOpt, err, human, out, print_json
-from stasis.errors import CatalogError
-
-if TYPE_CHECKING:
-    from stasis.catalog import Catalog, Job
-    from stasis.service.jobs import JobRun
+from stasis.app.jobs import list_jobs, show_job
+from stasis.app.models import JobModel
+from stasis.cli.common import CatalogOpt, JsonOpt, human, out, print_model
 
 app = typer.Typer(help="One job of the history: its result and log.", no_args_is_help=True)
 
-CatalogOpt = Annotated[str | None, typer.Option(
-    "--catalog", envvar="STASIS_CATALOG", show_default=False,
-    help="The catalog: a SQLite file, or a URL (sqlite:////PATH; "
-         "postgresql://USER@HOST/DB when hosts share it) "
-         "($STASIS_CATALOG; default <state dir>/catalog.db).")]
+
+def _when(t: str | None) -> str:
+    return datetime.fromisoformat(t).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
 
-def _warn(e: CatalogError) -> None:
-    err.print(f"[bold yellow]warning:[/] this run is not recorded as a job: {e.message}",
-              highlight=False)
-
-
-@contextmanager
-def cli_job(catalog: str | None, kind: str, name: str, *, vms: list[str] | None = None,
-            repo: str | None = None, params: dict[str, Any] | None = None,
-            ) -> Iterator[JobRun]:
-    """Record the block as a job in the catalog, or warn and run it unrecorded."""
-    from stasis.service.jobs import open_catalog_or_warn, recorded
-
-    opened: list[Catalog] = []
-
-    def open_catalog() -> Catalog | None:
-        c = open_catalog_or_warn(catalog, _warn)
-        if c is not None:
-            opened.append(c)
-        return c
-
-    try:
-        with recorded(None, kind, name, vms=vms, repo=repo, params=params,
-                      on_catalog_error=_warn, open_catalog=open_catalog) as run:
-            yield run
-    finally:
-        for c in opened:
-            c.close()
-
-
-def _when(t: datetime | None) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-
-def _duration(job: Job) -> str:
+def _duration(job: JobModel) -> str:
     d = job.duration_s
     return "-" if d is None else f"{d:.1f} s"
 
 
 def _outcome(kind: str, res: Any) -> str:
     """One entry of a job's result (a VM's, a point's, a step's) in a few words."""
+    res = res.to_json() if hasattr(res, "to_json") else res
     if not isinstance(res, dict):
         return str(res)
     if res.get("error"):
@@ -98,12 +55,9 @@ def jobs(
     json_output: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
-    from stasis.catalog import Catalog, JobStore
-
-    with Catalog.open(catalog) as c:
-        found = JobStore(c).list(state=state, kind=kind, policy=policy, limit=limit)
+    found = list_jobs(catalog, state=state, kind=kind, policy=policy, limit=limit)
     if json_output:
-        print_json([j.to_dict() for j in found])
+        print_model(found)
         return
     if not found:
         out.print("No jobs.")
@@ -127,16 +81,9 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one job: state, times, bytes, per-VM result, error, and its log."""
-    from stasis.catalog import Catalog, JobStore
-
-    with Catalog.open(catalog) as c:
-        store = JobStore(c)
-        job = store.get(job_id)
-        lines = store.logs(job_id) if show_log or json_output else []
+    job = show_job(catalog, job_id, with_log=show_log or json_output)
     if json_output:
-        data = job.to_dict()
-        data["log"] = [line.to_dict() for line in lines]
-        print_json(data)
+        print_model(job)
         return
     out.print(f"Job {job.id}: {job.kind} {job.name}", highlight=False)
     for key, value in (("state", job.state), ("policy", job.policy or "-"),
@@ -152,5 +99,6 @@ def show(
         out.print(f"  {what}: {_outcome(job.kind, res)}", highlight=False)
     if show_log:
         out.print("Log:")
-        for line in lines:
-            out.print(f"  {_when(line.time)} {line.level:<7} {line.text}", highlight=False)
+        for line in job.log or []:
+            out.print(f"  {_when(line['time'])} {line['level']:<7} {line['text']}",
+                      highlight=False)

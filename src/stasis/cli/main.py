@@ -15,20 +15,18 @@ from typer.core import TyperGroup
 
 from stasis import __version__
 from stasis.cli.common import err
-from stasis.errors import StasisError, exit_code_table
+from stasis.errors import StasisError, exit_code_table, warning_code_table
 from stasis.memory import tune_allocator
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so every ``finally`` cleans up."""
-
+from stasis.signals import Terminated
 
 _signal_seen: list[str] = []
 
 
 def _exit_codes_help() -> str:
     rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in exit_code_table())
-    return f"\b\nExit codes:\n{rows}"
+    warnings = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in warning_code_table())
+    return (f"\b\nExit codes:\n{rows}\n\b\nWarnings (printed; the command still exits 0):\n"
+            f"{warnings}")
 
 
 # The command tree as data: name -> how to build it. A command's module (and what
@@ -75,9 +73,8 @@ def _registered(module: str) -> Callable[[str], Any]:
 
 COMMANDS: dict[str, Callable[[str], Any]] = {
     "repo": _group("repo"),
-    "backup": _group("backup", ("vm", "vms", "backup_vm"), ("group", "groups", "backup_group")),
-    "restore": _group("restore", ("vm", "vms", "restore_vm_cmd"),
-                      ("group", "restore", "restore_group_cmd")),
+    "backup": _group("backup"),
+    "restore": _group("restore"),
     "list": _command("points", "list_points"),
     "show": _command("points", "show"),
     "verify": _command("verify", "verify"),
@@ -173,7 +170,8 @@ def run() -> None:
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except StasisError as e:
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        # The message (what failed, what was kept safe), then what to do, in CLI words.
+        err.print(f"[bold red]error:[/] {e.full_text}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from stasis.app import points as ops
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    PointArg,
     RepoOpt,
     err,
     human,
     open_repo,
     out,
-    print_json,
+    print_model,
 )
-from stasis.repository import Manifest
+from stasis.repository import ObjectDamaged
 
 
-def point_summary(m: Manifest) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "name": m.name,
-        "time": m.time,
-        "kind": m.kind,
-        "size": m.virtual_size,
-        "bytes_read": m.bytes_read,
-        "parent": m.parent,
-        "tags": m.tags,
-        "vms": [vm.name for vm in m.vms],
-        "disks": len(m.disks()),
-    }
-
-
-def point_detail(m: Manifest) -> dict[str, Any]:
-    d = m.to_dict()
-    d["size"] = m.virtual_size
-    for vm in d["vms"]:
-        for disk in vm["disks"]:
-            disk["target"] = disk["name"]
-    return d
+def _warn_damaged(pid: str, e: ObjectDamaged) -> None:
+    err.print(f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e.reason}); "
+              "run 'stasis verify' for details")
 
 
 def list_points(
@@ -53,36 +36,32 @@ def list_points(
     json_output: JsonOpt = False,
 ) -> None:
     """List recovery points, oldest first."""
-    r = open_repo(repo, passphrase_file, key_file)
-    points = r.points(on_damaged=lambda pid, e: err.print(
-        f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e.reason}); "
-        "run 'stasis verify' for details"))
-    if name is not None:
-        points = [p for p in points if p.name == name]
+    points = ops.list_points(open_repo(repo, passphrase_file, key_file), name=name,
+                             on_damaged=_warn_damaged)
     if json_output:
-        print_json([point_summary(p) for p in points])
+        print_model(points)
         return
     table = Table(box=None)
     for col in ("id", "name", "time", "size", "read", "disks", "tags"):
         table.add_column(col)
     for p in points:
-        table.add_row(p.id[:12], p.name, p.time[:19].replace("T", " "), human(p.virtual_size),
-                      human(p.bytes_read), str(len(p.disks())),
+        table.add_row(p.id[:12], p.name, p.time[:19].replace("T", " "), human(p.size),
+                      human(p.bytes_read), str(p.disks),
                       " ".join(f"{k}={v}" for k, v in p.tags.items()))
     out.print(table)
 
 
 def show(
-    point: Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")],
+    point: PointArg,
     repo: RepoOpt,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Show one recovery point in full."""
-    m = open_repo(repo, passphrase_file, key_file).resolve(point)
+    m = ops.show_point(open_repo(repo, passphrase_file, key_file), point)
     if json_output:
-        print_json(point_detail(m))
+        print_model(m)
         return
     out.print(f"Point {m.id}")
     out.print(f"  name     {m.name}")

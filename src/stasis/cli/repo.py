@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from stasis.backends import open_backend
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
@@ -51,12 +52,13 @@ def init(
             keyfile = crypto.new_keyfile_material()
         else:
             passphrase = new_passphrase(passphrase_file)
-    r = Repository.init(repo, encryption=encryption, chunk_size=size, compression=compression,
-                        passphrase=passphrase, keyfile=keyfile)
+    r = Repository.init(open_backend(repo), encryption=encryption, chunk_size=size,
+                        compression=compression, passphrase=passphrase, keyfile=keyfile)
     if keyfile is not None and key_file is not None:
         write_key_file(key_file, keyfile)
     if json_output:
-        print_json({"path": str(repo), "id": r.id, "encryption": encryption, "chunk_size": size})
+        print_json({"path": str(repo), "url": r.url, "id": r.id, "encryption": encryption,
+                    "chunk_size": size})
     else:
         out.print(f"Created repository {r.id[:12]} at {repo} ({encryption}, "
                   f"{human(size)} chunks).")

@@ -1,5 +1,7 @@
-"""``stasis restore``: bring back disks and whole groups of VMs (``restore vm`` is in
-:mod:`stasis.cli.vms`). Each restore is recorded as a job of kind ``restore``."""
+"""``stasis restore``: bring back a disk, a whole VM, or every VM of a group's point.
+
+Each restore is recorded as a job of kind ``restore``.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +10,38 @@ from typing import Annotated
 
 import typer
 
+from stasis.app import restore as ops
 from stasis.cli.common import (
+    CatalogOpt,
+    ConnectOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    PointArg,
     RepoOpt,
+    VmOpt,
     human,
     open_repo,
     out,
-    print_json,
+    print_model,
     progress_for,
+    warn_unrecorded,
 )
-from stasis.cli.jobs import CatalogOpt, cli_job
-from stasis.cli.vms import ConnectOpt, restored_vm_result
-from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
-from stasis.recovery.group import DEFAULT_SUFFIX, restore_group
-from stasis.recovery.restore import restore_disk
-from stasis.settings import run_dir
+from stasis.recovery.group import DEFAULT_SUFFIX
 
 app = typer.Typer(help="Restore from recovery points.", no_args_is_help=True)
+
+StorageOpt = Annotated[Path | None, typer.Option(help="Directory for the disks (default: "
+                                                 "/var/lib/libvirt/images).")]
 
 
 @app.command("disk")
 def disk(
-    point: Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")],
+    point: PointArg,
     to: Annotated[Path, typer.Option("--to", help="Target image file or block device.")],
     repo: RepoOpt,
-    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    vm: VmOpt = None,
     disk_name: Annotated[str | None, typer.Option("--disk", help="Disk of the VM (if it has "
                                                   "several).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="qcow2 or raw (default: the "
@@ -47,38 +53,66 @@ def disk(
     json_output: JsonOpt = False,
 ) -> None:
     """Restore one disk of a point to an image file or a block device."""
-    r = open_repo(repo, passphrase_file, key_file)
-    m = r.resolve(point)
     progress = progress_for(json_output)
-    vms = [vm] if vm else [v.name for v in m.vms][:1] if len(m.vms) == 1 else []
     try:
-        with cli_job(catalog, "restore", m.name, vms=vms, repo=r.url,
-                     params={"point": m.id, "target": str(to), "disk": disk_name,
-                             "format": fmt}) as job:
-            result = restore_disk(r, m, target=to, vm=vm, disk=disk_name, fmt=fmt,
-                                  force=force, progress=progress, run_dir=run_dir())
-            job.set_vms([result.vm])
-            job.result[result.vm] = {
-                "point": m.id, "point_name": m.name, "disks": {result.disk: result.target},
-                "format": result.format, "bytes_written": result.bytes_written, "error": None}
-            job.bytes_written = result.bytes_written
+        result = ops.restore_disk(lambda: open_repo(repo, passphrase_file, key_file), point,
+                                  to=to, catalog=catalog, warn=warn_unrecorded, vm=vm,
+                                  disk=disk_name, fmt=fmt, force=force, progress=progress)
     finally:
         progress.finish()
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
     else:
-        out.print(f"Restored {result.vm}/{result.disk} of point {m.id[:12]} to {result.target} "
-                  f"({result.format}, {human(result.virtual_size)}, wrote "
+        out.print(f"Restored {result.vm}/{result.disk} of point {result.point[:12]} to "
+                  f"{result.target} ({result.format}, {human(result.virtual_size)}, wrote "
                   f"{human(result.bytes_written)}) in {result.duration_s:.1f} s.")
 
 
+@app.command("vm")
+def restore_vm_cmd(
+    point: PointArg,
+    repo: RepoOpt,
+    vm: VmOpt = None,
+    name: Annotated[str | None, typer.Option(help="Name of the new VM (default: "
+                                             "NAME-restored).")] = None,
+    storage: StorageOpt = None,
+    network: Annotated[str | None, typer.Option(help="Connect every interface to this "
+                                                "libvirt network.")] = None,
+    start: Annotated[bool, typer.Option(help="Start the VM once defined.")] = False,
+    in_place: Annotated[bool, typer.Option(help="Restore over the original VM, which must "
+                                           "be shut off.")] = False,
+    connect: ConnectOpt = lv.DEFAULT_URI,
+    passphrase_file: PassFileOpt = None,
+    key_file: KeyFileOpt = None,
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Restore a whole VM, as a new VM or in place."""
+    progress = progress_for(json_output)
+    try:
+        result = ops.restore_vm(connect, lambda: open_repo(repo, passphrase_file, key_file),
+                                point, catalog=catalog, warn=warn_unrecorded, vm=vm, name=name,
+                                storage=storage, network=network, start=start,
+                                in_place=in_place, progress=progress)
+    finally:
+        progress.finish()
+    if json_output:
+        print_model(result)
+        return
+    where = "in place" if result.in_place else f"as {result.name} in {result.storage}"
+    out.print(f"Restored VM {result.vm} of point {result.point[:12]} {where}"
+              + (" and started it" if result.started else "") + f" in {result.duration_s:.1f} s.")
+    for d in result.disks:
+        out.print(f"  {d.disk}: {d.target} ({d.format}, {human(d.virtual_size)})")
+
+
+@app.command("group")
 def restore_group_cmd(
-    point: Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")],
+    point: PointArg,
     repo: RepoOpt,
     suffix: Annotated[str, typer.Option(help="Appended to each VM's name to name its "
                                         "copy.")] = DEFAULT_SUFFIX,
-    storage: Annotated[Path | None, typer.Option(help="Directory for the disks (default: "
-                                                 "/var/lib/libvirt/images).")] = None,
+    storage: StorageOpt = None,
     network: Annotated[str | None, typer.Option(help="Connect every interface to this "
                                                 "libvirt network (an isolated one lets the "
                                                 "copies run beside the originals).")] = None,
@@ -98,28 +132,19 @@ def restore_group_cmd(
     Everything is checked before anything is written; if a VM fails later, the
     domains and disks this command created are removed again.
     """
-    names = [n.strip() for n in order.split(",") if n.strip()] if order is not None else None
-    if order is not None and not names:
-        raise UsageError("--order is empty; name the VMs of the point, e.g. --order db,app")
-    conn = lv.connect(connect)
-    r = open_repo(repo, passphrase_file, key_file)
-    m = r.resolve(point)
+    names = ops.parse_order(order)
     progress = progress_for(json_output)
     try:
-        with cli_job(catalog, "restore", m.name, vms=[v.name for v in m.vms if v.kind == "vm"],
-                     repo=r.url, params={"point": m.id, "suffix": suffix, "start": start,
-                                         "network": network}) as job:
-            result = restore_group(conn, r, m, suffix=suffix, storage=storage,
-                                   network=network, start=start, order=names,
-                                   progress=progress, run_dir=run_dir())
-            for v in result.vms:
-                restored_vm_result(job, m, v)
+        result = ops.restore_group(connect, lambda: open_repo(repo, passphrase_file, key_file),
+                                   point, catalog=catalog, warn=warn_unrecorded, suffix=suffix,
+                                   storage=storage, network=network, start=start, order=names,
+                                   progress=progress)
     finally:
         progress.finish()
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
         return
-    out.print(f"Restored {len(result.vms)} VMs of point {m.id[:12]} in {result.storage}"
+    out.print(f"Restored {len(result.vms)} VMs of point {result.point[:12]} in {result.storage}"
               + (f" on network {result.network}" if result.network else "")
               + f" in {result.duration_s:.1f} s:")
     for v in result.vms:

@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stasis.repository.process import start_time
+
 # Disk formats QEMU can keep persistent dirty bitmaps in.
 BITMAP_FORMATS = ("qcow2",)
 
@@ -193,12 +195,11 @@ def qemu_run_id(name: str, run_dir: str = "/run/libvirt/qemu") -> str:
     """
     try:
         pid = int(Path(run_dir, f"{name}.pid").read_text().strip())
-        with open(f"/proc/{pid}/stat") as f:
-            start = f.read().rsplit(")", 1)[1].split()[19]
+        start = start_time(pid)
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return ""
-    return f"{boot}:{pid}:{start}"
+    return "" if start is None else f"{boot}:{pid}:{start}"
 
 
 def same_file(a: str, b: str) -> bool:

@@ -11,7 +11,6 @@ it references is durable (the backend's put is durable when it returns).
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import threading
 import time
@@ -24,7 +23,7 @@ from stasis import __version__
 from stasis.blockio import BlockReader, images
 from stasis.blockio.nbd import QemuNbd
 from stasis.blockio.raw import RawFile
-from stasis.errors import BackendError, RepositoryFull, UsageError
+from stasis.errors import BackendError, SourceUnreadable, UsageError
 from stasis.parallel import Cancelled, ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.repository import (
@@ -157,7 +156,7 @@ class ChunkStore:
                         else self.repo.load_chunk(base_name))
             except ObjectDamaged:
                 base = b""  # the parent's copy is unusable: read the whole chunk
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(BackendError):
                     self.repo.quarantine_chunk(base_name)  # promise 2: met, moved aside
             if len(base) == length:
                 buf = bytearray(base)
@@ -206,12 +205,6 @@ class ChunkStore:
             for i, name in results:
                 index.entries[i] = name
         return index, stats
-
-
-def _storage_errors(err: OSError) -> BaseException:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RepositoryFull(err.strerror or "no space left on device")
-    return BackendError(f"{err.strerror or err} ({getattr(err, 'filename', '') or 'storage'})")
 
 
 def back_up_disks(
@@ -268,7 +261,10 @@ def back_up_disks(
             )
         progress.finish()
     except OSError as e:
-        raise _storage_errors(e) from e
+        # The repository's failures arrive translated (BackendError): an OSError here
+        # is the source's.
+        raise SourceUnreadable(", ".join(s.source or s.name for s in sources),
+                               e.strerror or str(e)) from e
     ended = time.time()
     manifest = Manifest(
         id=point_id or new_point_id(),
@@ -287,10 +283,7 @@ def back_up_disks(
     )
     if store.cancel.is_set():
         raise Cancelled()
-    try:
-        repo.commit(manifest)
-    except OSError as e:
-        raise _storage_errors(e) from e
+    repo.commit(manifest)
     return manifest
 
 

@@ -7,12 +7,11 @@ What a crash or kill -9 can leave, and how each is recognised:
 - a checkpoint of this repository's chain whose point never committed (its name
   ends with a point-id prefix that no manifest has);
 - socket and scratch directories of dead Stasis processes in the run directory;
-- locks of dead processes, and temporary files in the repository;
-- instant VMs and attached disks whose setup was killed or whose export died
-  (:func:`stasis.recovery.instant.debris`).
+- locks of dead processes, and temporary files in the repository.
 
 Every VM backup runs the VM's part of this first, so the next incremental is right
-even if nobody ran ``stasis doctor``.
+even if nobody ran ``stasis doctor``. ``stasis doctor`` (:mod:`stasis.app.doctor`)
+adds recovery's debris (instant VMs, attached disks) to what is found here.
 """
 
 from __future__ import annotations
@@ -26,12 +25,11 @@ from pathlib import Path
 
 import libvirt
 
-from stasis.backends.local import LocalBackend
 from stasis.blockio.nbd import remove_dead_debris
 from stasis.errors import JobNotEnded, VmState
 from stasis.hypervisor import libvirt_api as lv
-from stasis.recovery.instant import debris as instant_debris
 from stasis.repository import Repository
+from stasis.repository.gc import TEMP_MAX_AGE, old_leftovers
 
 _JOB_DIR = re.compile(r"/" + re.escape(lv.JOB_DIR_PREFIX) + r"(\d+)-[0-9a-f]+/")
 
@@ -99,42 +97,35 @@ def clean_vm(dom: libvirt.virDomain, repo: Repository, report: DoctorReport | No
     return report
 
 
-def doctor(conn: libvirt.virConnect | None, repo: Repository | None, run_dirs: list[Path], *,
-           fix: bool) -> DoctorReport:
-    """Look for debris everywhere Stasis works; remove it when ``fix``."""
-    report = DoctorReport()
-    if conn is not None and repo is not None:
-        for dom in conn.listAllDomains():
-            try:
-                clean_vm(dom, repo, report, fix=fix)
-            except VmState:
-                pass  # a job of a running Stasis, or not Stasis's: not debris
-            except JobNotEnded as e:
-                report.add("libvirt job", str(e), False)
-    for kind, what, fixed in instant_debris(conn, fix=fix):
-        report.add(kind, what, fixed)
+def clean_vms(conn: libvirt.virConnect, repo: Repository, report: DoctorReport, *,
+              fix: bool) -> None:
+    """:func:`clean_vm` on every domain; a job that is not debris is left alone."""
+    for dom in conn.listAllDomains():
+        try:
+            clean_vm(dom, repo, report, fix=fix)
+        except VmState:
+            pass  # a job of a running Stasis, or not Stasis's: not debris
+        except JobNotEnded as e:
+            report.add("libvirt job", str(e), False)
+
+
+def clean_run_dirs(run_dirs: list[Path], report: DoctorReport, *, fix: bool) -> None:
+    """Socket and scratch directories of dead Stasis processes."""
     for run_dir in run_dirs:
         for path in remove_dead_debris(run_dir, dry_run=not fix):
             report.add("scratch", str(path), fix)
+
+
+def clean_repository(repo: Repository | None, report: DoctorReport, *, fix: bool) -> None:
+    """Locks of dead processes and old temporary files in the repository."""
     if repo is not None:
         stale = [lk for lk in repo.locks.locks() if repo.locks.is_stale(lk)]
         for lk in stale:
             if fix:
                 repo.backend.delete("locks/" + lk.id)
             report.add("lock", lk.describe(), fix)
-        if isinstance(repo.backend, LocalBackend):
-            for tmp in repo.backend.temporary_leftovers():
-                # A write in flight also has a temporary file: only old ones are debris.
-                if _older_than(tmp, 3600):
-                    if fix:
-                        with contextlib.suppress(FileNotFoundError):
-                            tmp.unlink()
-                    report.add("temporary file", str(tmp), fix)
-    return report
-
-
-def _older_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except FileNotFoundError:
-        return False
+        # A write in flight also has a temporary object: only old ones are debris.
+        for leftover in old_leftovers(repo.backend, time.time, TEMP_MAX_AGE):
+            if fix:
+                repo.backend.discard(leftover)
+            report.add("temporary file", f"{repo.url.rstrip('/')}/{leftover.name}", fix)

@@ -157,3 +157,30 @@ def inventory(conn: libvirt.virConnect, *, with_labels: bool = True) -> dict[str
 def resolve(conn: libvirt.virConnect, group: Group) -> Resolution:
     """The members of ``group`` now (explicit first, then selected by name), and the missing."""
     return select(group, inventory(conn, with_labels=bool(group.labels)))
+
+
+@dataclass
+class GroupBackup:
+    """What one run of a group backs up: its VMs now, and the level and hooks it asks."""
+
+    vms: list[str]
+    missing: list[str]  # explicit members that do not exist
+    consistency: str
+    require: str | None
+    hooks: Hooks | None  # only at the application level, where hooks run
+
+
+def plan_backup(conn: libvirt.virConnect, group: Group, *, consistency: str,
+                require: str | None, hooks: Hooks | None,
+                extra: list[str] | None = None) -> GroupBackup:
+    """The run of ``group`` now: its members (then ``extra`` VMs), at ``consistency``.
+
+    ``consistency``, ``require`` and ``hooks`` are what this run asks, already chosen
+    by the caller between its own and the group's (a command's options, a policy's
+    settings); hooks are kept only where they run, at the application level.
+    """
+    r = resolve(conn, group)
+    vms = list(dict.fromkeys(r.members + (extra or [])))
+    level = effective_level(consistency, require)
+    return GroupBackup(vms, r.missing, consistency, require,
+                       hooks if level == "application" and hooks else None)

@@ -3,7 +3,7 @@
 A running VM is backed up live through a libvirt pull-mode backup job, a shut-off
 one from its images; either way incremental where its checkpoint chain allows
 (:mod:`stasis.protection.chain`). A single VM is a group of one: the same engine
-(:mod:`stasis.protection.instant`) makes group points.
+(:mod:`stasis.protection.capture`) makes group points.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import libvirt
 
 from stasis.errors import StasisError
 from stasis.progress import Progress
-from stasis.protection.instant import back_up_members
+from stasis.protection.capture import back_up_members
 from stasis.repository import Manifest, Repository
 
 

@@ -3,9 +3,9 @@
 The source is a point (id, unique id prefix, ``NAME@latest``) or a VM name. The rule
 that tells them apart (:func:`resolve_source`): ``from_vm`` makes it a VM; otherwise it
 is a point when it resolves as one and a VM when a domain of that name exists; when it
-is both, nothing is made and the error says how to choose. A VM's present state is
-taken as a point first (:func:`stasis.protection.vm.back_up_vm`, into the same
-repository), and the clone is made of that point.
+is both, nothing is made and the error says how to choose. Here a clone is made of a
+point (:func:`clone_point`); a clone of a VM's present state takes a point of it first,
+which is protection's work: :func:`stasis.app.clone.clone` combines the two.
 
 A full clone is a sparse restore as a new VM (:func:`stasis.recovery.vm.restore_vm`).
 A linked clone is made like an instant VM (:mod:`stasis.recovery.instant`): its disks
@@ -34,6 +34,7 @@ from typing import Any
 
 import libvirt
 
+from stasis.backends import open_backend
 from stasis.errors import (
     AmbiguousPoint,
     CloneSourceNotFound,
@@ -44,7 +45,6 @@ from stasis.errors import (
 )
 from stasis.hypervisor import libvirt_api as lv
 from stasis.progress import Progress
-from stasis.protection.vm import back_up_vm
 from stasis.recovery import instant
 from stasis.recovery.vm import DEFAULT_STORAGE, restore_vm, select_vm
 from stasis.repository import Credentials, Manifest, Repository
@@ -123,28 +123,29 @@ def _allocated(path: str) -> int:
         return 0
 
 
-def clone(
-    conn: libvirt.virConnect, repo: Repository, creds: Credentials, source: str, *,
-    name: str, vm: str | None = None, linked: bool = False, storage: Path | None = None,
-    network: str | None = None, start: bool = False, from_vm: bool = False,
-    run_dir: Path, scratch_dir: Path, progress: Progress | None = None,
-) -> CloneResult:
-    """Make the VM ``name`` from ``source`` (a point spec or a VM name)."""
-    began = time.time()
-    storage = (storage or DEFAULT_STORAGE).absolute()
-    # Every refusal comes before a point is taken or a byte is written.
+def check_clone(conn: libvirt.virConnect, repo: Repository, source: str, *, name: str,
+                vm: str | None, storage: Path, network: str | None,
+                from_vm: bool) -> Manifest | str:
+    """Every refusal before anything is made: the new VM's name, storage and network,
+    then the source (:func:`resolve_source`), a point or the name of a VM; ``vm`` goes
+    with a VM source only when it names that VM."""
     instant.check_new_vm(conn, name, storage, network)
     found = resolve_source(conn, repo, source, from_vm=from_vm)
-    taken = isinstance(found, str)
-    if isinstance(found, str):
-        if vm is not None and vm != found:
-            raise UsageError(f"--vm {vm} does not go with the VM {found}: a VM's point holds "
-                             "that VM alone. Nothing was made.")
-        point = back_up_vm(conn, repo, found, run_dir=run_dir, scratch_dir=scratch_dir,
-                           progress=progress)
-        vm = found
-    else:
-        point = found
+    if isinstance(found, str) and vm is not None and vm != found:
+        raise UsageError(f"--vm {vm} does not go with the VM {found}: a VM's point holds "
+                         "that VM alone. Nothing was made.")
+    return found
+
+
+def clone_point(
+    conn: libvirt.virConnect, repo: Repository, creds: Credentials, point: Manifest, *,
+    name: str, vm: str | None = None, linked: bool = False, storage: Path | None = None,
+    network: str | None = None, start: bool = False, run_dir: Path,
+    progress: Progress | None = None,
+) -> CloneResult:
+    """Make the VM ``name`` from ``vm`` of ``point``, checked with :func:`check_clone`."""
+    began = time.time()
+    storage = (storage or DEFAULT_STORAGE).absolute()
     rec = select_vm(point, vm)
     if linked:
         result = _linked(conn, repo, creds, point, rec.name, name=name, storage=storage,
@@ -160,8 +161,6 @@ def clone(
                              dict(restored.files),
                              sum(d.bytes_written for d in restored.disks)
                              + sum(_allocated(f) for f in restored.files.values()))
-    result.source = "vm" if taken else "point"
-    result.point_taken = taken
     result.duration_s = round(time.time() - began, 3)
     return result
 
@@ -256,7 +255,7 @@ def delete(conn: libvirt.virConnect, name: str, creds: Credentials) -> DeleteRes
     removed = instant.discard_entry(conn, entry)
     hold, warning = None, ""
     try:
-        repo = Repository.open(entry.repo, creds)
+        repo = Repository.open(open_backend(entry.repo), creds)
         _hold(repo, entry.point)
         left = repo.hold_of(entry.point)
         hold = left.describe() if left is not None else None

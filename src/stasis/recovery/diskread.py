@@ -1,23 +1,26 @@
 """Random access to one disk of a point, straight from the repository.
 
-:class:`DiskReader` answers ``read_at(offset, size)`` (and, being a read-only
-binary file object, ``read``/``seek``/``tell``) from the disk's index: entry *i*
-covers bytes ``[i·chunk_size, …)``, an all-zero name reads as zeros without a
-load, and every stored chunk is fetched and verified by
-:meth:`Repository.load_chunk`. Decoded chunks are kept in a small LRU cache of a
-fixed number of bytes, so a file system walked through it reads each metadata
-chunk once and memory stays bounded whatever the disk's size. ``loads`` counts
-the chunks fetched from the repository: what a small read from a large disk
-costs, in chunks, for tests and benchmarks to assert on.
+:class:`DiskReader` answers ``read_at(offset, size)`` and ``extents(offset,
+length)`` (and, being a read-only binary file object, ``read``/``seek``/``tell``)
+from the disk's index: entry *i* covers bytes ``[i·chunk_size, …)``, an all-zero
+name reads as zeros without a load, and every stored chunk is fetched and verified
+by :func:`load_verified`. Decoded chunks are kept in a small LRU cache of a fixed
+number of bytes, so a file system walked through it reads each metadata chunk once
+and memory stays bounded whatever the disk's size. ``loads`` counts the chunks
+fetched from the repository: what a small read from a large disk costs, in chunks,
+for tests and benchmarks to assert on. File-level restore walks file systems
+through it and the NBD export's plugin serves its many connections from it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 
-from stasis.errors import IntegrityError
+from stasis.errors import BackendError, IntegrityError
 from stasis.repository import DiskIndex, DiskRecord, Manifest, ObjectDamaged, Repository, VmRecord
 from stasis.repository.index import ZERO_NAME
 
@@ -35,7 +38,7 @@ def load_verified(repo: Repository, index: DiskIndex, i: int, where: str,
     try:
         data = repo.load_chunk(name)
     except ObjectDamaged as e:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(BackendError):  # quarantine is best effort
             repo.quarantine_chunk(name)
         raise IntegrityError(
             f"Damaged data in {where}, offset {offset}: chunk {name.hex()[:16]} {e.reason}. "
@@ -53,7 +56,10 @@ def load_verified(repo: Repository, index: DiskIndex, i: int, where: str,
 class DiskReader(io.RawIOBase):
     """A read-only, seekable view of one disk of a point.
 
-    Not thread-safe: one reader per thread (they may share a repository).
+    ``read_at`` and ``extents`` are thread-safe: many threads may read at once (an
+    nbdkit plugin does), and concurrent reads of one chunk load it once. The file
+    position of ``read``, ``seek`` and ``tell`` is one per reader, for one thread at
+    a time (a file system walked through it).
     """
 
     def __init__(
@@ -74,6 +80,8 @@ class DiskReader(io.RawIOBase):
         self.loads = 0  # chunks fetched from the repository (cache misses)
         self.zero_reads = 0  # zero entries served without a fetch
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._loading: dict[int, Future[bytes]] = {}  # chunks a thread is loading
+        self._lock = threading.Lock()
         self._cache_chunks = max(2, cache_bytes // self.chunk_size)
         self._pos = 0
         self._where = (
@@ -93,19 +101,37 @@ class DiskReader(io.RawIOBase):
 
     def _chunk(self, i: int) -> bytes | None:
         """The plaintext of entry ``i``, or None when it reads as zeros."""
-        name = self.index.entries[i]
-        if name == ZERO_NAME:
-            self.zero_reads += 1
+        if self.index.entries[i] == ZERO_NAME:
+            with self._lock:
+                self.zero_reads += 1
             return None
-        data = self._cache.get(i)
-        if data is not None:
-            self._cache.move_to_end(i)
-            return data
-        data = load_verified(self.repo, self.index, i, self._where)
-        self.loads += 1
-        self._cache[i] = data
-        while len(self._cache) > self._cache_chunks:
-            self._cache.popitem(last=False)
+        with self._lock:
+            data = self._cache.get(i)
+            if data is not None:
+                self._cache.move_to_end(i)
+                return data
+            loading = self._loading.get(i)
+            if loading is None:
+                loading = self._loading[i] = Future()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            return loading.result()  # another thread loads it: wait for its result
+        try:
+            data = load_verified(self.repo, self.index, i, self._where)
+        except BaseException as e:
+            with self._lock:
+                del self._loading[i]
+            loading.set_exception(e)
+            raise
+        with self._lock:
+            del self._loading[i]
+            self.loads += 1
+            self._cache[i] = data
+            while len(self._cache) > self._cache_chunks:
+                self._cache.popitem(last=False)
+        loading.set_result(data)
         return data
 
     def read_at(self, offset: int, size: int) -> bytes:
@@ -124,6 +150,22 @@ class DiskReader(io.RawIOBase):
             parts.append(bytes(take) if data is None else data[within:within + take])
             pos += take
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def extents(self, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        """(offset, length, is_zero) runs covering [offset, offset+length), by chunk."""
+        runs: list[tuple[int, int, bool]] = []
+        pos, end = offset, min(offset + length, self.size)
+        while pos < end:
+            i = pos // self.chunk_size
+            stop = min((i + 1) * self.chunk_size, end)
+            zero = self.index.entries[i] == ZERO_NAME
+            if runs and runs[-1][2] == zero:
+                o, n, _ = runs[-1]
+                runs[-1] = (o, n + stop - pos, zero)
+            else:
+                runs.append((pos, stop - pos, zero))
+            pos = stop
+        return runs
 
     # --------------------------------------------------------------- file-like
 
@@ -167,5 +209,6 @@ class DiskReader(io.RawIOBase):
         return n
 
     def close(self) -> None:
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
         super().close()

@@ -43,7 +43,9 @@ class GroupRestoreFailed(StasisError):
 
     def __init__(self, *, point: str, vm: str, cause: BaseException, undone: str) -> None:
         text = cause.message if isinstance(cause, StasisError) else str(cause)
-        super().__init__(point=point, vm=vm, cause=text.strip().rstrip(".") + ".", undone=undone)
+        hint = cause.hint if isinstance(cause, StasisError) else None
+        super().__init__(point=point, vm=vm, cause=text.strip().rstrip(".") + ".", undone=undone,
+                         hint=hint or None)
         self.cause = cause
         # The cause decides the exit code (17 for a target, 19 for damaged data, 22 for
         # libvirt), so a script sees the same code as for the one VM restored alone.

@@ -21,7 +21,7 @@ from typing import Any
 from stasis.blockio import BlockWriter, images
 from stasis.blockio.nbd import QemuNbd
 from stasis.blockio.raw import RawFile
-from stasis.errors import DiskNotFound, TargetError, TargetExists, UsageError
+from stasis.errors import BackendError, DiskNotFound, TargetError, TargetExists, UsageError
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.recovery.diskread import load_verified
@@ -161,8 +161,12 @@ def restore_disk(
     index = repo.load_disk_index(point, vm_rec, disk_rec)
     with repo.shared_lock(f"restore {point.id[:12]}"):
         if is_block:
-            return _restore_to_block(repo, point, vm_rec, disk_rec, index, target, progress,
-                                     workers, run_dir, started)
+            try:
+                return _restore_to_block(repo, point, vm_rec, disk_rec, index, target,
+                                         progress, workers, run_dir, started)
+            except BackendError as e:
+                raise e.leaving(f"The block device {target} was partly written: restore "
+                                "it again.") from e
         partial = target.parent / f".{target.name}.stasis-partial-{secrets.token_hex(4)}"
         try:
             options = disk_rec.format_options if disk_rec.format == out_fmt else {}
@@ -180,6 +184,9 @@ def restore_disk(
             finally:
                 os.close(dfd)
             progress.finish()
+        except BackendError as e:  # the repository failed, not the target
+            raise e.leaving(f"The restore target {target} was not completed; nothing "
+                            "was left at it.") from e
         except OSError as e:
             reason = e.strerror or str(e)
             raise TargetError(target, reason, "Nothing was left at the target.") from e

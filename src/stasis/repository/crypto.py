@@ -17,7 +17,6 @@ object still carries a keyed checksum, but there is no secrecy.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +30,26 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 MASTER_LEN = 64
 KEYFILE_LEN = 32
 
-# Argon2id cost: 64 MiB and 3 passes takes about 0.15 s here and makes a guess
-# cost the same memory. Tests may lower it through STASIS_KDF_MEMORY_KIB (read at
-# slot creation only; the parameters are stored in the slot).
 DEFAULT_KDF_LANES = 2
-DEFAULT_KDF: dict[str, Any] = {
-    "name": "argon2id", "memory_kib": 65536, "iterations": 3, "lanes": DEFAULT_KDF_LANES,
-}
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id's cost for a new passphrase slot; the slot stores them, so opening
+    a slot always uses the cost it was made with."""
+
+    memory_kib: int = 65536
+    iterations: int = 3
+    lanes: int = DEFAULT_KDF_LANES
+
+    def to_slot(self) -> dict[str, Any]:
+        return {"name": "argon2id", "memory_kib": self.memory_kib,
+                "iterations": self.iterations, "lanes": self.lanes}
+
+
+# 64 MiB and 3 passes takes about 0.15 s here and makes a guess cost the same memory.
+# Nothing in the product lowers it: only tests pass cheaper parameters, in-process.
+DEFAULT_KDF = KdfParams()
 
 
 def b64e(data: bytes) -> str:
@@ -77,15 +89,6 @@ class Keys:
         return cls.from_master(secrets.token_bytes(MASTER_LEN))
 
 
-def kdf_params() -> dict[str, Any]:
-    params = dict(DEFAULT_KDF)
-    override = os.environ.get("STASIS_KDF_MEMORY_KIB")
-    if override:
-        params["memory_kib"] = max(8 * DEFAULT_KDF_LANES, int(override))
-        params["iterations"] = 1
-    return params
-
-
 def passphrase_key(passphrase: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
     if params.get("name") != "argon2id":
         raise ValueError(f"unknown KDF {params.get('name')!r}")
@@ -105,7 +108,8 @@ def keyfile_key(material: bytes, salt: bytes) -> bytes:
 
 
 def make_slot(
-    *, slot_id: str, repo_id: str, master: bytes, kind: str, secret: bytes | None, label: str
+    *, slot_id: str, repo_id: str, master: bytes, kind: str, secret: bytes | None, label: str,
+    kdf: KdfParams = DEFAULT_KDF,
 ) -> dict[str, Any]:
     """Wrap ``master`` into a new slot of ``kind`` ('passphrase', 'keyfile' or 'plain')."""
     slot: dict[str, Any] = {"id": slot_id, "kind": kind, "label": label}
@@ -115,7 +119,7 @@ def make_slot(
     assert secret is not None
     salt = secrets.token_bytes(16)
     if kind == "passphrase":
-        params = kdf_params()
+        params = kdf.to_slot()
         wrapping = passphrase_key(secret, salt, params)
         slot["kdf"] = params
     elif kind == "keyfile":

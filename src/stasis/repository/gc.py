@@ -13,8 +13,8 @@ How it runs
 3. **Re-mark under the lock.** List ``manifests/`` again (M2) and mark every point
    in M2 but not in M1, with its indexes: R2 = R1 ∪ refs(M2 − M1).
 4. **Sweep under the lock**: delete the candidate indexes not in R2, then the
-   candidate chunks not in R2, then temporary files of killed writers (local
-   backend, older than an hour by the injected clock). Release the lock.
+   candidate chunks not in R2, then the leftovers of killed writers (the
+   backend's temporary objects older than an hour by the injected clock). Release the lock.
 
 A damaged manifest or index (in step 1 or 3) stops gc before anything is deleted:
 gc cannot know what that point references, so nothing it found is provably garbage.
@@ -74,13 +74,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from stasis.backends.local import LocalBackend
+from stasis.backends.base import Backend, Leftover
+from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import IntegrityError, Locked
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
@@ -121,7 +120,7 @@ class GcReport:
     indexes: Tally = field(default_factory=Tally)  # unreferenced: deleted (or would be)
     chunks: Tally = field(default_factory=Tally)
     temporary_files: Tally = field(default_factory=Tally)
-    temporary_files_checked: bool = True  # False: the backend has no temporary files
+    temporary_files_checked: bool = True  # every backend lists its leftovers now
     kept_indexes: Tally = field(default_factory=Tally)
     kept_chunks: Tally = field(default_factory=Tally)
     quarantined: Tally = field(default_factory=Tally)  # left in place
@@ -230,24 +229,21 @@ def _list_candidates(repo: Repository) -> _Candidates:
     return _Candidates(indexes, chunks)
 
 
-def _old_temporary_files(
-    backend: LocalBackend, now: Callable[[], float], max_age: float
-) -> Iterator[tuple[Path, int]]:
-    for path in backend.temporary_leftovers():
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue  # its writer renamed or removed it meanwhile
-        if now() - st.st_mtime > max_age:
-            yield path, st.st_size
+def old_leftovers(
+    backend: Backend, now: Callable[[], float], max_age: float
+) -> Iterator[Leftover]:
+    """The backend's leftovers older than ``max_age``: a put in flight is younger."""
+    for leftover in backend.leftovers():
+        if now() - leftover.mtime > max_age:
+            yield leftover
 
 
 def _take_exclusive(
     repo: Repository, wait: float, on_wait: Callable[[str, float], None] | None,
-    stack: contextlib.ExitStack,
+    stack: contextlib.ExitStack, clock: Clock,
 ) -> float:
     """Hold the exclusive lock until ``stack`` closes; return the seconds waited for it."""
-    began = time.monotonic()
+    began = clock.monotonic()
     try:
         stack.enter_context(repo.exclusive_lock("gc", wait=0.0))
         return 0.0
@@ -257,9 +253,9 @@ def _take_exclusive(
         if on_wait is not None:
             on_wait(str(e.args[1]) if len(e.args) > 1 else "another job", wait)
     stack.enter_context(
-        repo.exclusive_lock("gc", wait=max(0.0, wait - (time.monotonic() - began)))
+        repo.exclusive_lock("gc", wait=max(0.0, wait - (clock.monotonic() - began)))
     )
-    return time.monotonic() - began
+    return clock.monotonic() - began
 
 
 def collect_garbage(
@@ -268,7 +264,7 @@ def collect_garbage(
     dry_run: bool = False,
     wait: float = DEFAULT_WAIT,
     progress: Progress | None = None,
-    now: Callable[[], float] = time.time,
+    clock: Clock = SYSTEM_CLOCK,
     temp_max_age: float = TEMP_MAX_AGE,
     workers: int | None = None,
     on_wait: Callable[[str, float], None] | None = None,
@@ -276,23 +272,23 @@ def collect_garbage(
     """Delete (or, with ``dry_run``, count) what no committed point references.
 
     ``wait`` bounds the wait for the exclusive lock (:class:`Locked` after it);
-    ``on_wait(holder, wait)`` is called once when gc has to wait. ``now`` is the
-    clock that ages temporary files. Raises :class:`IntegrityError` on a damaged
+    ``on_wait(holder, wait)`` is called once when gc has to wait. ``clock`` ages
+    temporary files and times the phases. Raises :class:`IntegrityError` on a damaged
     manifest or index, before deleting anything.
     """
     progress = progress or NoProgress()
     report = GcReport(dry_run=dry_run)
-    began = time.monotonic()
+    began = clock.monotonic()
     candidates = _list_candidates(repo)
     marker = _Marker(repo, progress, workers)
     progress.start("gc: mark", sum(candidates.indexes.values()))
     report.points = marker.mark(repo.point_ids(), candidates.indexes)
     progress.finish()
-    report.mark_s = round(time.monotonic() - began, 3)
+    report.mark_s = round(clock.monotonic() - began, 3)
 
     with contextlib.ExitStack() as stack:
-        report.lock_waited_s = round(_take_exclusive(repo, wait, on_wait, stack), 3)
-        locked_at = time.monotonic()
+        report.lock_waited_s = round(_take_exclusive(repo, wait, on_wait, stack, clock), 3)
+        locked_at = clock.monotonic()
         # Points committed since the listing above: their backups have all let go
         # of their shared locks by now, so this listing holds every one of them.
         late = marker.mark(repo.point_ids(), candidates.indexes)
@@ -317,13 +313,9 @@ def collect_garbage(
             else:
                 report.chunks.add(size)
                 doomed_chunks.append(cname)
-        temps: list[tuple[Path, int]] = []
-        if isinstance(repo.backend, LocalBackend):
-            temps = list(_old_temporary_files(repo.backend, now, temp_max_age))
-            for _path, size in temps:
-                report.temporary_files.add(size)
-        else:
-            report.temporary_files_checked = False
+        temps = list(old_leftovers(repo.backend, lambda: clock.now().timestamp(), temp_max_age))
+        for leftover in temps:
+            report.temporary_files.add(leftover.size)
         for obj in repo.backend.list("quarantine/"):
             report.quarantined.add(obj.size)
 
@@ -336,11 +328,10 @@ def collect_garbage(
             for cname in doomed_chunks:
                 repo.backend.delete(chunk_key(cname))
                 progress.advance(candidates.chunks[cname])
-            for path, size in temps:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                progress.advance(size)
+            for leftover in temps:
+                repo.backend.discard(leftover)
+                progress.advance(leftover.size)
             progress.finish()
-        report.locked_s = round(time.monotonic() - locked_at, 3)
-    report.duration_s = round(time.monotonic() - began, 3)
+        report.locked_s = round(clock.monotonic() - locked_at, 3)
+    report.duration_s = round(clock.monotonic() - began, 3)
     return report

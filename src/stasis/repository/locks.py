@@ -28,19 +28,11 @@ from dataclasses import asdict, dataclass
 
 from stasis.backends.base import Backend
 from stasis.errors import Locked, ObjectNotFound
+from stasis.repository.process import start_token
 
 STALE_AFTER = 30 * 60.0
 REFRESH_EVERY = 5 * 60.0
 PREFIX = "locks/"
-
-
-def _proc_start(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # field 22 (starttime) comes after the parenthesised command name
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 @dataclass
@@ -76,7 +68,7 @@ class LockManager:
     def is_stale(self, lock: LockInfo) -> bool:
         if self.now() - lock.refreshed > STALE_AFTER:
             return True
-        return lock.host == self.host and _proc_start(lock.pid) != lock.start
+        return lock.host == self.host and start_token(lock.pid) != lock.start
 
     def remove_stale(self) -> list[LockInfo]:
         stale = [lk for lk in self.locks() if self.is_stale(lk)]
@@ -97,7 +89,7 @@ class LockManager:
             kind=kind,
             host=self.host,
             pid=pid,
-            start=_proc_start(pid),
+            start=start_token(pid),
             purpose=purpose,
             created=now,
             refreshed=now,

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from stasis.errors import StasisWarning
+
 FORMAT_VERSION = 1
 
 
@@ -72,7 +74,7 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     # What the run that made this point warns of after it committed (a libvirt job it
     # could not end, say). Never stored: it is about that run, not about the point.
-    run_warnings: list[str] = field(default_factory=list, compare=False)
+    run_warnings: list[StasisWarning] = field(default_factory=list, compare=False)
 
     @property
     def virtual_size(self) -> int:

@@ -23,16 +23,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import blake3
 
 from stasis import __version__
 from stasis.backends.base import Backend
-from stasis.backends.local import LocalBackend
 from stasis.errors import (
     AmbiguousPoint,
+    BackendError,
     ConfigCorrupt,
     IntegrityError,
     KeySlotError,
@@ -51,6 +50,7 @@ from stasis.repository.holds import KIND_HOLD, Hold, HoldFormatError, hold_key
 from stasis.repository.index import DiskIndex, IndexFormatError
 from stasis.repository.locks import LockInfo, LockManager
 from stasis.repository.manifest import DiskRecord, Manifest, ManifestFormatError, VmRecord
+from stasis.repository.storage import Storage
 
 REPO_FORMAT = "stasis-repository"
 REPO_VERSION = 1
@@ -112,8 +112,15 @@ def utc_now_iso() -> str:
 
 
 class Repository:
+    """A repository on a backend (opened from a location by
+    :func:`stasis.backends.open_backend`).
+
+    Every backend call goes through :class:`Storage`, which translates the
+    backend's errors into :class:`BackendError` and :class:`RepositoryFull`.
+    """
+
     def __init__(self, backend: Backend, config: dict[str, Any], keys: crypto.Keys) -> None:
-        self.backend = backend
+        self.backend = backend if isinstance(backend, Storage) else Storage(backend)
         self.config = config
         self.keys = keys
         self.sealer = objects.Sealer(
@@ -138,18 +145,20 @@ class Repository:
 
     @property
     def url(self) -> str:
+        """Where the repository is (its backend's location); its identity is :attr:`id`."""
         return self.backend.url
 
     @classmethod
     def init(
         cls,
-        path: str | Path,
+        backend: Backend,
         *,
         encryption: str = "aes-256-gcm",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         compression: str = f"zstd-{objects.ZSTD_LEVEL}",
         passphrase: bytes | None = None,
         keyfile: bytes | None = None,
+        kdf: crypto.KdfParams = crypto.DEFAULT_KDF,
     ) -> Repository:
         if encryption not in ENCRYPTIONS:
             raise UsageError(f"unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}")
@@ -166,11 +175,11 @@ class Repository:
             objects.parse_compression(compression)
         except ValueError as e:
             raise UsageError(f"{e}; nothing was written") from None
-        root = Path(path)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise RepositoryExists(root)
-        root.mkdir(parents=True, exist_ok=True)
-        backend = LocalBackend(root)
+        store = Storage(backend)
+        try:
+            store.create()
+        except FileExistsError:
+            raise RepositoryExists(store.url) from None
         keys = crypto.Keys.generate()
         config: dict[str, Any] = {
             "format": REPO_FORMAT,
@@ -196,49 +205,58 @@ class Repository:
         elif passphrase:
             slot = crypto.make_slot(
                 slot_id=secrets.token_hex(4), repo_id=config["id"], master=keys.master,
-                kind="passphrase", secret=passphrase, label="initial passphrase",
+                kind="passphrase", secret=passphrase, label="initial passphrase", kdf=kdf,
             )
         else:
             raise KeySlotError("an encrypted repository needs a passphrase or a key file")
         config["mac"] = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
-        # Key slot first, config last: a directory with a config is a repository.
-        backend.put(f"keys/{slot['id']}", json.dumps(slot, indent=1).encode())
-        backend.sync()
-        backend.put("config", json.dumps(config, indent=1).encode())
-        backend.sync()
-        return cls(backend, config, keys)
+        # Key slot first, config last: a store with a config is a repository.
+        store.put(f"keys/{slot['id']}", json.dumps(slot, indent=1).encode())
+        store.sync()
+        store.put("config", json.dumps(config, indent=1).encode())
+        store.sync()
+        return cls(store, config, keys)
 
     @staticmethod
-    def read_config(path: str | Path) -> dict[str, Any]:
-        root = Path(path)
-        if not root.exists():
+    def read_config(backend: Backend) -> dict[str, Any]:
+        """The repository's config, checked for form (no key needed; its MAC is
+        checked by :meth:`open`)."""
+        store = backend if isinstance(backend, Storage) else Storage(backend)
+        root = store.url
+        config_at = f"{root.rstrip('/')}/config"
+        if not store.store_exists():
             raise RepositoryNotFound(root)
-        if not root.is_dir() or not (root / "config").exists():
-            raise NotARepository(root)
         try:
-            config = json.loads((root / "config").read_bytes())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigCorrupt(root / "config", f"not readable JSON: {e}") from None
+            raw = store.get("config")
+        except ObjectNotFound:
+            raise NotARepository(root) from None
+        except BackendError as e:
+            raise ConfigCorrupt(config_at, f"not readable: {e.args[2]}") from None
+        try:
+            config = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigCorrupt(config_at, f"not readable JSON: {e}") from None
         if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
-            raise ConfigCorrupt(root / "config", "it does not describe a Stasis repository")
+            raise ConfigCorrupt(config_at, "it does not describe a Stasis repository")
         if config.get("version") != REPO_VERSION:
             raise UnsupportedFormat(root, config.get("version"), __version__)
         required = ("id", "chunk_size", "encryption", "mac")
         missing = [k for k in required if k not in config]
         if missing:
-            raise ConfigCorrupt(root / "config", f"missing {', '.join(missing)}")
+            raise ConfigCorrupt(config_at, f"missing {', '.join(missing)}")
         if config["encryption"] not in ENCRYPTIONS or not isinstance(config["chunk_size"], int):
-            raise ConfigCorrupt(root / "config", "unknown encryption or chunk size")
+            raise ConfigCorrupt(config_at, "unknown encryption or chunk size")
         try:
             objects.parse_compression(str(config.get("compression", "zstd-3")))
         except ValueError as e:
-            raise ConfigCorrupt(root / "config", str(e)) from None
+            raise ConfigCorrupt(config_at, str(e)) from None
         return config
 
     @classmethod
-    def open(cls, path: str | Path, credentials: Credentials | None = None) -> Repository:
-        config = cls.read_config(path)
-        backend = LocalBackend(path)
+    def open(cls, backend: Backend, credentials: Credentials | None = None) -> Repository:
+        store = backend if isinstance(backend, Storage) else Storage(backend)
+        config = cls.read_config(store)
+        backend = store
         creds = credentials or Credentials()
         slots = []
         for obj in backend.list("keys/"):
@@ -251,12 +269,12 @@ class Repository:
             creds = Credentials(passphrase=creds.prompt())
             master = cls._unlock(config["id"], slots, creds)
         if master is None:
-            raise WrongPassphrase(path, creds.describe())
+            raise WrongPassphrase(store.url, creds.describe())
         keys = crypto.Keys.from_master(master)
         expected = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
         if not hmac.compare_digest(expected, str(config["mac"])):
             raise ConfigCorrupt(
-                Path(path) / "config",
+                f"{store.url.rstrip('/')}/config",
                 "its contents changed since it was written: the MAC does not match",
             )
         return cls(backend, config, keys)
@@ -285,13 +303,15 @@ class Repository:
             slots.append({"id": slot["id"], "kind": slot["kind"], "label": slot.get("label", "")})
         return sorted(slots, key=lambda s: s["id"])
 
-    def add_key_slot(self, *, kind: str, secret: bytes, label: str) -> str:
+    def add_key_slot(
+        self, *, kind: str, secret: bytes, label: str, kdf: crypto.KdfParams = crypto.DEFAULT_KDF
+    ) -> str:
         if not self.encrypted:
             raise KeySlotError("a repository without encryption has no key slots to add")
         slot_id = secrets.token_hex(4)
         slot = crypto.make_slot(
             slot_id=slot_id, repo_id=self.id, master=self.keys.master, kind=kind,
-            secret=secret, label=label,
+            secret=secret, label=label, kdf=kdf,
         )
         self.backend.put(f"keys/{slot_id}", json.dumps(slot, indent=1).encode())
         self.backend.sync()

@@ -1,4 +1,4 @@
-"""The service layer's domain rules: retention now, policies, jobs and the scheduler later.
+"""The service layer: retention, policies, jobs, the scheduler, notifications, RPO.
 
 Modules here decide; they do not parse options or print. They take their inputs as
 plain data (points, holds, rules as dataclasses) and an injected instant, never the

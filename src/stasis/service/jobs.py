@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from stasis.errors import CatalogError, Interrupted, StasisError
 from stasis.parallel import Cancelled
 from stasis.repository import Manifest, Repository
+from stasis.repository.process import start_time
+from stasis.signals import Terminated
 
 if TYPE_CHECKING:  # the catalog (SQLAlchemy) is imported when a job is recorded
     from stasis.catalog import Catalog, Job, JobStore
@@ -38,21 +40,9 @@ log = logging.getLogger("stasis.job")
 Runner = tuple[str, int, int]  # host, pid, process start time (clock ticks since boot)
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` (``/proc/PID/stat`` field 22), None if none."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def this_runner() -> Runner:
     pid = os.getpid()
-    return socket.gethostname(), pid, process_start(pid) or 0
+    return socket.gethostname(), pid, start_time(pid) or 0
 
 
 def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bool | None:
@@ -61,7 +51,7 @@ def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bo
         return None
     if pid is None:
         return False
-    started = process_start(pid)
+    started = start_time(pid)
     return started is not None and (not pid_start or started == pid_start)
 
 
@@ -137,7 +127,7 @@ class JobRun:
                 "bytes_read": sum(d.bytes_read for d in vm.disks),
                 "bytes_written": sum(d.stored_new for d in vm.disks),
                 "modes": {d.name: d.mode for d in vm.disks}, "error": None,
-                "warnings": list(m.run_warnings),
+                "warnings": [w.to_dict() for w in m.run_warnings],
             }
         self.bytes_read += m.bytes_read
         self.bytes_written += stored
@@ -145,7 +135,7 @@ class JobRun:
                  m.name, ", ".join(f"{vm.name} {vm.consistency}" for vm in m.vms),
                  m.bytes_read, stored)
         for warning in m.run_warnings:
-            log.warning("%s", warning)
+            log.warning("%s", warning.message)
 
         def index() -> None:
             from stasis.catalog import PointIndex
@@ -187,7 +177,7 @@ class _JobHandler(logging.Handler):
 def _interrupt_reason(e: BaseException) -> str:
     if isinstance(e, Interrupted):
         return e.message
-    if type(e).__name__ == "Terminated":
+    if isinstance(e, Terminated):
         return "interrupted by SIGTERM"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted by Ctrl-C"
@@ -267,7 +257,7 @@ def recorded(
             state, error, code = "failed", run.failure.message, run.failure.exit_code
     except (KeyboardInterrupt, Cancelled, Interrupted) as e:
         state, error = "interrupted", _interrupt_reason(e)
-        code = 143 if type(e).__name__ == "Terminated" or isinstance(e, Cancelled) else 130
+        code = 143 if isinstance(e, Terminated | Cancelled) else 130
         raise
     except StasisError as e:
         state, error, code = "failed", e.message, e.exit_code
@@ -295,7 +285,7 @@ def expire_logs(catalog: Catalog, keep: timedelta, now: datetime | None = None) 
     """Delete job log lines older than ``keep`` (at ``now``, else the catalog's clock)."""
     from stasis.catalog import JobStore
 
-    return JobStore(catalog).expire_logs((now or catalog.clock()) - keep)
+    return JobStore(catalog).expire_logs((now or catalog.clock.now()) - keep)
 
 
 def open_catalog_or_warn(url: str | None,

@@ -40,12 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from stasis import __version__
+from stasis.clock import Clock
 from stasis.service.policy import EmailTarget, NotifyConfig, Policy
 from stasis.service.rpo import RpoStatus
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 FAILURE, RPO, RECOVERED = "failure", "rpo", "recovered"
 
@@ -225,5 +224,5 @@ class Notifier:
 
 
 def _now(clock: Clock) -> datetime:
-    t = clock()
+    t = clock.now()
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)

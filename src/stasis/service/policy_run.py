@@ -11,7 +11,6 @@ in ``stasis policy run`` when no service runs.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,44 +20,21 @@ from pathlib import Path
 import libvirt
 
 from stasis.catalog import Catalog, GroupStore
+from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import GroupError, StasisError
 from stasis.parallel import Cancelled
 from stasis.progress import Progress
+from stasis.protection.capture import back_up_members
 from stasis.protection.consistency import Hooks
-from stasis.protection.groups import Group, effective_level, resolve
-from stasis.protection.instant import back_up_members
+from stasis.protection.groups import Group, GroupBackup, plan_backup
 from stasis.repository import Repository
 from stasis.service.jobs import JobRun
 from stasis.service.policy import Policy
 
 log = logging.getLogger("stasis.policy")
 
-# Only for tests of a service killed in the middle of a job; never set it in
-# production. Each backup then waits this many milliseconds once its libvirt backup
-# job has begun and before it reads (a cancel still ends the wait at once).
-TEST_HOLD_ENV = "STASIS_TEST_JOB_HOLD_MS"
-
-
-class _TestHold:
-    """A progress sink that holds the backup open where a kill leaves the most debris."""
-
-    def __init__(self, cancel: threading.Event, ms: int) -> None:
-        self.cancel, self.ms = cancel, ms
-
-    def start(self, description: str, total: int) -> None:
-        log.info("test hook: holding %s for %d ms", description, self.ms)
-        self.cancel.wait(self.ms / 1000)
-
-    def advance(self, amount: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-def _progress(cancel: threading.Event) -> Progress | None:
-    ms = int(os.environ.get(TEST_HOLD_ENV, "0") or 0)
-    return _TestHold(cancel, ms) if ms > 0 else None
+# Makes the progress sink of each unit's backup, given the job's cancel event.
+UnitProgress = Callable[[threading.Event], Progress | None]
 
 
 @dataclass
@@ -84,31 +60,32 @@ class Plan:
 def plan_units(conn: libvirt.virConnect, catalog: Catalog | None, policy: Policy) -> Plan:
     """The units of ``policy`` now (groups looked up in the catalog, selectors resolved)."""
     m = policy.members
-    level = effective_level(policy.consistency, policy.require)
     units: list[Unit] = []
     taken: set[str] = set()
     missing: list[str] = []
+
+    def plan(group: Group, hooks: Hooks | None) -> GroupBackup:
+        return plan_backup(conn, group, consistency=policy.consistency,
+                           require=policy.require, hooks=hooks)
+
     for name in m.groups:
         if catalog is None:
             raise GroupError(f"policy '{policy.name}' backs up group '{name}', and the "
                              "catalog holding the groups cannot be used.")
         g = GroupStore(catalog).must_get(name).group
-        r = resolve(conn, g)
-        missing += r.missing
-        vms = [vm for vm in r.members if vm not in taken]
-        hooks = policy.hooks if policy.hooks else g.hooks
+        p = plan(g, policy.hooks if policy.hooks else g.hooks)
+        missing += p.missing
+        vms = [vm for vm in p.vms if vm not in taken]
         if vms:
-            units.append(Unit(name, "group", vms,
-                              hooks if level == "application" and hooks else None))
+            units.append(Unit(name, "group", vms, p.hooks))
             taken.update(vms)
     if m.vms or m.select or m.labels:
-        r = resolve(conn, Group(name=policy.name, members=list(m.vms),
-                                name_globs=list(m.select), labels=dict(m.labels)))
-        missing += r.missing
-        own = policy.hooks if level == "application" and policy.hooks else None
-        for vm in r.members:
+        p = plan(Group(name=policy.name, members=list(m.vms), name_globs=list(m.select),
+                       labels=dict(m.labels)), policy.hooks or None)
+        missing += p.missing
+        for vm in p.vms:
             if vm not in taken:
-                units.append(Unit(vm, "vm", [vm], own))
+                units.append(Unit(vm, "vm", [vm], p.hooks))
                 taken.add(vm)
     return Plan(units, list(dict.fromkeys(missing)))
 
@@ -123,12 +100,15 @@ def run_policy(
     run_dir: Path,
     scratch_dir: Path,
     retention: Callable[[Repository, Policy, datetime, JobRun], None] | None = None,
-    now: Callable[[], datetime] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    unit_progress: UnitProgress | None = None,
 ) -> None:
-    """Back up every unit of ``plan`` into ``repo`` within job ``run``; then retention.
+    """Back up every unit of ``plan`` into ``repo`` within job ``run``; then retention
+    at ``clock``'s time.
 
     Cancelling ``run.cancel`` stops the unit in flight before it commits
-    (:class:`~stasis.parallel.Cancelled`, the job ends interrupted).
+    (:class:`~stasis.parallel.Cancelled`, the job ends interrupted). ``unit_progress``
+    makes each unit's progress sink (none by default).
     """
     for vm in plan.missing:
         run.failed_part(vm, GroupError(f"policy '{policy.name}' names VM '{vm}', which does "
@@ -145,7 +125,8 @@ def run_policy(
         try:
             m = back_up_members(conn, repo, unit.vms, point_name=unit.name, kind=unit.kind,
                                 run_dir=run_dir, scratch_dir=scratch_dir, tags=tags,
-                                cancel=run.cancel, progress=_progress(run.cancel),
+                                cancel=run.cancel,
+                                progress=unit_progress(run.cancel) if unit_progress else None,
                                 consistency=policy.consistency,
                                 require=policy.require, hooks=unit.hooks)
         except StasisError as e:
@@ -155,10 +136,4 @@ def run_policy(
     if run.cancel.is_set():
         raise Cancelled()
     if run.failure is None and retention is not None and not policy.retention.keeps_everything:
-        retention(repo, policy, (now or run_now)(), run)
-
-
-def run_now() -> datetime:
-    from stasis.catalog.db import utc_now
-
-    return utc_now()
+        retention(repo, policy, clock.now(), run)

@@ -21,6 +21,7 @@ when it is younger than the minimum age.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,12 @@ class PeriodRule:
     name: str  # the rule's word in reasons and option names ("daily": --keep-daily)
     period: Callable[[str, datetime], str]  # (point id, local time) -> period key
     label: str  # the reason a kept point gets; {key} the period, {n} its rank
+    help: str  # what a count N of it keeps, for --keep-NAME's help
+
+    @property
+    def key(self) -> str:
+        """Its count's name in policy files, options and reports: ``keep_daily``."""
+        return f"keep_{self.name}"
 
 
 def _pattern(fmt: str) -> Callable[[str, datetime], str]:
@@ -49,13 +56,15 @@ def _pattern(fmt: str) -> Callable[[str, datetime], str]:
 
 
 PERIOD_RULES: tuple[PeriodRule, ...] = (
-    PeriodRule("last", lambda point_id, _local: point_id, "last #{n}"),
+    PeriodRule("last", lambda point_id, _local: point_id, "last #{n}",
+               "Keep the N newest points."),
     # %Z keeps the two 02:00 hours of a fall-back night apart (CEST, then CET).
-    PeriodRule("hourly", _pattern("%Y-%m-%d %H:00 %Z"), "hourly {key}"),
-    PeriodRule("daily", _pattern("%Y-%m-%d"), "daily {key}"),
-    PeriodRule("weekly", _pattern("%G-W%V"), "weekly {key}"),
-    PeriodRule("monthly", _pattern("%Y-%m"), "monthly {key}"),
-    PeriodRule("yearly", _pattern("%Y"), "yearly {key}"),
+    PeriodRule("hourly", _pattern("%Y-%m-%d %H:00 %Z"), "hourly {key}",
+               "Keep the newest of N hours."),
+    PeriodRule("daily", _pattern("%Y-%m-%d"), "daily {key}", "Keep the newest of N days."),
+    PeriodRule("weekly", _pattern("%G-W%V"), "weekly {key}", "Keep the newest of N ISO weeks."),
+    PeriodRule("monthly", _pattern("%Y-%m"), "monthly {key}", "Keep the newest of N months."),
+    PeriodRule("yearly", _pattern("%Y"), "yearly {key}", "Keep the newest of N years."),
 )
 
 # ----------------------------------------------------------------- durations
@@ -158,6 +167,18 @@ class RetentionRules:
                 raise UsageError(f"--keep-{rule.name} takes a count of 0 or more, not {n!r}")
         zone_named(self.timezone)
 
+    @classmethod
+    def of(cls, counts: Mapping[str, int], *, within: Duration | None = None,
+           min_age: Duration | None = None, timezone: str = "UTC") -> RetentionRules:
+        """Rules from a count per rule of :data:`PERIOD_RULES`, by name (``{"daily": 7}``);
+        a rule not named keeps nothing."""
+        unknown = sorted(set(counts) - {rule.name for rule in PERIOD_RULES})
+        if unknown:
+            raise ValueError(f"no retention rule named {', '.join(unknown)}")
+        by_name: dict[str, Any] = dict(counts)
+        return dataclasses.replace(cls(within=within, min_age=min_age, timezone=timezone),
+                                   **by_name)
+
     @property
     def zone(self) -> ZoneInfo:
         return zone_named(self.timezone)
@@ -173,7 +194,7 @@ class RetentionRules:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **{f"keep_{rule.name}": getattr(self, rule.name) for rule in PERIOD_RULES},
+            **{rule.key: getattr(self, rule.name) for rule in PERIOD_RULES},
             "keep_within": None if self.within is None else str(self.within),
             "min_age": None if self.min_age is None else str(self.min_age),
             "timezone": self.timezone,

@@ -28,6 +28,7 @@ import libvirt
 
 from stasis.blockio.nbd import remove_dead_debris
 from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
+from stasis.clock import Clock
 from stasis.errors import HypervisorError, StasisError, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.doctor import clean_vm
@@ -42,12 +43,11 @@ from stasis.service.jobs import (
 )
 from stasis.service.notify import Notifier
 from stasis.service.policy import Policy
-from stasis.service.policy_run import Plan, plan_units, run_policy
+from stasis.service.policy_run import Plan, UnitProgress, plan_units, run_policy
 from stasis.service.rpo import rpo_status
 
 log = logging.getLogger("stasis.serve")
 
-Clock = Callable[[], datetime]
 Retention = Callable[[Repository, Policy, datetime, JobRun], None]
 
 
@@ -81,6 +81,7 @@ class Service:
         keep_logs: timedelta | None = None,
         retention: Retention | None = None,
         notifier: Notifier | None = None,
+        unit_progress: UnitProgress | None = None,
     ) -> None:
         self.catalog = catalog
         self.clock: Clock = catalog.clock
@@ -92,6 +93,7 @@ class Service:
         self.keep_logs = keep_logs
         self.retention = retention
         self.notifier = notifier or Notifier(clock=self.clock)
+        self.unit_progress = unit_progress
         self.jobs = JobStore(catalog)
         self.states = PolicyStore(catalog)
         self.running: dict[int, Running] = {}
@@ -99,7 +101,6 @@ class Service:
         self._service_id: int | None = None
         self._waiting_logged: set[int] = set()
         self._repo: Repository | None = None
-        self._repo_url: str | None = None
         self._last_housekeeping: datetime | None = None
 
     # ------------------------------------------------------------ start and stop
@@ -107,12 +108,11 @@ class Service:
     def repo(self) -> Repository:
         if self._repo is None:
             self._repo = self.open_repo()
-            self._repo_url = self._repo.url
         return self._repo
 
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
-        self._service_id = self.jobs.register_service(this_runner(), self.repo().url)
+        self._service_id = self.jobs.register_service(this_runner(), self.repo().id)
         self._forget_dead_services()
         self.recover()
         self.schedule_policies()
@@ -157,7 +157,7 @@ class Service:
 
     def schedule_policies(self) -> None:
         """Store each policy's source; queue once those whose slots passed unrun."""
-        now = self.clock()
+        now = self.clock.now()
         for name in self.states.retire(set(self.policies)):
             self.notifier.forget(name)
         for p in self.policies.values():
@@ -195,17 +195,18 @@ class Service:
 
     def _queue(self, p: Policy, slot: datetime, why: str) -> Job | None:
         queued = self.jobs.list(state="queued", policy=p.name, limit=1)
-        self.states.set_runs(p.name, last_run=slot, next_run=p.schedule.next_after(self.clock()))
+        self.states.set_runs(p.name, last_run=slot,
+                             next_run=p.schedule.next_after(self.clock.now()))
         if queued:
             return None  # a run of it is waiting already: the slots coalesce
-        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().url,
+        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().id,
                                params={"policy": p.name, "slot": slot.isoformat()})
         self.jobs.log(job.id, "info", f"queued for the slot {slot.isoformat()}: {why}")
         log.info("job %d queued: policy %s (%s)", job.id, p.name, why)
         return job
 
     def due(self) -> None:
-        now = self.clock()
+        now = self.clock.now()
         for p in self.policies.values():
             state = self.states.get(p.name)
             if state is None or state.next_run is None or state.next_run > now:
@@ -238,6 +239,7 @@ class Service:
             with self._lock:
                 if len(self.running) >= self.limits.per_host:
                     break
+                # By id: one repository, whatever path or URL each job opened it by.
                 on_repo = sum(1 for r in self.running.values() if r.job.repo == job.repo)
             if on_repo >= self.limits.per_repo:
                 continue
@@ -288,7 +290,8 @@ class Service:
                 run.cancel = cancel
                 run_policy(run, policy, plan, conn=conn, repo=self.repo(),
                            run_dir=self.run_dir, scratch_dir=self.scratch_dir,
-                           retention=self.retention, now=self.clock)
+                           retention=self.retention, clock=self.clock,
+                           unit_progress=self.unit_progress)
                 if run.failure is not None:
                     error = run.failure.message
         except BaseException as e:  # recorded in the job; the service goes on
@@ -311,7 +314,7 @@ class Service:
             return
         vms = self._policy_vms(policy)
         newest = newest_point_time(self.catalog, vms, self._repo.id if self._repo else None)
-        status = rpo_status(newest, self.clock(), policy.rpo)
+        status = rpo_status(newest, self.clock.now(), policy.rpo)
         self._tell(lambda: self.notifier.rpo_checked(policy, status, vms=vms))
 
     def _policy_vms(self, policy: Policy) -> list[str]:
@@ -323,7 +326,7 @@ class Service:
     def tick(self) -> None:
         self.due()
         self.dispatch()
-        now = self.clock()
+        now = self.clock.now()
         if self._last_housekeeping is None or now - self._last_housekeeping >= timedelta(
                 minutes=1):
             self._last_housekeeping = now

@@ -1,0 +1,43 @@
+"""The VM inventory: every libvirt VM with its disks, protection and newest point."""
+
+from __future__ import annotations
+
+import contextlib
+
+import libvirt
+
+from stasis.app.models import PointRef, VmDisk, VmRow
+from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor.domain import parse
+from stasis.repository import Manifest, Repository
+
+
+def list_vms(conn: libvirt.virConnect, repo: Repository | None = None) -> list[VmRow]:
+    """Every VM of ``conn`` by name; with ``repo``, whether it is protected there (a
+    point of it, or a checkpoint chain of the repository) and its newest point."""
+    latest: dict[str, Manifest] = {}
+    if repo is not None:
+        for p in repo.points():
+            for vm in p.vms:
+                if vm.kind == "vm":
+                    latest[vm.name] = p
+    rows = []
+    for dom in sorted(conn.listAllDomains(), key=lambda d: d.name()):
+        running = dom.isActive()
+        info = parse(lv.domain_xml(dom, inactive=not running))
+        disks = []
+        for d in info.disks:
+            size = alloc = None
+            with contextlib.suppress(libvirt.libvirtError):  # shown without sizes, not fatal
+                size, alloc = lv.block_info(dom, d.target)
+            disks.append(VmDisk(target=d.target, format=d.format, source=d.source,
+                                virtual_size=size, allocated=alloc, bitmaps=d.bitmaps))
+        chain = lv.checkpoints(dom, lv.chain_prefix(repo.id)) if repo is not None else []
+        point = latest.get(dom.name())
+        rows.append(VmRow(
+            name=dom.name(), uuid=info.uuid, state=lv.domain_state(dom), disks=disks,
+            protected=(point is not None or bool(chain)) if repo is not None else None,
+            checkpoint=chain[-1].name if chain else None,
+            newest_point=PointRef(id=point.id, time=point.time) if point else None,
+        ))
+    return rows

@@ -1,0 +1,68 @@
+"""Jobs: work recorded as a job while the caller waits for it (a CLI command, say),
+and the job history of the catalog.
+
+A catalog that cannot be used is reported to ``warn`` once and the work goes on
+unrecorded: the catalog is never a reason not to back up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from stasis.app.models import JobModel, job_model
+from stasis.errors import CatalogError
+
+if TYPE_CHECKING:
+    from stasis.catalog import Catalog
+    from stasis.service.jobs import JobRun
+
+Warn = Callable[[CatalogError], None]
+
+
+@contextmanager
+def foreground_job(catalog: str | None, kind: str, name: str, *, warn: Warn,
+                   vms: list[str] | None = None, repo: str | None = None,
+                   params: dict[str, Any] | None = None) -> Iterator[JobRun]:
+    """Record the block as a job of ``kind`` in ``catalog`` (a URL, a file or None for
+    the default), or warn and run it unrecorded."""
+    from stasis.service.jobs import open_catalog_or_warn, recorded
+
+    opened: list[Catalog] = []
+
+    def open_catalog() -> Catalog | None:
+        c = open_catalog_or_warn(catalog, warn)
+        if c is not None:
+            opened.append(c)
+        return c
+
+    try:
+        with recorded(None, kind, name, vms=vms, repo=repo, params=params,
+                      on_catalog_error=warn, open_catalog=open_catalog) as run:
+            yield run
+    finally:
+        for c in opened:
+            c.close()
+
+
+def list_jobs(catalog: str | None, *, state: str | None = None, kind: str | None = None,
+              policy: str | None = None, limit: int = 50) -> list[JobModel]:
+    """Jobs of the catalog, newest first."""
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        found = JobStore(c).list(state=state, kind=kind, policy=policy, limit=limit)
+    return [job_model(j.to_dict()) for j in found]
+
+
+def show_job(catalog: str | None, job_id: int, *, with_log: bool = True) -> JobModel:
+    """One job, with its log lines when ``with_log``."""
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        store = JobStore(c)
+        data = store.get(job_id).to_dict()
+        if with_log:
+            data["log"] = [line.to_dict() for line in store.logs(job_id)]
+    return job_model(data)

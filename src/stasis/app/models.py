@@ -1,0 +1,774 @@
+"""The results of operations, as Pydantic models.
+
+One model per result and per listing row. ``--json`` prints ``model_dump(mode="json")``
+of them, and the REST API answers with the same models, so a field means the same
+thing wherever it is read. Each model is built from what the layers below return
+(manifests, catalog rows, reports) by a ``of`` class method; nothing here computes a
+rule of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    TypeAdapter,
+)
+
+from stasis.errors import StasisError, StasisWarning
+from stasis.repository import Manifest, VmRecord
+
+
+class Model(BaseModel):
+    """Every result model: unknown fields refused, assignments checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def to_json(self) -> Any:
+        """What ``--json`` prints and the API answers: JSON types only."""
+        return self.model_dump(mode="json", exclude_unset=False)
+
+
+# ------------------------------------------------------------------ backups
+
+
+class WarningModel(Model):
+    """What succeeded with a warning: its stable code, class name, message and hint."""
+
+    code: int
+    kind: str
+    message: str
+    hint: str
+
+    @classmethod
+    def of(cls, w: StasisWarning) -> WarningModel:
+        return cls.model_validate(w.to_dict())
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+
+class DiskBackup(Model):
+    """One disk of a point: how it was read and what it stored."""
+
+    target: str
+    name: str
+    format: str
+    mode: str  # full | incremental
+    bytes_read: int
+    bytes_new: int
+    stored_new: int
+    virtual_size: int
+    reason: str
+
+
+class VmBackup(Model):
+    """One VM (or set of images) of a point."""
+
+    name: str
+    kind: str  # vm | images
+    state: str
+    consistency: str
+    consistency_note: str = ""
+    frozen_filesystems: int = 0
+    disks_removed: list[str] = Field(default_factory=list)
+    disks: list[DiskBackup] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, vm: VmRecord) -> VmBackup:
+        return cls(
+            name=vm.name, kind=vm.kind, state=vm.state, consistency=vm.consistency,
+            consistency_note=vm.extra.get("consistency_note", ""),
+            frozen_filesystems=vm.extra.get("frozen_filesystems", 0),
+            disks_removed=list(vm.extra.get("disks_removed", [])),
+            disks=[DiskBackup(target=d.name, name=d.name, format=d.format, mode=d.mode,
+                              bytes_read=d.bytes_read, bytes_new=d.bytes_new,
+                              stored_new=d.stored_new, virtual_size=d.virtual_size,
+                              reason=d.reason)
+                   for d in vm.disks],
+        )
+
+
+class BackupResult(Model):
+    """A committed point, as the backup that made it reports it.
+
+    ``members``, ``joined`` and ``left`` are there for group points only;
+    ``warnings`` say what the run warns of after the point committed (the point
+    itself is complete).
+    """
+
+    id: str
+    name: str
+    time: str
+    kind: str
+    parent: str | None
+    tags: dict[str, str]
+    duration_s: float | None
+    frozen_ms: float | None
+    bytes_read: int
+    size: int
+    consistency: dict[str, Any]
+    hooks: list[dict[str, Any]]
+    hook_failures: list[dict[str, Any]]
+    warnings: list[WarningModel]
+    members: list[str] | None = None
+    joined: list[str] | None = None
+    left: list[str] | None = None
+    stored_group: bool | None = None
+    vms: list[VmBackup]
+
+    @classmethod
+    def of(cls, m: Manifest, *, stored_group: bool | None = None) -> BackupResult:
+        hooks = list(m.extra.get("hooks", []))
+        group = m.extra.get("group")
+        return cls(
+            id=m.id, name=m.name, time=m.time, kind=m.kind, parent=m.parent, tags=m.tags,
+            duration_s=m.timings.get("duration_s"), frozen_ms=m.timings.get("frozen_ms"),
+            bytes_read=m.bytes_read, size=m.virtual_size,
+            consistency=m.extra.get("consistency", {}), hooks=hooks,
+            hook_failures=[h for h in hooks if h.get("error")],
+            warnings=[WarningModel.of(w) for w in m.run_warnings],
+            members=list(group.get("members", [])) if group is not None else None,
+            joined=list(group.get("joined", [])) if group is not None else None,
+            left=list(group.get("left", [])) if group is not None else None,
+            stored_group=stored_group,
+            vms=[VmBackup.of(vm) for vm in m.vms],
+        )
+
+    def to_json(self) -> Any:
+        data = self.model_dump(mode="json")
+        for key in ("members", "joined", "left", "stored_group"):  # a group point's only
+            if data[key] is None:
+                del data[key]
+        return data
+
+
+class BackupFailure(Model):
+    """A VM whose backup failed while the others of the same command went on."""
+
+    name: str
+    error: str
+    exit_code: int
+
+
+class VmBackupOutcome(Model):
+    """One VM of ``backup vm``: its point, or why it has none."""
+
+    name: str
+    point: BackupResult | None = None
+    failure: BackupFailure | None = None
+    _error: StasisError | None = PrivateAttr(default=None)
+
+    @property
+    def error(self) -> StasisError | None:
+        """The error itself, for an interface that re-raises it (not part of the dump)."""
+        return self._error
+
+    @error.setter
+    def error(self, value: StasisError | None) -> None:
+        self._error = value
+
+    def to_json(self) -> Any:
+        if self.point is not None:
+            return self.point.to_json()
+        assert self.failure is not None
+        return self.failure.to_json()
+
+
+# ------------------------------------------------------------------ groups
+
+
+class Resolved(Model):
+    """The VMs a group resolves to now."""
+
+    members: list[str]
+    missing: list[str]
+    selected: list[str]
+
+
+class GroupModel(Model):
+    """A stored group, and (when libvirt answered) the members it resolves to now."""
+
+    name: str
+    members: list[str]
+    select: list[str]
+    labels: dict[str, str]
+    consistency: str
+    require: str | None
+    hooks: dict[str, Any]
+    description: str
+    created: str
+    updated: str
+    resolved: Resolved | None
+
+
+class VmLabels(Model):
+    vm: str
+    labels: dict[str, str]
+
+
+# ------------------------------------------------------------------ inventory
+
+
+class VmDisk(Model):
+    target: str
+    format: str
+    source: str
+    virtual_size: int | None
+    allocated: int | None
+    bitmaps: bool
+
+
+class PointRef(Model):
+    id: str
+    time: str
+
+
+class VmRow(Model):
+    """One libvirt VM of ``stasis vms``; ``protected`` is None without a repository."""
+
+    name: str
+    uuid: str
+    state: str
+    disks: list[VmDisk]
+    protected: bool | None
+    checkpoint: str | None
+    newest_point: PointRef | None
+
+
+# ------------------------------------------------------------------ verify
+
+
+class VerifyProblem(Model):
+    """Something damaged or missing, and where."""
+
+    point: str
+    vm: str = ""
+    disk: str = ""
+    offset: int | None = None
+    object: str = ""
+    problem: str = ""
+    description: str = ""  # all of the above in one sentence
+
+
+class VerifyResult(Model):
+    """What a verification found: ``ok`` only when nothing is damaged or missing."""
+
+    kind: Literal["verify"] = "verify"
+    ok: bool
+    deep: bool
+    points: int
+    chunks: int
+    bytes_checked: int
+    problems: list[VerifyProblem]
+    quarantined: list[str]
+
+    def to_json(self) -> Any:
+        data = self.model_dump(mode="json")
+        del data["kind"]
+        return data
+
+
+# ------------------------------------------------------------------ restores
+
+
+class DiskRestore(Model):
+    """One disk written from a point."""
+
+    point: str
+    vm: str
+    disk: str
+    target: str
+    format: str
+    virtual_size: int
+    bytes_written: int
+    duration_s: float
+
+
+class VmRestore(Model):
+    """A VM restored from a point: as a new VM (``name``) or in place."""
+
+    point: str
+    vm: str
+    name: str
+    storage: str
+    in_place: bool
+    started: bool
+    disks: list[DiskRestore]
+    files: dict[str, str]
+    duration_s: float
+    started_at: str | None = None  # in a group restore: when it was started
+    running_after_s: float | None = None
+
+    def to_json(self) -> Any:
+        data = self.model_dump(mode="json")
+        if "started_at" not in self.model_fields_set:  # a group restore's only
+            del data["started_at"], data["running_after_s"]
+        return data
+
+
+class VmStartModel(Model):
+    vm: str
+    name: str
+    started_at: str
+    running_after_s: float
+
+
+class GroupRestore(Model):
+    """Every VM of a point restored as new VMs, and the order they were started in."""
+
+    point: str
+    suffix: str
+    storage: str
+    network: str | None
+    vms: list[VmRestore]
+    start_order: list[str]
+    starts: list[VmStartModel]
+    duration_s: float
+
+    def to_json(self) -> Any:
+        data = self.model_dump(mode="json")
+        data["vms"] = [v.to_json() for v in self.vms]
+        return data
+
+
+# ------------------------------------------------------------------ jobs
+
+
+class Part(Model):
+    """One entry of a job's result (a VM's, a point's, a step's).
+
+    Only the keys the job wrote are dumped. Unknown keys are kept (a catalog written
+    by another version of Stasis may hold more), never refused.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class BackupPart(Part):
+    """A VM's point in a backup job (``point`` None when it failed)."""
+
+    point: str | None = None
+    point_name: str | None = None
+    consistency: str | None = None
+    bytes_read: int | None = None
+    bytes_written: int | None = None
+    modes: dict[str, str] | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    warnings: list[WarningModel] | None = None
+
+
+class RetentionPart(Part):
+    """A policy run's retention: the points it removed and kept."""
+
+    removed: list[str]
+    kept: list[str]
+
+
+class RestorePart(Part):
+    point: str | None = None
+    point_name: str | None = None
+    restored_as: str | None = None
+    in_place: bool | None = None
+    started: bool | None = None
+    disks: dict[str, str] | None = None
+    format: str | None = None
+    bytes_written: int | None = None
+    error: str | None = None
+    exit_code: int | None = None
+
+
+class VerifyPart(Part):
+    point: str
+    point_name: str | None = None
+    vms: list[str] | None = None
+    ok: bool
+    problems: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class PrunePart(Part):
+    point: str
+    point_name: str | None = None
+    time: str | None = None
+    action: str | None = None  # keep | removed
+    reasons: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class JobBase(Model):
+    """A job of the catalog: what ran, where, when, how it ended."""
+
+    id: int
+    kind: str
+    name: str
+    policy: str | None
+    vms: list[str]
+    repo: str | None
+    state: str  # queued | running | succeeded | failed | interrupted
+    queued: str | None
+    started: str | None
+    ended: str | None
+    duration_s: float | None
+    bytes_read: int
+    bytes_written: int
+    error: str | None
+    exit_code: int | None
+    host: str | None
+    pid: int | None
+    log: list[dict[str, Any]] | None = None  # with ``job show``: its log lines
+
+    def to_json(self) -> Any:
+        data = self.model_dump(mode="json", exclude={"result", "log"})
+        data["result"] = {k: v.to_json() for k, v in self.result.items()}  # type: ignore[attr-defined]
+        if self.log is not None:
+            data["log"] = self.log
+        return data
+
+
+class BackupJob(JobBase):
+    kind: Literal["backup"]
+    result: dict[str, BackupPart | RetentionPart]
+
+
+class RestoreJob(JobBase):
+    kind: Literal["restore"]
+    result: dict[str, RestorePart]
+
+
+class VerifyJob(JobBase):
+    kind: Literal["verify"]
+    result: dict[str, VerifyPart]
+
+
+class PruneJob(JobBase):
+    kind: Literal["prune"]
+    result: dict[str, PrunePart]
+
+
+class GcJob(JobBase):
+    kind: Literal["gc"]
+    result: dict[str, Part]
+
+
+class OtherJob(JobBase):
+    """A job of a kind this version does not know (written by a newer one)."""
+
+    result: dict[str, Part]
+
+
+def _job_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in JOB_KINDS else "other"
+
+
+JOB_KINDS = ("backup", "restore", "verify", "prune", "gc")
+JobModel = Annotated[
+    Annotated[BackupJob, Tag("backup")] | Annotated[RestoreJob, Tag("restore")]
+    | Annotated[VerifyJob, Tag("verify")] | Annotated[PruneJob, Tag("prune")]
+    | Annotated[GcJob, Tag("gc")] | Annotated[OtherJob, Tag("other")],
+    Discriminator(_job_kind),
+]
+JOB_ADAPTER: TypeAdapter[JobModel] = TypeAdapter(JobModel)
+
+
+def job_model(data: dict[str, Any]) -> JobModel:
+    """A job's model, of its kind, from the catalog's ``Job.to_dict()``."""
+    return JOB_ADAPTER.validate_python(data)
+
+
+# ------------------------------------------------------------------ gc, prune, holds
+
+
+class TallyModel(Model):
+    count: int
+    bytes: int
+
+
+class GcResult(Model):
+    """What a garbage collection deleted (or, dry, would delete) and kept."""
+
+    dry_run: bool
+    points: int
+    points_marked_late: int
+    points_vanished: int
+    indexes_referenced: int
+    chunks_referenced: int
+    chunks_missing: int
+    indexes: TallyModel
+    chunks: TallyModel
+    temporary_files: TallyModel
+    temporary_files_checked: bool
+    kept_indexes: TallyModel
+    kept_chunks: TallyModel
+    quarantined: TallyModel
+    lock_waited_s: float
+    mark_s: float
+    locked_s: float
+    duration_s: float
+    reclaimed_bytes: int
+
+
+class PointDecision(Model):
+    """What retention decided about one point, and why."""
+
+    id: str
+    name: str
+    time: str
+    vms: list[str]
+    series: str
+    keep: bool
+    reasons: list[str]
+
+
+class PruneReport(Model):
+    """A prune: the rules, every point's fate, and what was (or would be) removed."""
+
+    dry_run: bool
+    now: str
+    rules: dict[str, Any]
+    rules_text: str  # the rules in a few words: "keep-daily 7, keep-weekly 4 (UTC)"
+    points: list[PointDecision]
+    kept: list[str]
+    removed: list[str]
+
+
+class HoldRow(Model):
+    """A hold on a point, and the point it keeps (None fields: the point is gone)."""
+
+    point: str
+    until: str | None
+    reason: str
+    created: str | None
+    by: str
+    active: bool
+    damaged: bool
+    point_exists: bool
+    name: str | None
+    time: str | None
+    description: str  # "held until ...: reason", as a sentence
+
+
+class Released(Model):
+    point: str
+    released: bool
+    hold: dict[str, Any] | None
+    description: str | None  # of the hold lifted
+
+
+# ------------------------------------------------------------------ points
+
+
+class PointSummary(Model):
+    """One point of ``stasis list``."""
+
+    id: str
+    name: str
+    time: str
+    kind: str
+    size: int
+    bytes_read: int
+    parent: str | None
+    tags: dict[str, str]
+    vms: list[str]
+    disks: int
+
+    @classmethod
+    def of(cls, m: Manifest) -> PointSummary:
+        return cls(id=m.id, name=m.name, time=m.time, kind=m.kind, size=m.virtual_size,
+                   bytes_read=m.bytes_read, parent=m.parent, tags=m.tags,
+                   vms=[vm.name for vm in m.vms], disks=len(m.disks()))
+
+
+class StreamDetail(Model):
+    """A stored stream of a point: a disk (``target`` its device name) or a VM's file."""
+
+    model_config = ConfigDict(extra="allow")  # a newer manifest may say more
+
+    name: str
+    index: str
+    virtual_size: int
+    format: str
+    source: str
+    mode: str
+    reason: str
+    bytes_read: int
+    bytes_new: int
+    stored_new: int
+    chunks_new: int
+    format_options: dict[str, Any]
+    checkpoint: str
+    source_kind: str
+    target: str | None = None
+
+
+class VmDetail(Model):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    uuid: str
+    domain_xml: str
+    consistency: str
+    state: str
+    disks: list[StreamDetail]
+    files: list[StreamDetail]
+    extra: dict[str, Any]
+
+
+class PointDetail(Model):
+    """One point in full, as its manifest holds it (``size``: of all its disks)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    time: str
+    kind: str
+    parent: str | None
+    tags: dict[str, str]
+    host: str
+    chunk_size: int
+    vms: list[VmDetail]
+    timings: dict[str, float]
+    stasis_version: str
+    format_version: int
+    extra: dict[str, Any]
+    size: int
+
+    @classmethod
+    def of(cls, m: Manifest) -> PointDetail:
+        d = m.to_dict()
+        d["size"] = m.virtual_size
+        for vm in d["vms"]:
+            for disk in vm["disks"]:
+                disk["target"] = disk["name"]
+        return cls.model_validate(d)
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+# ------------------------------------------------------------------ files of a point
+
+
+class VolumeRow(Model):
+    """A volume of a disk (the whole disk, a partition, an LVM logical volume)."""
+
+    name: str
+    type: Literal["volume"] = "volume"
+    size: int
+    description: str
+    filesystem: str | None
+    label: str | None
+    error: str | None = None
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class FileEntry(Model):
+    """A file, directory, symlink... of a point's disk (``mode``: permission bits in octal,
+    ``mode_text``: as ``ls -l`` shows it)."""
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: str
+    mode_text: str
+    mtime: str
+    mtime_ns: int
+    link: str | None
+    vm: str | None = None  # with find: where it was found
+    disk: str | None = None
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class ExtractReport(Model):
+    """What ``files get`` wrote into its target directory, and what it skipped."""
+
+    point: str
+    target: str
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+    skipped: list[dict[str, str]]
+    loads: int  # chunks read from the repository, opening included
+    duration_s: float
+
+
+# ------------------------------------------------------------------ policies
+
+
+class PolicyProblem(Model):
+    line: int | None
+    policy: str | None
+    message: str
+    text: str  # as the CLI prints it: FILE:LINE: [policy] message
+
+
+class PolicyCheck(Model):
+    """A policy file checked: valid, or every problem with its line."""
+
+    file: str
+    ok: bool
+    policies: list[str]
+    problems: list[PolicyProblem]
+
+
+class PolicySummary(Model):
+    """A policy as it runs: members, schedule and its next runs, retention, RPO, notify."""
+
+    name: str
+    description: str
+    origin: str
+    members: dict[str, Any]
+    schedule: dict[str, Any]
+    next_runs: list[str]
+    consistency: str
+    require: str | None
+    hooks: dict[str, Any] | None
+    retention: dict[str, Any]
+    rpo: str | None
+    notify: dict[str, Any]
+
+
+# ------------------------------------------------------------------ status, policy runs
+
+
+class VmStatusRow(Model):
+    """How protected one VM is: newest point, next run, RPO, last verification."""
+
+    vm: str
+    newest_point: str | None
+    newest_time: str | None
+    age_s: float | None
+    policies: list[str]
+    next_run: str | None
+    rpo: str  # met | breached | none
+    rpo_detail: str
+    last_verify: dict[str, Any] | None
+
+
+class Queued(Model):
+    """A job handed to the running service (``stasis job show`` follows it)."""
+
+    job: int
+    state: Literal["queued"] = "queued"
+    service_pid: int | None

@@ -1,0 +1,150 @@
+"""An instant VM made an ordinary one: its disks copied to local storage while it runs
+(libvirt block copy, then pivot), its export stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from stasis.errors import HypervisorError, InstantError, TargetExists
+from stasis.hypervisor import libvirt_api as lv
+from stasis.recovery.instant.detached_export import stop_export
+from stasis.recovery.instant.marker import NAMESPACE, marked_domain, unmark
+from stasis.recovery.instant.state import find_instant, forget, save
+from stasis.recovery.vm import select_vm
+from stasis.repository import Repository
+
+COPY_TIMEOUT = 24 * 3600.0
+
+
+def _suffix(fmt: str) -> str:
+    return {"qcow2": ".qcow2", "raw": ".img"}.get(fmt, f".{fmt}")
+
+
+@dataclass
+class FinalizeResult:
+    name: str
+    disks: dict[str, str]
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def finalize(conn: libvirt.virConnect, repo: Repository, name: str) -> FinalizeResult:
+    """Copy every disk of the instant VM ``name`` to local storage while it runs, pivot
+    to the copies, and stop its export."""
+    began = time.time()
+    entry = find_instant(name)
+    dom = marked_domain(conn, entry)
+    if dom is None or not dom.isActive():
+        raise InstantError(f"Instant VM {name} is not running; finalize copies a running VM. "
+                           f"'stasis instant discard {name}' removes it.")
+    if not entry.export_alive:
+        raise InstantError(f"The export of instant VM {name} is not running (pid "
+                           f"{entry.export_pid} is gone), so its data cannot be copied. "
+                           f"'stasis instant discard {name}' removes it.")
+    point = repo.load_manifest(entry.point)
+    rec = select_vm(point, entry.vm)
+    formats = {d.name: d.format if d.format in ("raw", "qcow2") else "qcow2" for d in rec.disks}
+    storage = Path(entry.storage)
+    dests = {d: str(storage / f"{name}-{d}{_suffix(fmt)}") for d, fmt in formats.items()}
+    for path in dests.values():
+        if os.path.exists(path) and path not in entry.copies.values():
+            raise TargetExists(path)
+    entry.state = "finalizing"
+    entry.copies = dests
+    save(entry)
+    try:
+        for disk, dest in dests.items():
+            _copy_disk(dom, disk, dest, formats[disk])
+    except BaseException:
+        for disk in dests:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.blockJobAbort(disk, 0)
+        for dest in dests.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+        entry.state, entry.copies = "running", {}
+        save(entry)
+        raise
+    # The persistent definition follows the pivot, and is no instant VM any more.
+    root = ET.fromstring(unmark(lv.domain_xml(dom, inactive=True)))
+    for el in root.iterfind("devices/disk"):
+        target = el.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if dev in dests:
+            src = el.find("source")
+            if src is None:
+                src = ET.SubElement(el, "source")
+            src.attrib.clear()
+            src.set("file", dests[dev])
+            drv = el.find("driver")
+            if drv is not None:
+                drv.set("type", formats[dev])
+            backing = el.find("backingStore")
+            if backing is not None:
+                el.remove(backing)
+    try:
+        conn.defineXML(ET.tostring(root, encoding="unicode"))
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, NAMESPACE,
+                        libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except libvirt.libvirtError as e:
+        raise HypervisorError(f"{name} runs on its local copies but its definition could not "
+                              f"be updated ({e.get_error_message()})",
+                              "Its export is still running; run finalize again.") from None
+    stop_export(entry)
+    for path in entry.overlays.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    forget(entry)
+    return FinalizeResult(name, dests, round(time.time() - began, 3))
+
+
+def _disk_source(dom: libvirt.virDomain, disk: str) -> tuple[str, bool]:
+    """(source file, mirror ready) of ``disk`` in the live definition."""
+    root = ET.fromstring(lv.domain_xml(dom))
+    for el in root.iterfind("devices/disk"):
+        target = el.find("target")
+        if target is not None and target.get("dev") == disk:
+            src = el.find("source")
+            mirror = el.find("mirror")
+            return ((src.get("file", "") if src is not None else ""),
+                    mirror is not None and mirror.get("ready") == "yes")
+    raise InstantError(f"the VM {dom.name()} has no disk {disk}")
+
+
+def _copy_disk(dom: libvirt.virDomain, disk: str, dest: str, fmt: str) -> None:
+    dest_xml = f"<disk type='file'><source file='{dest}'/><driver type='{fmt}'/></disk>"
+    try:
+        dom.blockCopy(disk, dest_xml, None, libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
+    except libvirt.libvirtError as e:
+        raise HypervisorError(f"the copy of {dom.name()}/{disk} to {dest} did not start "
+                              f"({e.get_error_message()})", "The VM still runs from the "
+                              "export; nothing was changed.") from None
+    deadline = time.monotonic() + COPY_TIMEOUT
+    while not _disk_source(dom, disk)[1]:
+        if not dom.blockJobInfo(disk, 0):
+            raise HypervisorError(f"the copy of {dom.name()}/{disk} ended before it was "
+                                  "complete", "The VM still runs from the export.")
+        if time.monotonic() > deadline:
+            raise HypervisorError(f"the copy of {dom.name()}/{disk} did not finish",
+                                  "The VM still runs from the export.")
+        time.sleep(0.2)
+    try:
+        dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+    except libvirt.libvirtError as e:
+        raise HypervisorError(f"the pivot of {dom.name()}/{disk} to {dest} failed "
+                              f"({e.get_error_message()})", "The VM still runs from the "
+                              "export.") from None
+    while _disk_source(dom, disk)[0] != dest or dom.blockJobInfo(disk, 0):
+        if time.monotonic() > deadline:
+            raise HypervisorError(f"the pivot of {dom.name()}/{disk} did not complete", "")
+        time.sleep(0.05)

@@ -1,0 +1,94 @@
+"""The repository's side of the backend boundary: backend errors translated, once.
+
+:class:`Storage` wraps the backend a repository was opened on and keeps its
+interface. A backend's ``OSError`` becomes :class:`RepositoryFull` (no space or
+quota) or :class:`BackendError` naming the store, the operation and the key, so
+that no caller above mistakes a failed repository read for a failed write of its
+own (a restore target, a source). :class:`ObjectNotFound` passes unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from stasis.backends.base import Backend, Leftover, ObjectInfo
+from stasis.errors import BackendError, RepositoryFull
+
+_T = TypeVar("_T")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+READ_KEPT = "The repository was not changed."
+WRITE_KEPT = ("Nothing was committed by this step; the points committed before are "
+              "intact.")
+
+
+class Storage:
+    """A backend whose failures are :mod:`stasis.errors` errors."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.inner = backend
+        self.url = backend.url
+
+    def __getattr__(self, name: str) -> Any:
+        # What one kind of backend has beyond the contract (a local backend's root),
+        # for tests and tools that know which backend they made.
+        return getattr(self.inner, name)
+
+    def _call(self, doing: str, kept: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except OSError as e:
+            raise translate(e, self.url, doing, kept) from e
+
+    def get(self, key: str) -> bytes:
+        return self._call(f"reading {key}", READ_KEPT, lambda: self.inner.get(key))
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self._call(f"writing {key}", WRITE_KEPT, lambda: self.inner.put(key, data))
+
+    def sync(self) -> None:
+        self._call("making its writes durable", WRITE_KEPT, self.inner.sync)
+
+    def exists(self, key: str) -> bool:
+        return self._call(f"looking up {key}", READ_KEPT, lambda: self.inner.exists(key))
+
+    def size(self, key: str) -> int:
+        return self._call(f"looking up {key}", READ_KEPT, lambda: self.inner.size(key))
+
+    def delete(self, key: str) -> None:
+        self._call(f"deleting {key}", WRITE_KEPT, lambda: self.inner.delete(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        with self._translated(f"listing {prefix or 'the objects'}", READ_KEPT):
+            yield from self.inner.list(prefix)
+
+    def leftovers(self) -> Iterator[Leftover]:
+        with self._translated("listing temporary objects", READ_KEPT):
+            yield from self.inner.leftovers()
+
+    def discard(self, leftover: Leftover) -> None:
+        self._call(f"removing {leftover.name}", WRITE_KEPT,
+                   lambda: self.inner.discard(leftover))
+
+    def store_exists(self) -> bool:
+        return self._call("looking it up", READ_KEPT, self.inner.store_exists)
+
+    def create(self) -> None:
+        self.inner.create()  # FileExistsError is the caller's: not a storage failure
+
+    @contextlib.contextmanager
+    def _translated(self, doing: str, kept: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            raise translate(e, self.url, doing, kept) from e
+
+
+def translate(err: OSError, url: str, doing: str, kept: str) -> BackendError:
+    """The repository's error for a backend's ``OSError``."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.errno in _FULL:
+        return RepositoryFull(reason)
+    return BackendError(url, doing, reason, kept)

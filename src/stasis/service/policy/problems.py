@@ -1,0 +1,168 @@
+"""What is wrong with a policy file, each problem with its line and policy.
+
+Pydantic's errors are turned into messages that name the key and show the value
+as TOML would write it; the rules between keys (one schedule, ``require`` not
+above ``consistency``, hooks only at ``application``, unique names, at least one
+member) are checked on whatever values were well formed. E.g.
+``policies.toml:12: policy 'nightly': retention.keep_daily must be a whole number
+>= 0, not "seven"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from stasis.protection.consistency import LEVELS, level_rank
+from stasis.service.policy.schema import KNOWN_KEYS
+from stasis.service.policy.toml_lines import KeyPath
+from stasis.service.policy.values import show
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a policy file, with the line it is on."""
+
+    line: int
+    policy: str | None
+    text: str
+
+    def render(self, file: str) -> str:
+        where = f"{file}:{self.line}" if self.line else file
+        who = f"policy '{self.policy}': " if self.policy else ""
+        return f"{where}: {who}{self.text}"
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+class Report:
+    def __init__(self, raw: Mapping[str, Any], lines: Mapping[KeyPath, int]) -> None:
+        self.raw = raw
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def line_of(self, path: KeyPath) -> int:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.lines:
+                return self.lines[path[:n]]
+        return 1
+
+    def policy_name(self, index: int) -> str:
+        policies = self.raw.get("policy")
+        if isinstance(policies, list) and index < len(policies):
+            entry = policies[index]
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                return str(entry["name"])
+        return f"#{index + 1}"
+
+    def add(self, path: KeyPath, text: str) -> None:
+        policy = None
+        if len(path) >= 2 and path[0] == "policy" and isinstance(path[1], int):
+            policy = self.policy_name(path[1])
+        self.problems.append(Problem(self.line_of(path), policy, text))
+
+
+_MESSAGES = {
+    "string_type": "must be a string, not {shown}",
+    "list_type": "must be an array, not {shown}",
+    "bool_type": "must be true or false, not {shown}",
+    "dict_type": "must be a table, not {shown}",
+    "model_type": "must be a table, not {shown}",
+    "model_attributes_type": "must be a table, not {shown}",
+    "int_type": "must be a whole number, not {shown}",
+}
+
+
+def pydantic_problems(report: Report, error: ValidationError) -> None:
+    for e in error.errors():
+        loc: KeyPath = tuple(e["loc"])
+        rest = loc[2:] if len(loc) >= 2 and loc[0] == "policy" else loc
+        what = _dotted(rest) or "the file"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            section = next((str(p) for p in reversed(loc[:-1]) if isinstance(p, str)), "")
+            known = KNOWN_KEYS.get(section, set())
+            hint = difflib.get_close_matches(key, sorted(known), n=1)
+            where = f" in {_dotted(rest[:-1])}" if rest[:-1] else ""
+            text = f"unknown key '{key}'{where}"
+            text += f" (did you mean '{hint[0]}'?)" if hint else (
+                f" (known: {', '.join(sorted(known))})" if known else "")
+        elif kind == "missing":
+            text = f"{what} is missing"
+            if loc == ("policy",):
+                text = "no [[policy]] table: a policy file holds one or more"
+        elif kind == "too_short":
+            text = f"{what} must not be empty"
+            if loc == ("policy",):
+                text = "no [[policy]] table: a policy file holds one or more"
+        elif kind == "list_type" and loc == ("policy",):
+            text = ("policies are [[policy]] tables, one per policy (an array of tables), "
+                    f"not {show(e.get('input'))}")
+        elif kind in _MESSAGES:
+            text = f"{what} " + _MESSAGES[kind].format(shown=show(e.get("input")))
+        else:
+            text = f"{what} {e['msg']}"
+        report.add(loc, text)
+
+
+def rule_problems(report: Report) -> None:
+    """The rules between keys, on the values that are well formed."""
+    policies = report.raw.get("policy")
+    if not isinstance(policies, list):
+        return
+    seen: dict[str, int] = {}
+    for index, p in enumerate(policies):
+        if not isinstance(p, dict):
+            continue
+        at: KeyPath = ("policy", index)
+        name = p.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                report.add((*at, "name"), f"the name is used by the policy at line "
+                                          f"{seen[name]} too; names must be unique")
+            else:
+                seen[name] = report.line_of((*at, "name"))
+        if "cron" in p and "every" in p:
+            report.add((*at, "every"), "has both cron and every: give one of them")
+        elif "cron" not in p and "every" not in p:
+            report.add(at, "has no schedule: give cron = \"0 2 * * *\" or every = \"6h\"")
+        if not any(p.get(k) for k in ("vms", "groups", "select", "labels")):
+            report.add(at, "has no members: give vms, groups, select or labels")
+        vms = p.get("vms")
+        if isinstance(vms, list):
+            for n, vm in enumerate(vms):
+                if isinstance(vm, str) and vms.index(vm) != n:
+                    report.add((*at, "vms", n), f"vms names '{vm}' twice")
+        consistency = p.get("consistency", LEVELS[0])
+        require = p.get("require")
+        if consistency in LEVELS and require in LEVELS and (
+                level_rank(require) > level_rank(consistency)):
+            report.add((*at, "require"),
+                       f"require '{require}' is above consistency '{consistency}': a run "
+                       "never reaches more than it attempts; raise consistency or lower "
+                       "require")
+        hooks = p.get("hooks")
+        if isinstance(hooks, dict) and any(
+                hooks.get(k) for k in ("pre_host", "post_host", "pre_guest", "post_guest")) \
+                and consistency in LEVELS and consistency != "application":
+            report.add((*at, "hooks"),
+                       f"hooks run only at consistency 'application', and this policy's is "
+                       f"'{consistency}': set consistency = \"application\" or drop the hooks")
+        notify = p.get("notify")
+        if isinstance(notify, dict):
+            on = notify.get("on")
+            if isinstance(on, list) and "rpo" in on and "rpo" not in p:
+                report.add((*at, "notify", "on"),
+                           "notify.on has 'rpo' but the policy sets no rpo")
+            if not notify.get("webhooks") and not notify.get("email"):
+                report.add((*at, "notify"), "notify names no webhooks and no email")

@@ -1,0 +1,122 @@
+"""The Pydantic models of a policy file: unknown keys forbidden, every value checked.
+
+:data:`KNOWN_KEYS` lists the keys of each table, for the hint a misspelt key gets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from stasis.service.policy.model import (
+    DEFAULT_EVENTS,
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_SMTP_TIMEOUT,
+    DEFAULT_WEBHOOK_TIMEOUT,
+)
+from stasis.service.policy.values import (
+    Address,
+    Count,
+    Cron,
+    DurationValue,
+    Event,
+    Interval,
+    LabelKey,
+    Level,
+    PolicyName,
+    Port,
+    Span,
+    Text,
+    Url,
+    VmName,
+    Zone,
+)
+from stasis.service.retention import PERIOD_RULES
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class _GuestHook(_Model):
+    vm: VmName
+    command: Text
+
+
+class _Hooks(_Model):
+    pre_host: list[Text] = []
+    post_host: list[Text] = []
+    pre_guest: list[_GuestHook] = []
+    post_guest: list[_GuestHook] = []
+    timeout: DurationValue = DEFAULT_HOOK_TIMEOUT
+
+
+class _RetentionSpans(_Model):
+    keep_within: Span | None = None
+    min_age: Span | None = None
+
+
+# The retention table: a count per rule of the retention engine's table
+# (keep_last, keep_daily...), and the spans.
+if TYPE_CHECKING:
+    _Retention = _RetentionSpans  # mypy cannot see fields made at run time
+else:
+    _Retention = create_model(
+        "_Retention", __base__=_RetentionSpans,
+        **{rule.key: (Count, 0) for rule in PERIOD_RULES},
+    )
+
+
+class _Email(_Model):
+    host: Text
+    port: Port = 25
+    sender: Address = Field(alias="from")
+    to: Annotated[list[Address], Field(min_length=1)]
+    starttls: bool = False
+    username: Text | None = None
+    password_file: Text | None = None
+    timeout: DurationValue = DEFAULT_SMTP_TIMEOUT
+
+
+class _Notify(_Model):
+    on: list[Event] = list(DEFAULT_EVENTS)
+    webhooks: list[Url] = []
+    webhook_timeout: DurationValue = DEFAULT_WEBHOOK_TIMEOUT
+    email: _Email | None = None
+
+
+class PolicyModel(_Model):
+    name: PolicyName
+    description: Text = ""
+    vms: list[VmName] = []
+    groups: list[Text] = []
+    select: list[Text] = []
+    labels: dict[LabelKey, Text] = {}
+    cron: Cron | None = None
+    every: Interval | None = None
+    timezone: Zone = "UTC"
+    consistency: Level = "crash"
+    require: Level | None = None
+    hooks: _Hooks = _Hooks()
+    retention: _Retention = _Retention()
+    rpo: DurationValue | None = None
+    notify: _Notify = _Notify()
+
+
+class FileModel(_Model):
+    policy: Annotated[list[PolicyModel], Field(min_length=1)]
+
+
+def _keys_of(model: type[BaseModel]) -> set[str]:
+    out: set[str] = set()
+    for name, f in model.model_fields.items():
+        out.add(f.alias or name)
+    return out
+
+
+KNOWN_KEYS: dict[str, set[str]] = {
+    "": {"policy"}, "policy": _keys_of(PolicyModel), "hooks": _keys_of(_Hooks),
+    "retention": _keys_of(_Retention), "notify": _keys_of(_Notify), "email": _keys_of(_Email),
+    "pre_guest": _keys_of(_GuestHook), "post_guest": _keys_of(_GuestHook),
+}
