@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import subprocess as _subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from stasis.backends import open_backend
 from stasis.catalog.db import CATALOG_FILE
 from stasis.repository import Credentials, Repository
 from stasis.repository.crypto import KdfParams
+from tests import inprocess
 
 # The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL).
 pytest_plugins = ["tests.postgres"]
@@ -25,6 +27,9 @@ PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20
 BIN = Path(sys.executable).parent / "stasis"
 ROOT = Path(__file__).resolve().parents[1]
+# STASIS_TESTS_SUBPROCESS=1 runs every `cli(...)` as a process of its own (to check
+# that nothing depends on running in the test process).
+IN_SUBPROCESS = os.environ.get("STASIS_TESTS_SUBPROCESS") == "1"
 
 
 def driver(*options: str) -> list[str]:
@@ -162,13 +167,20 @@ class Result:
 
 @dataclass
 class Cli:
+    """``stasis`` as a user runs it: in this process by default (the same entry point,
+    environment and exit code: see tests/inprocess.py), or as a process of its own
+    with ``subprocess=True`` (what signals, timeouts or a real process need)."""
+
     repo: Path
     env: dict[str, str]
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 300,
-                 env: dict[str, str] | None = None) -> Result:
+                 env: dict[str, str] | None = None, subprocess: bool = False) -> Result:
         full_env = {**self.env, **(env or {})}
-        proc = subprocess.run(
+        if not subprocess and not IN_SUBPROCESS:
+            code, out, err = inprocess.run(list(args), full_env, input)
+            return Result(code, out, err)
+        proc = _subprocess.run(
             [str(BIN), *args], capture_output=True, text=True, env=full_env, input=input,
             timeout=timeout,
         )
