@@ -226,7 +226,9 @@ class Env:
     connect: Callable[[], libvirt.virConnect]
     catalog: Callable[[], AbstractContextManager[Catalog]]
     record: Recorder
-    where: Where
+    # Found only once the work begins (after the repository opened): a refused
+    # command leaves no directory behind.
+    dirs: Callable[[], Where]
     clock: Clock = SYSTEM_CLOCK
     find_policy: Callable[[Catalog, str], Policy] | None = None
     retention: Callable[[Repository, Policy, datetime, JobRun], None] | None = None
@@ -238,6 +240,12 @@ class Env:
     on_damaged: Callable[[str, ObjectDamaged], None] | None = None
     _repo: Repository | None = field(default=None, repr=False)
     _conn: libvirt.virConnect | None = field(default=None, repr=False)
+    _where: Where | None = field(default=None, repr=False)
+
+    def where(self) -> Where:
+        if self._where is None:
+            self._where = self.dirs()
+        return self._where
 
     def repo(self) -> Repository:
         if self._repo is None:
@@ -345,7 +353,7 @@ def env_here(*, catalog: str | None, warn: Warn, open_repo: Callable[[], Reposit
 
     return Env(open_repo=open_repo, connect=lambda: lv.connect(connect or lv.DEFAULT_URI),
                catalog=catalog_opener(catalog), record=record,
-               where=where or Where.default(), **hear)
+               dirs=(lambda: where) if where is not None else Where.default, **hear)
 
 
 def run_here(params: Params, env: Env) -> Any:
@@ -377,7 +385,7 @@ def _run_images(p: BackupImagesParams, plan: Plan, job: JobRun, env: Env) -> Bac
 
     repo = env.repo()
     m = back_up_images(repo, p.paths, name=p.name, tags=dict(p.tags) or None, fmt=p.format,
-                       progress=env.sink(job.cancel), run_dir=env.where.run)
+                       progress=env.sink(job.cancel), run_dir=env.where().run)
     job.set_vms([vm.name for vm in m.vms])
     job.point(m, repo)
     return BackupResult.of(m)
@@ -402,8 +410,8 @@ def _run_vms(p: BackupVmsParams, plan: Plan, job: JobRun,
     from stasis.protection.vm import back_up_vms
 
     repo = env.repo()
-    done = back_up_vms(env.conn(), repo, plan.vms, run_dir=env.where.run,
-                       scratch_dir=env.where.scratch, tags=dict(p.tags) or None,
+    done = back_up_vms(env.conn(), repo, plan.vms, run_dir=env.where().run,
+                       scratch_dir=env.where().scratch, tags=dict(p.tags) or None,
                        progress=lambda vm: env.sink(job.cancel, vm), parallel=p.parallel,
                        consistency=p.consistency, require=p.require)
     outcomes = []
@@ -477,7 +485,7 @@ def _run_group(p: BackupGroupParams, plan: Plan, job: JobRun, env: Env) -> Backu
 
     repo, g = env.repo(), plan.state
     m = back_up_members(env.conn(), repo, plan.vms, point_name=plan.name, kind="group",
-                        run_dir=env.where.run, scratch_dir=env.where.scratch,
+                        run_dir=env.where().run, scratch_dir=env.where().scratch,
                         tags=dict(p.tags) or None, progress=env.sink(job.cancel),
                         cancel=job.cancel, consistency=g.level, require=g.require,
                         hooks=g.hooks)
@@ -511,7 +519,7 @@ def _run_disk(p: RestoreDiskParams, plan: Plan, job: JobRun, env: Env) -> DiskRe
     m = plan.state
     result = restore_disk(env.repo(), m, target=p.to, vm=p.vm, disk=p.disk, fmt=p.format,
                           force=p.force, progress=env.sink(job.cancel),
-                          run_dir=env.where.run)
+                          run_dir=env.where().run)
     job.set_vms([result.vm])
     job.result[result.vm] = {
         "point": m.id, "point_name": m.name, "disks": {result.disk: result.target},
@@ -534,7 +542,7 @@ def _run_restore_vm(p: RestoreVmParams, plan: Plan, job: JobRun, env: Env) -> Vm
     result = restore_vm(env.conn(), env.repo(), plan.state, vm=p.vm, name=p.name,
                         storage=p.storage, network=p.network, start=p.start,
                         in_place=p.in_place, progress=env.sink(job.cancel),
-                        run_dir=env.where.run)
+                        run_dir=env.where().run)
     job.set_vms([result.vm])
     _record_vm(job, plan.state, result)
     return VmRestore.model_validate(result.to_dict())
@@ -554,7 +562,7 @@ def _run_restore_group(p: RestoreGroupParams, plan: Plan, job: JobRun,
     result = restore_group(env.conn(), env.repo(), plan.state, suffix=p.suffix,
                            storage=p.storage, network=p.network, start=p.start,
                            order=p.order, progress=env.sink(job.cancel),
-                           run_dir=env.where.run)
+                           run_dir=env.where().run)
     for v in result.vms:
         _record_vm(job, plan.state, v)
     return GroupRestore.model_validate(result.to_dict())
@@ -741,8 +749,8 @@ def _run_policy(p: PolicyParams, plan: Plan, job: JobRun, env: Env) -> dict[str,
     from stasis.service.policy_run import run_policy
 
     policy, units = plan.state
-    run_policy(job, policy, units, conn=env.conn(), repo=env.repo(), run_dir=env.where.run,
-               scratch_dir=env.where.scratch, retention=env.retention,
+    run_policy(job, policy, units, conn=env.conn(), repo=env.repo(), run_dir=env.where().run,
+               scratch_dir=env.where().scratch, retention=env.retention,
                clock=env.clock, unit_progress=env.unit_progress)
     return dict(job.result)
 

@@ -81,7 +81,8 @@ def run_policy_now(name: str, *, catalog: str | None, open_repo: Callable[[], Re
                 yield run
 
         env = Env(open_repo=open_repo, connect=lambda: lv.connect(connect),
-                  catalog=lambda: opened(c), record=record, where=where or Where.default(),
+                  catalog=lambda: opened(c), record=record,
+                  dirs=(lambda: where) if where is not None else Where.default,
                   find_policy=lambda _c, _name: policy, retention=policy_retention)
         run_here(PolicyParams(policy=name), env)
         run = runs[0]

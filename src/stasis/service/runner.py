@@ -319,7 +319,7 @@ class Service:
 
         return Env(open_repo=lambda: self.repo_for(job), connect=self.connect,
                    catalog=lambda: opened(self.catalog), record=record,
-                   where=Where(self.run_dir, self.scratch_dir), clock=self.clock,
+                   dirs=lambda: Where(self.run_dir, self.scratch_dir), clock=self.clock,
                    find_policy=self._find_policy, retention=self.retention,
                    unit_progress=self.unit_progress)
 
