@@ -112,9 +112,10 @@ def cancel(
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Cancel a job: a queued one never starts; a running one is interrupted, with
-    nothing committed (by its service at its next tick, or by SIGTERM to the command
-    running it on this host)."""
+    """Cancel a job: a queued one never starts, a running one is interrupted.
+
+    A running job ends interrupted with nothing committed: its service stops it at
+    its next tick, or the command running it on this host gets SIGTERM."""
     done = cancel_job(catalog, job_id)
     if json_output:
         print_model(done)
