@@ -318,6 +318,12 @@ class JobNotFound(StasisError):
     cli_hint = "'stasis jobs' lists them."
 
 
+class JobStateError(StasisError):
+    """{}"""
+
+    exit_code = 37
+
+
 class PolicyNotFound(StasisError):
     """{}"""
 
@@ -437,6 +443,8 @@ EXIT_MEANINGS: dict[int, str] = {
     34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
     35: "the path does not say which volume of a multi-volume disk it is on",
     36: "the repository URL's scheme is not supported",
+    37: "the job cannot be queued or cancelled now (no service runs, or the job ended "
+        "or runs on another host)",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -4,9 +4,10 @@ injected into the production functions that take them:
 
 - ``--window-ms N``: a group capture holds its consistency window open N ms once every
   job has begun (``fix_instant(in_window=...)``), to signal Stasis inside it;
-- ``--job-hold-ms N``: each backup of a policy run by ``stasis serve`` waits N ms once
-  its libvirt backup job has begun and before it reads (a cancel ends the wait at
-  once), where a kill leaves the most debris (``Service(unit_progress=...)``);
+- ``--job-hold-ms N``: each job that ``stasis serve`` runs waits N ms as its work
+  begins (a cancel ends the wait at once, and the job then stops): a backup once its
+  libvirt backup job has begun and before it reads, where a kill leaves the most
+  debris (``Service(unit_progress=...)``);
 - ``--clock-rate RATE@EPOCH``: ``stasis serve``'s clock runs RATE times as fast as the
   wall clock from the Unix time EPOCH, so that a 1m schedule comes every few seconds
   (``Catalog.open(clock=...)``).

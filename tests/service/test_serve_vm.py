@@ -215,3 +215,62 @@ def test_policy_run_queues_for_the_service_and_sigterm_interrupts_the_job(
         assert JobStore(c).services() == []  # the service unregistered itself
         assert JobStore(c).list(state="running") == []
     assert time.monotonic() - started < 60
+
+
+def test_a_queued_vm_backup_runs_in_the_service_and_job_cancel_interrupts_it(
+        guest: Guest, cli_repo: Cli, tmp_path: Path) -> None:
+    """``backup vm --queue``: the service runs it (a job of kind backup.vms, held once
+    its libvirt job began); ``stasis job cancel`` interrupts it, nothing committed."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o711)
+    policies = tmp_path / "policies.toml"
+    policies.write_text('[[policy]]\nname = "none"\nvms = ["nothing"]\ncron = "0 0 1 1 *"\n')
+    env = {**cli_repo.env, "STASIS_SCRATCH_DIR": str(scratch)}
+    catalog = str(Path(env["STASIS_STATE_DIR"]) / "catalog.db")
+    repo_id = Repository.open(open_backend(cli_repo.repo),
+                              Credentials(passphrase=PASSPHRASE.encode())).id
+    dom = guest.domain
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    serve = subprocess.Popen(
+        [*driver("--job-hold-ms", "60000"), "serve", "--policies", str(policies), "--tick",
+         "0.5"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        def registered() -> bool:
+            with Catalog.open(catalog) as c:
+                return any(s.pid == serve.pid for s in JobStore(c).services())
+
+        _until("the service to register", registered, 30, serve)
+        queued = cli_repo.ok("backup", "vm", guest.name, "--queue", "--json", env=env).json()
+        assert isinstance(queued, dict) and queued["service_pid"] == serve.pid
+        job_id = queued["job"]
+
+        def running() -> bool:
+            with Catalog.open(catalog) as c:
+                job = JobStore(c).get(job_id)
+            return job.state == "running" and lv.backup_job_socket(dom) is not None
+
+        _until("the queued backup running on the guest", running, 60, serve)
+        cancelled = cli_repo.ok("job", "cancel", str(job_id), "--json", env=env).json()
+        assert cancelled == {"job": job_id, "was": "running", "action": "cancel requested",
+                             "state": "running"}
+
+        def ended() -> Any:
+            with Catalog.open(catalog) as c:
+                job = JobStore(c).get(job_id)
+            return job if job.state != "running" else None
+
+        job = _until("the job to end", ended, 30, serve)  # not the 60 s hold
+        assert serve.poll() is None  # the service goes on
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        log.close()
+    serve_log = (tmp_path / "serve.log").read_text()
+    assert job.state == "interrupted" and job.exit_code == 143, (job, serve_log)
+    assert job.kind == "backup" and job.vms == [guest.name]
+    assert cli_repo.ok("list", "--json").json() == []
+    assert lv.backup_job_socket(dom) is None
+    assert lv.checkpoints(dom, lv.chain_prefix(repo_id)) == []
+    assert not list(scratch.iterdir()), list(scratch.iterdir())

@@ -772,3 +772,14 @@ class Queued(Model):
     job: int
     state: Literal["queued"] = "queued"
     service_pid: int | None
+
+
+class CancelResult(Model):
+    """What ``stasis job cancel`` did: a queued job ``interrupted`` at once; a running
+    one asked to stop (``cancel requested`` of its service, or ``terminated``: SIGTERM
+    sent to the command running it). ``state`` is the job's state right after."""
+
+    job: int
+    was: Literal["queued", "running"]
+    action: Literal["interrupted", "cancel requested", "terminated"]
+    state: str

@@ -15,16 +15,17 @@ import socket
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from stasis.app.jobs import Warn, foreground_job
-from stasis.app.models import HoldRow, PointDecision, PruneReport, Released
+from stasis.app.jobs import Warn
+from stasis.app.kinds import PruneParams, env_here, run_here
+from stasis.app.models import HoldRow, PruneReport, Released
 from stasis.app.policies import find_policy
 from stasis.clock import SYSTEM_CLOCK
 from stasis.errors import PointNotFound, UsageError
 from stasis.repository import Manifest, ObjectDamaged, Repository
 from stasis.repository.holds import Hold
-from stasis.service.prune import policy_chains, prune_points
 from stasis.service.retention import Duration, RetentionRules, zone_named
 
 RepoOpener = Callable[[], Repository]
@@ -50,63 +51,23 @@ def retention_rules(counts: Mapping[str, int], *, within: str | None = None,
 
 def prune(open_repo: RepoOpener, *, rules: RetentionRules, catalog: str | None, warn: Warn,
           policy: str | None = None, policies: Path | None = None, name: str | None = None,
-          vm: str | None = None, dry_run: bool = False, on_damaged: OnDamaged | None = None,
-          now: datetime | None = None) -> PruneReport:
+          vm: str | None = None, dry_run: bool = False,
+          on_damaged: OnDamaged | None = None) -> PruneReport:
     """Remove the points that ``rules`` (or ``policy``'s retention, over the chains its
     runs made) do not keep: of chain ``name``, of the points holding ``vm``, or all."""
-    names: list[str | None] = [name]
-    pol = None
-    if policy is not None:
-        if rules.keeps_anything or name is not None or vm is not None:
-            raise UsageError("--policy brings its own rules and chains: give no --keep-*, "
-                             "--name or --vm with it; nothing was deleted")
-        from stasis.catalog import Catalog
+    params = PruneParams(**rule_params(rules), policy=policy, name=name, vm=vm,
+                         dry_run=dry_run)
+    env = env_here(catalog=catalog, warn=warn, open_repo=open_repo, on_damaged=on_damaged,
+                   find_policy=lambda c, p: find_policy(c, p, policies, doing="deleted"))
+    return cast(PruneReport, run_here(params, env))
 
-        with Catalog.open(catalog) as c:
-            pol = find_policy(c, policy, policies, doing="deleted")
-        rules = pol.retention_rules()
-        if not rules.keeps_anything:
-            raise UsageError(f"policy '{policy}' has no retention rules: nothing to prune, "
-                             "nothing was deleted")
-    if not rules.keeps_anything:
-        raise UsageError(
-            "give at least one --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
-            "--keep-monthly, --keep-yearly or --keep-within: prune never removes every "
-            "point by default; nothing was deleted"
-        )
-    if name is not None and vm is not None:
-        raise UsageError("--name and --vm select points in two ways; give one; nothing was "
-                         "deleted")
-    r = open_repo()
-    now = now or wall_clock()
-    if pol is not None:
-        names = list(policy_chains(r, pol.name))
-        if not names:
-            raise PointNotFound(f"policy {pol.name}")
-    if dry_run:  # changes nothing: not a run to record
-        result = prune_points(r, rules, now=now, names=names, vm=vm, dry_run=True,
-                              on_damaged=on_damaged)
-    else:
-        with foreground_job(catalog, "prune", (f"policy {policy}" if policy else name)
-                            or (f"vm {vm}" if vm else "all chains"), warn=warn,
-                            vms=[vm] if vm else [], repo=r.id,
-                            params={"name": name, "vm": vm, "policy": policy,
-                                    "rules": rules.to_dict()}) as job:
-            result = prune_points(r, rules, now=now, names=names, vm=vm,
-                                  on_damaged=on_damaged)
-            for d in result.decisions:
-                job.result[d.point.id] = {
-                    "point": d.point.id, "point_name": d.point.name,
-                    "time": d.point.time.isoformat(),
-                    "action": "keep" if d.keep else "removed", "reasons": list(d.reasons)}
-    zone = rules.zone
-    return PruneReport(
-        dry_run=dry_run, now=now.isoformat(), rules=rules.to_dict(),
-        rules_text=rules.describe(),
-        points=[PointDecision.model_validate(d.to_dict(zone)) for d in result.decisions],
-        kept=[d.point.id for d in result.decisions if d.keep],
-        removed=[d.point.id for d in result.decisions if not d.keep],
-    )
+
+def rule_params(rules: RetentionRules) -> dict[str, Any]:
+    """``rules`` as the parameters of a prune job (what :func:`retention_rules` takes)."""
+    return {"keep": {rule.name: n for rule, n in rules.counts()},
+            "within": None if rules.within is None else str(rules.within),
+            "min_age": None if rules.min_age is None else str(rules.min_age),
+            "timezone": rules.timezone}
 
 
 # --------------------------------------------------------------------- holds

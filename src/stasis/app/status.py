@@ -3,15 +3,16 @@ that runs on this host, or run here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stasis.app.backup import Where
+from stasis.app.kinds import Env, Params, Plan, PolicyParams, Where, opened, run_here
 from stasis.app.models import JobModel, Queued, VmStatusRow, job_model
 from stasis.app.policies import find_policy, load_policy_file
-from stasis.backends import open_backend
+from stasis.app.submit import live_services, submit
 from stasis.errors import StasisError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
@@ -58,27 +59,33 @@ def run_policy_now(name: str, *, catalog: str | None, open_repo: Callable[[], Re
     with none (or ``here``), run in this process as a job all the same.
     """
     from stasis.catalog import Catalog, JobStore
-    from stasis.service.jobs import recorded, runner_alive
-    from stasis.service.policy_run import plan_units, run_policy
+    from stasis.service.jobs import JobRun, recorded
     from stasis.service.prune import policy_retention
 
     with Catalog.open(catalog) as c:
         policy = find_policy(c, name, policies, doing="run")
         store = JobStore(c)
-        live = [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
+        live = live_services(store)
         if live and not here:
-            repo_id = str(Repository.read_config(open_backend(location))["id"])  # no key needed
-            queued = store.create("backup", name, policy=name, repo=repo_id,
-                                  params={"policy": name, "slot": "now"})
-            store.log(queued.id, "info", "queued by 'stasis policy run'")
-            return PolicyRunNow(queued=Queued(job=queued.id, service_pid=live[0].pid))
-        r = open_repo()
-        conn = lv.connect(connect)
-        where = where or Where.default()
-        plan = plan_units(conn, c, policy)
-        with recorded(c, "backup", name, vms=plan.vms, policy=name, repo=r.id) as run:
-            run_policy(run, policy, plan, conn=conn, repo=r, run_dir=where.run,
-                       scratch_dir=where.scratch, retention=policy_retention)
+            params = PolicyParams(policy=name, repo=location)
+            queued = submit(catalog, "policy", params, by="'stasis policy run'")
+            return PolicyRunNow(queued=Queued(job=queued, service_pid=live[0].pid))
+        runs: list[JobRun] = []
+
+        @contextmanager
+        def record(plan: Plan, params: Params) -> Iterator[JobRun]:
+            with recorded(c, "backup", name, vms=plan.vms, policy=name,
+                          repo=plan.repo.id if plan.repo else None,
+                          params=params.model_dump(mode="json")) as run:
+                runs.append(run)
+                yield run
+
+        env = Env(open_repo=open_repo, connect=lambda: lv.connect(connect),
+                  catalog=lambda: opened(c), record=record,
+                  dirs=(lambda: where) if where is not None else Where.default,
+                  find_policy=lambda _c, _name: policy, retention=policy_retention)
+        run_here(PolicyParams(policy=name), env)
+        run = runs[0]
         job = store.get(run.id) if run.id is not None else None
     return PolicyRunNow(job=job_model(job.to_dict()) if job else None, result=dict(run.result),
                         failure=run.failure)

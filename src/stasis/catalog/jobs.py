@@ -45,6 +45,7 @@ class Job:
     host: str | None = None
     pid: int | None = None
     pid_start: int | None = None
+    cancel_requested: bool = False
 
     @property
     def duration_s(self) -> float | None:
@@ -91,7 +92,8 @@ def _iso(t: datetime | None) -> str | None:
 def _job(r: JobRow) -> Job:
     return Job(r.id, r.kind, r.name, r.policy, list(r.vms), r.repo, r.state, r.queued,
                r.started, r.ended, r.bytes_read, r.bytes_written, dict(r.result), r.error,
-               r.exit_code, dict(r.params), r.host, r.pid, r.pid_start)
+               r.exit_code, dict(r.params), r.host, r.pid, r.pid_start,
+               bool(r.cancel_requested))
 
 
 class JobStore:
@@ -115,7 +117,7 @@ class JobStore:
         now = self.catalog.clock.now()
         row = JobRow(kind=kind, name=name, policy=policy, vms=list(vms or []), repo=repo,
                      state=state, queued=now, bytes_read=0, bytes_written=0, result={},
-                     params=dict(params or {}))
+                     params=dict(params or {}), cancel_requested=False)
         if state == "running":
             row.started = now
             if runner is not None:
@@ -138,6 +140,31 @@ class JobStore:
             done = session.execute(update(JobRow).where(
                 JobRow.id == job_id, JobRow.state == "queued").values(**values))
         return bool(getattr(done, "rowcount", 0))
+
+    def cancel_queued(self, job_id: int, why: str) -> bool:
+        """End a queued job ``interrupted`` before it starts; False if it is no longer
+        queued (a runner took it meanwhile)."""
+        now = self.catalog.clock.now()
+        with self.catalog.session() as session:
+            done = session.execute(update(JobRow).where(
+                JobRow.id == job_id, JobRow.state == "queued").values(
+                state="interrupted", ended=now, error=why, exit_code=143))
+        return bool(getattr(done, "rowcount", 0))
+
+    def request_cancel(self, job_id: int) -> bool:
+        """Ask the runner of a running job to interrupt it; False if it is not running."""
+        with self.catalog.session() as session:
+            done = session.execute(update(JobRow).where(
+                JobRow.id == job_id, JobRow.state == "running").values(cancel_requested=True))
+        return bool(getattr(done, "rowcount", 0))
+
+    def cancels_requested(self, job_ids: builtins.list[int]) -> set[int]:
+        """Which of ``job_ids`` were asked to stop."""
+        if not job_ids:
+            return set()
+        with self.catalog.session(write=False) as session:
+            return set(session.scalars(select(JobRow.id).where(
+                JobRow.id.in_(job_ids), JobRow.cancel_requested.is_(True))))
 
     def set_vms(self, job_id: int, vms: list[str]) -> None:
         with self.catalog.session() as session:

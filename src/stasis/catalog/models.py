@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -174,6 +175,8 @@ class JobRow(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None] = mapped_column(Integer)
     pid_start: Mapped[int | None] = mapped_column(BigInteger)  # /proc/PID/stat starttime
+    # Asked to stop: the service running it interrupts it at its next tick.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class JobLogRow(Base):

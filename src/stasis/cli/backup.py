@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from stasis.app import backup as ops
+from stasis.app.submit import queue as queue_job
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -16,12 +17,14 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     ProgressBoard,
+    QueueOpt,
     RepoOpt,
     RequireOpt,
     TagOpt,
     err,
     open_repo,
     print_model,
+    print_queued,
     progress_for,
     warn_unrecorded,
 )
@@ -74,6 +77,7 @@ def backup_vm(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    queue: QueueOpt = False,
 ) -> None:
     """Back up VMs, live and incremental where a checkpoint chain allows.
 
@@ -84,6 +88,12 @@ def backup_vm(
     point), and fails only when --require asks for more.
     """
     tags = ops.parse_tags(tag or [])
+    if queue:
+        print_queued(queue_job(catalog, "backup.vms", {
+            "repo": repo, "vms": names, "tags": tags, "parallel": parallel,
+            "consistency": consistency, "require": require}, by="'stasis backup vm'"),
+            json_output)
+        return
     board = ProgressBoard() if err.is_terminal and not json_output else None
     try:
         outcomes = ops.backup_vms(connect, lambda: open_repo(repo, passphrase_file, key_file),
@@ -129,6 +139,7 @@ def backup_group(
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
     json_output: JsonOpt = False,
+    queue: QueueOpt = False,
 ) -> None:
     """Back up a group of VMs into one point at one instant.
 
@@ -140,6 +151,11 @@ def backup_group(
     guardian process resumes and thaws the members if Stasis dies inside it.
     """
     tags = ops.parse_tags(tag or [])
+    if queue:
+        print_queued(queue_job(catalog, "backup.group", {
+            "repo": repo, "group": name, "vms": vm or [], "consistency": consistency,
+            "require": require, "tags": tags}, by="'stasis backup group'"), json_output)
+        return
     progress = progress_for(json_output)
     try:
         result = ops.backup_group(connect, lambda: open_repo(repo, passphrase_file, key_file),

@@ -72,6 +72,10 @@ ConsistencyOpt = Annotated[str, typer.Option(
 RequireOpt = Annotated[str | None, typer.Option(
     "--require", help="Fail, committing nothing, where a VM cannot reach this level.")]
 
+QueueOpt = Annotated[bool, typer.Option(
+    "--queue", help="Queue it for the service running on the catalog ('stasis serve', with "
+                    "its own repository credentials) instead of running it here.")]
+
 KEYFILE_HEADER = "stasis-keyfile-v1"
 
 
@@ -85,6 +89,15 @@ def print_model(result: Any) -> None:
         print_json([r.to_json() for r in result])
     else:
         print_json(result.to_json())
+
+
+def print_queued(queued: Any, json_output: bool) -> None:
+    """A job handed to the service: its id, and how to follow it."""
+    if json_output:
+        print_model(queued)
+        return
+    out.print(f"Job {queued.job} queued for the service (pid {queued.service_pid}); "
+              f"'stasis job show {queued.job} --log' follows it.", highlight=False)
 
 
 def warn_unrecorded(e: CatalogError) -> None:

@@ -8,11 +8,13 @@ import typer
 
 from stasis.app.gc import gc as run_gc
 from stasis.app.models import GcResult, TallyModel
+from stasis.app.submit import queue as queue_job
 from stasis.cli.common import (
     CatalogOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    QueueOpt,
     RepoOpt,
     err,
     human,
@@ -20,6 +22,7 @@ from stasis.cli.common import (
     out,
     plural,
     print_model,
+    print_queued,
     progress_for,
     warn_unrecorded,
 )
@@ -72,8 +75,13 @@ def gc(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    queue: QueueOpt = False,
 ) -> None:
     """Delete chunks and indexes that no point references; safe while backups run."""
+    if queue:
+        print_queued(queue_job(catalog, "gc", {"repo": repo, "dry_run": dry_run, "wait": wait},
+                               by="'stasis gc'"), json_output)
+        return
     progress = progress_for(json_output)
 
     def waiting(holder: str, limit: float) -> None:

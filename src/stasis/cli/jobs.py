@@ -1,4 +1,5 @@
-"""``stasis jobs`` and ``stasis job show``: job history from the catalog."""
+"""``stasis jobs``, ``stasis job show`` and ``stasis job cancel``: job history from the
+catalog, and stopping a job."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from rich.table import Table
 
 from stasis.app.jobs import list_jobs, show_job
 from stasis.app.models import JobModel
+from stasis.app.submit import cancel_job
 from stasis.cli.common import CatalogOpt, JsonOpt, human, out, print_model
 
-app = typer.Typer(help="One job of the history: its result and log.", no_args_is_help=True)
+app = typer.Typer(help="One job: its result and log, or cancel it.", no_args_is_help=True)
 
 
 def _when(t: str | None) -> str:
@@ -102,3 +104,24 @@ def show(
         for line in job.log or []:
             out.print(f"  {_when(line['time'])} {line['level']:<7} {line['text']}",
                       highlight=False)
+
+
+@app.command("cancel")
+def cancel(
+    job_id: Annotated[int, typer.Argument(help="The job's id ('stasis jobs' lists them).")],
+    catalog: CatalogOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Cancel a job: a queued one never starts, a running one is interrupted.
+
+    A running job ends interrupted with nothing committed: its service stops it at
+    its next tick, or the command running it on this host gets SIGTERM."""
+    done = cancel_job(catalog, job_id)
+    if json_output:
+        print_model(done)
+        return
+    what = {"interrupted": "cancelled before it started",
+            "cancel requested": "asked to stop: its service interrupts it",
+            "terminated": "sent SIGTERM: the command running it stops"}[done.action]
+    out.print(f"Job {done.job}: {what}; 'stasis job show {done.job}' shows how it ended.",
+              highlight=False)

@@ -15,18 +15,21 @@ from rich.table import Table
 
 from stasis.app import prune as ops
 from stasis.app.models import PruneReport
+from stasis.app.submit import queue as queue_job
 from stasis.cli.common import (
     CatalogOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
     PointArg,
+    QueueOpt,
     RepoOpt,
     err,
     open_repo,
     out,
     plural,
     print_model,
+    print_queued,
     warn_unrecorded,
 )
 from stasis.repository import ObjectDamaged
@@ -86,6 +89,7 @@ def prune(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    queue: QueueOpt = False,
     *,
     counts: dict[str, int],
 ) -> None:
@@ -94,6 +98,11 @@ def prune(
 
     A real prune (not --dry-run) is recorded as a job with each point's fate."""
     rules = ops.retention_rules(counts, within=keep_within, min_age=min_age, timezone=timezone)
+    if queue:
+        print_queued(queue_job(catalog, "prune", {
+            "repo": repo, **ops.rule_params(rules), "policy": policy, "name": name, "vm": vm,
+            "dry_run": dry_run}, by="'stasis prune'"), json_output)
+        return
     report = ops.prune(lambda: open_repo(repo, passphrase_file, key_file), rules=rules,
                        catalog=catalog, warn=warn_unrecorded, policy=policy, policies=policies,
                        name=name, vm=vm, dry_run=dry_run, on_damaged=_warn_damaged)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from stasis.app import restore as ops
+from stasis.app.submit import queue as queue_job
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -18,12 +19,14 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     PointArg,
+    QueueOpt,
     RepoOpt,
     VmOpt,
     human,
     open_repo,
     out,
     print_model,
+    print_queued,
     progress_for,
     warn_unrecorded,
 )
@@ -86,8 +89,15 @@ def restore_vm_cmd(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    queue: QueueOpt = False,
 ) -> None:
     """Restore a whole VM, as a new VM or in place."""
+    if queue:
+        print_queued(queue_job(catalog, "restore.vm", {
+            "repo": repo, "point": point, "vm": vm, "name": name,
+            "storage": str(storage.resolve()) if storage else None, "network": network,
+            "start": start, "in_place": in_place}, by="'stasis restore vm'"), json_output)
+        return
     progress = progress_for(json_output)
     try:
         result = ops.restore_vm(connect, lambda: open_repo(repo, passphrase_file, key_file),

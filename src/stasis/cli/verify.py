@@ -7,12 +7,14 @@ from typing import Annotated
 import typer
 
 from stasis.app.models import VerifyResult
+from stasis.app.submit import queue as queue_job
 from stasis.app.verify import verify_points
 from stasis.cli.common import (
     CatalogOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    QueueOpt,
     RepoOpt,
     err,
     human,
@@ -20,6 +22,7 @@ from stasis.cli.common import (
     out,
     plural,
     print_model,
+    print_queued,
     progress_for,
     warn_unrecorded,
 )
@@ -35,11 +38,17 @@ def verify(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    queue: QueueOpt = False,
 ) -> None:
     """Verify points: quick (every chunk is there) or --deep (every chunk is intact).
 
     Recorded as a job of kind verify, with each point's outcome: 'stasis status'
     shows it as the last verification of the point's VMs."""
+    if queue:
+        print_queued(queue_job(catalog, "verify", {"repo": repo, "points": points or None,
+                                                   "deep": deep}, by="'stasis verify'"),
+                     json_output)
+        return
     r = open_repo(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
 

@@ -1,10 +1,14 @@
 """``stasis serve``: the scheduler and the job runner in one long-running process.
 
 Every tick the scheduler queues a job for each policy whose slot came (one job for
-however many slots passed), and the runner starts queued jobs in threads, oldest
-first, within the limits: at most ``per_host`` jobs at once, at most ``per_repo``
-on one repository, and never a VM in two jobs (a job whose VM is busy waits in the
-queue). Jobs queued by ``stasis policy run`` are taken the same way.
+however many slots passed), and the runner starts queued jobs of any kind (the
+registry of :mod:`stasis.app.kinds`: backups, restores, verify, prune, gc, policy
+runs) in threads, oldest first, within the limits: at most ``per_host`` jobs at
+once, at most ``per_repo`` on one repository, and never a VM in two backups or
+restores (a job whose VM is busy waits in the queue). Jobs queued by ``stasis policy
+run`` or a command's ``--queue`` are taken the same way; a job whose kind or
+parameters are unknown fails with the reason. A job that ``stasis job cancel`` asked
+to stop is interrupted at the next tick, with nothing committed.
 
 At start the service marks failed, with a log line, the jobs left ``running`` by a
 runner that died, and cleans their debris (libvirt backup job, checkpoint of a
@@ -20,16 +24,31 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
+from stasis.app.kinds import (
+    KINDS,
+    OCCUPYING,
+    Env,
+    Kind,
+    Params,
+    Plan,
+    PolicyParams,
+    Where,
+    job_params,
+    opened,
+    parse_params,
+)
 from stasis.blockio.nbd import remove_dead_debris
 from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
 from stasis.clock import Clock
-from stasis.errors import HypervisorError, StasisError, VmState
+from stasis.errors import HypervisorError, PolicyNotFound, StasisError, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.doctor import clean_vm
 from stasis.repository import Repository
@@ -43,7 +62,7 @@ from stasis.service.jobs import (
 )
 from stasis.service.notify import Notifier
 from stasis.service.policy import Policy
-from stasis.service.policy_run import Plan, UnitProgress, plan_units, run_policy
+from stasis.service.policy_run import UnitProgress
 from stasis.service.rpo import rpo_status
 
 log = logging.getLogger("stasis.serve")
@@ -200,7 +219,8 @@ class Service:
         if queued:
             return None  # a run of it is waiting already: the slots coalesce
         job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().id,
-                               params={"policy": p.name, "slot": slot.isoformat()})
+                               params={"op": "policy", "policy": p.name,
+                                       "slot": slot.isoformat()})
         self.jobs.log(job.id, "info", f"queued for the slot {slot.isoformat()}: {why}")
         log.info("job %d queued: policy %s (%s)", job.id, p.name, why)
         return job
@@ -227,7 +247,7 @@ class Service:
         from stasis.service.jobs import runner_alive
 
         for j in self.jobs.list(state="running"):
-            if runner_alive(j.host, j.pid, j.pid_start) is not False:
+            if j.kind in OCCUPYING and runner_alive(j.host, j.pid, j.pid_start) is not False:
                 busy.update(j.vms)  # a dead runner's job is failed by recover()
         return busy
 
@@ -243,23 +263,20 @@ class Service:
                 on_repo = sum(1 for r in self.running.values() if r.job.repo == job.repo)
             if on_repo >= self.limits.per_repo:
                 continue
-            policy = self.policies.get(job.policy or "")
-            if policy is None:
-                self.jobs.log(job.id, "error", f"no policy '{job.policy}' in this service")
-                if self.jobs.start(job.id, this_runner()):
-                    self.jobs.finish(job.id, "failed", error=f"no policy '{job.policy}' is "
-                                     "loaded by the service", exit_code=14)
-                continue
             try:
-                conn = self.connect()
-                plan = plan_units(conn, self.catalog, policy)
-            except (StasisError, libvirt.libvirtError) as e:
-                if self.jobs.start(job.id, this_runner()):
-                    self.jobs.log(job.id, "error", f"members not resolved: {e}")
-                    self.jobs.finish(job.id, "failed", error=str(e),
-                                     exit_code=getattr(e, "exit_code", 1))
+                params = parse_params(job_params(job.params, job.policy))
+            except StasisError as e:
+                self._fail_unstarted(job, f"not run: {e.message}", e.exit_code)
                 continue
-            busy = self.busy_vms() & set(plan.vms)
+            kind = KINDS[params.op]
+            env = self._env(job)
+            try:
+                plan = kind.plan(params, env)
+            except (StasisError, libvirt.libvirtError) as e:
+                self._fail_unstarted(job, f"not started: {getattr(e, 'message', e)}",
+                                     getattr(e, "exit_code", 1))
+                continue
+            busy = self.busy_vms() & set(plan.vms) if kind.occupies_vms else set()
             if busy:
                 if job.id not in self._waiting_logged:
                     self._waiting_logged.add(job.id)
@@ -267,41 +284,85 @@ class Service:
                                   "in another job")
                 continue
             if not self.jobs.start(job.id, this_runner(), plan.vms):
-                continue  # taken by another runner meanwhile
+                continue  # taken by another runner, or cancelled, meanwhile
             job.vms = plan.vms
-            self._launch(job, policy, plan, conn)
+            self._launch(job, kind, params, plan, env)
             started.append(job.id)
         return started
 
-    def _launch(self, job: Job, policy: Policy, plan: Plan, conn: libvirt.virConnect) -> None:
+    def _fail_unstarted(self, job: Job, why: str, code: int) -> None:
+        if self.jobs.start(job.id, this_runner()):
+            self.jobs.log(job.id, "error", why)
+            self.jobs.finish(job.id, "failed", error=why, exit_code=code)
+
+    def repo_for(self, job: Job) -> Repository:
+        """The repository of ``job`` (named by id in the job), opened with the
+        service's own credentials; a job of another repository is refused."""
+        repo = self.repo()
+        if job.repo not in (None, repo.id):
+            raise UsageError(f"job {job.id} is of the repository {job.repo}, which this "
+                             f"service does not serve (it serves {repo.url}); not run")
+        return repo
+
+    def _find_policy(self, _catalog: Catalog, name: str) -> Policy:
+        policy = self.policies.get(name)
+        if policy is None:
+            raise PolicyNotFound(f"no policy '{name}' is loaded by the service")
+        return policy
+
+    def _env(self, job: Job) -> Env:
+        """Where a job runs in this service: its repository, libvirt, the catalog."""
+
+        def record(plan: Plan, params: Params) -> AbstractContextManager[JobRun]:
+            return recorded(self.catalog, KINDS[params.op].job_kind, job.name, job_id=job.id,
+                            vms=plan.vms, policy=job.policy)
+
+        return Env(open_repo=lambda: self.repo_for(job), connect=self.connect,
+                   catalog=lambda: opened(self.catalog), record=record,
+                   dirs=lambda: Where(self.run_dir, self.scratch_dir), clock=self.clock,
+                   find_policy=self._find_policy, retention=self.retention,
+                   unit_progress=self.unit_progress)
+
+    def _launch(self, job: Job, kind: Kind[Any], params: Params, plan: Plan,
+                env: Env) -> None:
         cancel = threading.Event()
-        thread = threading.Thread(target=self._run, args=(job, policy, plan, conn, cancel),
+        thread = threading.Thread(target=self._run, args=(job, kind, params, plan, env, cancel),
                                   name=f"job-{job.id}", daemon=True)
         with self._lock:
-            self.running[job.id] = Running(job, thread, cancel, set(plan.vms))
+            self.running[job.id] = Running(job, thread, cancel,
+                                           set(plan.vms) if kind.occupies_vms else set())
         thread.start()
 
-    def _run(self, job: Job, policy: Policy, plan: Plan, conn: libvirt.virConnect,
+    def _run(self, job: Job, kind: Kind[Any], params: Params, plan: Plan, env: Env,
              cancel: threading.Event) -> None:
         error: str | None = None
         try:
-            with recorded(self.catalog, "backup", job.name, job_id=job.id, vms=plan.vms,
-                          policy=policy.name) as run:
+            with env.record(plan, params) as run:
                 run.cancel = cancel
-                run_policy(run, policy, plan, conn=conn, repo=self.repo(),
-                           run_dir=self.run_dir, scratch_dir=self.scratch_dir,
-                           retention=self.retention, clock=self.clock,
-                           unit_progress=self.unit_progress)
+                kind.run(params, plan, run, env)
                 if run.failure is not None:
                     error = run.failure.message
         except BaseException as e:  # recorded in the job; the service goes on
             error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             if cancel.is_set():
-                return  # stopping: interrupted, nothing to tell
-        if error is not None:
-            self._tell(lambda: self.notifier.job_failed(policy, job=str(job.id), error=error,
-                                                        vms=plan.vms))
-        self.check_rpo(policy)
+                return  # stopping or cancelled: interrupted, nothing to tell
+        if isinstance(params, PolicyParams):
+            policy = plan.state[0]
+            if error is not None:
+                self._tell(lambda: self.notifier.job_failed(policy, job=str(job.id),
+                                                            error=error, vms=plan.vms))
+            self.check_rpo(policy)
+
+    def poll_cancels(self) -> list[int]:
+        """Interrupt the running jobs that ``stasis job cancel`` asked to stop."""
+        with self._lock:
+            running = dict(self.running)
+        asked = self.jobs.cancels_requested(list(running))
+        for job_id in asked:
+            if not running[job_id].cancel.is_set():
+                log.info("job %d: cancel requested, interrupting it", job_id)
+                running[job_id].cancel.set()
+        return sorted(asked)
 
     def _tell(self, send: Callable[[], object]) -> None:
         try:
@@ -324,6 +385,7 @@ class Service:
     # ------------------------------------------------------------ the loop
 
     def tick(self) -> None:
+        self.poll_cancels()
         self.due()
         self.dispatch()
         now = self.clock.now()

@@ -1,0 +1,791 @@
+"""Job kinds: every operation that runs as a job, named by its ``op``, with the
+parameters it takes, the VMs it occupies and the one function that runs it.
+
+A kind is planned, then run. :meth:`Kind.plan` checks the parameters against the
+world (opens the repository, resolves points, groups and policies) and says what
+the job is called and which VMs it works on; :meth:`Kind.run` does the work inside
+a :class:`~stasis.service.jobs.JobRun` and stops (:class:`~stasis.parallel.Cancelled`)
+once the run's cancel event is set. A command runs its job here (:func:`run_here`);
+``stasis serve`` runs a queued one (see :mod:`stasis.app.submit`) through the same
+two functions, with its own repository, libvirt connection and credentials: the
+parameters name the repository and never carry a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, ValidationError
+
+from stasis.app.models import (
+    BackupFailure,
+    BackupResult,
+    DiskRestore,
+    GcResult,
+    GroupRestore,
+    PointDecision,
+    PruneReport,
+    VerifyProblem,
+    VerifyResult,
+    VmBackupOutcome,
+    VmRestore,
+)
+from stasis.clock import SYSTEM_CLOCK, Clock
+from stasis.errors import (
+    GroupError,
+    IntegrityError,
+    PointNotFound,
+    StasisError,
+    UsageError,
+)
+from stasis.parallel import Cancelled
+from stasis.progress import NoProgress, Progress
+
+if TYPE_CHECKING:
+    import libvirt
+
+    from stasis.app.jobs import Warn
+    from stasis.catalog import Catalog
+    from stasis.protection.verify import VerifyReport
+    from stasis.recovery.vm import VmRestoreResult
+    from stasis.repository import Manifest, ObjectDamaged, Repository
+    from stasis.service.jobs import JobRun
+    from stasis.service.policy import Policy
+    from stasis.service.policy_run import UnitProgress
+
+# ------------------------------------------------------------------ parameters
+
+
+class Params(BaseModel):
+    """What a job of some kind needs to run later, in another process.
+
+    ``repo`` names the repository (a path or URL); None when the caller opened it
+    (a command running its job here). Unknown fields are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    op: str  # the kind, a key of KINDS (each subclass fixes it)
+    repo: str | None = None
+
+
+class BackupImagesParams(Params):
+    op: Literal["backup.images"] = "backup.images"
+    paths: list[Path]
+    name: str | None = None
+    tags: dict[str, str] = {}
+    format: str | None = None
+
+
+class BackupVmsParams(Params):
+    op: Literal["backup.vms"] = "backup.vms"
+    vms: list[str]
+    tags: dict[str, str] = {}
+    parallel: int = 2
+    consistency: str = "crash"
+    require: str | None = None
+
+
+class BackupGroupParams(Params):
+    op: Literal["backup.group"] = "backup.group"
+    group: str
+    vms: list[str] = []  # members added to a stored group's (or all, without one)
+    consistency: str | None = None
+    require: str | None = None
+    tags: dict[str, str] = {}
+
+
+class RestoreDiskParams(Params):
+    op: Literal["restore.disk"] = "restore.disk"
+    point: str
+    to: Path
+    vm: str | None = None
+    disk: str | None = None
+    format: str | None = None
+    force: bool = False
+
+
+class RestoreVmParams(Params):
+    op: Literal["restore.vm"] = "restore.vm"
+    point: str
+    vm: str | None = None
+    name: str | None = None
+    storage: Path | None = None
+    network: str | None = None
+    start: bool = False
+    in_place: bool = False
+
+
+class RestoreGroupParams(Params):
+    op: Literal["restore.group"] = "restore.group"
+    point: str
+    suffix: str
+    storage: Path | None = None
+    network: str | None = None
+    start: bool = False
+    order: list[str] | None = None
+
+
+class VerifyParams(Params):
+    op: Literal["verify"] = "verify"
+    points: list[str] | None = None  # None: every point
+    deep: bool = False
+
+
+class PruneParams(Params):
+    op: Literal["prune"] = "prune"
+    keep: dict[str, int] = {}  # a count per retention rule ({"daily": 7})
+    within: str | None = None
+    min_age: str | None = None
+    timezone: str = "UTC"
+    policy: str | None = None  # its retention, over the chains its runs made
+    name: str | None = None
+    vm: str | None = None
+    dry_run: bool = False
+
+
+class GcParams(Params):
+    op: Literal["gc"] = "gc"
+    dry_run: bool = False
+    wait: float = 600.0  # stasis.repository.gc.DEFAULT_WAIT
+
+
+class PolicyParams(Params):
+    op: Literal["policy"] = "policy"
+    policy: str
+    slot: str = "now"  # the schedule's slot it runs for (ISO 8601), or "now"
+
+
+AnyParams = Annotated[
+    BackupImagesParams | BackupVmsParams | BackupGroupParams | RestoreDiskParams
+    | RestoreVmParams | RestoreGroupParams | VerifyParams | PruneParams | GcParams
+    | PolicyParams,
+    Discriminator("op"),
+]
+PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams)
+
+
+def parse_params(data: dict[str, Any] | Params) -> Params:
+    """The parameters of a job of any kind (``data["op"]`` names it), validated; a
+    UsageError says what is wrong."""
+    if isinstance(data, Params):
+        data = data.model_dump(mode="json")
+    if data.get("op") not in KINDS:
+        raise UsageError(f"'{data.get('op')}' is not a job kind ({', '.join(KINDS)})")
+    try:
+        return PARAMS.validate_python(data)
+    except ValidationError as e:
+        raise UsageError(f"the parameters of a {data['op']} job are not valid: "
+                         + "; ".join(f"{'.'.join(str(x) for x in err['loc'][1:]) or 'op'}: "
+                                     f"{err['msg']}" for err in e.errors())) from None
+
+
+def job_params(job_params: dict[str, Any], policy: str | None) -> dict[str, Any]:
+    """The registry parameters of a catalog job's ``params``; a policy's job queued
+    before kinds were named (params ``{"policy", "slot"}``) is a policy run."""
+    if "op" not in job_params and policy is not None:
+        return {"op": "policy", **job_params}
+    return job_params
+
+
+# ------------------------------------------------------------------ where a job runs
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a run keeps its own sockets (``run``) and libvirt jobs' scratch files
+    (``scratch``, which QEMU's user must reach)."""
+
+    run: Path
+    scratch: Path
+
+    @classmethod
+    def default(cls) -> Where:
+        from stasis.settings import run_dir, scratch_dir
+
+        return cls(run_dir(), scratch_dir())
+
+
+Recorder = Callable[["Plan", Params], AbstractContextManager["JobRun"]]
+
+
+@dataclass
+class Env:
+    """What the process that runs a job provides: its repository (opened with its
+    own credentials), libvirt, the catalog, where files go, the clock, and how the
+    job is recorded; and what an interface hears while the job runs."""
+
+    open_repo: Callable[[], Repository]
+    connect: Callable[[], libvirt.virConnect]
+    catalog: Callable[[], AbstractContextManager[Catalog]]
+    record: Recorder
+    # Found only once the work begins (after the repository opened): a refused
+    # command leaves no directory behind.
+    dirs: Callable[[], Where]
+    clock: Clock = SYSTEM_CLOCK
+    find_policy: Callable[[Catalog, str], Policy] | None = None
+    retention: Callable[[Repository, Policy, datetime, JobRun], None] | None = None
+    unit_progress: UnitProgress | None = None  # a sink per unit of work, given the cancel
+    progress: Progress | None = None
+    lanes: Callable[[str], Progress] | None = None  # per VM, for backups of several
+    on_wait: Callable[[str, float], None] | None = None  # gc waits for a lock holder
+    on_report: Callable[[VerifyResult], None] | None = None  # before verify fails
+    on_damaged: Callable[[str, ObjectDamaged], None] | None = None
+    _repo: Repository | None = field(default=None, repr=False)
+    _conn: libvirt.virConnect | None = field(default=None, repr=False)
+    _where: Where | None = field(default=None, repr=False)
+
+    def where(self) -> Where:
+        if self._where is None:
+            self._where = self.dirs()
+        return self._where
+
+    def repo(self) -> Repository:
+        if self._repo is None:
+            self._repo = self.open_repo()
+        return self._repo
+
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None:
+            self._conn = self.connect()
+        return self._conn
+
+    def sink(self, cancel: threading.Event, lane: str | None = None) -> Progress:
+        """The progress sink of the work; it raises Cancelled once ``cancel`` is set."""
+        if lane is not None and self.lanes is not None:
+            base: Progress = self.lanes(lane)
+        elif self.progress is not None:
+            base = self.progress
+        elif self.unit_progress is not None:
+            base = self.unit_progress(cancel) or NoProgress()
+        else:
+            base = NoProgress()
+        return CancelCheck(base, cancel)
+
+
+class CancelCheck:
+    """A progress sink that stops the work (Cancelled) at the next step once the
+    job's cancel event is set: before a phase starts and after each piece."""
+
+    def __init__(self, inner: Progress, cancel: threading.Event) -> None:
+        self.inner, self.cancel = inner, cancel
+
+    def _check(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    def start(self, description: str, total: int) -> None:
+        self._check()
+        self.inner.start(description, total)
+        self._check()
+
+    def advance(self, amount: int) -> None:
+        self.inner.advance(amount)
+        self._check()
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+
+@dataclass
+class Plan:
+    """A job planned: its name and VMs, the repository it works on, and what the
+    planning found that the run uses (``state``: resolved points, a group's plan)."""
+
+    name: str
+    vms: list[str]
+    repo: Repository | None = None
+    policy: str | None = None
+    state: Any = None
+
+
+P = TypeVar("P", bound=Params)
+
+
+@dataclass(frozen=True)
+class Kind(Generic[P]):
+    """One kind of job. ``job_kind`` is the catalog's kind (backup, restore, ...);
+    ``occupies_vms``: its VMs may be in no other job at once (a backup, a restore),
+    where a verify or a prune only reads what the VMs' points hold."""
+
+    op: str
+    job_kind: str
+    params: type[P]
+    title: Callable[[P], str]  # the job's name before it is planned (a queued job)
+    plan: Callable[[P, Env], Plan]
+    run: Callable[[P, Plan, JobRun, Env], Any]
+    occupies_vms: bool = True
+    recorded: Callable[[P], bool] = lambda p: True  # a dry run changes nothing: unrecorded
+    check: Callable[[P], None] = lambda p: None  # what is refused before anything is done
+
+
+def catalog_opener(url: str | None) -> Callable[[], AbstractContextManager[Catalog]]:
+    """Opens the catalog at ``url`` (None: the default) for the time a job uses it."""
+
+    def use() -> AbstractContextManager[Catalog]:
+        from stasis.catalog import Catalog
+
+        return Catalog.open(url)
+
+    return use
+
+
+def env_here(*, catalog: str | None, warn: Warn, open_repo: Callable[[], Repository],
+             connect: str | None = None, where: Where | None = None, **hear: Any) -> Env:
+    """The environment of a job that a command runs in this process: recorded in
+    ``catalog`` (or, after ``warn``, unrecorded), with the caller's repository;
+    ``hear`` are the :class:`Env` fields an interface listens with (``progress``...)."""
+    from stasis.app.jobs import foreground_job
+    from stasis.hypervisor import libvirt_api as lv
+
+    def record(plan: Plan, params: Params) -> AbstractContextManager[JobRun]:
+        return foreground_job(catalog, KINDS[params.op].job_kind, plan.name,
+                              warn=warn, vms=plan.vms,
+                              repo=plan.repo.id if plan.repo is not None else None,
+                              params=params.model_dump(mode="json"))
+
+    return Env(open_repo=open_repo, connect=lambda: lv.connect(connect or lv.DEFAULT_URI),
+               catalog=catalog_opener(catalog), record=record,
+               dirs=(lambda: where) if where is not None else Where.default, **hear)
+
+
+def run_here(params: Params, env: Env) -> Any:
+    """Plan and run a job now, in this process, recorded by ``env.record`` (a dry run
+    unrecorded); return its result model."""
+    from stasis.service.jobs import JobRun
+
+    kind: Kind[Any] = KINDS[params.op]
+    plan = kind.plan(params, env)
+    if not kind.recorded(params):
+        return kind.run(params, plan, JobRun(None, None), env)
+    with env.record(plan, params) as job:
+        return kind.run(params, plan, job, env)
+
+
+# ------------------------------------------------------------------ backups
+
+
+def _images_title(p: BackupImagesParams) -> str:
+    return p.name or (p.paths[0].name if p.paths else "images")
+
+
+def _plan_images(p: BackupImagesParams, env: Env) -> Plan:
+    return Plan(_images_title(p), [], env.repo())
+
+
+def _run_images(p: BackupImagesParams, plan: Plan, job: JobRun, env: Env) -> BackupResult:
+    from stasis.protection.backup import back_up_images
+
+    repo = env.repo()
+    m = back_up_images(repo, p.paths, name=p.name, tags=dict(p.tags) or None, fmt=p.format,
+                       progress=env.sink(job.cancel), run_dir=env.where().run)
+    job.set_vms([vm.name for vm in m.vms])
+    job.point(m, repo)
+    return BackupResult.of(m)
+
+
+def _check_vms(p: BackupVmsParams) -> None:
+    from stasis.protection.consistency import level_rank
+
+    level_rank(p.consistency)
+    if p.require is not None:
+        level_rank(p.require)
+
+
+def _plan_vms(p: BackupVmsParams, env: Env) -> Plan:
+    _check_vms(p)
+    env.conn()
+    return Plan(",".join(dict.fromkeys(p.vms)), list(dict.fromkeys(p.vms)), env.repo())
+
+
+def _run_vms(p: BackupVmsParams, plan: Plan, job: JobRun,
+             env: Env) -> list[VmBackupOutcome]:
+    from stasis.protection.vm import back_up_vms
+
+    repo = env.repo()
+    done = back_up_vms(env.conn(), repo, plan.vms, run_dir=env.where().run,
+                       scratch_dir=env.where().scratch, tags=dict(p.tags) or None,
+                       progress=lambda vm: env.sink(job.cancel, vm), parallel=p.parallel,
+                       consistency=p.consistency, require=p.require)
+    outcomes = []
+    for o in done:
+        if o.point is not None:
+            job.point(o.point, repo)
+            outcomes.append(VmBackupOutcome(name=o.name, point=BackupResult.of(o.point)))
+            continue
+        error = o.error or StasisError(f"{o.name}: no point was made")
+        job.failed_part(o.name, error)
+        outcome = VmBackupOutcome(name=o.name, failure=BackupFailure(
+            name=o.name, error=error.message, exit_code=error.exit_code))
+        outcome.error = error
+        outcomes.append(outcome)
+    return outcomes
+
+
+@dataclass
+class _GroupPlan:
+    stored: bool
+    level: str
+    require: str | None
+    hooks: Any
+
+
+def _check_group(p: BackupGroupParams) -> None:
+    from stasis.protection.groups import check_level
+
+    if p.consistency is not None:
+        check_level(p.consistency)
+    if p.require is not None:
+        check_level(p.require, "--require")
+
+
+def _plan_group(p: BackupGroupParams, env: Env) -> Plan:
+    from stasis.catalog import GroupStore
+    from stasis.protection.groups import check_levels, plan_backup
+
+    _check_group(p)
+    extra = list(dict.fromkeys(p.vms))
+    name = p.group
+    with env.catalog() as c:
+        stored = GroupStore(c).get(name)
+    conn = env.conn()
+    if stored is not None:
+        g = stored.group
+        gp = plan_backup(conn, g, consistency=p.consistency or g.consistency,
+                         require=p.require if p.require is not None else g.require,
+                         hooks=g.hooks, extra=extra)
+        if gp.missing:
+            raise GroupError(
+                f"group '{name}' names VMs that do not exist: {', '.join(gp.missing)}. "
+                "Nothing was backed up. Define them, or remove them from the group with "
+                f"'stasis group edit {name} --remove-vm NAME'.")
+        if not gp.vms:
+            raise GroupError(f"group '{name}' has no members now: no VM is named in it or "
+                             "matches its selectors. Nothing was backed up.")
+        names, state = gp.vms, _GroupPlan(True, gp.consistency, gp.require, gp.hooks)
+    elif not extra:
+        raise UsageError(f"there is no stored group named '{name}': give the members with "
+                         f"--vm, or store the group with 'stasis group create {name}'. "
+                         "Nothing was backed up.")
+    else:
+        names, state = extra, _GroupPlan(False, p.consistency or "crash", p.require, None)
+    check_levels(state.level, state.require, state.hooks)
+    return Plan(name, names, env.repo(), state=state)
+
+
+def _run_group(p: BackupGroupParams, plan: Plan, job: JobRun, env: Env) -> BackupResult:
+    from stasis.protection.capture import back_up_members
+
+    repo, g = env.repo(), plan.state
+    m = back_up_members(env.conn(), repo, plan.vms, point_name=plan.name, kind="group",
+                        run_dir=env.where().run, scratch_dir=env.where().scratch,
+                        tags=dict(p.tags) or None, progress=env.sink(job.cancel),
+                        cancel=job.cancel, consistency=g.level, require=g.require,
+                        hooks=g.hooks)
+    job.point(m, repo)
+    return BackupResult.of(m, stored_group=g.stored)
+
+
+# ------------------------------------------------------------------ restores
+
+
+def _record_vm(job: JobRun, m: Manifest, v: VmRestoreResult) -> None:
+    """A restored VM in its restore job's result."""
+    written = sum(d.bytes_written for d in v.disks)
+    job.result[v.vm] = {"point": m.id, "point_name": m.name, "restored_as": v.name,
+                        "in_place": v.in_place, "started": v.started,
+                        "disks": {d.disk: d.target for d in v.disks},
+                        "bytes_written": written, "error": None}
+    job.bytes_written += written
+
+
+def _plan_disk(p: RestoreDiskParams, env: Env) -> Plan:
+    r = env.repo()
+    m = r.resolve(p.point)
+    vms = [p.vm] if p.vm else [v.name for v in m.vms][:1] if len(m.vms) == 1 else []
+    return Plan(m.name, vms, r, state=m)
+
+
+def _run_disk(p: RestoreDiskParams, plan: Plan, job: JobRun, env: Env) -> DiskRestore:
+    from stasis.recovery.restore import restore_disk
+
+    m = plan.state
+    result = restore_disk(env.repo(), m, target=p.to, vm=p.vm, disk=p.disk, fmt=p.format,
+                          force=p.force, progress=env.sink(job.cancel),
+                          run_dir=env.where().run)
+    job.set_vms([result.vm])
+    job.result[result.vm] = {
+        "point": m.id, "point_name": m.name, "disks": {result.disk: result.target},
+        "format": result.format, "bytes_written": result.bytes_written, "error": None}
+    job.bytes_written = result.bytes_written
+    return DiskRestore.model_validate(result.to_dict())
+
+
+def _plan_restore_vm(p: RestoreVmParams, env: Env) -> Plan:
+    env.conn()
+    r = env.repo()
+    m = r.resolve(p.point)
+    return Plan(m.name, [p.vm] if p.vm else [v.name for v in m.vms if v.kind == "vm"][:1], r,
+                state=m)
+
+
+def _run_restore_vm(p: RestoreVmParams, plan: Plan, job: JobRun, env: Env) -> VmRestore:
+    from stasis.recovery.vm import restore_vm
+
+    result = restore_vm(env.conn(), env.repo(), plan.state, vm=p.vm, name=p.name,
+                        storage=p.storage, network=p.network, start=p.start,
+                        in_place=p.in_place, progress=env.sink(job.cancel),
+                        run_dir=env.where().run)
+    job.set_vms([result.vm])
+    _record_vm(job, plan.state, result)
+    return VmRestore.model_validate(result.to_dict())
+
+
+def _plan_restore_group(p: RestoreGroupParams, env: Env) -> Plan:
+    env.conn()
+    r = env.repo()
+    m = r.resolve(p.point)
+    return Plan(m.name, [v.name for v in m.vms if v.kind == "vm"], r, state=m)
+
+
+def _run_restore_group(p: RestoreGroupParams, plan: Plan, job: JobRun,
+                       env: Env) -> GroupRestore:
+    from stasis.recovery.group import restore_group
+
+    result = restore_group(env.conn(), env.repo(), plan.state, suffix=p.suffix,
+                           storage=p.storage, network=p.network, start=p.start,
+                           order=p.order, progress=env.sink(job.cancel),
+                           run_dir=env.where().run)
+    for v in result.vms:
+        _record_vm(job, plan.state, v)
+    return GroupRestore.model_validate(result.to_dict())
+
+
+# ------------------------------------------------------------------ verify, prune, gc
+
+
+def _plan_verify(p: VerifyParams, env: Env) -> Plan:
+    repo = env.repo()
+    chosen = [repo.resolve(x) for x in p.points] if p.points else None
+    covered = chosen if chosen is not None else repo.points()
+    vms = list(dict.fromkeys(vm.name for m in covered for vm in m.vms))
+    name = ",".join(dict.fromkeys(m.name for m in covered)) if chosen else "all points"
+    return Plan(name, vms, repo, state=(chosen, covered))
+
+
+def _run_verify(p: VerifyParams, plan: Plan, job: JobRun, env: Env) -> VerifyResult:
+    from stasis.protection.verify import verify
+
+    chosen, covered = plan.state
+    report = verify(env.repo(), chosen, deep=p.deep, progress=env.sink(job.cancel))
+    _record_verify(job, covered, report)
+    result = VerifyResult(
+        ok=report.ok, deep=report.deep, points=report.points, chunks=report.chunks,
+        bytes_checked=report.bytes_checked, quarantined=list(report.quarantined),
+        problems=[VerifyProblem(**x.__dict__, description=x.describe())
+                  for x in report.problems])
+    if env.on_report is not None:
+        env.on_report(result)
+    if not report.ok:
+        raise IntegrityError(
+            f"verify found {len(report.problems)} problem(s); the damaged chunks were "
+            "moved to quarantine and the next backup that meets their data stores it "
+            "again."
+        )
+    return result
+
+
+def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -> None:
+    """Each point's outcome in the job's result, keyed by point id."""
+    for m in covered:
+        problems = [x.describe() for x in report.problems if x.point == m.id]
+        job.result[m.id] = {"point": m.id, "point_name": m.name,
+                            "vms": [vm.name for vm in m.vms], "ok": not problems,
+                            "problems": problems,
+                            "error": f"{len(problems)} problem(s)" if problems else None}
+    for x in report.problems:  # a problem outside the chosen points (a damaged manifest)
+        if x.point not in job.result:
+            job.result[x.point] = {"point": x.point, "ok": False, "problems": [x.describe()],
+                                   "error": x.problem}
+    job.bytes_read = report.bytes_checked
+    job.log("info", f"verified ({'deep' if report.deep else 'quick'}) {report.points} "
+            f"point(s), {report.chunks} chunk(s), {report.bytes_checked} bytes read; "
+            f"{len(report.problems)} problem(s), {len(report.quarantined)} quarantined")
+    for q in report.quarantined:
+        job.log("warning", f"quarantined: {q}")
+
+
+def _prune_title(p: PruneParams) -> str:
+    return (f"policy {p.policy}" if p.policy else p.name) or (
+        f"vm {p.vm}" if p.vm else "all chains")
+
+
+@dataclass
+class _PrunePlan:
+    rules: Any  # RetentionRules
+    names: list[str | None]
+    now: datetime
+
+
+def _check_prune(p: PruneParams) -> Any:
+    """The rules given by hand (RetentionRules), checked as far as they go without
+    the policy."""
+    from stasis.app.prune import retention_rules
+
+    try:
+        rules = retention_rules(p.keep, within=p.within, min_age=p.min_age,
+                                timezone=p.timezone)
+    except ValueError as e:
+        raise UsageError(f"{e}; nothing was deleted") from None
+    if p.policy is not None:
+        if rules.keeps_anything or p.name is not None or p.vm is not None:
+            raise UsageError("--policy brings its own rules and chains: give no --keep-*, "
+                             "--name or --vm with it; nothing was deleted")
+    elif not rules.keeps_anything:
+        raise UsageError(
+            "give at least one --keep-last, --keep-hourly, --keep-daily, --keep-weekly, "
+            "--keep-monthly, --keep-yearly or --keep-within: prune never removes every "
+            "point by default; nothing was deleted"
+        )
+    if p.name is not None and p.vm is not None:
+        raise UsageError("--name and --vm select points in two ways; give one; nothing was "
+                         "deleted")
+    return rules
+
+
+def _plan_prune(p: PruneParams, env: Env) -> Plan:
+    from stasis.service.prune import policy_chains
+
+    rules = _check_prune(p)
+    pol = None
+    if p.policy is not None:
+        if env.find_policy is None:
+            raise UsageError(f"policy '{p.policy}' cannot be looked up here; nothing was "
+                             "deleted")
+        with env.catalog() as c:
+            pol = env.find_policy(c, p.policy)
+        rules = pol.retention_rules()
+        if not rules.keeps_anything:
+            raise UsageError(f"policy '{p.policy}' has no retention rules: nothing to prune, "
+                             "nothing was deleted")
+    r = env.repo()
+    names: list[str | None] = [p.name]
+    if pol is not None:
+        names = list(policy_chains(r, pol.name))
+        if not names:
+            raise PointNotFound(f"policy {pol.name}")
+    return Plan(_prune_title(p), [p.vm] if p.vm else [], r,
+                state=_PrunePlan(rules, names, env.clock.now()))
+
+
+def _run_prune(p: PruneParams, plan: Plan, job: JobRun, env: Env) -> PruneReport:
+    from stasis.service.prune import prune_points
+
+    pp: _PrunePlan = plan.state
+    if job.cancel.is_set():
+        raise Cancelled()
+    result = prune_points(env.repo(), pp.rules, now=pp.now, names=pp.names, vm=p.vm,
+                          dry_run=p.dry_run, on_damaged=env.on_damaged)
+    if not p.dry_run:
+        for d in result.decisions:
+            job.result[d.point.id] = {
+                "point": d.point.id, "point_name": d.point.name,
+                "time": d.point.time.isoformat(),
+                "action": "keep" if d.keep else "removed", "reasons": list(d.reasons)}
+    zone = pp.rules.zone
+    return PruneReport(
+        dry_run=p.dry_run, now=pp.now.isoformat(), rules=pp.rules.to_dict(),
+        rules_text=pp.rules.describe(),
+        points=[PointDecision.model_validate(d.to_dict(zone)) for d in result.decisions],
+        kept=[d.point.id for d in result.decisions if d.keep],
+        removed=[d.point.id for d in result.decisions if not d.keep],
+    )
+
+
+def _check_gc(p: GcParams) -> None:
+    if p.wait < 0:
+        raise UsageError("--wait takes a number of seconds, 0 or more")
+
+
+def _plan_gc(p: GcParams, env: Env) -> Plan:
+    _check_gc(p)
+    return Plan("gc", [], env.repo())
+
+
+def _run_gc(p: GcParams, plan: Plan, job: JobRun, env: Env) -> GcResult:
+    from stasis.repository.gc import collect_garbage
+
+    report = collect_garbage(env.repo(), dry_run=p.dry_run, wait=p.wait,
+                             progress=env.sink(job.cancel), on_wait=env.on_wait)
+    if not p.dry_run:
+        job.result["gc"] = report.to_dict()
+    return GcResult.model_validate(report.to_dict())
+
+
+# ------------------------------------------------------------------ policy runs
+
+
+def _plan_policy(p: PolicyParams, env: Env) -> Plan:
+    from stasis.service.policy_run import plan_units
+
+    if env.find_policy is None:
+        raise UsageError(f"policy '{p.policy}' cannot be looked up here; nothing was run")
+    repo = env.repo()
+    conn = env.conn()
+    with env.catalog() as c:
+        policy = env.find_policy(c, p.policy)
+        units = plan_units(conn, c, policy)
+    return Plan(p.policy, list(units.vms), repo, policy=p.policy, state=(policy, units))
+
+
+def _run_policy(p: PolicyParams, plan: Plan, job: JobRun, env: Env) -> dict[str, Any]:
+    from stasis.service.policy_run import run_policy
+
+    policy, units = plan.state
+    run_policy(job, policy, units, conn=env.conn(), repo=env.repo(), run_dir=env.where().run,
+               scratch_dir=env.where().scratch, retention=env.retention,
+               clock=env.clock, unit_progress=env.unit_progress)
+    return dict(job.result)
+
+
+# ------------------------------------------------------------------ the registry
+
+KINDS: dict[str, Kind[Any]] = {k.op: k for k in (
+    Kind("backup.images", "backup", BackupImagesParams, _images_title, _plan_images,
+         _run_images),
+    Kind("backup.vms", "backup", BackupVmsParams, lambda p: ",".join(dict.fromkeys(p.vms)),
+         _plan_vms, _run_vms, check=_check_vms),
+    Kind("backup.group", "backup", BackupGroupParams, lambda p: p.group, _plan_group,
+         _run_group, check=_check_group),
+    Kind("restore.disk", "restore", RestoreDiskParams, lambda p: p.point, _plan_disk,
+         _run_disk),
+    Kind("restore.vm", "restore", RestoreVmParams, lambda p: p.point, _plan_restore_vm,
+         _run_restore_vm),
+    Kind("restore.group", "restore", RestoreGroupParams, lambda p: p.point,
+         _plan_restore_group, _run_restore_group),
+    Kind("verify", "verify", VerifyParams,
+         lambda p: ",".join(p.points) if p.points else "all points", _plan_verify,
+         _run_verify, occupies_vms=False),
+    Kind("prune", "prune", PruneParams, _prune_title, _plan_prune, _run_prune,
+         occupies_vms=False, recorded=lambda p: not p.dry_run, check=_check_prune),
+    Kind("gc", "gc", GcParams, lambda p: "gc", _plan_gc, _run_gc, occupies_vms=False,
+         recorded=lambda p: not p.dry_run, check=_check_gc),
+    Kind("policy", "backup", PolicyParams, lambda p: p.policy, _plan_policy, _run_policy),
+)}
+
+
+#: The catalog's job kinds whose VMs are busy while they run (never in two jobs).
+OCCUPYING = frozenset(k.job_kind for k in KINDS.values() if k.occupies_vms)
+
+
+@contextlib.contextmanager
+def opened(c: Catalog) -> Iterator[Catalog]:
+    """A catalog already open, used by a job (and left open)."""
+    yield c

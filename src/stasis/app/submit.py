@@ -1,0 +1,121 @@
+"""Jobs handed to the service: submitted to the catalog's queue, and cancelled.
+
+:func:`submit` validates a job's parameters (:mod:`stasis.app.kinds`) and queues
+it; ``stasis serve`` takes it from the queue and runs it with its own repository
+and credentials. :func:`queue` is what a command's ``--queue`` calls: it refuses
+when no service runs on the catalog, since nothing would take the job.
+:func:`cancel_job` stops a job wherever it is: a queued one at once, one that a
+service runs through a flag the service polls, one that a command runs on this
+host with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from stasis.app.kinds import KINDS, Params, PolicyParams, parse_params
+from stasis.app.models import CancelResult, Queued
+from stasis.errors import JobStateError, UsageError
+
+if TYPE_CHECKING:
+    from stasis.catalog import JobStore
+    from stasis.catalog.jobs import Service
+
+
+def repository_id(location: str) -> str:
+    """The id of the repository at ``location`` (read from its config: no key needed)."""
+    from stasis.backends import open_backend
+    from stasis.repository import Repository
+
+    return str(Repository.read_config(open_backend(location))["id"])
+
+
+def live_services(store: JobStore) -> list[Service]:
+    """The services of the catalog that run on this host (a process still alive)."""
+    from stasis.service.jobs import runner_alive
+
+    return [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
+
+
+def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
+           by: str = "submit") -> int:
+    """Queue a job of ``kind`` (a key of :data:`~stasis.app.kinds.KINDS`) with
+    ``params``, validated first: bad parameters are refused (UsageError) before
+    anything is queued. ``params["repo"]`` names the repository (a path or URL).
+    Returns the job's id."""
+    from stasis.catalog import Catalog, JobStore
+
+    data = params.model_dump(mode="json") if isinstance(params, Params) else dict(params)
+    if data.setdefault("op", kind) != kind:
+        raise UsageError(f"the parameters are of a {data['op']} job, not of a {kind} job")
+    p = parse_params(data)
+    k = KINDS[p.op]
+    k.check(p)
+    if p.repo is None:
+        raise UsageError("a queued job names its repository (a path or URL); nothing was "
+                         "queued")
+    repo_id = repository_id(p.repo)
+    with Catalog.open(catalog) as c:
+        store = JobStore(c)
+        job = store.create(k.job_kind, k.title(p), repo=repo_id,
+                           policy=p.policy if isinstance(p, PolicyParams) else None,
+                           params=p.model_dump(mode="json"))
+        store.log(job.id, "info", f"queued by {by}")
+    return job.id
+
+
+def queue(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
+          by: str) -> Queued:
+    """Submit a job for the service running on ``catalog``; refused (JobStateError)
+    when none runs, as nothing would take it. ``by`` says who queued it (the log)."""
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        live = live_services(JobStore(c))
+        shown = c.shown
+    if not live:
+        raise JobStateError(f"no service runs on the catalog {shown}: a queued job would "
+                            "wait for one. Nothing was queued.",
+                            hint="Start 'stasis serve', or run the command without --queue.")
+    return Queued(job=submit(catalog, kind, params, by=by), service_pid=live[0].pid)
+
+
+def cancel_job(catalog: str | None, job_id: int) -> CancelResult:
+    """Stop job ``job_id``: a queued job ends interrupted at once (never started); a
+    job that a service runs is flagged, and the service interrupts it at its next
+    tick; a job that a command runs on this host gets SIGTERM. A job that ended, or
+    runs on another host outside a service, is refused (JobStateError)."""
+    from stasis.catalog import Catalog, JobStore
+    from stasis.service.jobs import runner_alive
+
+    with Catalog.open(catalog) as c:
+        store = JobStore(c)
+        job = store.get(job_id)
+        if job.state == "queued" and store.cancel_queued(job_id, "cancelled before it "
+                                                                 "started"):
+            store.log(job_id, "warning", "cancelled while queued: never started")
+            return CancelResult(job=job_id, was="queued", action="interrupted",
+                                state="interrupted")
+        job = store.get(job_id)  # it may have started meanwhile
+        if job.state != "running":
+            raise JobStateError(f"job {job_id} is {job.state}: there is nothing to cancel.")
+        by_service = any((s.host, s.pid, s.pid_start) == (job.host, job.pid, job.pid_start)
+                         for s in store.services())
+        if by_service:
+            store.request_cancel(job_id)
+            store.log(job_id, "warning", "cancel requested")
+            return CancelResult(job=job_id, was="running", action="cancel requested",
+                                state="running")
+        alive = runner_alive(job.host, job.pid, job.pid_start)
+        if alive is None:
+            raise JobStateError(f"job {job_id} runs on {job.host} (pid {job.pid}), not in a "
+                                "service: it can only be stopped there. Nothing was changed.")
+        if not alive or job.pid is None:
+            raise JobStateError(f"job {job_id} is marked running, but its process (pid "
+                                f"{job.pid}) is gone: the service marks it failed at its "
+                                "next check. Nothing was changed.")
+        store.log(job_id, "warning", "cancel requested: SIGTERM sent to its process")
+    os.kill(job.pid, signal.SIGTERM)
+    return CancelResult(job=job_id, was="running", action="terminated", state="running")
