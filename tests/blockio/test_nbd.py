@@ -6,7 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from stasis.blockio.nbd import QemuNbd, remove_dead_debris
+from stasis.blockio.nbd import QemuNbd
+from stasis.rundirs import remove_dead_debris
 from tests.conftest import mixed_image, to_qcow2
 
 

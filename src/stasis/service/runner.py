@@ -26,13 +26,13 @@ from pathlib import Path
 
 import libvirt
 
-from stasis.blockio.nbd import remove_dead_debris
 from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
 from stasis.clock import Clock
 from stasis.errors import HypervisorError, StasisError, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.doctor import clean_vm
 from stasis.repository import Repository
+from stasis.rundirs import remove_dead_debris
 from stasis.service.jobs import (
     JobRun,
     dead_jobs,
