@@ -210,6 +210,15 @@ class GroupModel(Model):
     resolved: Resolved | None
 
 
+class GroupDeleted(GroupModel):
+    """A group deleted: what it was (it resolves to nothing any more)."""
+
+    def to_json(self) -> Any:
+        data = super().to_json()
+        del data["resolved"]
+        return data
+
+
 class VmLabels(Model):
     vm: str
     labels: dict[str, str]
@@ -764,6 +773,14 @@ class VmStatusRow(Model):
     rpo: str  # met | breached | none
     rpo_detail: str
     last_verify: dict[str, Any] | None
+
+
+class UnrecordedRun(Model):
+    """A policy run made here while the catalog could not record it: per VM, its point
+    or its error (what a job's result would have held)."""
+
+    state: Literal["unrecorded"] = "unrecorded"
+    result: dict[str, Any]
 
 
 class Queued(Model):
