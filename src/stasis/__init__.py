@@ -1,8 +1,10 @@
 """Stasis: backup and disaster recovery for libvirt/KVM virtual machines.
 
-Layers, imports pointing down only (see DESIGN.md): ``cli`` → ``service`` →
-``protection`` / ``recovery`` → ``blockio`` (and later ``hypervisor``) →
-``repository`` → ``backends``.
+Layers, imports pointing down only (docs/architecture.md; checked by lint-imports):
+``cli`` → ``app`` : ``service`` → ``catalog`` → ``protection`` | ``recovery`` →
+``hypervisor`` | ``blockio`` → ``repository`` → ``backends`` → shared utilities
+(``errors``, ``progress``, ``parallel``, ``memory``, ``settings``, ``clock``,
+``signals``, ``rundirs``).
 """
 
 __version__ = "0.1.0"

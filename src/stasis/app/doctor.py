@@ -5,15 +5,22 @@ Protection's part (:mod:`stasis.protection.doctor`) is libvirt backup jobs and
 checkpoints left behind, scratch and socket directories of dead processes, stale
 locks and temporary files in the repository; recovery's
 (:func:`stasis.recovery.instant.debris`) is instant VMs, linked clones and attached
-disks whose setup was killed or whose export died.
+disks whose setup was killed or whose export died. :func:`doctor` chooses where to
+look (the run and scratch directories, and where their sockets go when those paths
+are too deep for one) and whether libvirt is there to ask.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 
+from stasis.app.models import DoctorFinding, DoctorResult
+from stasis.errors import JobNotEnded
+from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.doctor import (
     DoctorReport,
     clean_repository,
@@ -22,10 +29,29 @@ from stasis.protection.doctor import (
 )
 from stasis.recovery.instant import debris as instant_debris
 from stasis.repository import Repository
+from stasis.rundirs import socket_base
+from stasis.settings import run_dir, scratch_dir
 
 
-def doctor(conn: libvirt.virConnect | None, repo: Repository | None, run_dirs: list[Path], *,
-           fix: bool) -> DoctorReport:
+def doctor(connect: str, open_repo: Callable[[], Repository] | None, *,
+           fix: bool) -> DoctorResult:
+    """Look for debris (with ``open_repo``, in that repository and its VMs' checkpoint
+    chains too); remove it when ``fix``. libvirt is asked when it runs here, or when
+    ``connect`` names another URI than the default."""
+    repo = open_repo() if open_repo is not None else None
+    conn = (lv.connect(connect) if os.path.exists("/run/libvirt") or connect != lv.DEFAULT_URI
+            else None)
+    dirs = [run_dir(), scratch_dir()]
+    dirs += [socket_base(d) for d in dirs]  # sockets of deep directories go elsewhere
+    report = find_debris(conn, repo, sorted(set(dirs)), fix=fix)
+    findings = [DoctorFinding(kind=f.kind, what=f.what, fixed=f.fixed) for f in report.findings]
+    stuck = [f for f in findings if fix and not f.fixed]
+    return DoctorResult(fix=fix, findings=findings, stuck=stuck,
+                        exit_code=JobNotEnded.exit_code if stuck else 0)
+
+
+def find_debris(conn: libvirt.virConnect | None, repo: Repository | None,
+                run_dirs: list[Path], *, fix: bool) -> DoctorReport:
     """Look for debris everywhere Stasis works; remove it when ``fix``."""
     report = DoctorReport()
     if conn is not None and repo is not None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
-from stasis.app.models import GroupModel, Resolved, VmLabels
+from stasis.app.models import GroupDeleted, GroupModel, Resolved, VmLabels
 from stasis.errors import GroupError, HypervisorError, UsageError
 from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
@@ -191,10 +191,10 @@ def edit_group(catalog: str | None, name: str, change: GroupChange, *,
     return group_model(stored, resolve_now(try_connect(connect), stored.group))
 
 
-def delete_group(catalog: str | None, name: str) -> GroupModel:
+def delete_group(catalog: str | None, name: str) -> GroupDeleted:
     """Delete a stored group (its points stay in the repository); return what it was."""
     with group_store(catalog) as store:
-        return group_model(store.delete(name), None)
+        return GroupDeleted(**store.delete(name).to_dict(), resolved=None)
 
 
 def list_groups(catalog: str | None, *, connect: str) -> list[GroupModel]:

@@ -210,6 +210,15 @@ class GroupModel(Model):
     resolved: Resolved | None
 
 
+class GroupDeleted(GroupModel):
+    """A group deleted: what it was (it resolves to nothing any more)."""
+
+    def to_json(self) -> Any:
+        data = super().to_json()
+        del data["resolved"]
+        return data
+
+
 class VmLabels(Model):
     vm: str
     labels: dict[str, str]
@@ -766,6 +775,14 @@ class VmStatusRow(Model):
     last_verify: dict[str, Any] | None
 
 
+class UnrecordedRun(Model):
+    """A policy run made here while the catalog could not record it: per VM, its point
+    or its error (what a job's result would have held)."""
+
+    state: Literal["unrecorded"] = "unrecorded"
+    result: dict[str, Any]
+
+
 class Queued(Model):
     """A job handed to the running service (``stasis job show`` follows it)."""
 
@@ -783,3 +800,244 @@ class CancelResult(Model):
     was: Literal["queued", "running"]
     action: Literal["interrupted", "cancel requested", "terminated"]
     state: str
+
+
+# ------------------------------------------------------------------ repositories
+
+
+class RepoCreated(Model):
+    """A new repository: where (``path`` as given, ``url`` as the backend names it)."""
+
+    path: str
+    url: str
+    id: str
+    encryption: str
+    chunk_size: int
+
+
+class RepoInfoModel(Model):
+    """Sizes, deduplication and compression of a repository (see
+    :class:`stasis.repository.stats.RepoInfo`)."""
+
+    path: str
+    id: str
+    encryption: str
+    chunk_size: int
+    points: int
+    logical_size: int
+    referenced_size: int
+    unique_size: int
+    stored_size: int
+    chunk_count: int
+    dedup_ratio: float
+    compression_ratio: float
+
+
+class KeySlot(Model):
+    """A key slot: a passphrase or a key file that opens the repository."""
+
+    id: str
+    kind: str  # passphrase | keyfile
+    label: str
+
+
+class KeySlotAdded(Model):
+    id: str
+
+
+class KeySlotRemoved(Model):
+    id: str
+
+
+# ------------------------------------------------------------------ catalog
+
+
+class CatalogRebuilt(Model):
+    """The points index of a repository made again from its manifests alone."""
+
+    repository: str
+    url: str
+    points: int
+    damaged: list[str]  # point ids whose manifest could not be read (not indexed)
+    _catalog: str = PrivateAttr(default="")
+
+    @property
+    def catalog(self) -> str:
+        """The catalog, as it is shown (a file, or a URL without its password)."""
+        return self._catalog
+
+
+class IndexedPointModel(Model):
+    """One point of the catalog's index (``stasis catalog points``)."""
+
+    id: str
+    name: str
+    time: str
+    kind: str
+    size: int
+    bytes_read: int
+    parent: str | None
+    tags: dict[str, str]
+    vms: list[str]
+    repo: str
+    consistency: dict[str, str]
+
+
+# ------------------------------------------------------------------ doctor
+
+
+class DoctorFinding(Model):
+    """Debris of interrupted work, and whether it was removed."""
+
+    kind: str
+    what: str
+    fixed: bool
+
+
+class DoctorResult(Model):
+    """What doctor found; ``stuck``: what ``fix`` could not remove (a libvirt job
+    libvirt will not end), and ``exit_code`` says so (0 when nothing is stuck)."""
+
+    fix: bool
+    findings: list[DoctorFinding]
+    stuck: list[DoctorFinding]
+    exit_code: int
+
+
+# ------------------------------------------------------------------ exports, instant VMs
+
+
+class ExportInfoModel(Model):
+    """A disk of a point served over NBD (``stasis export``)."""
+
+    point: str
+    vm: str
+    disk: str
+    virtual_size: int
+    uri: str
+    socket: str | None
+    port: int | None
+    writable: bool
+    overlay: str | None
+    keep_overlay: bool
+    pid: int
+
+
+class InstantStarted(Model):
+    """An instant VM defined and started on an export of a point."""
+
+    name: str
+    vm: str
+    point: str
+    export_pid: int
+    socket: str
+    overlays: dict[str, str]
+    duration_s: float
+
+
+class RunningFromRepo(Model):
+    """An instant VM, linked clone or attached disk running from a repository, with
+    what is true of it now (``state``: starting, running, interrupted, export dead...)."""
+
+    kind: str
+    name: str
+    target: str | None
+    vm: str
+    disk: str | None
+    point: str
+    repo: str
+    state: str
+    vm_state: str
+    export_pid: int | None
+    export_alive: bool
+    socket: str | None
+    overlays: dict[str, str]
+    storage: str | None
+    created: float
+
+
+class Finalized(Model):
+    """An instant VM moved to local disks (disk -> its path)."""
+
+    name: str
+    disks: dict[str, str]
+    duration_s: float
+
+
+class Discarded(Model):
+    """An instant VM removed; ``removed``: what was, in words."""
+
+    name: str
+    removed: list[str]
+
+
+class Attached(Model):
+    """A disk of a point attached read-only to a running VM."""
+
+    vm: str
+    target: str
+    point: str
+    source_vm: str
+    disk: str
+    export_pid: int
+    socket: str
+
+
+class Detached(Model):
+    vm: str
+    target: str
+    point: str
+    disk: str
+
+
+# ------------------------------------------------------------------ clones
+
+
+class CloneModel(Model):
+    """A clone made (``source``: point or vm; ``point_taken``: a point of the VM was
+    taken for it)."""
+
+    name: str
+    source: str
+    point: str
+    point_taken: bool
+    vm: str
+    linked: bool
+    started: bool
+    uuid: str
+    macs: list[str]
+    storage: str
+    disks: dict[str, str]
+    files: dict[str, str]
+    bytes_written: int
+    export_pid: int | None
+    duration_s: float
+
+
+class CloneRow(Model):
+    """A linked clone, with its point and export."""
+
+    name: str
+    vm: str
+    point: str
+    repo: str
+    state: str
+    vm_state: str
+    export_pid: int | None
+    export_alive: bool
+    socket: str | None
+    overlays: dict[str, str]
+    storage: str | None
+    created: float
+    bytes_written: int
+
+
+class CloneDeleted(Model):
+    """A linked clone removed; ``hold``: its point's hold afterwards, in words (None:
+    not held); ``warning``: what could not be done (the hold not updated)."""
+
+    name: str
+    point: str
+    removed: list[str]
+    hold: str | None
+    warning: str

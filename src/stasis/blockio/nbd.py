@@ -18,6 +18,7 @@ from types import TracebackType
 import nbd
 
 from stasis.errors import SourceUnreadable, TargetError
+from stasis.rundirs import remove_dead_debris, socket_base
 
 ALLOCATION = "base:allocation"
 NBD_STATE_HOLE, NBD_STATE_ZERO = 1, 2
@@ -114,32 +115,6 @@ def die_with_parent() -> tuple[str, ...]:
     kill -9, so no server lingers (util-linux setpriv, PR_SET_PDEATHSIG)."""
     setpriv = shutil.which("setpriv")
     return (setpriv, "--pdeathsig", "TERM") if setpriv else ()
-
-
-# sun_path holds 108 bytes; leave room for "/stasis-nbd-<pid>-<random>/nbd.sock".
-MAX_SOCKET_BASE = 108 - 48
-
-
-def socket_base(run_dir: str | Path | None) -> Path:
-    """Where sockets go: the run directory, or the system's temporary directory when
-    the run directory's path is too long for a unix socket."""
-    if run_dir is not None and len(os.fsencode(run_dir)) <= MAX_SOCKET_BASE:
-        return Path(run_dir)
-    return Path(tempfile.gettempdir())
-
-
-def remove_dead_debris(run_dir: Path, *, dry_run: bool = False) -> list[Path]:
-    """Remove the socket and scratch directories of Stasis processes that no longer run."""
-    removed = []
-    for entry in run_dir.glob("stasis-*-*-*"):
-        parts = entry.name.split("-")  # stasis-<kind>-<pid>-<random>
-        if len(parts) != 4 or not parts[2].isdigit() or not entry.is_dir():
-            continue
-        if not os.path.exists(f"/proc/{parts[2]}"):
-            if not dry_run:
-                shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
 
 
 @functools.cache

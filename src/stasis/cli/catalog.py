@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from stasis.backends import open_backend
+from stasis.app.index import indexed_points, rebuild_index
 from stasis.cli.common import (
     CatalogOpt,
     JsonOpt,
@@ -23,9 +23,8 @@ from stasis.cli.common import (
     human,
     open_repo,
     out,
-    print_json,
+    print_model,
 )
-from stasis.repository import Repository
 
 app = typer.Typer(help="The catalog: the index of points, rebuilt from a repository.",
                   no_args_is_help=True)
@@ -40,24 +39,17 @@ def rebuild(
     json_output: JsonOpt = False,
 ) -> None:
     """Recreate the index of the repository's points from its manifests alone."""
-    from stasis.catalog import Catalog, PointIndex
-
-    r = open_repo(repo, passphrase_file, key_file)
-    damaged: list[str] = []
-
     def on_damaged(pid: str, e: Exception) -> None:
-        damaged.append(pid)
         err.print(f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e}); it is not "
                   "indexed. 'stasis verify' tells more.", highlight=False)
 
-    with Catalog.open(catalog) as c:
-        count = PointIndex(c).rebuild(r, on_damaged=on_damaged)
-        shown = c.shown
+    result = rebuild_index(lambda: open_repo(repo, passphrase_file, key_file), catalog=catalog,
+                           on_damaged=on_damaged)
     if json_output:
-        print_json({"repository": r.id, "url": r.url, "points": count, "damaged": damaged})
+        print_model(result)
         return
-    out.print(f"Indexed {count} points of the repository {r.url} in the catalog {shown}.",
-              highlight=False)
+    out.print(f"Indexed {result.points} points of the repository {result.url} in the catalog "
+              f"{result.catalog}.", highlight=False)
 
 
 @app.command("points")
@@ -71,19 +63,14 @@ def points(
     json_output: JsonOpt = False,
 ) -> None:
     """List the indexed points, oldest first (as 'stasis list', from the catalog)."""
-    from stasis.catalog import Catalog, PointIndex
-
-    repo_id = (str(Repository.read_config(open_backend(repo))["id"]) if repo is not None
-               else None)
-    with Catalog.open(catalog) as c:
-        found = PointIndex(c).list(repo_id, name=name, vm=vm)
+    found = indexed_points(catalog=catalog, location=repo, name=name, vm=vm)
     if json_output:
-        print_json([p.to_dict() for p in found])
+        print_model(found)
         return
     table = Table(box=None)
     for col in ("id", "name", "time", "kind", "size", "read", "VMs"):
         table.add_column(col)
     for p in found:
-        table.add_row(p.id[:12], p.name, p.time.strftime("%Y-%m-%d %H:%M:%S"), p.kind,
+        table.add_row(p.id[:12], p.name, p.time[:19].replace("T", " "), p.kind,
                       human(p.size), human(p.bytes_read), ", ".join(p.vms))
     out.print(table)

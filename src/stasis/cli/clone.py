@@ -9,23 +9,23 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from stasis.app.clone import clone as make_clone
+from stasis.app import clone as ops
 from stasis.cli.common import (
+    ConnectOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
     RepoOpt,
+    VmOpt,
     credentials,
     err,
     human,
+    open_repo_for_export,
     out,
-    print_json,
+    print_model,
     progress_for,
 )
-from stasis.cli.instant import ConnectOpt, open_for_export
 from stasis.hypervisor import libvirt_api as lv
-from stasis.recovery import clone as clone_mod
-from stasis.settings import run_dir, scratch_dir
 
 
 class _SourceFirst(TyperGroup):
@@ -51,7 +51,7 @@ def create(
         "--from-vm or more of the point's id."))],
     name: Annotated[str, typer.Option(help="Name of the new VM.")],
     repo: RepoOpt,
-    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    vm: VmOpt = None,
     linked: Annotated[bool, typer.Option(help="Disks are qcow2 overlays on an export of the "
                                          "point: no data is copied. The point is held "
                                          "while the clone lives.")] = False,
@@ -72,18 +72,16 @@ def create(
     Without --linked the disks are a full sparse copy of the point. The clone gets a
     new name, UUID and MAC addresses.
     """
-    conn = lv.connect(connect)
-    r, creds = open_for_export(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
     try:
-        result = make_clone(conn, r, creds, source, name=name, vm=vm, linked=linked,
-                                 storage=storage, network=network, start=start,
-                                 from_vm=from_vm, run_dir=run_dir(), scratch_dir=scratch_dir(),
-                                 progress=progress)
+        result = ops.clone(connect, lambda: open_repo_for_export(repo, passphrase_file,
+                                                                 key_file),
+                           source, name=name, vm=vm, linked=linked, storage=storage,
+                           network=network, start=start, from_vm=from_vm, progress=progress)
     finally:
         progress.finish()
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
         return
     if result.point_taken:
         out.print(f"Took point {result.point[:12]} of VM {result.vm} (its present state) "
@@ -107,10 +105,9 @@ def list_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """Linked clones, with their point and export."""
-    conn = lv.connect(connect)
-    rows = clone_mod.listing(conn)
+    rows = ops.list_clones(connect)
     if json_output:
-        print_json(rows)
+        print_model(rows)
         return
     if not rows:
         out.print("No linked clones.")
@@ -119,8 +116,8 @@ def list_cmd(
     for col in ("name", "from", "point", "state", "vm", "written", "export pid"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["name"], row["vm"], row["point"][:12], row["state"], row["vm_state"],
-                      human(row["bytes_written"]), str(row["export_pid"] or "-"))
+        table.add_row(row.name, row.vm, row.point[:12], row.state, row.vm_state,
+                      human(row.bytes_written), str(row.export_pid or "-"))
     out.print(table)
 
 
@@ -137,13 +134,17 @@ def delete(
 
     A full clone is an ordinary VM: virsh undefine removes it.
     """
-    conn = lv.connect(connect)
-    result = clone_mod.delete(conn, name, credentials(passphrase_file, key_file))
+    result = ops.delete_clone(connect, name, credentials(passphrase_file, key_file))
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
     else:
         out.print(f"Deleted {name}: " + (", ".join(result.removed) or "nothing was left"))
         out.print(f"Point {result.point[:12]} is "
                   + (result.hold if result.hold else "no longer held") + ".")
     if result.warning:
         err.print(f"[yellow]warning:[/] {result.warning}", highlight=False)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``stasis clone`` to the ``stasis`` command tree."""
+    root.add_typer(app, name="clone")

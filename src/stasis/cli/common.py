@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import getpass
 import json
 import os
@@ -26,7 +25,6 @@ from rich.progress import (
 from stasis.backends import open_backend
 from stasis.errors import (
     CatalogError,
-    KeySlotError,
     StasisWarning,
     UsageError,
     WrongPassphrase,
@@ -34,6 +32,7 @@ from stasis.errors import (
 from stasis.progress import NoProgress
 from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
+from stasis.repository.keyfile import read_key_file
 
 # Piped output (logs, scripts) is not cut at 80 columns: lines stay whole, and tables
 # get room enough for point ids and names.
@@ -75,9 +74,6 @@ RequireOpt = Annotated[str | None, typer.Option(
 QueueOpt = Annotated[bool, typer.Option(
     "--queue", help="Queue it for the service running on the catalog ('stasis serve', with "
                     "its own repository credentials) instead of running it here.")]
-
-KEYFILE_HEADER = "stasis-keyfile-v1"
-
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
@@ -135,29 +131,6 @@ def read_passphrase_file(path: Path) -> bytes:
     return data.rstrip(b"\r\n")
 
 
-def read_key_file(path: Path) -> bytes:
-    try:
-        lines = path.read_text().split()
-    except (OSError, UnicodeDecodeError) as e:
-        raise KeySlotError(f"cannot read the key file {path}: {e}") from None
-    if len(lines) != 2 or lines[0] != KEYFILE_HEADER:
-        raise KeySlotError(f"{path} is not a Stasis key file")
-    try:
-        return base64.b64decode(lines[1], validate=True)
-    except ValueError:
-        raise KeySlotError(f"{path} is not a Stasis key file (bad base64)") from None
-
-
-def write_key_file(path: Path, material: bytes) -> None:
-    if path.exists():
-        raise KeySlotError(f"{path} exists; a new key file is never written over an old one")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{KEYFILE_HEADER}\n{base64.b64encode(material).decode()}\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _prompt_once() -> bytes:
     if not sys.stdin.isatty():
         raise WrongPassphrase("the repository", "empty passphrase (no $STASIS_PASSPHRASE, "
@@ -196,6 +169,19 @@ def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRA
 
 def open_repo(repo: str, passphrase_file: Path | None, key_file: Path | None) -> Repository:
     return Repository.open(open_backend(repo), credentials(passphrase_file, key_file))
+
+
+def open_repo_for_export(repo: str, passphrase_file: Path | None,
+                         key_file: Path | None) -> tuple[Repository, Credentials]:
+    """The repository, and its credentials made concrete (a prompt asked once), for an
+    export process, which gets them through a pipe and can ask nothing."""
+    creds = credentials(passphrase_file, key_file)
+    backend = open_backend(repo)
+    if creds.passphrase is None and creds.keyfile is None and creds.prompt is not None:
+        config = Repository.read_config(backend)
+        if config.get("encryption") != "none":
+            creds = Credentials(passphrase=creds.prompt())
+    return Repository.open(backend, creds), creds
 
 
 def print_warning(warning: StasisWarning) -> None:

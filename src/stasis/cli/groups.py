@@ -23,7 +23,6 @@ from stasis.cli.common import (
     RequireOpt,
     err,
     out,
-    print_json,
     print_model,
 )
 from stasis.hypervisor import libvirt_api as lv
@@ -242,9 +241,7 @@ def delete(
     """Delete a stored group. Its points stay in the repository."""
     gone = ops.delete_group(catalog, name)
     if json_output:
-        data = gone.to_json()
-        del data["resolved"]
-        print_json(data)
+        print_model(gone)
         return
     out.print(f"Group '{name}' deleted; its points stay in the repository.", highlight=False)
 

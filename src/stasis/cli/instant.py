@@ -1,5 +1,4 @@
-"""``stasis export``, ``stasis instant …``, ``stasis attach`` and ``stasis detach`` (and
-the registration of ``stasis clone …``, which builds on them)."""
+"""``stasis export``, ``stasis instant …``, ``stasis attach`` and ``stasis detach``."""
 
 from __future__ import annotations
 
@@ -13,45 +12,27 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from stasis.backends import open_backend
+from stasis.app import instant as ops
 from stasis.cli.common import (
+    ConnectOpt,
     JsonOpt,
     KeyFileOpt,
     PassFileOpt,
+    PointArg,
     RepoOpt,
-    credentials,
+    VmOpt,
     human,
+    open_repo_for_export,
     out,
-    print_json,
+    print_model,
 )
 from stasis.hypervisor import libvirt_api as lv
-from stasis.recovery import export as export_mod
-from stasis.recovery import instant as instant_mod
-from stasis.repository import Credentials, Repository
-from stasis.settings import run_dir
-
-PointArg = Annotated[str, typer.Argument(help="Point id, unique prefix, or NAME@latest.")]
-ConnectOpt = Annotated[str, typer.Option("--connect", "-c", envvar="STASIS_CONNECT",
-                                         help="libvirt URI.")]
-
-
-def open_for_export(repo: str, passphrase_file: Path | None,
-          key_file: Path | None) -> tuple[Repository, Credentials]:
-    """The repository, and its credentials made concrete (a prompt asked once), for the
-    export process, which gets them through a pipe."""
-    creds = credentials(passphrase_file, key_file)
-    backend = open_backend(repo)
-    if creds.passphrase is None and creds.keyfile is None and creds.prompt is not None:
-        config = Repository.read_config(backend)
-        if config.get("encryption") != "none":
-            creds = Credentials(passphrase=creds.prompt())
-    return Repository.open(backend, creds), creds
 
 
 def export(
     point: PointArg,
     repo: RepoOpt,
-    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    vm: VmOpt = None,
     disk: Annotated[str | None, typer.Option(help="Disk (if the VM has several).")] = None,
     socket: Annotated[Path | None, typer.Option(help="Serve on this unix socket.")] = None,
     port: Annotated[int | None, typer.Option(help="Serve on this TCP port of 127.0.0.1.")] \
@@ -70,16 +51,14 @@ def export(
     Read-only unless --writable. Unstored (all-zero) ranges are holes in block status.
     At the end its sockets, and the overlay unless --keep-overlay, are removed.
     """
-    r, creds = open_for_export(repo, passphrase_file, key_file)
-    m = r.resolve(point)
-    with export_mod.serve(r, creds, m, vm=vm, disk=disk, socket_path=socket, port=port,
-                          writable=writable, overlay=overlay, keep_overlay=keep_overlay,
-                          run_dir=run_dir()) as info:
+    with ops.export(lambda: open_repo_for_export(repo, passphrase_file, key_file), point,
+                    vm=vm, disk=disk, socket=socket, port=port, writable=writable,
+                    overlay=overlay, keep_overlay=keep_overlay) as info:
         if json_output:
-            print_json(info.to_dict())
+            print_model(info)
         else:
             mode = "read-write (writes go to an overlay)" if writable else "read-only"
-            out.print(f"Serving {info.vm}/{info.disk} of point {m.id[:12]} "
+            out.print(f"Serving {info.vm}/{info.disk} of point {info.point[:12]} "
                       f"({human(info.virtual_size)}, {mode}) at {info.uri}")
             if info.overlay:
                 out.print(f"The overlay {info.overlay} is kept at the end.")
@@ -119,7 +98,7 @@ app = typer.Typer(cls=_PointFirst, no_args_is_help=True,
 def start(
     point: PointArg,
     repo: RepoOpt,
-    vm: Annotated[str | None, typer.Option(help="VM of the point (if it has several).")] = None,
+    vm: VmOpt = None,
     name: Annotated[str | None, typer.Option(help="Name of the new VM (default: "
                                              "NAME-instant).")] = None,
     network: Annotated[str | None, typer.Option(help="Connect every interface to this "
@@ -133,15 +112,12 @@ def start(
     json_output: JsonOpt = False,
 ) -> None:
     """Define and start a VM whose disks are overlays on an export of the point."""
-    conn = lv.connect(connect)
-    r, creds = open_for_export(repo, passphrase_file, key_file)
-    m = r.resolve(point)
-    result = instant_mod.start_instant(conn, r, creds, m, vm=vm, name=name, network=network,
-                                       storage=storage)
+    result = ops.start(connect, lambda: open_repo_for_export(repo, passphrase_file, key_file),
+                       point, vm=vm, name=name, network=network, storage=storage)
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
         return
-    out.print(f"Started {result.name} from VM {result.vm} of point {m.id[:12]} in "
+    out.print(f"Started {result.name} from VM {result.vm} of point {result.point[:12]} in "
               f"{result.duration_s:.1f} s; its disks are served by export pid "
               f"{result.export_pid}.")
     out.print(f"'stasis instant finalize {result.name}' copies it to local storage; "
@@ -154,10 +130,9 @@ def list_cmd(
     json_output: JsonOpt = False,
 ) -> None:
     """Instant VMs and attached disks running from a repository."""
-    conn = lv.connect(connect)
-    rows = instant_mod.listing(conn)
+    rows = ops.running(connect)
     if json_output:
-        print_json(rows)
+        print_model(rows)
         return
     if not rows:
         out.print("Nothing runs from a repository.")
@@ -166,10 +141,10 @@ def list_cmd(
     for col in ("kind", "name", "from", "point", "state", "export pid", "socket"):
         table.add_column(col)
     for row in rows:
-        name = row["name"] + (f" ({row['target']})" if row["target"] else "")
-        source = row["vm"] + (f"/{row['disk']}" if row["disk"] else "")
-        table.add_row(row["kind"], name, source, row["point"][:12], row["state"],
-                      str(row["export_pid"] or "-"), row["socket"] or "-")
+        name = row.name + (f" ({row.target})" if row.target else "")
+        source = row.vm + (f"/{row.disk}" if row.disk else "")
+        table.add_row(row.kind, name, source, row.point[:12], row.state,
+                      str(row.export_pid or "-"), row.socket or "-")
     out.print(table)
 
 
@@ -183,11 +158,10 @@ def finalize(
     json_output: JsonOpt = False,
 ) -> None:
     """Copy an instant VM's disks to local storage while it runs; then stop its export."""
-    conn = lv.connect(connect)
-    r, _creds = open_for_export(repo, passphrase_file, key_file)
-    result = instant_mod.finalize(conn, r, name)
+    result = ops.finalize(connect, lambda: open_repo_for_export(repo, passphrase_file,
+                                                                key_file), name)
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
         return
     out.print(f"{name} runs on local disks now ({result.duration_s:.1f} s); its export was "
               "stopped.")
@@ -202,12 +176,12 @@ def discard(
     json_output: JsonOpt = False,
 ) -> None:
     """Stop and undefine an instant VM, stop its export, remove its overlays."""
-    conn = lv.connect(connect)
-    removed = instant_mod.discard(conn, name)
+    result = ops.discard(connect, name)
     if json_output:
-        print_json({"name": name, "removed": removed})
+        print_model(result)
         return
-    out.print(f"Discarded {name}: " + (", ".join(removed) if removed else "nothing was left"))
+    out.print(f"Discarded {name}: " + (", ".join(result.removed) if result.removed
+                                       else "nothing was left"))
 
 
 # ------------------------------------------------------------ attach / detach
@@ -227,16 +201,14 @@ def attach(
     json_output: JsonOpt = False,
 ) -> None:
     """Attach a disk of a point read-only to a running VM, through an export."""
-    conn = lv.connect(connect)
-    r, creds = open_for_export(repo, passphrase_file, key_file)
-    m = r.resolve(point)
-    result = instant_mod.attach(conn, r, creds, m, vm=vm, disk=disk, to=to, target=target)
+    result = ops.attach(connect, lambda: open_repo_for_export(repo, passphrase_file, key_file),
+                        point, vm=vm, disk=disk, to=to, target=target)
     if json_output:
-        print_json(result.to_dict())
+        print_model(result)
         return
-    out.print(f"Attached {result.source_vm}/{result.disk} of point {m.id[:12]} to {result.vm} "
-              f"as {result.target} (read-only). 'stasis detach {result.vm} --target "
-              f"{result.target}' removes it.")
+    out.print(f"Attached {result.source_vm}/{result.disk} of point {result.point[:12]} to "
+              f"{result.vm} as {result.target} (read-only). 'stasis detach {result.vm} "
+              f"--target {result.target}' removes it.")
 
 
 def detach(
@@ -247,12 +219,11 @@ def detach(
     json_output: JsonOpt = False,
 ) -> None:
     """Detach a disk attached from a point and stop its export."""
-    conn = lv.connect(connect)
-    result: dict[str, Any] = instant_mod.detach(conn, vm, target)
+    result = ops.detach(connect, vm, target)
     if json_output:
-        print_json(result)
+        print_model(result)
         return
-    out.print(f"Detached {result['target']} from {vm}; its export was stopped.")
+    out.print(f"Detached {result.target} from {vm}; its export was stopped.")
 
 
 def register(root: typer.Typer) -> None:
@@ -261,7 +232,3 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="instant")
     root.command("attach")(attach)
     root.command("detach")(detach)
-    from stasis.cli.clone import app as clone_app  # here: it builds on this module
-
-    root.add_typer(clone_app, name="clone")
-

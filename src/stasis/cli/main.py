@@ -86,7 +86,7 @@ COMMANDS: dict[str, Callable[[str], Any]] = {
     "instant": _registered("instant"),
     "attach": _registered("instant"),
     "detach": _registered("instant"),
-    "clone": _registered("instant"),
+    "clone": _registered("clone"),
     "policy": _group("policy", ("run", "service", "policy_run")),
     "serve": _command("service", "serve"),
     "status": _command("service", "status"),

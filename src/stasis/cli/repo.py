@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stasis.backends import open_backend
+from stasis.app import repos as ops
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
@@ -18,13 +18,8 @@ from stasis.cli.common import (
     open_repo,
     out,
     parse_size,
-    print_json,
-    read_key_file,
-    write_key_file,
+    print_model,
 )
-from stasis.errors import UsageError
-from stasis.repository import Repository, crypto
-from stasis.repository.stats import repo_info
 
 app = typer.Typer(help="Create and inspect repositories.", no_args_is_help=True)
 key_app = typer.Typer(help="Key slots: passphrases and key files that open the repository.",
@@ -45,33 +40,23 @@ def init(
     json_output: JsonOpt = False,
 ) -> None:
     """Create a new repository in an empty or new directory."""
-    size = parse_size(chunk_size)
-    passphrase = keyfile = None
-    if encryption != "none":
-        if key_file is not None:
-            keyfile = crypto.new_keyfile_material()
-        else:
-            passphrase = new_passphrase(passphrase_file)
-    r = Repository.init(open_backend(repo), encryption=encryption, chunk_size=size,
-                        compression=compression, passphrase=passphrase, keyfile=keyfile)
-    if keyfile is not None and key_file is not None:
-        write_key_file(key_file, keyfile)
+    created = ops.init_repository(repo, encryption=encryption, chunk_size=parse_size(chunk_size),
+                                  compression=compression, key_file=key_file,
+                                  passphrase=lambda: new_passphrase(passphrase_file))
     if json_output:
-        print_json({"path": str(repo), "url": r.url, "id": r.id, "encryption": encryption,
-                    "chunk_size": size})
+        print_model(created)
     else:
-        out.print(f"Created repository {r.id[:12]} at {repo} ({encryption}, "
-                  f"{human(size)} chunks).")
+        out.print(f"Created repository {created.id[:12]} at {repo} ({encryption}, "
+                  f"{human(created.chunk_size)} chunks).")
 
 
 @app.command("info")
 def info(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOpt = None,
          json_output: JsonOpt = False) -> None:
     """Sizes, deduplication and compression of a repository."""
-    r = open_repo(repo, passphrase_file, key_file)
-    i = repo_info(r)
+    i = ops.info(lambda: open_repo(repo, passphrase_file, key_file))
     if json_output:
-        print_json(i.to_dict())
+        print_model(i)
         return
     out.print(f"Repository {i.id[:12]} at {i.path}")
     out.print(f"  encryption        {i.encryption}, chunks of {human(i.chunk_size)}")
@@ -88,12 +73,12 @@ def info(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOp
 def key_list(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOpt = None,
              json_output: JsonOpt = False) -> None:
     """List the key slots."""
-    slots = open_repo(repo, passphrase_file, key_file).key_slots()
+    slots = ops.key_slots(lambda: open_repo(repo, passphrase_file, key_file))
     if json_output:
-        print_json(slots)
+        print_model(slots)
         return
     for s in slots:
-        out.print(f"{s['id']}  {s['kind']:<10}  {s['label']}")
+        out.print(f"{s.id}  {s.kind:<10}  {s.label}")
 
 
 @key_app.command("add")
@@ -110,21 +95,15 @@ def key_add(
     json_output: JsonOpt = False,
 ) -> None:
     """Add a key slot: another passphrase, or a new key file."""
-    r = open_repo(repo, passphrase_file, key_file)
-    if new_key_file is not None:
-        if new_key_file.exists():
-            material = read_key_file(new_key_file)  # reused, never overwritten
-        else:
-            material = crypto.new_keyfile_material()
-            write_key_file(new_key_file, material)
-        slot = r.add_key_slot(kind="keyfile", secret=material, label=label or str(new_key_file))
-    else:
-        secret = new_passphrase(new_passphrase_file, env_var="STASIS_NEW_PASSPHRASE")
-        slot = r.add_key_slot(kind="passphrase", secret=secret, label=label or "passphrase")
+    slot = ops.add_key_slot(
+        lambda: open_repo(repo, passphrase_file, key_file), new_key_file=new_key_file,
+        new_passphrase=lambda: new_passphrase(new_passphrase_file,
+                                              env_var="STASIS_NEW_PASSPHRASE"),
+        label=label)
     if json_output:
-        print_json({"id": slot})
+        print_model(slot)
     else:
-        out.print(f"Added key slot {slot}.")
+        out.print(f"Added key slot {slot.id}.")
 
 
 @key_app.command("remove")
@@ -135,7 +114,5 @@ def key_remove(
     key_file: KeyFileOpt = None,
 ) -> None:
     """Remove a key slot (never the last one)."""
-    if not slot:
-        raise UsageError("name the slot to remove")
-    open_repo(repo, passphrase_file, key_file).remove_key_slot(slot)
-    out.print(f"Removed key slot {slot}.")
+    removed = ops.remove_key_slot(lambda: open_repo(repo, passphrase_file, key_file), slot)
+    out.print(f"Removed key slot {removed.id}.")

@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from stasis.app.policies import load_policy_file
+from stasis.app.models import UnrecordedRun
+from stasis.app.serve import service as serving
 from stasis.app.status import run_policy_now, vm_status
-from stasis.backends import open_backend
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -28,30 +28,16 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     RepoOpt,
-    credentials,
     err,
     open_repo,
     out,
-    print_json,
     print_model,
 )
-from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
-from stasis.repository import Repository
-from stasis.settings import run_dir, scratch_dir
 
 PoliciesOpt = Annotated[Path | None, typer.Option(
     "--policies", envvar="STASIS_POLICIES", show_default=False,
     help="The policy file (TOML; $STASIS_POLICIES).")]
-
-
-def _duration(text: str, what: str) -> timedelta:
-    from stasis.service.duration import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise UsageError(f"{what}: {e}") from None
 
 
 def serve(
@@ -74,28 +60,17 @@ def serve(
     debris cleaned, and each policy whose runs were missed meanwhile runs once.
     SIGTERM interrupts the running jobs cleanly (nothing half committed) and exits.
     """
-    from stasis.catalog import Catalog
-    from stasis.service.prune import policy_retention
-    from stasis.service.runner import Limits, Service
-
-    keep = _duration(keep_logs, "--keep-logs")
-    loaded = load_policy_file(policies)
-    creds = credentials(passphrase_file, key_file)
-    # Opened now, so that it fails here, not at the first job, when it cannot be.
-    r = Repository.open(open_backend(repo), creds)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with Catalog.open(catalog) as c:
-        service = Service(c, loaded, open_repo=lambda: r, connect=lambda: lv.connect(connect),
-                          run_dir=run_dir(), scratch_dir=scratch_dir(),
-                          limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
-                          retention=policy_retention)
+    with serving(lambda: open_repo(repo, passphrase_file, key_file), policies=policies,
+                 catalog=catalog, connect=connect, max_jobs=max_jobs,
+                 max_repo_jobs=max_repo_jobs, keep_logs=keep_logs) as run:
         stop = threading.Event()
-        service.start()
-        err.print(f"stasis serve: {len(loaded)} policies, repository {r.url}, catalog "
-                  f"{c.shown}", highlight=False)
+        run.service.start()
+        err.print(f"stasis serve: {run.policies} policies, repository {run.repository}, "
+                  f"catalog {run.catalog}", highlight=False)
         try:
-            service.serve(stop, tick_s=tick)
+            run.service.serve(stop, tick_s=tick)
         except KeyboardInterrupt:  # SIGTERM or Ctrl-C: serve() stopped the jobs
             err.print("stasis serve: stopped; running jobs were interrupted cleanly",
                       highlight=False)
@@ -133,7 +108,7 @@ def policy_run(
         if done.job is not None:
             print_model(done.job)
         else:
-            print_json({"state": "unrecorded", "result": done.result})
+            print_model(UnrecordedRun(result=done.result))
     else:
         for vm, res in done.result.items():
             what = f"point {res['point'][:12]}" if res.get("point") else f"failed: {res['error']}"

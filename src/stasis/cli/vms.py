@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -10,7 +9,6 @@ from rich.table import Table
 
 from stasis.app.doctor import doctor as run_doctor
 from stasis.app.inventory import list_vms
-from stasis.blockio.nbd import socket_base
 from stasis.cli.common import (
     ConnectOpt,
     JsonOpt,
@@ -20,12 +18,9 @@ from stasis.cli.common import (
     human,
     open_repo,
     out,
-    print_json,
     print_model,
 )
-from stasis.errors import JobNotEnded
 from stasis.hypervisor import libvirt_api as lv
-from stasis.settings import run_dir, scratch_dir
 
 
 def vms(
@@ -66,15 +61,10 @@ def doctor(
     json_output: JsonOpt = False,
 ) -> None:
     """Find (and with --fix remove) debris of interrupted work."""
-    r = open_repo(repo, passphrase_file, key_file) if repo else None
-    conn = lv.connect(connect) if os.path.exists("/run/libvirt") or connect != lv.DEFAULT_URI \
-        else None
-    dirs = [run_dir(), scratch_dir()]
-    dirs += [socket_base(d) for d in dirs]  # sockets of deep directories go elsewhere
-    report = run_doctor(conn, r, sorted(set(dirs)), fix=fix)
-    stuck = [f for f in report.findings if fix and not f.fixed]
+    report = run_doctor(connect, (lambda: open_repo(repo, passphrase_file, key_file))
+                        if repo else None, fix=fix)
     if json_output:
-        print_json([f.__dict__ for f in report.findings])
+        print_model(report.findings)
     else:
         if not report.findings:
             out.print("Nothing left behind.")
@@ -83,5 +73,5 @@ def doctor(
             out.print(f"{verb} {f.kind}: {f.what}")
         if report.findings and not fix:
             err.print("Run 'stasis doctor --fix' to remove it.")
-    if stuck:  # what --fix could not remove (a libvirt job libvirt will not end)
-        raise typer.Exit(JobNotEnded.exit_code)
+    if report.exit_code:  # what --fix could not remove (a libvirt job libvirt will not end)
+        raise typer.Exit(report.exit_code)

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,9 +22,9 @@ from typing import Any
 
 import libvirt
 
-from stasis.blockio.nbd import NBD_STATE_DIRTY, Export, remove_dead_debris, socket_base
 from stasis.errors import HypervisorError, JobNotEnded, VmNotFound
 from stasis.hypervisor.domain import DomainDisk
+from stasis.rundirs import remove_dead_debris, socket_base
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +150,16 @@ def job_dir(base: Path, dac: tuple[int, int] | None) -> Path:
 END_JOB_TIMEOUT_S = 40.0
 
 
+@dataclass(frozen=True)
+class JobExport:
+    """A disk as a backup job exports it over NBD: the unix socket, the export name,
+    and the meta context of its dirty bitmap (None for a full read)."""
+
+    socket: str
+    name: str
+    dirty_context: str | None
+
+
 class PullBackup:
     """A libvirt pull-mode backup job: every disk exported over NBD, frozen at the
     instant the job began (QEMU copies old data to scratch before it is overwritten).
@@ -237,9 +246,11 @@ class PullBackup:
         self.socket_path = socket_path
         return self
 
-    def export(self, target: str, *, incremental: bool) -> Export:
-        contexts = (f"qemu:dirty-bitmap:stasis-dirty-{target}",) if incremental else ()
-        return Export(self.socket_path, name=target, meta_contexts=contexts)
+    def export(self, target: str, *, incremental: bool) -> JobExport:
+        """Where the job serves disk ``target``; with ``incremental``, the context of
+        its dirty bitmap too (the block I/O layer reads it)."""
+        dirty = f"qemu:dirty-bitmap:stasis-dirty-{target}" if incremental else None
+        return JobExport(self.socket_path, target, dirty)
 
     def keep_checkpoint(self) -> None:
         self._keep = True
@@ -328,11 +339,6 @@ def backup_job_socket(dom: libvirt.virDomain) -> str | None:
     """The socket of a running backup job of ``dom``, if any ("" if it has none)."""
     job = _backup_job(dom)
     return job[0] if job is not None else None
-
-
-def dirty_extents(export: Export, target: str, size: int) -> Iterator[tuple[int, int]]:
-    return export.flagged_extents(f"qemu:dirty-bitmap:stasis-dirty-{target}", NBD_STATE_DIRTY,
-                                  size)
 
 
 def block_info(dom: libvirt.virDomain, target: str) -> tuple[int, int]:

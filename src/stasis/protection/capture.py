@@ -26,7 +26,7 @@ from typing import Any
 import libvirt
 
 from stasis.blockio import BlockReader, images
-from stasis.blockio.nbd import NBD_STATE_DIRTY, QemuNbd
+from stasis.blockio.nbd import NBD_STATE_DIRTY, Export, QemuNbd
 from stasis.errors import (
     BackupJobLeftRunning,
     ConsistencyNotMet,
@@ -412,11 +412,14 @@ def _live_sources(m: Member, index: int, checkpoint: str,
     assert m.job is not None
     sources = []
     for p in m.plans:
-        export = m.job.export(p.disk.target, incremental=p.base is not None)
+        where = m.job.export(p.disk.target, incremental=p.base is not None)
+        contexts = (where.dirty_context,) if where.dirty_context else ()
+        export = Export(where.socket, name=where.name, meta_contexts=contexts)
         stack.callback(export.close)
         changed = None
-        if p.base is not None:
-            changed = functools.partial(lv.dirty_extents, export, p.disk.target, p.virtual_size)
+        if where.dirty_context is not None:
+            changed = functools.partial(export.flagged_extents, where.dirty_context,
+                                        NBD_STATE_DIRTY, p.virtual_size)
         sources.append(DiskSource(
             name=p.disk.target, reader=export, virtual_size=p.virtual_size,
             format=p.disk.format, source=p.disk.source, reason=p.reason,

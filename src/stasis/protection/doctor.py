@@ -25,11 +25,11 @@ from pathlib import Path
 
 import libvirt
 
-from stasis.blockio.nbd import remove_dead_debris
 from stasis.errors import JobNotEnded, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
 from stasis.repository.gc import TEMP_MAX_AGE, old_leftovers
+from stasis.rundirs import remove_dead_debris
 
 _JOB_DIR = re.compile(r"/" + re.escape(lv.JOB_DIR_PREFIX) + r"(\d+)-[0-9a-f]+/")
 

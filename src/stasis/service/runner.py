@@ -45,13 +45,13 @@ from stasis.app.kinds import (
     opened,
     parse_params,
 )
-from stasis.blockio.nbd import remove_dead_debris
 from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
 from stasis.clock import Clock
 from stasis.errors import HypervisorError, PolicyNotFound, StasisError, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.doctor import clean_vm
 from stasis.repository import Repository
+from stasis.rundirs import remove_dead_debris
 from stasis.service.jobs import (
     JobRun,
     dead_jobs,

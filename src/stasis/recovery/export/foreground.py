@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stasis.blockio.nbd import die_with_parent, socket_base
+from stasis.blockio.nbd import die_with_parent
 from stasis.errors import ExportError, TargetExists, UsageError
 from stasis.recovery.export.nbdkit_process import ExportProcess, start_nbdkit
 from stasis.recovery.export.overlay import create_overlay
 from stasis.recovery.restore import select_disk
 from stasis.repository import Credentials, Manifest, Repository
+from stasis.rundirs import socket_base
 
 
 @dataclass

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stasis.blockio.nbd import socket_base
 from stasis.errors import InstantError
 from stasis.recovery.export import alive
 from stasis.repository import Manifest, Repository
 from stasis.repository.process import start_token
+from stasis.rundirs import socket_base
 from stasis.settings import state_dir
 
 VM_KINDS = ("instant", "clone")  # entries that are a VM of their own

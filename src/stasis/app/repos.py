@@ -1,0 +1,78 @@
+"""Repositories: created, described, and their key slots added and removed.
+
+A new repository is protected by a passphrase or by a new key file (written only
+once the repository exists, and never over an existing file); ``encryption
+"none"`` needs neither. A key slot added from a key file that exists reuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from stasis.app.models import KeySlot, KeySlotAdded, KeySlotRemoved, RepoCreated, RepoInfoModel
+from stasis.backends import open_backend
+from stasis.errors import UsageError
+from stasis.repository import Repository, crypto
+from stasis.repository.keyfile import read_key_file, write_key_file
+from stasis.repository.stats import repo_info
+
+RepoOpener = Callable[[], Repository]
+# Asked only when needed (a prompt, twice): a passphrase for a new key slot.
+NewPassphrase = Callable[[], bytes]
+
+
+def init_repository(location: str, *, encryption: str = "aes-256-gcm", chunk_size: int,
+                    compression: str = "zstd-1", passphrase: NewPassphrase,
+                    key_file: Path | None = None) -> RepoCreated:
+    """Create a repository at ``location`` (a path or a URL), opened by ``key_file``
+    (a new key file written there) or else by ``passphrase()``."""
+    secret = keyfile = None
+    if encryption != "none":
+        if key_file is not None:
+            keyfile = crypto.new_keyfile_material()
+        else:
+            secret = passphrase()
+    r = Repository.init(open_backend(location), encryption=encryption, chunk_size=chunk_size,
+                        compression=compression, passphrase=secret, keyfile=keyfile)
+    if keyfile is not None and key_file is not None:
+        write_key_file(key_file, keyfile)
+    return RepoCreated(path=location, url=r.url, id=r.id, encryption=encryption,
+                       chunk_size=chunk_size)
+
+
+def info(open_repo: RepoOpener) -> RepoInfoModel:
+    """Sizes, deduplication and compression of the repository."""
+    return RepoInfoModel.model_validate(repo_info(open_repo()).to_dict())
+
+
+def key_slots(open_repo: RepoOpener) -> list[KeySlot]:
+    return [KeySlot.model_validate(s) for s in open_repo().key_slots()]
+
+
+def add_key_slot(open_repo: RepoOpener, *, new_key_file: Path | None = None,
+                 new_passphrase: NewPassphrase | None = None, label: str = "") -> KeySlotAdded:
+    """A slot for ``new_key_file`` (reused when it exists, else written) or else for
+    ``new_passphrase()``."""
+    r = open_repo()
+    if new_key_file is not None:
+        if new_key_file.exists():
+            material = read_key_file(new_key_file)  # reused, never overwritten
+        else:
+            material = crypto.new_keyfile_material()
+            write_key_file(new_key_file, material)
+        slot = r.add_key_slot(kind="keyfile", secret=material, label=label or str(new_key_file))
+    else:
+        if new_passphrase is None:
+            raise UsageError("give a new passphrase or a new key file; nothing was written")
+        slot = r.add_key_slot(kind="passphrase", secret=new_passphrase(),
+                              label=label or "passphrase")
+    return KeySlotAdded(id=slot)
+
+
+def remove_key_slot(open_repo: RepoOpener, slot: str) -> KeySlotRemoved:
+    """Remove a key slot (never the last one)."""
+    if not slot:
+        raise UsageError("name the slot to remove")
+    open_repo().remove_key_slot(slot)
+    return KeySlotRemoved(id=slot)
