@@ -18,7 +18,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,12 @@ def latest_with_vm(points: list[Manifest], name: str) -> tuple[Manifest | None, 
 
 
 def _parallel(fn: Callable[[Member], object], members: Iterable[Member]) -> None:
-    """Run ``fn`` on every member at once; raise the first error after all finished."""
+    """Run ``fn`` on every member at once; raise the first error after all finished.
+
+    A signal (SIGTERM, Ctrl-C) that arrives meanwhile is raised only once every
+    member's step has finished: a backup job begun in a thread a moment after the
+    signal must still be known to the caller, which ends what began on the way out.
+    """
     todo = list(members)
     if len(todo) <= 1:
         for m in todo:
@@ -91,7 +96,11 @@ def _parallel(fn: Callable[[Member], object], members: Iterable[Member]) -> None
         return
     with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="member") as pool:
         futures = [pool.submit(fn, m) for m in todo]
-        errors = [f.exception() for f in futures]
+        try:
+            errors = [f.exception() for f in futures]
+        except BaseException:
+            wait(futures)  # the CLI raises its interrupt once: this wait is not cut short
+            raise
     for e in errors:
         if e is not None:
             raise e
