@@ -335,6 +335,17 @@ class PolicyError(StasisError):
         return list(self.kwargs.get("problems", []))
 
 
+class ConfigFileError(StasisError):
+    """The config file {} was not loaded: {}. Nothing was done.\n{}"""
+
+    exit_code = 37
+
+    @property
+    def problems(self) -> list[Any]:
+        """The :class:`stasis.service.policy.Problem` list, one per problem found."""
+        return list(self.kwargs.get("problems", []))
+
+
 class ExportError(StasisError):
     """The NBD export of {} could not be served: {}. The repository was only read; nothing of the export was left running."""
 
@@ -437,6 +448,8 @@ EXIT_MEANINGS: dict[int, str] = {
     34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
     35: "the path does not say which volume of a multi-volume disk it is on",
     36: "the repository URL's scheme is not supported",
+    37: "the config file is not valid or cannot be read (every problem is listed with its "
+        "line)",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -28,8 +29,12 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     RepoOpt,
+    chosen_repository,
+    configured_credentials,
     credentials,
+    current_config,
     err,
+    named_repository,
     open_repo,
     out,
     print_json,
@@ -55,7 +60,11 @@ def _duration(text: str, what: str) -> timedelta:
 
 
 def serve(
-    repo: RepoOpt,
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option(
+        "--repo", "-r", envvar="STASIS_REPO", callback=named_repository, show_default=False,
+        help="Serve this one repository (a path, a URL or a configured name; "
+             "$STASIS_REPO) instead of every repository of the config file.")] = None,
     policies: PoliciesOpt = None,
     catalog: CatalogOpt = None,
     connect: ConnectOpt = lv.DEFAULT_URI,
@@ -70,35 +79,65 @@ def serve(
 ) -> None:
     """Run the scheduler and the job runner until SIGTERM or Ctrl-C.
 
-    At start, jobs left running by a service that died are marked failed and their
-    debris cleaned, and each policy whose runs were missed meanwhile runs once.
-    SIGTERM interrupts the running jobs cleanly (nothing half committed) and exits.
+    It serves the repositories of the config file (each unlocked by its own key file
+    or passphrase file; a policy's ``repository`` says which one it backs up into,
+    else the default one), or the one --repo gives. At start, jobs left running by a
+    service that died are marked failed and their debris cleaned, and each policy
+    whose runs were missed meanwhile runs once. SIGTERM interrupts the running jobs
+    cleanly (nothing half committed) and exits.
     """
     from stasis.catalog import Catalog
     from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
 
     keep = _duration(keep_logs, "--keep-logs")
-    loaded = load_policy_file(policies)
-    creds = credentials(passphrase_file, key_file)
-    # Opened now, so that it fails here, not at the first job, when it cannot be.
-    r = Repository.open(open_backend(repo), creds)
+    # Opened now, so that it fails here, not at the first job, when one cannot be.
+    opened, default = _served_repositories(ctx, repo, passphrase_file, key_file)
+    loaded = load_policy_file(policies, repositories=set(opened))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Catalog.open(catalog) as c:
-        service = Service(c, loaded, open_repo=lambda: r, connect=lambda: lv.connect(connect),
+        service = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
+                          default_repository=default, connect=lambda: lv.connect(connect),
                           run_dir=run_dir(), scratch_dir=scratch_dir(),
                           limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
                           retention=policy_retention)
         stop = threading.Event()
         service.start()
-        err.print(f"stasis serve: {len(loaded)} policies, repository {r.url}, catalog "
-                  f"{c.shown}", highlight=False)
+        served = ", ".join(f"{n} ({r.url})" for n, r in opened.items())
+        err.print(f"stasis serve: {len(loaded)} policies, repositories {served} (default "
+                  f"{default}), catalog {c.shown}", highlight=False)
         try:
             service.serve(stop, tick_s=tick)
         except KeyboardInterrupt:  # SIGTERM or Ctrl-C: serve() stopped the jobs
             err.print("stasis serve: stopped; running jobs were interrupted cleanly",
                       highlight=False)
+
+
+def _opener(r: Repository) -> Callable[[], Repository]:
+    return lambda: r
+
+
+def _served_repositories(ctx: typer.Context, repo: str | None, passphrase_file: Path | None,
+                         key_file: Path | None) -> tuple[dict[str, Repository], str]:
+    """The repositories ``serve`` serves, opened, by name, and the default one's name."""
+    if repo is not None:  # one repository, named by --repo (its name if configured)
+        chosen = chosen_repository()
+        name = chosen[0] if chosen else repo
+        return {name: Repository.open(open_backend(repo),
+                                      credentials(passphrase_file, key_file))}, name
+    config = current_config(ctx)
+    if config is None or not config.repositories:
+        raise UsageError("no repository to serve; nothing was started",
+                         hint="Pass --repo, or name repositories in the config file "
+                              "(--config; docs/config.md).")
+    if passphrase_file is not None or key_file is not None:
+        raise UsageError("--passphrase-file and --key-file open the one repository --repo "
+                         "names; the config file's repositories are each unlocked by the "
+                         "file it names; nothing was started")
+    opened = {name: Repository.open(open_backend(r.url), configured_credentials(r))
+              for name, r in config.repositories.items()}
+    return opened, config.default_repository or next(iter(opened))
 
 
 def policy_run(

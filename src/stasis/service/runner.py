@@ -6,6 +6,11 @@ first, within the limits: at most ``per_host`` jobs at once, at most ``per_repo`
 on one repository, and never a VM in two jobs (a job whose VM is busy waits in the
 queue). Jobs queued by ``stasis policy run`` are taken the same way.
 
+The service serves named repositories (the config file's, or the one ``--repo``
+gave): a policy's ``repository`` names the one its runs back up into, and a policy
+without one uses the default repository. The per-repository limit counts jobs by
+repository id.
+
 At start the service marks failed, with a log line, the jobs left ``running`` by a
 runner that died, and cleans their debris (libvirt backup job, checkpoint of a
 point that never committed, scratch files); then each policy whose slots passed
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,14 +71,20 @@ class Running:
 
 
 class Service:
-    """The scheduler and runner over one catalog, one repository and one libvirt."""
+    """The scheduler and runner over one catalog, named repositories and one libvirt.
+
+    ``repositories`` opens each repository by name (called once, when first needed);
+    ``default_repository`` is the one of policies that name none (the first name when
+    not given).
+    """
 
     def __init__(
         self,
         catalog: Catalog,
         policies: list[Policy],
         *,
-        open_repo: Callable[[], Repository],
+        repositories: Mapping[str, Callable[[], Repository]],
+        default_repository: str | None = None,
         connect: Callable[[], libvirt.virConnect],
         run_dir: Path,
         scratch_dir: Path,
@@ -86,7 +97,10 @@ class Service:
         self.catalog = catalog
         self.clock: Clock = catalog.clock
         self.policies = {p.name: p for p in policies}
-        self.open_repo = open_repo
+        if not repositories:
+            raise ValueError("a service needs at least one repository")
+        self.repositories = dict(repositories)
+        self.default_repository = default_repository or next(iter(self.repositories))
         self.connect = connect
         self.run_dir, self.scratch_dir = run_dir, scratch_dir
         self.limits = limits or Limits()
@@ -100,15 +114,27 @@ class Service:
         self._lock = threading.Lock()
         self._service_id: int | None = None
         self._waiting_logged: set[int] = set()
-        self._repo: Repository | None = None
+        self._opened: dict[str, Repository] = {}
         self._last_housekeeping: datetime | None = None
 
     # ------------------------------------------------------------ start and stop
 
-    def repo(self) -> Repository:
-        if self._repo is None:
-            self._repo = self.open_repo()
-        return self._repo
+    def repo(self, name: str | None = None) -> Repository:
+        """The repository ``name`` (None: the default one), opened once."""
+        name = name or self.default_repository
+        if name not in self._opened:
+            self._opened[name] = self.repositories[name]()
+        return self._opened[name]
+
+    def repo_of(self, policy: Policy) -> Repository:
+        """The repository that ``policy``'s runs back up into."""
+        return self.repo(policy.repository)
+
+    def _repo_by_id(self, repo_id: str | None) -> Repository:
+        for name in self.repositories:
+            if self.repo(name).id == repo_id:
+                return self.repo(name)
+        return self.repo()
 
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
@@ -135,7 +161,7 @@ class Service:
 
     def _clean(self, job: Job) -> list[str]:
         found: list[str] = []
-        repo = self.repo()
+        repo = self._repo_by_id(job.repo)
         try:
             conn = self.connect()
         except HypervisorError as e:
@@ -199,7 +225,7 @@ class Service:
                              next_run=p.schedule.next_after(self.clock.now()))
         if queued:
             return None  # a run of it is waiting already: the slots coalesce
-        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().id,
+        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo_of(p).id,
                                params={"policy": p.name, "slot": slot.isoformat()})
         self.jobs.log(job.id, "info", f"queued for the slot {slot.isoformat()}: {why}")
         log.info("job %d queued: policy %s (%s)", job.id, p.name, why)
@@ -288,7 +314,7 @@ class Service:
             with recorded(self.catalog, "backup", job.name, job_id=job.id, vms=plan.vms,
                           policy=policy.name) as run:
                 run.cancel = cancel
-                run_policy(run, policy, plan, conn=conn, repo=self.repo(),
+                run_policy(run, policy, plan, conn=conn, repo=self.repo_of(policy),
                            run_dir=self.run_dir, scratch_dir=self.scratch_dir,
                            retention=self.retention, clock=self.clock,
                            unit_progress=self.unit_progress)
@@ -313,7 +339,8 @@ class Service:
         if policy.rpo is None:
             return
         vms = self._policy_vms(policy)
-        newest = newest_point_time(self.catalog, vms, self._repo.id if self._repo else None)
+        opened = self._opened.get(policy.repository or self.default_repository)
+        newest = newest_point_time(self.catalog, vms, opened.id if opened else None)
         status = rpo_status(newest, self.clock.now(), policy.rpo)
         self._tell(lambda: self.notifier.rpo_checked(policy, status, vms=vms))
 
