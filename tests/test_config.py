@@ -373,3 +373,21 @@ def test_serve_opens_every_configured_repository_at_start(cli: Cli, tmp_path: Pa
     r = cli(*c, "--passphrase-file", str(tmp_path / "local.pass"), timeout=60)
     assert r.code == 2 and "--passphrase-file" in r.err, r.err
     assert os.stat(tmp_path / "offsite.pass").st_mode & 0o777 == 0o600
+
+
+def test_the_documented_examples_load_and_the_unit_holds_no_secret() -> None:
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "config.md").read_text()
+    blocks = doc.split("```toml\n")[1:]
+    config_text, policies_text = (b.split("```")[0] for b in blocks[:2])
+    values, problems = check_config_text(config_text)
+    assert problems == [] and values is not None
+    policies = parse_policies(policies_text, repositories=set(values.repositories))
+    assert [p.repository for p in policies] == [None, "offsite"]
+    readme = (root / "README.md").read_text().split("## The config file")[1]
+    assert check_config_text(readme.split("```toml\n")[1].split("```")[0])[1] == []
+    unit = (root / "contrib" / "systemd" / "stasis.service").read_text()
+    settings = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    assert not any(line.startswith(("EnvironmentFile", "Environment=")) for line in settings)
+    assert "ExecStart=/usr/local/bin/stasis --config /etc/stasis/stasis.toml serve " \
+           "--keep-logs 30d" in settings
