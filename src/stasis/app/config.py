@@ -228,7 +228,7 @@ def _rule_problems(raw: Mapping[str, Any], add: Any) -> None:
             add((*at, "key_file"), f"repositories.{name} has both passphrase_file and "
                                    "key_file: give one of them")
         elif not secrets and not any(k in INLINE_SECRETS for k in r):
-            add(at, f"repositories.{name} says not how its key is unlocked: give "
+            add(at, f"repositories.{name} does not say how its key is unlocked: give "
                     "passphrase_file or key_file")
         for k in secrets:
             value = r.get(k)

@@ -756,6 +756,7 @@ class PolicySummary(Model):
     retention: dict[str, Any]
     rpo: str | None
     notify: dict[str, Any]
+    repository: str | None = None  # the named repository; None: the service's default
 
 
 # ------------------------------------------------------------------ status, policy runs

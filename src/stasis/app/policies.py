@@ -82,6 +82,7 @@ def summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> PolicySummary
         hooks=p.hooks.to_dict() if p.hooks else None,
         retention=dict(vars(p.retention)),
         rpo=None if p.rpo is None else format_duration(p.rpo),
+        repository=p.repository,
         notify={
             "on": sorted(p.notify.on),
             "webhooks": [redact_url(u) for u in p.notify.webhooks],
