@@ -122,7 +122,7 @@ def test_syntax_errors_and_several_repositories_without_a_default() -> None:
 def test_a_named_file_must_exist_and_which_file_is_in_force(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError) as e:
         load_config(tmp_path / "missing.toml")
-    assert e.value.exit_code == 37 and "no such file" in e.value.message
+    assert e.value.exit_code == 38 and "no such file" in e.value.message
     default = tmp_path / "default.toml"
     env = {"STASIS_CONFIG": str(tmp_path / "env.toml")}
     assert find_config(None, {}, default=default) == (None, None)  # a missing default: none
@@ -292,7 +292,7 @@ def test_config_show_names_secret_files_never_secrets(cli: Cli, tmp_path: Path) 
     broken = tmp_path / "broken.toml"
     broken.write_text('[repositories.x]\nurl = "/r"\npassword = "hunter2"\n')
     r = cli("--config", str(broken), "config", "show")
-    assert r.code == 37 and f"{broken}:3: 'repositories.x.password' would hold a secret" in r.err
+    assert r.code == 38 and f"{broken}:3: 'repositories.x.password' would hold a secret" in r.err
 
 
 # ------------------------------------------------------------------ serve
