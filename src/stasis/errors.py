@@ -341,6 +341,17 @@ class PolicyError(StasisError):
         return list(self.kwargs.get("problems", []))
 
 
+class ConfigFileError(StasisError):
+    """The config file {} was not loaded: {}. Nothing was done.\n{}"""
+
+    exit_code = 38
+
+    @property
+    def problems(self) -> list[Any]:
+        """The :class:`stasis.service.policy.Problem` list, one per problem found."""
+        return list(self.kwargs.get("problems", []))
+
+
 class ExportError(StasisError):
     """The NBD export of {} could not be served: {}. The repository was only read; nothing of the export was left running."""
 
@@ -445,6 +456,8 @@ EXIT_MEANINGS: dict[int, str] = {
     36: "the repository URL's scheme is not supported",
     37: "the job cannot be queued or cancelled now (no service runs, or the job ended "
         "or runs on another host)",
+    38: "the config file is not valid or cannot be read (every problem is listed with its "
+        "line)",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -58,7 +58,7 @@ def no_libvirt() -> Any:
 def service(c: Catalog, repo: Repository, tmp_path: Path, **kw: Any) -> Service:
     for d in ("run", "scratch"):
         (tmp_path / d).mkdir(exist_ok=True)
-    s = Service(c, [], open_repo=lambda: reopen(repo), connect=no_libvirt,
+    s = Service(c, [], repositories={"local": lambda: reopen(repo)}, connect=no_libvirt,
                 run_dir=tmp_path / "run", scratch_dir=tmp_path / "scratch", **kw)
     s.start()
     return s

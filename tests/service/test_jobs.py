@@ -254,7 +254,7 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
     url = migrated_catalog_url
 
     def service(c: Catalog) -> Service:
-        return Service(c, policies, open_repo=lambda: repo,
+        return Service(c, policies, repositories={"local": lambda: repo},
                        connect=lambda: lv.connect("test:///default"),
                        run_dir=tmp_path / "run", scratch_dir=tmp_path / "scratch")
 
@@ -351,7 +351,7 @@ def test_dispatch_keeps_the_limits_per_host_and_per_repository(
     (tmp_path / "scratch").mkdir()
     clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
     c = Catalog.open(str(seed_catalog(catalog_template, tmp_path / "catalog.db")), clock=clock)
-    s = Service(c, policies, open_repo=lambda: repo,
+    s = Service(c, policies, repositories={"local": lambda: repo},
                 connect=lambda: lv.connect("test:///default"), run_dir=tmp_path / "run",
                 scratch_dir=tmp_path / "scratch", limits=Limits(per_host, per_repo))
     s.start()

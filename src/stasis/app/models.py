@@ -756,6 +756,7 @@ class PolicySummary(Model):
     retention: dict[str, Any]
     rpo: str | None
     notify: dict[str, Any]
+    repository: str | None = None  # the named repository; None: the service's default
 
 
 # ------------------------------------------------------------------ status, policy runs
@@ -1041,3 +1042,38 @@ class CloneDeleted(Model):
     removed: list[str]
     hold: str | None
     warning: str
+
+
+# ------------------------------------------------------------------ the config
+
+
+ConfigSource = Literal["flag", "env", "file", "default"]
+
+
+class ConfigValue(Model):
+    """One setting in force and where it came from: ``flag``, ``env``, ``file`` or
+    ``default``."""
+
+    value: str | None
+    source: ConfigSource
+
+
+class ConfiguredRepository(Model):
+    """A named repository of the config: its URL and the file that unlocks it (the
+    secret itself is never shown)."""
+
+    name: str
+    url: str
+    unlock: Literal["passphrase_file", "key_file"]
+    secret_file: str
+    default: bool
+
+
+class EffectiveConfig(Model):
+    """``stasis config show``: the file in force and every setting with its source."""
+
+    file: str | None
+    file_source: ConfigSource | None
+    settings: dict[str, ConfigValue]
+    repositories: list[ConfiguredRepository]
+    default_repository: str | None

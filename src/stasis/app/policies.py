@@ -7,6 +7,7 @@ service loads them with, so what a check accepts is what ``stasis serve`` runs.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,13 +20,16 @@ if TYPE_CHECKING:
     from stasis.service.policy import Policy
 
 
-def load_policy_file(path: Path | None) -> list[Policy]:
-    """Every policy of the file ``path`` (validated whole: every problem is listed)."""
+def load_policy_file(path: Path | None, *, repositories: Collection[str] | None = None,
+                     ) -> list[Policy]:
+    """Every policy of the file ``path`` (validated whole: every problem is listed); with
+    ``repositories``, a policy's ``repository`` must be one of those names."""
     from stasis.service.policy import load_policies
 
     if path is None:
-        raise UsageError("give the policy file with --policies FILE (or $STASIS_POLICIES)")
-    return load_policies(path)
+        raise UsageError("give the policy file with --policies FILE (or $STASIS_POLICIES, "
+                         "or policies in the config file)")
+    return load_policies(path, repositories=repositories)
 
 
 def find_policy(c: Catalog, name: str, policies: Path | None, *, doing: str) -> Policy:
@@ -78,6 +82,7 @@ def summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> PolicySummary
         hooks=p.hooks.to_dict() if p.hooks else None,
         retention=dict(vars(p.retention)),
         rpo=None if p.rpo is None else format_duration(p.rpo),
+        repository=p.repository,
         notify={
             "on": sorted(p.notify.on),
             "webhooks": [redact_url(u) for u in p.notify.webhooks],

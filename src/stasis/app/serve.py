@@ -1,6 +1,6 @@
-"""``serve``'s setup: the policies loaded, the repository opened, the service built.
+"""``serve``'s setup: the repositories opened, the policies loaded, the service built.
 
-The repository is opened before the service starts, so that a wrong key or a
+The repositories are opened before the service starts, so that a wrong key or a
 missing repository fails at once, not at the first job. Running the service
 (:meth:`stasis.service.runner.Service.serve`), its signals and its logging are the
 interface's.
@@ -40,27 +40,39 @@ class Serving:
 
     service: Service
     policies: int
-    repository: str  # its URL
+    repositories: str  # "NAME (URL), ..."
+    default: str  # the repository of policies that name none
     catalog: str  # as shown (no password)
 
 
+# The repositories to serve, opened, by name, and the name of the default one.
+Opened = tuple[dict[str, Repository], str]
+
+
 @contextmanager
-def service(open_repo: Callable[[], Repository], *, policies: Path | None,
+def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
             catalog: str | None, connect: str, max_jobs: int = 2, max_repo_jobs: int = 1,
             keep_logs: str = "30d") -> Iterator[Serving]:
     """The service of ``catalog`` with the policies of ``policies`` (else the catalog's)
-    over the repository ``open_repo`` opens, while the block runs."""
+    over the repositories ``open_repositories`` opens, while the block runs; a policy's
+    ``repository`` must name one of them."""
     from stasis.catalog import Catalog
     from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
 
     keep = parse_keep_logs(keep_logs)
-    loaded = load_policy_file(policies)
-    # Opened now, so that it fails here, not at the first job, when it cannot be.
-    r = open_repo()
+    # Opened now, so that it fails here, not at the first job, when one cannot be.
+    opened, default = open_repositories()
+    loaded = load_policy_file(policies, repositories=set(opened))
     with Catalog.open(catalog) as c:
-        built = Service(c, loaded, open_repo=lambda: r, connect=lambda: lv.connect(connect),
+        built = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
+                        default_repository=default, connect=lambda: lv.connect(connect),
                         run_dir=run_dir(), scratch_dir=scratch_dir(),
                         limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
                         retention=policy_retention)
-        yield Serving(built, len(loaded), r.url, c.shown)
+        served = ", ".join(f"{n} ({r.url})" for n, r in opened.items())
+        yield Serving(built, len(loaded), served, default, c.shown)
+
+
+def _opener(r: Repository) -> Callable[[], Repository]:
+    return lambda: r

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,17 +34,120 @@ from stasis.progress import Progress as ProgressProtocol
 from stasis.repository import Credentials, Repository
 from stasis.repository.keyfile import read_key_file
 
+if TYPE_CHECKING:
+    from stasis.app.config import Config, RepositoryConfig
+
 # Piped output (logs, scripts) is not cut at 80 columns: lines stay whole, and tables
 # get room enough for point ids and names.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
+# ------------------------------------------------------------------ the config file
+#
+# The config file (stasis.app.config) is the last fallback of the shared options:
+# click takes a value from the command line, else from the environment variable,
+# else from its context's lookup_default, which ConfigContext answers from the file,
+# else the option's default. So flags > environment > file > default holds for every
+# command without any command declaring anything.
+
+CONFIG_META = "stasis.config"  # ctx.meta: (Config | None, source of the file)
+REPOSITORY_META = "stasis.repository"  # ctx.meta: (name, RepositoryConfig) --repo named
+
+
+def _current_context() -> typer.Context | None:
+    # Typer runs on its own copy of click: the context is that copy's.
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return ctx if isinstance(ctx, typer.Context) else None
+
+
+def use_config(ctx: typer.Context, flag: Path | None) -> None:
+    """Load the config file in force (``--config``, ``$STASIS_CONFIG``, the default
+    path) for the commands of ``ctx``, and hand its paths to :mod:`stasis.settings`."""
+    from stasis import settings
+
+    path, source = settings.find_config(flag)
+    config = None
+    if path is not None:
+        from stasis.app.config import load_config
+
+        config = load_config(path)
+        settings.configure(state_dir=config.path("state_dir"),
+                           scratch_dir=config.path("scratch_dir"))
+    ctx.meta[CONFIG_META] = (config, source)
+
+
+def current_config(ctx: typer.Context | None = None) -> Config | None:
+    """The config file loaded for this command (None: there is none)."""
+    ctx = ctx or _current_context()
+    if ctx is None:
+        return None
+    loaded = ctx.meta.get(CONFIG_META)
+    return None if loaded is None else loaded[0]
+
+
+def config_source(ctx: typer.Context) -> str | None:
+    """What named the config file in force: flag, env, default (None: no file)."""
+    loaded = ctx.meta.get(CONFIG_META)
+    return None if loaded is None else loaded[1]
+
+
+class ConfigContext(typer.Context):
+    """A command context whose defaults come from the config file: ``--catalog``
+    (``catalog``), ``--connect`` (``libvirt``), ``--policies`` (``policies``) and a
+    required ``--repo`` (``default_repository``)."""
+
+    def lookup_default(self, name: str, call: bool = True) -> Any:
+        value = super().lookup_default(name, call=call)  # type: ignore[call-overload]
+        if value is not None:
+            return value
+        config = current_config(self)
+        if config is None:
+            return None
+        if name == "repo":
+            required = any(p.name == "repo" and p.required for p in self.command.params)
+            return config.default_repository if required else None
+        key = {"catalog": "catalog", "connect": "libvirt", "policies": "policies"}.get(name)
+        return None if key is None else getattr(config.values, key)
+
+
+def use_config_context(command: Any) -> Any:
+    """``command`` and its subcommands, with :class:`ConfigContext`."""
+    command.context_class = ConfigContext
+    for sub in getattr(command, "commands", {}).values():
+        use_config_context(sub)
+    return command
+
+
+def named_repository(ctx: typer.Context, _param: typer.CallbackParam, value: str | None,
+                     ) -> str | None:
+    """A ``--repo`` value that names a repository of the config file stands for its URL
+    (and its key file or passphrase file, used by :func:`credentials`)."""
+    config = current_config(ctx)
+    found = None if config is None else config.repository(value)
+    if found is None:
+        return value
+    ctx.meta[REPOSITORY_META] = found
+    return found[1].url
+
+
+def chosen_repository() -> tuple[str, RepositoryConfig] | None:
+    """The configured repository ``--repo`` named in this command, if it did."""
+    ctx = _current_context()
+    found: tuple[str, RepositoryConfig] | None = None if ctx is None else ctx.meta.get(
+        REPOSITORY_META)
+    return found
+
+
 # A string, not a Path: a URL is parsed by the backend registry (a Path would turn
 # s3://bucket/x into the relative path s3:/bucket/x).
 RepoOpt = Annotated[
     str,
-    typer.Option("--repo", "-r", envvar="STASIS_REPO",
-                 help="Repository: a path or a file:// URL ($STASIS_REPO).",
+    typer.Option("--repo", "-r", envvar="STASIS_REPO", callback=named_repository,
+                 help="Repository: a path, a file:// URL, or the name of a repository of "
+                      "the config file ($STASIS_REPO; default: the config's "
+                      "default_repository).",
                  show_default=False),
 ]
 PassFileOpt = Annotated[
@@ -139,6 +242,8 @@ def _prompt_once() -> bytes:
 
 
 def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credentials:
+    """``--key-file``, else ``--passphrase-file``, else ``$STASIS_PASSPHRASE``, else the
+    file of the configured repository ``--repo`` named, else a prompt."""
     if key_file is not None:
         return Credentials(keyfile=read_key_file(key_file))
     if passphrase_file is not None:
@@ -146,7 +251,23 @@ def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credenti
     env = os.environ.get("STASIS_PASSPHRASE")
     if env is not None:
         return Credentials(passphrase=env.encode())
+    chosen = chosen_repository()
+    if chosen is not None:
+        return configured_credentials(chosen[1])
     return Credentials(prompt=_prompt_once)
+
+
+def configured_credentials(repository: RepositoryConfig) -> Credentials:
+    """A configured repository's key, from the file the config names (refused when
+    others may read it)."""
+    from stasis.app.config import check_private
+
+    if repository.key_file is not None:
+        check_private(Path(repository.key_file), "key file")
+        return Credentials(keyfile=read_key_file(Path(repository.key_file)))
+    path = Path(repository.passphrase_file or "")
+    check_private(path, "passphrase file")
+    return Credentials(passphrase=read_passphrase_file(path))
 
 
 def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRASE") -> bytes:

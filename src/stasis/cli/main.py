@@ -6,15 +6,16 @@ import importlib
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import typer
 import typer.main
 from typer.core import TyperGroup
 
 from stasis import __version__
-from stasis.cli.common import err
+from stasis.cli.common import ConfigContext, err, use_config, use_config_context
 from stasis.errors import StasisError, exit_code_table, warning_code_table
 from stasis.memory import tune_allocator
 from stasis.signals import Terminated
@@ -99,6 +100,7 @@ COMMANDS: dict[str, Callable[[str], Any]] = {
     "holds": _command("prune", "holds"),
     "gc": _command("gc", "gc"),
     "doctor": _command("vms", "doctor"),
+    "config": _group("config"),
 }
 
 
@@ -106,6 +108,7 @@ class LazyGroup(TyperGroup):
     """The ``stasis`` group: :data:`COMMANDS` are built on first use."""
 
     _built: ClassVar[dict[str, Any]] = {}
+    context_class = ConfigContext
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*COMMANDS, *super().list_commands(ctx)]
@@ -113,7 +116,7 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in COMMANDS:
             if cmd_name not in self._built:
-                self._built[cmd_name] = COMMANDS[cmd_name](cmd_name)
+                self._built[cmd_name] = use_config_context(COMMANDS[cmd_name](cmd_name))
             return self._built[cmd_name]
         return super().get_command(ctx, cmd_name)
 
@@ -130,9 +133,14 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
-    # A callback keeps ``stasis`` a group whatever is registered on it directly.
-    pass
+def _root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", show_default=False, help="The config file (TOML; docs/config.md) "
+        "($STASIS_CONFIG; default /etc/stasis/stasis.toml when it exists).")] = None,
+) -> None:
+    # Flags and environment variables beat the file's values (docs/config.md).
+    use_config(ctx, config)
 
 
 @app.command("version")

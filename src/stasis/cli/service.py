@@ -21,6 +21,7 @@ from rich.table import Table
 from stasis.app.models import UnrecordedRun
 from stasis.app.serve import service as serving
 from stasis.app.status import run_policy_now, vm_status
+from stasis.backends import open_backend
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -28,12 +29,19 @@ from stasis.cli.common import (
     KeyFileOpt,
     PassFileOpt,
     RepoOpt,
+    chosen_repository,
+    configured_credentials,
+    credentials,
+    current_config,
     err,
+    named_repository,
     open_repo,
     out,
     print_model,
 )
+from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
+from stasis.repository import Repository
 
 PoliciesOpt = Annotated[Path | None, typer.Option(
     "--policies", envvar="STASIS_POLICIES", show_default=False,
@@ -41,7 +49,11 @@ PoliciesOpt = Annotated[Path | None, typer.Option(
 
 
 def serve(
-    repo: RepoOpt,
+    ctx: typer.Context,
+    repo: Annotated[str | None, typer.Option(
+        "--repo", "-r", envvar="STASIS_REPO", callback=named_repository, show_default=False,
+        help="Serve this one repository (a path, a URL or a configured name; "
+             "$STASIS_REPO) instead of every repository of the config file.")] = None,
     policies: PoliciesOpt = None,
     catalog: CatalogOpt = None,
     connect: ConnectOpt = lv.DEFAULT_URI,
@@ -56,24 +68,51 @@ def serve(
 ) -> None:
     """Run the scheduler and the job runner until SIGTERM or Ctrl-C.
 
-    At start, jobs left running by a service that died are marked failed and their
-    debris cleaned, and each policy whose runs were missed meanwhile runs once.
-    SIGTERM interrupts the running jobs cleanly (nothing half committed) and exits.
+    It serves the repositories of the config file (each unlocked by its own key file
+    or passphrase file; a policy's ``repository`` says which one it backs up into,
+    else the default one), or the one --repo gives. At start, jobs left running by a
+    service that died are marked failed and their debris cleaned, and each policy
+    whose runs were missed meanwhile runs once. SIGTERM interrupts the running jobs
+    cleanly (nothing half committed) and exits.
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with serving(lambda: open_repo(repo, passphrase_file, key_file), policies=policies,
-                 catalog=catalog, connect=connect, max_jobs=max_jobs,
+    with serving(lambda: _served_repositories(ctx, repo, passphrase_file, key_file),
+                 policies=policies, catalog=catalog, connect=connect, max_jobs=max_jobs,
                  max_repo_jobs=max_repo_jobs, keep_logs=keep_logs) as run:
         stop = threading.Event()
         run.service.start()
-        err.print(f"stasis serve: {run.policies} policies, repository {run.repository}, "
-                  f"catalog {run.catalog}", highlight=False)
+        err.print(f"stasis serve: {run.policies} policies, repositories {run.repositories} "
+                  f"(default {run.default}), catalog {run.catalog}", highlight=False)
         try:
             run.service.serve(stop, tick_s=tick)
         except KeyboardInterrupt:  # SIGTERM or Ctrl-C: serve() stopped the jobs
             err.print("stasis serve: stopped; running jobs were interrupted cleanly",
                       highlight=False)
+
+
+def _served_repositories(ctx: typer.Context, repo: str | None, passphrase_file: Path | None,
+                         key_file: Path | None) -> tuple[dict[str, Repository], str]:
+    """The repositories ``serve`` serves, opened, by name, and the default one's name:
+    the one --repo names (its config name if it has one), else the config file's, each
+    unlocked by the file it names."""
+    if repo is not None:
+        chosen = chosen_repository()
+        name = chosen[0] if chosen else repo
+        return {name: Repository.open(open_backend(repo),
+                                      credentials(passphrase_file, key_file))}, name
+    config = current_config(ctx)
+    if config is None or not config.repositories:
+        raise UsageError("no repository to serve; nothing was started",
+                         hint="Pass --repo, or name repositories in the config file "
+                              "(--config; docs/config.md).")
+    if passphrase_file is not None or key_file is not None:
+        raise UsageError("--passphrase-file and --key-file open the one repository --repo "
+                         "names; the config file's repositories are each unlocked by the "
+                         "file it names; nothing was started")
+    opened = {name: Repository.open(open_backend(r.url), configured_credentials(r))
+              for name, r in config.repositories.items()}
+    return opened, config.default_repository or next(iter(opened))
 
 
 def policy_run(

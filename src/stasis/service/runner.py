@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -85,14 +85,20 @@ class Running:
 
 
 class Service:
-    """The scheduler and runner over one catalog, one repository and one libvirt."""
+    """The scheduler and runner over one catalog, named repositories and one libvirt.
+
+    ``repositories`` opens each repository by name (called once, when first needed);
+    ``default_repository`` is the one of policies that name none (the first name when
+    not given). A queued job names its repository by id.
+    """
 
     def __init__(
         self,
         catalog: Catalog,
         policies: list[Policy],
         *,
-        open_repo: Callable[[], Repository],
+        repositories: Mapping[str, Callable[[], Repository]],
+        default_repository: str | None = None,
         connect: Callable[[], libvirt.virConnect],
         run_dir: Path,
         scratch_dir: Path,
@@ -105,7 +111,10 @@ class Service:
         self.catalog = catalog
         self.clock: Clock = catalog.clock
         self.policies = {p.name: p for p in policies}
-        self.open_repo = open_repo
+        if not repositories:
+            raise ValueError("a service needs at least one repository")
+        self.repositories = dict(repositories)
+        self.default_repository = default_repository or next(iter(self.repositories))
         self.connect = connect
         self.run_dir, self.scratch_dir = run_dir, scratch_dir
         self.limits = limits or Limits()
@@ -119,15 +128,27 @@ class Service:
         self._lock = threading.Lock()
         self._service_id: int | None = None
         self._waiting_logged: set[int] = set()
-        self._repo: Repository | None = None
+        self._opened: dict[str, Repository] = {}
         self._last_housekeeping: datetime | None = None
 
     # ------------------------------------------------------------ start and stop
 
-    def repo(self) -> Repository:
-        if self._repo is None:
-            self._repo = self.open_repo()
-        return self._repo
+    def repo(self, name: str | None = None) -> Repository:
+        """The repository ``name`` (None: the default one), opened once."""
+        name = name or self.default_repository
+        if name not in self._opened:
+            self._opened[name] = self.repositories[name]()
+        return self._opened[name]
+
+    def repo_of(self, policy: Policy) -> Repository:
+        """The repository that ``policy``'s runs back up into."""
+        return self.repo(policy.repository)
+
+    def _repo_by_id(self, repo_id: str | None) -> Repository | None:
+        for name in self.repositories:
+            if self.repo(name).id == repo_id:
+                return self.repo(name)
+        return None
 
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
@@ -154,7 +175,7 @@ class Service:
 
     def _clean(self, job: Job) -> list[str]:
         found: list[str] = []
-        repo = self.repo()
+        repo = self._repo_by_id(job.repo) or self.repo()
         try:
             conn = self.connect()
         except HypervisorError as e:
@@ -218,7 +239,7 @@ class Service:
                              next_run=p.schedule.next_after(self.clock.now()))
         if queued:
             return None  # a run of it is waiting already: the slots coalesce
-        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo().id,
+        job = self.jobs.create("backup", p.name, policy=p.name, repo=self.repo_of(p).id,
                                params={"op": "policy", "policy": p.name,
                                        "slot": slot.isoformat()})
         self.jobs.log(job.id, "info", f"queued for the slot {slot.isoformat()}: {why}")
@@ -298,10 +319,13 @@ class Service:
     def repo_for(self, job: Job) -> Repository:
         """The repository of ``job`` (named by id in the job), opened with the
         service's own credentials; a job of another repository is refused."""
-        repo = self.repo()
-        if job.repo not in (None, repo.id):
+        if job.repo is None:
+            return self.repo()
+        repo = self._repo_by_id(job.repo)
+        if repo is None:
+            served = ", ".join(f"{n} ({self.repo(n).url})" for n in self.repositories)
             raise UsageError(f"job {job.id} is of the repository {job.repo}, which this "
-                             f"service does not serve (it serves {repo.url}); not run")
+                             f"service does not serve (it serves {served}); not run")
         return repo
 
     def _find_policy(self, _catalog: Catalog, name: str) -> Policy:
@@ -374,7 +398,8 @@ class Service:
         if policy.rpo is None:
             return
         vms = self._policy_vms(policy)
-        newest = newest_point_time(self.catalog, vms, self._repo.id if self._repo else None)
+        served = self._opened.get(policy.repository or self.default_repository)
+        newest = newest_point_time(self.catalog, vms, served.id if served else None)
         status = rpo_status(newest, self.clock.now(), policy.rpo)
         self._tell(lambda: self.notifier.rpo_checked(policy, status, vms=vms))
 

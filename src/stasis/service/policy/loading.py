@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -44,6 +44,7 @@ def _build(m: PolicyModel, *, origin: str, source: str) -> Policy:
         hooks=hooks,
         retention=Retention.from_keys(m.retention.model_dump()),
         rpo=m.rpo,
+        repository=m.repository,
         notify=NotifyConfig(on=frozenset(m.notify.on), webhooks=tuple(m.notify.webhooks),
                             webhook_timeout=m.notify.webhook_timeout, email=email),
         origin=origin,
@@ -61,7 +62,8 @@ def _sources(text: str, lines: Mapping[KeyPath, int], count: int) -> list[str]:
     return ["".join(rows[a - 1:b - 1]).strip() + "\n" for a, b in zip(starts, ends, strict=True)]
 
 
-def _syntax_problem(e: tomllib.TOMLDecodeError) -> Problem:
+def syntax_problem(e: tomllib.TOMLDecodeError) -> Problem:
+    """A TOML syntax error as a problem on its line (the config file's too)."""
     text = str(e)
     line = getattr(e, "lineno", None)
     m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
@@ -73,12 +75,17 @@ def _syntax_problem(e: tomllib.TOMLDecodeError) -> Problem:
     return Problem(int(line or 0), None, f"TOML syntax error: {text[0].lower()}{text[1:]}")
 
 
-def check_text(text: str) -> tuple[list[Policy], list[Problem]]:
-    """The policies in ``text`` and every problem found (no policies if any)."""
+def check_text(text: str, *, repositories: Collection[str] | None = None,
+               ) -> tuple[list[Policy], list[Problem]]:
+    """The policies in ``text`` and every problem found (no policies if any).
+
+    With ``repositories`` (the names a service serves), a policy's ``repository``
+    must be one of them.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        return [], [_syntax_problem(e)]
+        return [], [syntax_problem(e)]
     lines = key_lines(text)
     report = Report(raw, lines)
     model: FileModel | None = None
@@ -86,7 +93,7 @@ def check_text(text: str) -> tuple[list[Policy], list[Problem]]:
         model = FileModel.model_validate(raw)
     except ValidationError as e:
         pydantic_problems(report, e)
-    rule_problems(report)
+    rule_problems(report, repositories)
     if report.problems or model is None:
         return [], sorted(set(report.problems))
     sources = _sources(text, lines, len(model.policy))
@@ -100,9 +107,10 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def parse_policies(text: str, *, file: str = "policies.toml") -> list[Policy]:
+def parse_policies(text: str, *, file: str = "policies.toml",
+                   repositories: Collection[str] | None = None) -> list[Policy]:
     """The policies in ``text``; :class:`PolicyError` listing every problem otherwise."""
-    policies, problems = check_text(text)
+    policies, problems = check_text(text, repositories=repositories)
     if problems:
         raise PolicyError(file, _plural(len(problems), "problem"),
                           "\n".join(p.render(file) for p in problems), problems=problems)
@@ -111,7 +119,8 @@ def parse_policies(text: str, *, file: str = "policies.toml") -> list[Policy]:
     return policies
 
 
-def load_policies(path: Path | str) -> list[Policy]:
+def load_policies(path: Path | str, *, repositories: Collection[str] | None = None,
+                  ) -> list[Policy]:
     """Read and check the policy file at ``path``; :class:`PolicyError` if it is wrong."""
     path = Path(path)
     try:
@@ -122,4 +131,4 @@ def load_policies(path: Path | str) -> list[Policy]:
     except (OSError, UnicodeDecodeError) as e:
         raise PolicyError(path, "it cannot be read", f"{path}: {e}",
                           problems=[Problem(0, None, f"cannot be read ({e})")]) from None
-    return parse_policies(text, file=str(path))
+    return parse_policies(text, file=str(path), repositories=repositories)

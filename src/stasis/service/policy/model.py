@@ -118,6 +118,7 @@ class Policy:
     retention: Retention = field(default_factory=Retention)
     rpo: timedelta | None = None
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    repository: str | None = None  # a repository the service names; None: its default
     description: str = ""
     origin: str = ""
     source: str = ""

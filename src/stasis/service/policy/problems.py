@@ -11,7 +11,7 @@ member) are checked on whatever values were well formed. E.g.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +115,9 @@ def pydantic_problems(report: Report, error: ValidationError) -> None:
         report.add(loc, text)
 
 
-def rule_problems(report: Report) -> None:
-    """The rules between keys, on the values that are well formed."""
+def rule_problems(report: Report, repositories: Collection[str] | None = None) -> None:
+    """The rules between keys, on the values that are well formed; with
+    ``repositories``, each policy's ``repository`` must be one of them."""
     policies = report.raw.get("policy")
     if not isinstance(policies, list):
         return
@@ -132,6 +133,12 @@ def rule_problems(report: Report) -> None:
                                           f"{seen[name]} too; names must be unique")
             else:
                 seen[name] = report.line_of((*at, "name"))
+        repository = p.get("repository")
+        if repositories is not None and isinstance(repository, str) \
+                and repository not in repositories:
+            known = ", ".join(sorted(repositories)) or "none"
+            report.add((*at, "repository"), f"repository '{repository}' is not one the service "
+                                            f"serves (configured: {known})")
         if "cron" in p and "every" in p:
             report.add((*at, "every"), "has both cron and every: give one of them")
         elif "cron" not in p and "every" not in p:

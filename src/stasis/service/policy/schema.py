@@ -26,6 +26,7 @@ from stasis.service.policy.values import (
     Level,
     PolicyName,
     Port,
+    RepositoryName,
     Span,
     Text,
     Url,
@@ -102,6 +103,7 @@ class PolicyModel(_Model):
     retention: _Retention = _Retention()
     rpo: DurationValue | None = None
     notify: _Notify = _Notify()
+    repository: RepositoryName | None = None
 
 
 class FileModel(_Model):

@@ -23,6 +23,8 @@ from stasis.service.policy.model import EVENTS
 from stasis.service.schedule import check_cron, check_interval, zone
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+# No '/' or ':': a repository name can never be read as a path or a URL.
+_REPOSITORY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 
 
 def show(value: Any) -> str:
@@ -139,6 +141,12 @@ def _policy_name(value: Any) -> str:
     return str(value)
 
 
+def _repository_name(value: Any) -> str:
+    if not _REPOSITORY_NAME.fullmatch(_str(value)):
+        raise ValueError()
+    return str(value)
+
+
 def _label_key(value: Any) -> str:
     try:
         return lb.check_key(_str(value))
@@ -166,6 +174,9 @@ VmName = Annotated[str, _checked("vm", _vm_name, "a VM name (no spaces around it
 PolicyName = Annotated[str, _checked(
     "name", _policy_name, "1 to 128 letters, digits, '.', '_', '@', '+' or '-', starting "
                           "with a letter or digit")]
+RepositoryName = Annotated[str, _checked(
+    "repository", _repository_name, "a repository name: 1 to 64 letters, digits, '.', '_' "
+                                    "or '-', starting with a letter")]
 Text = Annotated[str, _checked("string", _str, "a string")]
 LabelKey = Annotated[str, _checked("label", _label_key, "a label key (letters, digits, "
                                                        "'.', '_', '/', '-')")]
