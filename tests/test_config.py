@@ -391,3 +391,16 @@ def test_the_documented_examples_load_and_the_unit_holds_no_secret() -> None:
     assert not any(line.startswith(("EnvironmentFile", "Environment=")) for line in settings)
     assert "ExecStart=/usr/local/bin/stasis --config /etc/stasis/stasis.toml serve " \
            "--keep-logs 30d" in settings
+
+
+def test_policy_check_knows_the_configured_repositories(cli: Cli, tmp_path: Path) -> None:
+    cli = no_passphrase(cli)
+    config = named_repos(cli, tmp_path, "local")
+    policies = tmp_path / "p.toml"
+    policies.write_text(TWO_POLICIES)
+    cli.ok("policy", "check", str(policies))  # no config: any name goes
+    r = cli("--config", str(config), "policy", "check", str(policies))
+    assert r.code == 29 and f"{policies}:10: policy 'away': repository 'offsite' is not one " \
+                           "the service serves (configured: local)" in r.err, r.err
+    checked = cli("--config", str(config), "policy", "check", "--json", str(policies))
+    assert checked.code == 29 and [p["line"] for p in checked.json()["problems"]] == [10]  # type: ignore[index]

@@ -9,7 +9,7 @@ value (given once, at start, by :func:`configure`), else from a built-in default
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("/etc/stasis/stasis.toml")
@@ -69,6 +69,11 @@ def run_dir() -> Path:
     return path
 
 
+def default_scratch_dir(state: Callable[[], Path]) -> Path:
+    """``/var/lib/stasis/scratch`` as root, else ``scratch`` in the state directory."""
+    return Path("/var/lib/stasis/scratch") if os.geteuid() == 0 else state() / "scratch"
+
+
 def scratch_dir() -> Path:
     """Where libvirt backup jobs keep their socket and copy-before-write scratch files.
 
@@ -82,10 +87,8 @@ def scratch_dir() -> Path:
         path = Path(explicit).absolute()  # libvirt needs absolute paths in its XML
     elif "scratch" in _configured:
         path = _configured["scratch"]
-    elif os.geteuid() == 0:
-        path = Path("/var/lib/stasis/scratch")
     else:
-        path = state_dir() / "scratch"
+        path = default_scratch_dir(state_dir)
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o711)  # others may traverse to their job's own directory, not list
     return path

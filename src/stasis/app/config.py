@@ -25,6 +25,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,7 @@ def effective_config(config: Config, given: Given, *, file_source: Source | None
     setting name (``catalog``, ``libvirt``, ``repository``, ``policies``), each with
     its source; the paths (``state_dir``, ``scratch_dir``) are resolved here, the same
     way :mod:`stasis.settings` does."""
-    from stasis.settings import default_state_dir
+    from stasis.settings import default_scratch_dir, default_state_dir
 
     env = os.environ if env is None else env
     settings = {name: ConfigValue(value=value, source=source)
@@ -285,8 +286,9 @@ def effective_config(config: Config, given: Given, *, file_source: Source | None
         elif getattr(config.values, key) is not None:
             settings[key] = ConfigValue(value=getattr(config.values, key), source="file")
         else:
-            settings[key] = ConfigValue(
-                value=str(default_state_dir(env)) if key == "state_dir" else None,
+            settings[key] = ConfigValue(value=str(
+                default_state_dir(env) if key == "state_dir"
+                else default_scratch_dir(partial(Path, settings["state_dir"].value or "."))),
                 source="default")
     catalog = settings.get("catalog")
     if catalog is not None and catalog.value is None:

@@ -92,9 +92,11 @@ def summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> PolicySummary
     )
 
 
-def check_policy_file(path: Path) -> PolicyCheck:
+def check_policy_file(path: Path, *, repositories: Collection[str] | None = None,
+                      ) -> PolicyCheck:
     """Every problem of the policy file ``path`` with its line (a file that cannot be
-    read at all raises the PolicyError that says why)."""
+    read at all raises the PolicyError that says why); with ``repositories``, a
+    policy's ``repository`` must be one of those names."""
     from stasis.service.policy import check_text, load_policies
 
     try:
@@ -102,7 +104,7 @@ def check_policy_file(path: Path) -> PolicyCheck:
     except (OSError, UnicodeDecodeError):
         load_policies(path)  # raises the PolicyError that says why
         raise
-    policies, problems = check_text(text)
+    policies, problems = check_text(text, repositories=repositories)
     return PolicyCheck(file=str(path), ok=not problems, policies=[p.name for p in policies],
                        problems=[PolicyProblem(line=p.line, policy=p.policy, message=p.text,
                                                text=p.render(str(path))) for p in problems])

@@ -132,6 +132,12 @@ def named_repository(ctx: typer.Context, _param: typer.CallbackParam, value: str
     return found[1].url
 
 
+def configured_names() -> set[str] | None:
+    """The names of the config file's repositories (None: no file or none there)."""
+    config = current_config()
+    return set(config.repositories) if config is not None and config.repositories else None
+
+
 def chosen_repository() -> tuple[str, RepositoryConfig] | None:
     """The configured repository ``--repo`` named in this command, if it did."""
     ctx = _current_context()

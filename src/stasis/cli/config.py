@@ -47,8 +47,11 @@ def show(
         help="The policy file ($STASIS_POLICIES).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Print the configuration in force, each value with where it came from (flag, env,
-    file, default). Secrets are never printed: only the paths of their files."""
+    """Print the configuration in force and where each value came from.
+
+    Each value comes from a flag, the environment (env), the config file (file) or
+    the built-in default. Secrets are never printed: only the paths of their files.
+    """
     config = current_config(ctx) or NO_CONFIG
     repo_source = _source(ctx, "repo")
     if repo is None and config.default_repository is not None:

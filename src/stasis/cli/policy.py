@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from stasis.app import policies as ops
-from stasis.cli.common import JsonOpt, out, print_model
+from stasis.cli.common import JsonOpt, configured_names, out, print_model
 from stasis.errors import PolicyError
 
 app = typer.Typer(help="Policies: what to protect, when, how long to keep, whom to tell.",
@@ -28,14 +28,17 @@ AfterOpt = Annotated[str | None, typer.Option(
 
 @app.command("check")
 def check(file: FileArg, as_json: JsonOpt = False) -> None:
-    """Check a policy file; list every problem with its line (exit code 29 if any)."""
+    """Check a policy file; list every problem with its line (exit code 29 if any).
+
+    With a config file naming repositories, a policy's repository must be one of them.
+    """
     if as_json:
-        result = ops.check_policy_file(file)
+        result = ops.check_policy_file(file, repositories=configured_names())
         print_model(result)
         if not result.ok:
             raise typer.Exit(PolicyError.exit_code)
         return
-    policies = ops.load_policy_file(file)
+    policies = ops.load_policy_file(file, repositories=configured_names())
     names = ", ".join(p.name for p in policies)
     count = "1 policy" if len(policies) == 1 else f"{len(policies)} policies"
     out.print(f"{file}: {count}, valid ({names})", highlight=False)
