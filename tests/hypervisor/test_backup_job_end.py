@@ -32,8 +32,8 @@ def agent_guest(kit: GuestKit) -> Iterator[Guest]:
                    machine="q35", memory_mib=160)
     try:
         g.wait_ready(90)
-        if not g.has_agent:
-            pytest.skip("qemu-guest-agent is not installed on this host (./scripts/setup)")
+        # ./scripts/setup installs qemu-guest-agent, which the kit puts in the guest.
+        assert g.has_agent, "the guest runs no qemu-ga: run ./scripts/setup"
         # QEMU sends at most one VSERPORT_CHANGE a second per port and holds back (and
         # merges) what comes sooner: past that second the port's next change, the
         # test's, reaches libvirt at once.
@@ -96,7 +96,9 @@ def test_a_job_that_outlives_its_end_is_reported_and_doctor_ends_it(
     with _job(agent_guest, run_dir, end_timeout=0.0) as job:
         agent_guest.restart_agent()
         stuck = _stuck_after_plain_abort(dom)
-    if not stuck:
+    if libvirt.getVersion() // 1000 == 9000:  # Debian 12's libvirt 9.0: the defect is there
+        assert stuck, "the scenario did not reproduce libvirt 9.0's parked event thread"
+    elif not stuck:
         pytest.skip("this libvirt ends the job without help: nothing outlives its end")
     assert job.not_ended is not None  # said, not claimed as success
     assert agent_guest.name in str(job.not_ended) and "doctor --fix" in str(job.not_ended)

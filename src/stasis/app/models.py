@@ -35,6 +35,14 @@ class Model(BaseModel):
         return self.model_dump(mode="json", exclude_unset=False)
 
 
+class Sparse(Model):
+    """A model dumped with only the fields that were given (a record another version,
+    or another kind of run, wrote with fewer keys keeps exactly its keys)."""
+
+    def to_json(self) -> Any:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
 # ------------------------------------------------------------------ backups
 
 
@@ -352,7 +360,7 @@ class GroupRestore(Model):
 # ------------------------------------------------------------------ jobs
 
 
-class Part(Model):
+class Part(Sparse):
     """One entry of a job's result (a VM's, a point's, a step's).
 
     Only the keys the job wrote are dumped. Unknown keys are kept (a catalog written
@@ -360,9 +368,6 @@ class Part(Model):
     """
 
     model_config = ConfigDict(extra="allow")
-
-    def to_json(self) -> Any:
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class BackupPart(Part):
@@ -637,7 +642,7 @@ class VmDetail(Model):
     extra: dict[str, Any]
 
 
-class PointDetail(Model):
+class PointDetail(Sparse):
     """One point in full, as its manifest holds it (``size``: of all its disks)."""
 
     model_config = ConfigDict(extra="allow")
@@ -666,14 +671,11 @@ class PointDetail(Model):
                 disk["target"] = disk["name"]
         return cls.model_validate(d)
 
-    def to_json(self) -> Any:
-        return self.model_dump(mode="json", exclude_unset=True)
-
 
 # ------------------------------------------------------------------ files of a point
 
 
-class VolumeRow(Model):
+class VolumeRow(Sparse):
     """A volume of a disk (the whole disk, a partition, an LVM logical volume)."""
 
     name: str
@@ -684,11 +686,8 @@ class VolumeRow(Model):
     label: str | None
     error: str | None = None
 
-    def to_json(self) -> Any:
-        return self.model_dump(mode="json", exclude_unset=True)
 
-
-class FileEntry(Model):
+class FileEntry(Sparse):
     """A file, directory, symlink... of a point's disk (``mode``: permission bits in octal,
     ``mode_text``: as ``ls -l`` shows it)."""
 
@@ -703,9 +702,6 @@ class FileEntry(Model):
     link: str | None
     vm: str | None = None  # with find: where it was found
     disk: str | None = None
-
-    def to_json(self) -> Any:
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class ExtractReport(Model):
