@@ -51,7 +51,7 @@ def test_verify_is_a_job_and_the_last_verification_in_status(
     # A damaged chunk of the newest point: verify fails, and so does its job.
     repo = Repository.open(open_backend(cli.repo), Credentials(passphrase=PASSPHRASE.encode()))
     index = repo.load_index(repo.resolve(b2["id"]).vms[0].disks[0].index)
-    entry, name = index.stored()[-1]
+    entry, name = list(index.stored())[-1]
     path = Path(repo.url) / chunk_key(name)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x40

@@ -262,8 +262,8 @@ def test_a_failure_mid_way_removes_what_the_restore_created(group: Group,
     index_of = {v.name: repo.load_index(next(d for d in v.disks if d.name == "vda").index)
                 for v in point.vms}
     entry = PATTERN_AT // repo.chunk_size
-    name = index_of[group.b.name].entries[entry]
-    assert name not in index_of[group.a.name].entries
+    name = index_of[group.b.name].name(entry)
+    assert name not in set(index_of[group.a.name].names())
     path = damaged / chunk_key(name)
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 1

@@ -40,7 +40,7 @@ def test_flipped_chunk_byte_is_caught_and_quarantined(
 ) -> None:
     repo, point, src = backed_up
     index = repo.load_index(point.vms[0].disks[0].index)
-    entry, name = index.stored()[1]
+    entry, name = list(index.stored())[1]
     path = Path(repo.url) / chunk_key(name)
     size = path.stat().st_size
     positions = {"header": 2, "nonce-or-start": 6, "middle": size // 2, "tag-or-end": size - 3}
@@ -70,7 +70,7 @@ def test_verify_deep_reports_point_disk_offset(
 ) -> None:
     repo, point, _src = backed_up
     index = repo.load_index(point.vms[0].disks[0].index)
-    entry, name = index.stored()[-1]
+    entry, name = list(index.stored())[-1]
     flip(Path(repo.url) / chunk_key(name), 100)
     assert verify(repo, deep=False).ok  # quick only checks presence
     report = verify(repo, deep=True)
@@ -121,7 +121,7 @@ def test_random_access_readers_catch_and_quarantine_a_flipped_chunk(
     repo, point, _src = backed_up
     vm, disk = point.vms[0], point.vms[0].disks[0]
     index = repo.load_index(disk.index)
-    (first, _), (entry, name) = index.stored()[0], index.stored()[1]
+    (first, _), (entry, name) = next(iter(index.stored())), list(index.stored())[1]
     flip(Path(repo.url) / chunk_key(name), 100)
     offset = entry * index.chunk_size
     good = DiskReader.open(repo, point, vm, disk).read_at(first * index.chunk_size, 10)

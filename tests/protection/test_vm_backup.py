@@ -392,7 +392,7 @@ def test_incremental_over_a_damaged_parent_chunk_reads_it_whole(
     first = backup(kit, repo, guest, dirs)
     index = repo.load_index(next(d for d in first.vms[0].disks if d.name == "vda").index)
     entry = (12 * MiB) // repo.chunk_size
-    name = index.entries[entry]
+    name = index.name(entry)
     from stasis.repository.repo import chunk_key
 
     path = Path(repo.url) / chunk_key(name)

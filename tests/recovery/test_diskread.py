@@ -19,7 +19,7 @@ def test_threads_read_one_reader_and_each_chunk_loads_once(repo: Repository,
     vm, disk = point.disks()[0]
     raw = image.read_bytes()
     reader = DiskReader.open(repo, point, vm, disk)
-    stored = len(reader.index.stored())
+    stored = len(list(reader.index.stored()))
     gate = threading.Barrier(8)
 
     def read_all(n: int) -> bool:
@@ -42,7 +42,7 @@ def test_extents_report_unstored_chunks_as_zero_runs(repo: Repository, tmp_path:
     assert sum(n for _, n, _ in runs) == reader.size
     assert [o for o, _, _ in runs] == sorted(o for o, _, _ in runs)
     cs = reader.chunk_size
-    zero_chunks = {i for i, name in enumerate(reader.index.entries)
+    zero_chunks = {i for i, name in enumerate(reader.index.names())
                    if i not in dict(reader.index.stored())}
     for o, n, zero in runs:
         for i in range(o // cs, (o + n - 1) // cs + 1):

@@ -197,7 +197,7 @@ def test_small_file_from_a_multi_gib_disk_reads_a_few_chunks(repo: Repository, t
                                                              tmp_path: Path) -> None:
     disk = fsimages.ext4_disk(tmp_path / "big.img", tree, size=8 * GiB)
     m = backup(repo, disk.path)
-    chunks_on_disk = len(repo.load_disk_index(m, *m.disks()[0]).stored())
+    chunks_on_disk = len(list(repo.load_disk_index(m, *m.disks()[0]).stored()))
     files = DiskFiles.open(reopen(repo), m)
     assert read_file(files, "/deep/a/b/c/d/leaf.txt") == b"the bottom of the tree\n"
     # superblock and group descriptors, inode table blocks, 6 directories, the data
@@ -442,7 +442,7 @@ def test_debian_small_file_reads_a_few_chunks(
     files = DiskFiles.open(reopen(repo), m)
     data = read_file(files, "p2:/etc/hostname")
     assert data == (disk.volumes["p2"] / "etc/hostname").read_bytes()
-    stored = len(repo.load_disk_index(m, *m.disks()[0]).stored())
+    stored = len(list(repo.load_disk_index(m, *m.disks()[0]).stored()))
     # GPT and both file systems' first blocks, /, /etc, the inode and the data
     assert files.reader.loads <= 8, files.reader.loads
     assert stored > 100

@@ -24,7 +24,7 @@ from stasis.protection.backup import back_up_images
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Credentials, Manifest, Repository
 from stasis.repository.gc import GcReport, collect_garbage
-from stasis.repository.repo import chunk_key, index_key, manifest_key
+from stasis.repository.repo import chunk_key, index_key, manifest_key, page_key
 from tests.clocks import ManualClock
 from tests.conftest import BIN, CHEAP_KDF, PASSPHRASE, Cli, MiB, init_repo, write_image
 
@@ -51,12 +51,14 @@ def files(root: Path) -> dict[str, int]:
 
 
 def referenced(repo: Repository) -> tuple[set[str], set[str]]:
-    """Keys of the indexes and chunks the committed points reference."""
+    """Keys of the indexes (with their pages) and chunks the committed points reference."""
     indexes, chunks = set(), set()
     for m in repo.points():
         for _vm, disk in m.streams():
             indexes.add(index_key(disk.index))
-            chunks.update(chunk_key(n) for _i, n in repo.load_index(disk.index).stored())
+            index = repo.load_index(disk.index)
+            indexes.update(page_key(p) for p in repo.index_pages(index))
+            chunks.update(chunk_key(n) for _i, n in index.stored())
     return indexes, chunks
 
 
@@ -101,9 +103,10 @@ def test_unreferenced_objects_go_and_referenced_stay(small_repo: Repository,
     before = files(repo.backend.root)  # type: ignore[attr-defined]
     keep_indexes, keep_chunks = referenced(repo)
     garbage = {k: s for k, s in before.items()
-               if (k.startswith("indexes/") and k not in keep_indexes)
+               if (k.startswith(("indexes/", "pages/")) and k not in keep_indexes)
                or (k.startswith("chunks/") and k not in keep_chunks)}
     assert any(k.startswith("indexes/") for k in garbage)
+    assert any(k.startswith("pages/") for k in garbage)
     assert sum(k.startswith("chunks/") for k in garbage) > 10
 
     report = collect_garbage(repo)
@@ -112,6 +115,8 @@ def test_unreferenced_objects_go_and_referenced_stay(small_repo: Repository,
     assert set(before) - set(after) == set(garbage)
     assert report.points == 1
     assert report.indexes.count == sum(k.startswith("indexes/") for k in garbage)
+    assert report.pages.count == sum(k.startswith("pages/") for k in garbage)
+    assert report.kept_pages.count == sum(k.startswith("pages/") for k in keep_indexes)
     assert report.chunks.count == sum(k.startswith("chunks/") for k in garbage)
     assert report.chunks.bytes == sum(s for k, s in garbage.items() if k.startswith("chunks/"))
     assert report.reclaimed_bytes == sum(garbage.values())
@@ -169,7 +174,7 @@ def test_quarantine_is_left_and_reported(small_repo: Repository, tmp_path: Path)
     repo = small_repo
     src = image(tmp_path / "a.raw", 1)
     p = back_up_images(repo, [src], name="a")
-    name = repo.load_index(p.disks()[0][1].index).stored()[0][1]
+    name = next(iter(repo.load_index(p.disks()[0][1].index).stored()))[1]
     moved = repo.quarantine_chunk(name)
     report = collect_garbage(repo)
     assert report.quarantined.count == 1

@@ -1,10 +1,11 @@
 """A repository of format version 1, made by the last release that wrote it.
 
-``tests/data/v1-repository.tar`` was made by ``python -m tests.repository.v1_fixture
-OUT.tar`` with Stasis at commit 87ec158 (format version 1: whole disk indexes, 4 MiB
-default chunks). It is kept as a file, not rebuilt, so that the tests read what that
-release wrote, not what today's code would write. The images it holds are
-regenerated here, byte for byte, from their seed.
+``tests/data/v1-repository.tar`` was made by ``PYTHONPATH=OLD/src:. python -m
+tests.repository.v1_fixture OUT.tar``, OLD being a checkout of Stasis at commit
+87ec158 (format version 1: whole disk indexes, 4 MiB default chunks). It is kept as
+a file, not rebuilt, so that the tests read what that release wrote, not what
+today's code would write. The images it holds are regenerated here, byte for byte,
+from their seed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 PASSPHRASE = "v1 fixture passphrase"
 CHUNK_SIZE = 64 << 10  # the smallest: many index entries from a small image
-SIZE = 24 * 1024 * 1024 + 12345  # not a multiple of the chunk size
+SIZE = 24 * 1024 * 1024 + 25 * 512  # not a multiple of the chunk size (of sectors: raw)
 POINTS = ("first", "second")
 FIXTURE = Path(__file__).parent.parent / "data" / "v1-repository.tar"
 

@@ -519,13 +519,16 @@ class GcResult(Model):
     points_marked_late: int
     points_vanished: int
     indexes_referenced: int
+    pages_referenced: int
     chunks_referenced: int
     chunks_missing: int
     indexes: TallyModel
+    pages: TallyModel
     chunks: TallyModel
     temporary_files: TallyModel
     temporary_files_checked: bool
     kept_indexes: TallyModel
+    kept_pages: TallyModel
     kept_chunks: TallyModel
     quarantined: TallyModel
     lock_waited_s: float
@@ -820,6 +823,7 @@ class RepoInfoModel(Model):
     id: str
     encryption: str
     chunk_size: int
+    format_version: int
     points: int
     logical_size: int
     referenced_size: int
@@ -828,6 +832,14 @@ class RepoInfoModel(Model):
     chunk_count: int
     dedup_ratio: float
     compression_ratio: float
+
+
+class RepoUpgraded(Model):
+    """A repository moved to a newer format (or already there)."""
+
+    id: str
+    format_before: int
+    format_after: int
 
 
 class KeySlot(Model):

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from stasis.app.models import KeySlot, KeySlotAdded, KeySlotRemoved, RepoCreated, RepoInfoModel
+from stasis.app.models import (
+    KeySlot,
+    KeySlotAdded,
+    KeySlotRemoved,
+    RepoCreated,
+    RepoInfoModel,
+    RepoUpgraded,
+)
 from stasis.backends import open_backend
 from stasis.errors import UsageError
 from stasis.repository import Repository, crypto
@@ -44,6 +51,13 @@ def init_repository(location: str, *, encryption: str = "aes-256-gcm", chunk_siz
 def info(open_repo: RepoOpener) -> RepoInfoModel:
     """Sizes, deduplication and compression of the repository."""
     return RepoInfoModel.model_validate(repo_info(open_repo()).to_dict())
+
+
+def upgrade(open_repo: RepoOpener) -> RepoUpgraded:
+    """Move the repository to the newest format (only its config is rewritten)."""
+    r = open_repo()
+    before, after = r.upgrade_format()
+    return RepoUpgraded(id=r.id, format_before=before, format_after=after)
 
 
 def key_slots(open_repo: RepoOpener) -> list[KeySlot]:

@@ -43,11 +43,13 @@ def _duration(seconds: float) -> str:
 
 def print_report(r: GcResult) -> None:
     verb = "Would delete" if r.dry_run else "Deleted"
-    out.print(f"Marked {plural(r.points, 'point')}: {_count(r.indexes_referenced, 'index')} "
+    out.print(f"Marked {plural(r.points, 'point')}: {_count(r.indexes_referenced, 'index')}, "
+              f"{plural(r.pages_referenced, 'index page')} "
               f"and {plural(r.chunks_referenced, 'chunk')} referenced"
               + (f" ({r.points_marked_late} committed while gc ran)"
                  if r.points_marked_late else "") + ".")
-    out.print(f"{verb} {_tally(r.indexes, 'unreferenced index')} and "
+    out.print(f"{verb} {_tally(r.indexes, 'unreferenced index')}, "
+              f"{_tally(r.pages, 'unreferenced index page')} and "
               f"{_tally(r.chunks, 'unreferenced chunk')}; kept {_tally(r.kept_chunks, 'chunk')}.")
     if r.temporary_files_checked:
         out.print(f"{verb} {_tally(r.temporary_files, 'temporary file')} that killed writers "
@@ -77,7 +79,8 @@ def gc(
     json_output: JsonOpt = False,
     queue: QueueOpt = False,
 ) -> None:
-    """Delete chunks and indexes that no point references; safe while backups run."""
+    """Delete chunks, indexes and index pages that no point references; safe while backups
+    run."""
     if queue:
         print_queued(queue_job(catalog, "gc", {"repo": repo, "dry_run": dry_run, "wait": wait},
                                by="'stasis gc'"), json_output)

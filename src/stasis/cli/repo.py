@@ -31,7 +31,8 @@ app.add_typer(key_app, name="key")
 def init(
     repo: RepoOpt,
     encryption: Annotated[str, typer.Option(help="aes-256-gcm or none.")] = "aes-256-gcm",
-    chunk_size: Annotated[str, typer.Option(help="Chunk size, a power of two.")] = "4MiB",
+    chunk_size: Annotated[str, typer.Option(
+        help="Chunk size, a power of two from 64KiB to 32MiB.")] = "1MiB",
     compression: Annotated[str, typer.Option(help="zstd-1 … zstd-19, or none.")] = "zstd-1",
     passphrase_file: PassFileOpt = None,
     key_file: Annotated[Path | None, typer.Option(
@@ -59,6 +60,7 @@ def info(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOp
         print_model(i)
         return
     out.print(f"Repository {i.id[:12]} at {i.path}")
+    out.print(f"  format            version {i.format_version}")
     out.print(f"  encryption        {i.encryption}, chunks of {human(i.chunk_size)}")
     out.print(f"  points            {i.points}")
     out.print(f"  logical size      {human(i.logical_size)} (virtual size of every disk)")
@@ -67,6 +69,26 @@ def info(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOp
     out.print(f"  stored size       {human(i.stored_size)}")
     out.print(f"  dedup ratio       {i.dedup_ratio:.2f}")
     out.print(f"  compression ratio {i.compression_ratio:.2f}")
+
+
+@app.command("upgrade")
+def upgrade(repo: RepoOpt, passphrase_file: PassFileOpt = None, key_file: KeyFileOpt = None,
+            json_output: JsonOpt = False) -> None:
+    """Move a repository to the newest format (format 2: paged disk indexes).
+
+    Nothing stored is rewritten: existing points read as before, new points get the
+    new format. Releases older than the newest format refuse the repository afterwards.
+    """
+    r = ops.upgrade(lambda: open_repo(repo, passphrase_file, key_file))
+    if json_output:
+        print_model(r)
+    elif r.format_before == r.format_after:
+        out.print(f"Repository {r.id[:12]} already uses format {r.format_after}; "
+                  "nothing was changed.")
+    else:
+        out.print(f"Repository {r.id[:12]} moved from format {r.format_before} to "
+                  f"{r.format_after}. Its points read as before; new points get paged "
+                  "disk indexes.")
 
 
 @key_app.command("list")

@@ -4,7 +4,8 @@ For each disk: block status gives the extents that hold data (and, for an
 incremental, the dirty ones); the chunks to read are those extents aligned to the
 chunk grid. Each chunk is read, checked for zeros, named by the keyed hash, and
 stored only if the repository lacks it. The disk index is the parent's with the
-read entries replaced. The manifest is written last, after every chunk and index
+read entries replaced: its pages without a changed entry are the parent's, and the
+others are stored as they fill. The manifest is written last, after every chunk and index
 it references is durable (the backend's put is durable when it returns).
 """
 
@@ -35,6 +36,7 @@ from stasis.repository import (
     Repository,
     VmRecord,
 )
+from stasis.repository.index import IndexBuilder
 from stasis.repository.repo import new_point_id, utc_now_iso
 
 
@@ -65,7 +67,9 @@ class DiskSource:
 @dataclass
 class ChunkPlan:
     read: list[int]  # entry numbers to read
-    keep: list[int]  # entry numbers taken from the parent index
+    # Incremental: the entries that changed since the parent (the others are the
+    # parent's); None for a full backup, where every entry not read is zero.
+    changed: set[int] | None
     bytes_to_read: int
     # Incremental: for a chunk only partly dirty, the dirty (start, end) ranges within
     # it. Only those are read from the source; the rest comes from the parent's chunk.
@@ -95,17 +99,16 @@ def _by_chunk(ranges: Iterable[tuple[int, int]], chunk_size: int
 def plan_chunks(src: DiskSource, chunk_size: int) -> ChunkPlan:
     """Which chunks hold data (and changed): block status, aligned to the grid."""
     size = src.virtual_size
-    count = -(-size // chunk_size)
     data = set(_by_chunk(src.reader.data_extents(size), chunk_size))
     partial: dict[int, list[tuple[int, int]]] = {}
     if src.changed is None or src.parent_index is None:
         read = sorted(data)
-        keep: list[int] = []
+        changed = None
         total = sum(min(chunk_size, size - i * chunk_size) for i in read)
     else:
         dirty = _by_chunk(src.changed(), chunk_size)
         read = sorted(set(dirty) & data)
-        keep = [i for i in range(count) if i not in dirty]
+        changed = set(dirty)
         total = 0
         for i in read:
             length = min(chunk_size, size - i * chunk_size)
@@ -116,7 +119,7 @@ def plan_chunks(src: DiskSource, chunk_size: int) -> ChunkPlan:
             else:
                 total += length
     spanned = sum(min(chunk_size, size - i * chunk_size) for i in read)
-    return ChunkPlan(read=read, keep=keep, bytes_to_read=total, partial=partial,
+    return ChunkPlan(read=read, changed=changed, bytes_to_read=total, partial=partial,
                      chunk_bytes=spanned)
 
 
@@ -150,7 +153,7 @@ class ChunkStore:
         offset = i * self.chunk_size
         length = min(self.chunk_size, src.virtual_size - offset)
         if ranges and src.parent_index is not None:
-            base_name = src.parent_index.entries[i]
+            base_name = src.parent_index.name(i)
             try:
                 base = (bytes(length) if base_name == ZERO_NAME
                         else self.repo.load_chunk(base_name))
@@ -193,18 +196,16 @@ class ChunkStore:
 
     def back_up(self, src: DiskSource, plan: ChunkPlan) -> tuple[DiskIndex, _Stats]:
         stats = _Stats(bytes_read=plan.bytes_to_read)
-        index = DiskIndex.empty(src.virtual_size, self.chunk_size)
-        if src.parent_index is not None:
-            for i in plan.keep:
-                index.entries[i] = src.parent_index.entries[i]
+        index = IndexBuilder(src.virtual_size, self.chunk_size, base=src.parent_index,
+                             changed=plan.changed, emit=self.repo.page_emitter())
         results = ordered_map(
             lambda i: self._one(src, i, stats, plan.partial), plan.read, workers=self.workers,
             name="backup",
         )
         with contextlib.closing(results):
             for i, name in results:
-                index.entries[i] = name
-        return index, stats
+                index.set(i, name)
+        return index.finish(), stats
 
 
 def back_up_disks(

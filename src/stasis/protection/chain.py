@@ -106,7 +106,8 @@ def plan_disk(
             return full("bitmap-unusable", checkpoint=checkpoint, problem=problem)
         key = "offline-incremental"
     try:
-        parent_index = repo.load_index(old.index)
+        parent_index = repo.load_index(
+            old.index, where=f"point {parent.id[:12]} (the parent), disk {disk.target}")
     except ObjectDamaged:
         return full("parent-unreadable")
     return DiskPlan(disk, size, checkpoint, REASONS[key].format(checkpoint=checkpoint,

@@ -33,7 +33,7 @@ def load_verified(repo: Repository, index: DiskIndex, i: int, where: str,
     name, length); a damaged chunk is quarantined and raised as an IntegrityError that
     names ``where`` (point, VM, disk) and the offset, then ``consequence`` (what the
     caller's work is left as)."""
-    name = index.entries[i]
+    name = index.name(i)
     offset = i * index.chunk_size
     try:
         data = repo.load_chunk(name)
@@ -101,7 +101,7 @@ class DiskReader(io.RawIOBase):
 
     def _chunk(self, i: int) -> bytes | None:
         """The plaintext of entry ``i``, or None when it reads as zeros."""
-        if self.index.entries[i] == ZERO_NAME:
+        if self.index.name(i) == ZERO_NAME:
             with self._lock:
                 self.zero_reads += 1
             return None
@@ -158,7 +158,7 @@ class DiskReader(io.RawIOBase):
         while pos < end:
             i = pos // self.chunk_size
             stop = min((i + 1) * self.chunk_size, end)
-            zero = self.index.entries[i] == ZERO_NAME
+            zero = self.index.name(i) == ZERO_NAME
             if runs and runs[-1][2] == zero:
                 o, n, _ = runs[-1]
                 runs[-1] = (o, n + stop - pos, zero)

@@ -1,22 +1,25 @@
-"""Garbage collection: delete the chunks and disk indexes no committed point references.
+"""Garbage collection: delete the chunks, disk indexes and index pages no committed
+point references.
 
 How it runs
 -----------
 
 1. **List and mark, without the exclusive lock** (backups, restores go on). List
-   ``indexes/`` and ``chunks/`` (the *candidates*, with their sizes), then list
-   ``manifests/`` (set M1), read every manifest and every disk index it names, and
-   collect the referenced index and chunk names (set R1).
+   ``indexes/``, ``pages/`` and ``chunks/`` (the *candidates*, with their sizes),
+   then list ``manifests/`` (set M1), read every manifest, every disk index it names
+   and every distinct page those name (each once, however many points share it), and
+   collect the referenced index, page and chunk names (set R1).
 2. **Take the exclusive lock.** It is granted only when no live shared lock exists:
    every backup that was in flight when gc began has committed or given up, and
    none can start until gc lets go.
 3. **Re-mark under the lock.** List ``manifests/`` again (M2) and mark every point
    in M2 but not in M1, with its indexes: R2 = R1 ∪ refs(M2 − M1).
 4. **Sweep under the lock**: delete the candidate indexes not in R2, then the
-   candidate chunks not in R2, then the leftovers of killed writers (the
-   backend's temporary objects older than an hour by the injected clock). Release the lock.
+   candidate pages not in R2, then the candidate chunks not in R2, then the leftovers
+   of killed writers (the backend's temporary objects older than an hour by the
+   injected clock). Release the lock.
 
-A damaged manifest or index (in step 1 or 3) stops gc before anything is deleted:
+A damaged manifest, index or page (in step 1 or 3) stops gc before anything is deleted:
 gc cannot know what that point references, so nothing it found is provably garbage.
 
 Why it never deletes what a point can reference (DESIGN.md, promise 4)
@@ -38,7 +41,8 @@ M1 or M2 references it, and (c) the exclusive lock is held. Interleavings:
   committed, and step 3 then sees the manifest and marks the chunk. If the backup
   gives up instead, nothing references the chunk and deleting it is right. The
   same holds for an incremental's entries taken from its parent's index (never
-  looked up at all), and for an index found present by ``store_index``.
+  looked up at all, nor are the parent's pages it shares by name), and for an index
+  or page found present by ``store_index`` or ``store_page``.
 - *A backup that starts during the sweep*: it cannot take its shared lock until
   the sweep ends (it waits, up to its own lock wait), so it looks chunks up only
   after every deletion: what it finds present stays present.
@@ -64,7 +68,7 @@ Interrupted gc
 --------------
 
 gc writes nothing but its lock and deletes only objects no manifest references,
-one object at a time, indexes before chunks. Ctrl-C or SIGTERM releases the lock;
+one object at a time, indexes before pages before chunks. Ctrl-C or SIGTERM releases the lock;
 ``kill -9`` leaves a lock that is stale at once (its process is gone). Either way
 every committed point is as intact as before; what was not yet deleted is still
 garbage, for the next gc.
@@ -83,7 +87,7 @@ from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import IntegrityError, Locked
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
-from stasis.repository.index import DiskIndex
+from stasis.repository.index import NAME_LEN, ZERO_NAME, DiskIndex
 from stasis.repository.manifest import Manifest
 from stasis.repository.repo import (
     ObjectDamaged,
@@ -91,6 +95,7 @@ from stasis.repository.repo import (
     chunk_key,
     index_key,
     manifest_key,
+    page_key,
 )
 
 TEMP_MAX_AGE = 3600.0  # a temporary file older than this belongs to a killed writer
@@ -115,13 +120,16 @@ class GcReport:
     points_marked_late: int = 0  # committed while gc was marking: found by the re-mark
     points_vanished: int = 0  # removed while gc read them
     indexes_referenced: int = 0
+    pages_referenced: int = 0
     chunks_referenced: int = 0
     chunks_missing: int = 0  # referenced but not in chunks/ (see verify, quarantine)
     indexes: Tally = field(default_factory=Tally)  # unreferenced: deleted (or would be)
+    pages: Tally = field(default_factory=Tally)
     chunks: Tally = field(default_factory=Tally)
     temporary_files: Tally = field(default_factory=Tally)
     temporary_files_checked: bool = True  # every backend lists its leftovers now
     kept_indexes: Tally = field(default_factory=Tally)
+    kept_pages: Tally = field(default_factory=Tally)
     kept_chunks: Tally = field(default_factory=Tally)
     quarantined: Tally = field(default_factory=Tally)  # left in place
     lock_waited_s: float = 0.0
@@ -131,7 +139,8 @@ class GcReport:
 
     @property
     def reclaimed_bytes(self) -> int:
-        return self.indexes.bytes + self.chunks.bytes + self.temporary_files.bytes
+        return (self.indexes.bytes + self.pages.bytes + self.chunks.bytes
+                + self.temporary_files.bytes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,7 +151,11 @@ class GcReport:
 @dataclass
 class _Candidates:
     indexes: dict[str, int]  # name -> stored size
+    pages: dict[bytes, int]
     chunks: dict[bytes, int]
+
+    def mark_bytes(self) -> int:
+        return sum(self.indexes.values()) + sum(self.pages.values())
 
 
 class _Marker:
@@ -154,6 +167,7 @@ class _Marker:
         self.workers = workers
         self.points: set[str] = set()
         self.indexes: set[str] = set()
+        self.pages: set[bytes] = set()
         self.chunks: set[bytes] = set()
         self.vanished = 0
 
@@ -171,7 +185,7 @@ class _Marker:
                 "then run gc again."
             ) from None
 
-    def mark(self, point_ids: Iterable[str], sizes: dict[str, int]) -> int:
+    def mark(self, point_ids: Iterable[str], sizes: _Candidates) -> int:
         """Mark the points not marked yet; return how many were committed points."""
         new: list[tuple[Manifest, str, str, str]] = []  # point, vm, disk, index name
         marked = 0
@@ -195,8 +209,9 @@ class _Marker:
             except ObjectDamaged as e:
                 return e
             finally:
-                self.progress.advance(sizes.get(item[3], 0))
+                self.progress.advance(sizes.indexes.get(item[3], 0))
 
+        new_pages: dict[bytes, tuple[Manifest, str, str]] = {}
         results = ordered_map(load, new, workers=self.workers, name="gc-mark")
         with contextlib.closing(results):
             for (m, vm_name, disk_name, name), index in results:
@@ -211,8 +226,45 @@ class _Marker:
                         f"object {index_key(name)} from a copy of the repository, or remove "
                         "that point, then run gc again."
                     )
-                self.chunks.update(n for _i, n in index.stored())
+                if index.held_pages():  # format 1: the entries are in the index itself
+                    self.chunks.update(n for _i, n in index.stored())
+                    continue
+                for page in self.repo.index_pages(index):
+                    if page not in self.pages:
+                        self.pages.add(page)
+                        new_pages[page] = (m, vm_name, disk_name)
+        self._mark_pages(new_pages, sizes)
         return marked
+
+    def _mark_pages(self, new: dict[bytes, tuple[Manifest, str, str]],
+                    sizes: _Candidates) -> None:
+        """Read each page once and mark its chunks."""
+        def load(page: bytes) -> bytes | ObjectDamaged:
+            try:
+                return self.repo.load_page(page)
+            except ObjectDamaged as e:
+                return e
+            finally:
+                self.progress.advance(sizes.pages.get(page, 0))
+
+        results = ordered_map(load, list(new), workers=self.workers, name="gc-pages")
+        with contextlib.closing(results):
+            for page, entries in results:
+                if isinstance(entries, ObjectDamaged):
+                    m, vm_name, disk_name = new[page]
+                    if not self.repo.backend.exists(manifest_key(m.id)):
+                        continue  # the point was removed, and its pages with it
+                    raise IntegrityError(
+                        f"gc stopped before deleting anything: an index page of point "
+                        f"{m.id[:12]}, VM {vm_name}, disk {disk_name} is damaged "
+                        f"({entries.reason}), so gc cannot know which chunks it references. "
+                        "Nothing was deleted. 'stasis verify' shows the damage; restore the "
+                        f"object {page_key(page)} from a copy of the repository, or remove "
+                        "the points that reference it, then run gc again."
+                    )
+                self.chunks.update(entries[at : at + NAME_LEN]
+                                   for at in range(0, len(entries), NAME_LEN))
+        self.chunks.discard(ZERO_NAME)
 
 
 def _list_candidates(repo: Repository) -> _Candidates:
@@ -221,12 +273,17 @@ def _list_candidates(repo: Repository) -> _Candidates:
         name = obj.key.rsplit("/", 1)[-1]
         if _NAME.match(name) and obj.key == index_key(name):
             indexes[name] = obj.size  # anything else in there is not ours to delete
+    pages: dict[bytes, int] = {}
+    for obj in repo.backend.list("pages/"):
+        name = obj.key.rsplit("/", 1)[-1]
+        if _NAME.match(name) and obj.key == page_key(bytes.fromhex(name)):
+            pages[bytes.fromhex(name)] = obj.size
     chunks: dict[bytes, int] = {}
     for obj in repo.backend.list("chunks/"):
         name = obj.key.rsplit("/", 1)[-1]
         if _NAME.match(name) and obj.key == chunk_key(bytes.fromhex(name)):
             chunks[bytes.fromhex(name)] = obj.size
-    return _Candidates(indexes, chunks)
+    return _Candidates(indexes, pages, chunks)
 
 
 def old_leftovers(
@@ -281,8 +338,8 @@ def collect_garbage(
     began = clock.monotonic()
     candidates = _list_candidates(repo)
     marker = _Marker(repo, progress, workers)
-    progress.start("gc: mark", sum(candidates.indexes.values()))
-    report.points = marker.mark(repo.point_ids(), candidates.indexes)
+    progress.start("gc: mark", candidates.mark_bytes())
+    report.points = marker.mark(repo.point_ids(), candidates)
     progress.finish()
     report.mark_s = round(clock.monotonic() - began, 3)
 
@@ -291,11 +348,12 @@ def collect_garbage(
         locked_at = clock.monotonic()
         # Points committed since the listing above: their backups have all let go
         # of their shared locks by now, so this listing holds every one of them.
-        late = marker.mark(repo.point_ids(), candidates.indexes)
+        late = marker.mark(repo.point_ids(), candidates)
         report.points += late
         report.points_marked_late = late
         report.points_vanished = marker.vanished
         report.indexes_referenced = len(marker.indexes)
+        report.pages_referenced = len(marker.pages)
         report.chunks_referenced = len(marker.chunks)
         report.chunks_missing = sum(1 for n in marker.chunks if n not in candidates.chunks)
 
@@ -306,6 +364,13 @@ def collect_garbage(
             else:
                 report.indexes.add(size)
                 doomed_indexes.append(name)
+        doomed_pages = []
+        for pname, size in candidates.pages.items():
+            if pname in marker.pages:
+                report.kept_pages.add(size)
+            else:
+                report.pages.add(size)
+                doomed_pages.append(pname)
         doomed_chunks = []
         for cname, size in candidates.chunks.items():
             if cname in marker.chunks:
@@ -321,10 +386,14 @@ def collect_garbage(
 
         if not dry_run:
             progress.start("gc: sweep", report.reclaimed_bytes)
-            # Indexes first: gc never leaves an index whose chunks it deleted.
+            # Indexes first, then pages: gc never leaves an index whose pages or
+            # chunks it deleted.
             for name in doomed_indexes:
                 repo.backend.delete(index_key(name))
                 progress.advance(candidates.indexes[name])
+            for pname in doomed_pages:
+                repo.backend.delete(page_key(pname))
+                progress.advance(candidates.pages[pname])
             for cname in doomed_chunks:
                 repo.backend.delete(chunk_key(cname))
                 progress.advance(candidates.chunks[cname])

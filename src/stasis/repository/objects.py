@@ -4,7 +4,7 @@ Layout of a sealed object::
 
     version:u8 = 1 | kind:u8 | compression:u8 | encryption:u8 | body
 
-- kind: 1 chunk, 2 disk index, 3 manifest;
+- kind: 1 chunk, 2 disk index (its root in format 2), 3 manifest, 4 hold, 5 index page;
 - compression: 0 none, 1 zstd (the whole plaintext, one frame);
 - encryption 1 (aes-256-gcm): body = nonce(12) | ciphertext | tag(16), with
   associated data = the 4 header bytes + the object's name, so an object cannot be
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 VERSION = 1
 KIND_CHUNK, KIND_INDEX, KIND_MANIFEST = 1, 2, 3
+KIND_PAGE = 5  # 4 is a hold (holds.py)
 COMP_NONE, COMP_ZSTD = 0, 1
 ENC_NONE, ENC_AESGCM = 0, 1
 HEADER = struct.Struct("BBBB")

@@ -5,7 +5,8 @@ Object keys (see docs/format.md)::
     config                      JSON, clear, with a MAC under the master key
     keys/<slot>                 JSON key slots wrapping the master secret
     chunks/<aa>/<name>          sealed chunks, name = keyed BLAKE3 of the plaintext
-    indexes/<aa>/<name>         sealed disk indexes, named the same way
+    indexes/<aa>/<name>         sealed disk indexes (roots), named the same way
+    pages/<aa>/<name>           sealed index pages (format 2), named the same way
     manifests/<point id>        sealed manifests: writing one commits a point
     holds/<point id>            sealed holds: a point kept past retention
     locks/<id>                  shared and exclusive locks
@@ -47,14 +48,22 @@ from stasis.errors import (
 )
 from stasis.repository import crypto, objects
 from stasis.repository.holds import KIND_HOLD, Hold, HoldFormatError, hold_key
-from stasis.repository.index import DiskIndex, IndexFormatError
+from stasis.repository.index import (
+    V1,
+    ZERO_NAME,
+    DiskIndex,
+    IndexFormatError,
+    decode_page,
+    encode_page,
+)
 from stasis.repository.locks import LockInfo, LockManager
 from stasis.repository.manifest import DiskRecord, Manifest, ManifestFormatError, VmRecord
 from stasis.repository.storage import Storage
 
 REPO_FORMAT = "stasis-repository"
-REPO_VERSION = 1
-DEFAULT_CHUNK_SIZE = 4 << 20
+REPO_VERSION = 2  # what new repositories get: paged disk indexes
+READABLE_VERSIONS = (1, 2)  # 1: whole disk indexes (still written into a v1 repository)
+DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 64 << 10, 32 << 20
 ENCRYPTIONS = ("aes-256-gcm", "none")
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -99,6 +108,11 @@ def index_key(name: str) -> str:
     return f"indexes/{name[:2]}/{name}"
 
 
+def page_key(name: bytes) -> str:
+    h = name.hex()
+    return f"pages/{h[:2]}/{h}"
+
+
 def manifest_key(point_id: str) -> str:
     return f"manifests/{point_id}"
 
@@ -138,6 +152,10 @@ class Repository:
     @property
     def chunk_size(self) -> int:
         return int(self.config["chunk_size"])
+
+    @property
+    def format_version(self) -> int:
+        return int(self.config["version"])
 
     @property
     def encrypted(self) -> bool:
@@ -238,7 +256,7 @@ class Repository:
             raise ConfigCorrupt(config_at, f"not readable JSON: {e}") from None
         if not isinstance(config, dict) or config.get("format") != REPO_FORMAT:
             raise ConfigCorrupt(config_at, "it does not describe a Stasis repository")
-        if config.get("version") != REPO_VERSION:
+        if config.get("version") not in READABLE_VERSIONS:
             raise UnsupportedFormat(root, config.get("version"), __version__)
         required = ("id", "chunk_size", "encryption", "mac")
         missing = [k for k in required if k not in config]
@@ -371,16 +389,81 @@ class Repository:
         self.backend.delete(key)
         return dest
 
+    def upgrade_format(self) -> tuple[int, int]:
+        """Move the repository to the newest format; return (before, after).
+
+        Only the config changes: what a format 1 repository holds is read as it is,
+        and new points get format 2's paged indexes. A release that reads only format
+        1 refuses the repository from then on, with a clear error, rather than
+        misreading it.
+        """
+        before = self.format_version
+        if before == REPO_VERSION:
+            return before, before
+        config = {k: v for k, v in self.config.items() if k != "mac"}
+        config["version"] = REPO_VERSION
+        config["upgraded"] = utc_now_iso()
+        config["mac"] = hmac.new(self.keys.mac, _canonical(config), "sha256").hexdigest()
+        self.backend.put("config", json.dumps(config, indent=1).encode())
+        self.backend.sync()
+        self.config = config
+        return before, REPO_VERSION
+
     # ----------------------------------------------------------------- indexes
 
+    def page_name(self, plain: bytes) -> bytes:
+        return blake3.blake3(plain, key=self.keys.id).digest()
+
+    def store_page(self, entries: bytes) -> bytes:
+        """Store one index page (unless present); return its name."""
+        plain = encode_page(entries)
+        name = self.page_name(plain)
+        key = page_key(name)
+        if not self.backend.exists(key):
+            self.backend.put(key, self.sealer.seal(objects.KIND_PAGE, name.hex(), plain))
+        return name
+
+    def load_page(self, name: bytes) -> bytes:
+        """One index page's entries, verified (tag, decoding, name)."""
+        key = page_key(name)
+        try:
+            plain = self.sealer.open(objects.KIND_PAGE, name.hex(), self.backend.get(key))
+        except ObjectNotFound:
+            raise ObjectDamaged(key, "missing") from None
+        except objects.SealError as e:
+            raise ObjectDamaged(key, str(e)) from None
+        if self.page_name(plain) != name:
+            raise ObjectDamaged(key, "content does not match its name")
+        try:
+            return decode_page(plain)
+        except IndexFormatError as e:
+            raise ObjectDamaged(key, str(e)) from None
+
+    def page_emitter(self) -> Callable[[int, bytes], bytes | None]:
+        """What an IndexBuilder hands its pages to: stored as they fill in a format 2
+        repository, held for the one object of a format 1 repository."""
+        if self.format_version == V1:
+            return lambda _k, _entries: None
+        return lambda _k, entries: self.store_page(entries)
+
     def store_index(self, index: DiskIndex) -> str:
-        plain = index.encode()
+        """Store a disk index (its pages first, in format 2); return its name."""
+        if self.format_version == V1:
+            plain = index.encode_v1()
+        else:
+            stored = {k: self.store_page(entries) for k, entries in index.held_pages().items()}
+            plain = index.stored_as(stored).encode_root()
         name = blake3.blake3(plain, key=self.keys.id).hexdigest()
         if not self.backend.exists(index_key(name)):
             self.backend.put(index_key(name), self.sealer.seal(objects.KIND_INDEX, name, plain))
         return str(name)
 
-    def load_index(self, name: str) -> DiskIndex:
+    def load_index(self, name: str, where: str = "") -> DiskIndex:
+        """A disk index; its pages are read when an entry of them is asked for.
+
+        A damaged root is :class:`ObjectDamaged`; a damaged page, found later, is an
+        :class:`IntegrityError` naming ``where`` (the point and disk it belongs to).
+        """
         key = index_key(name)
         try:
             plain = self.sealer.open(objects.KIND_INDEX, name, self.backend.get(key))
@@ -390,15 +473,31 @@ class Repository:
             raise ObjectDamaged(key, str(e)) from None
         if blake3.blake3(plain, key=self.keys.id).hexdigest() != name:
             raise ObjectDamaged(key, "content does not match its name")
+        of = where or f"the disk index {name[:16]}"
+
+        def fetch(page: bytes) -> bytes:
+            try:
+                return self.load_page(page)
+            except ObjectDamaged as e:
+                raise IntegrityError(
+                    f"An index page of {of} is damaged ({e.key}: {e.reason}). Other disks "
+                    "and points are not affected; 'stasis verify' lists what references it."
+                ) from None
+
         try:
-            return DiskIndex.decode(plain)
+            return DiskIndex.decode(plain, fetch)
         except IndexFormatError as e:
             raise ObjectDamaged(key, str(e)) from None
+
+    def index_pages(self, index: DiskIndex) -> list[bytes]:
+        """The stored pages an index references (not the all-zero ones)."""
+        return [n for n in index.page_names() if n is not None and n != ZERO_NAME]
 
     def load_disk_index(self, point: Manifest, vm: VmRecord, disk: DiskRecord) -> DiskIndex:
         """The index of one disk of a point; damage is an IntegrityError naming them."""
         try:
-            return self.load_index(disk.index)
+            return self.load_index(disk.index, where=f"point {point.id[:12]}, VM {vm.name}, "
+                                   f"disk {disk.name}")
         except ObjectDamaged as e:
             raise IntegrityError(
                 f"The disk index of point {point.id[:12]}, VM {vm.name}, disk {disk.name} "
