@@ -188,7 +188,7 @@ def restore_row(run: Run, tool: str, cmd: list[str], env: dict[str, str], restor
         equal = same_image(reference, out)
         details["equal"] = equal
         note = "equal" if equal else "DIFFERENT"
-        log(f"  {tool}: the restored image and the guest's disk are {note}")
+        log(f"  {tool}: the restored image and its source are {note}")
     return Row(tool, "restore", m.wall_s, m.cpu_s, max(m.maxrss_mib, m.tree_rss_mib),
                bytes_read=None, added=None, note=note, details=details)
 
@@ -308,7 +308,13 @@ class Service:
         self.stasis = s
         self.env = stasis_env(run.work)
         self.log_file = open(run.logs / f"serve-{s.label.replace(' ', '-')}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(STASIS), "serve", "--repo", str(s.repo)],
+        # serve wants a policy file: one whose VM does not exist and whose run is a year
+        # away, so the service runs only the jobs submitted to it.
+        policies = run.work / "policies.toml"
+        policies.write_text('[[policy]]\nname = "bench-idle"\nvms = ["bench-none"]\n'
+                            'cron = "0 0 1 1 *"\n')
+        self.proc = subprocess.Popen([str(STASIS), "serve", "--repo", str(s.repo),
+                                      "--policies", str(policies)],
                                      stdin=subprocess.DEVNULL, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, env=self.env)
 
@@ -350,6 +356,7 @@ class Service:
         """Submit an incremental; the row's wall time runs from launching the submitting
         command to the job's end (its details hold queued→ended too)."""
         run = self.run
+        before = bi.repo_size(self.stasis.repo)[0]
         m, launched = run.measure(f"{self.stasis.label.replace(' ', '-')}-{step}-"
                                   f"{run.cycle + 1}", self.submit_cmd(), self.env)
         job = self.wait(int(json.loads(m.stdout)["job"]))
@@ -360,7 +367,7 @@ class Service:
         row = (self.stasis.point_row(point, step, launched, ended) if point else
                Row(self.stasis.label, step, round(ended - launched, 2), 0.0, 0.0, None, None))
         row.cpu_s, row.peak_mib = m.cpu_s, max(m.maxrss_mib, m.tree_rss_mib)
-        row.bytes_read, row.added = job.bytes_read, job.bytes_written
+        row.bytes_read, row.added = job.bytes_read, bi.repo_size(self.stasis.repo)[0] - before
         row.details.update(job=job.id, submit_s=m.wall_s,
                            queued_to_end_s=round(ended - queued, 3),
                            job_duration_s=job.duration_s)
