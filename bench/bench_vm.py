@@ -352,27 +352,33 @@ class Service:
                 raise bi.CommandFailed(f"job {job} still {found.state} after {timeout} s")
             time.sleep(0.02)
 
-    def backup(self, step: str) -> Row:
-        """Submit an incremental; the row's wall time runs from launching the submitting
-        command to the job's end (its details hold queued→ended too)."""
+    def backup(self, step: str) -> tuple[Row, Row]:
+        """Submit an incremental: a row timed from the job's queueing to its end (what the
+        service costs), and a row ``step``-cli timed from launching the submitting
+        command. Their details hold the wake-up (queued → started)."""
         run = self.run
         before = bi.repo_size(self.stasis.repo)[0]
         m, launched = run.measure(f"{self.stasis.label.replace(' ', '-')}-{step}-"
                                   f"{run.cycle + 1}", self.submit_cmd(), self.env)
         job = self.wait(int(json.loads(m.stdout)["job"]))
+        added = bi.repo_size(self.stasis.repo)[0] - before
         ended = datetime.fromisoformat(job.ended).timestamp()
         queued = datetime.fromisoformat(job.queued).timestamp()
+        started = datetime.fromisoformat(job.started).timestamp()
         point = next((str(r.point) for r in job.result.values()
                       if getattr(r, "point", None)), "")
-        row = (self.stasis.point_row(point, step, launched, ended) if point else
-               Row(self.stasis.label, step, round(ended - launched, 2), 0.0, 0.0, None, None))
-        row.cpu_s, row.peak_mib = m.cpu_s, max(m.maxrss_mib, m.tree_rss_mib)
-        row.bytes_read, row.added = job.bytes_read, bi.repo_size(self.stasis.repo)[0] - before
-        row.details.update(job=job.id, submit_s=m.wall_s,
-                           queued_to_end_s=round(ended - queued, 3),
-                           job_duration_s=job.duration_s)
-        row.note = f"queued→end {ended - queued:.2f} s"
-        return row
+        rows = []
+        for name, since in ((step, queued), (f"{step}-cli", launched)):
+            row = (self.stasis.point_row(point, name, since, ended) if point else
+                   Row(self.stasis.label, name, round(ended - since, 2), 0.0, 0.0, None, None))
+            row.cpu_s, row.peak_mib = m.cpu_s, max(m.maxrss_mib, m.tree_rss_mib)
+            row.bytes_read, row.added = job.bytes_read, added
+            row.details.update(job=job.id, submit_s=m.wall_s, wake_s=round(started - queued, 3),
+                               queued_to_end_s=round(ended - queued, 3),
+                               job_duration_s=job.duration_s)
+            row.note = f"wake-up (queued → started) {started - queued:.2f} s"
+            rows.append(row)
+        return rows[0], rows[1]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -1151,15 +1157,10 @@ class Bench:
                 for i in range(args.runs):
                     run.cycle = i
                     self.change_all(args.seed + 500 + i, [s.guest])
-                    cli = service.backup("service-cli")  # launching the CLI → the end
-                    row = Row(**{**asdict(cli), "step": "service"})  # queued → the end
-                    row.wall_s = round(float(cli.details["queued_to_end_s"]), 2)
-                    run.add(row)
-                    run.add(cli)
+                    for row in service.backup("service"):
+                        run.add(row)
                     if args.unchanged:
-                        idle = service.backup("service-unchanged")
-                        idle.wall_s = round(float(idle.details["queued_to_end_s"]), 2)
-                        run.add(idle)
+                        run.add(service.backup("service-unchanged")[0])
             finally:
                 service.stop()
 
