@@ -3,9 +3,11 @@
 For each disk: block status gives the extents that hold data (and, for an
 incremental, the dirty ones); the chunks to read are those extents aligned to the
 chunk grid. Each chunk is read, checked for zeros, named by the keyed hash, and
-stored only if the repository lacks it. The disk index is the parent's with the
-read entries replaced. The manifest is written last, after every chunk and index
-it references is durable (the backend's put is durable when it returns).
+stored only if the repository lacks it, by writer threads, so that reading, hashing,
+compression and encryption go on while a put waits on its fsync. The disk index is
+the parent's with the read entries replaced, stored once every put of the disk's
+chunks has returned. The manifest is written last, after every chunk and index it
+references is durable (the backend's put is durable when it returns).
 """
 
 from __future__ import annotations
