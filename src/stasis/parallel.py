@@ -9,6 +9,7 @@ left to finish, and the exception is raised in the caller.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -69,3 +70,87 @@ def ordered_map(
         for _item, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Background:
+    """Tasks run on their own threads while the caller goes on, with at most ``depth``
+    submitted and not yet finished, so what they hold in memory stays bounded.
+
+    The backup's writes: the compute threads hand each sealed chunk to a writer and go
+    on hashing and compressing while it is written and fsynced. ``submit`` blocks while
+    ``depth`` tasks are pending. The first task that fails stops the rest (those not
+    started are dropped), and its exception, the same object, is raised in the caller
+    by the next ``submit`` or by ``join``. ``join`` waits for every task: after it
+    returns, every task submitted before it has finished. ``close`` drops the tasks not
+    started and waits for those running (on any exit of the caller).
+    """
+
+    def __init__(self, *, workers: int, depth: int, name: str = "stasis") -> None:
+        self._slots = threading.BoundedSemaphore(depth)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pending: set[Future[None]] = set()
+        self._error: BaseException | None = None
+
+    def _raise_error(self) -> None:
+        with self._lock:
+            error = self._error
+        if error is not None:
+            raise error
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        self._raise_error()
+        self._slots.acquire()
+        if self._error is not None:  # failed or closed while this caller waited
+            self._slots.release()
+            self._raise_error()
+
+        def run() -> None:
+            if self._error is not None:  # another task failed: this one is dropped
+                return
+            try:
+                fn()
+            except BaseException as e:
+                with self._lock:
+                    if self._error is None:
+                        self._error = e
+                raise
+
+        try:
+            fut = self._pool.submit(run)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._pending.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(fut)
+        self._slots.release()
+
+    def join(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                break
+            for fut in pending:
+                with contextlib.suppress(BaseException):  # the error is kept in _error
+                    fut.result()
+                with self._lock:
+                    self._pending.discard(fut)
+        self._raise_error()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = Cancelled()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,3 +175,16 @@ def test_sync_covers_objects_of_other_writers(kit: Kit, backend: Backend,
     backend.sync()  # repeatable
     assert backend.get("chunks/ab/from-other") == b"x"
     assert backend.get("chunks/cd/mine") == b"y"
+
+
+def test_puts_from_many_threads_then_sync_are_whole_in_a_fresh_instance(
+        backend: Backend) -> None:
+    # The backup puts chunks from writer threads and syncs once before its commit.
+    objects = {f"chunks/{i % 7:02x}/obj{i}": bytes([i]) * (1000 + i) for i in range(64)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda kv: backend.put(*kv), objects.items()))
+    backend.sync()
+    fresh = open_backend(backend.url)
+    assert {o.key: o.size for o in fresh.list("chunks/")} == {
+        k: len(v) for k, v in objects.items()}
+    assert all(fresh.get(k) == v for k, v in objects.items())

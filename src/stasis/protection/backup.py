@@ -3,10 +3,12 @@
 For each disk: block status gives the extents that hold data (and, for an
 incremental, the dirty ones); the chunks to read are those extents aligned to the
 chunk grid. Each chunk is read, checked for zeros, named by the keyed hash, and
-stored only if the repository lacks it. The disk index is the parent's with the
-read entries replaced: its pages without a changed entry are the parent's, and the
-others are stored as they fill. The manifest is written last, after every chunk and index
-it references is durable (the backend's put is durable when it returns).
+stored only if the repository lacks it, by writer threads, so that reading, hashing,
+compression and encryption go on while a put waits on its fsync. The disk index is
+the parent's with the read entries replaced: its pages without a changed entry are the
+parent's, and the others are stored as they fill. The manifest is written last, after
+every chunk and index it references is durable (the backend's put is durable when it
+returns).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from stasis.blockio import BlockReader, images
 from stasis.blockio.nbd import QemuNbd
 from stasis.blockio.raw import RawFile
 from stasis.errors import BackendError, SourceUnreadable, UsageError
-from stasis.parallel import Cancelled, ordered_map
+from stasis.parallel import Background, Cancelled, ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.repository import (
     ZERO_NAME,
@@ -123,6 +125,12 @@ def plan_chunks(src: DiskSource, chunk_size: int) -> ChunkPlan:
                      chunk_bytes=spanned)
 
 
+# Writer threads for the puts: each put waits on its fsync, and several fsyncs in
+# flight are committed together by the filesystem's journal.
+WRITERS = 4
+WRITE_BYTES = 32 << 20  # sealed chunks waiting for a writer, at most (or 2 per writer)
+
+
 @dataclass
 class _Stats:
     bytes_read: int = 0
@@ -144,6 +152,23 @@ class ChunkStore:
         self._zeros = bytes(self.chunk_size)
         self._seen: set[bytes] = set()
         self._seen_lock = threading.Lock()
+        self._writes: Background | None = None  # while back_up runs
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Puts off the compute threads: a chunk sealed is handed to a writer, and the
+        compute goes on while it is written and fsynced. At most WRITE_DEPTH sealed
+        chunks wait, so memory stays bounded. On a normal exit every put has finished
+        (the caller may then store the index and commit); a failed put is raised here,
+        the same error, and nothing is committed."""
+        depth = max(2 * WRITERS, WRITE_BYTES // self.chunk_size)
+        with Background(workers=WRITERS, depth=depth, name="backup-put") as writes:
+            self._writes = writes
+            try:
+                yield
+                writes.join()
+            finally:
+                self._writes = None
 
     def _read(self, src: DiskSource, i: int, ranges: list[tuple[int, int]] | None,
               stats: _Stats) -> bytes:
@@ -185,7 +210,11 @@ class ChunkStore:
             if name in self._seen:
                 return name
         if not self.repo.has_chunk(name):
-            stored = self.repo.store_chunk(name, data)
+            blob = self.repo.seal_chunk(name, data)
+            stored = len(blob)
+            writes = self._writes
+            assert writes is not None, "chunks are stored within back_up"
+            writes.submit(lambda: self.repo.put_chunk(name, blob))
             with self._seen_lock:
                 stats.bytes_new += length
                 stats.stored_new += stored
@@ -202,7 +231,7 @@ class ChunkStore:
             lambda i: self._one(src, i, stats, plan.partial), plan.read, workers=self.workers,
             name="backup",
         )
-        with contextlib.closing(results):
+        with self._writing(), contextlib.closing(results):
             for i, name in results:
                 index.set(i, name)
         return index.finish(), stats

@@ -356,9 +356,16 @@ class Repository:
 
     def store_chunk(self, name: bytes, data: bytes | memoryview) -> int:
         """Seal and store a chunk; return the bytes it takes in the repository."""
-        blob = self.sealer.seal(objects.KIND_CHUNK, name.hex(), data)
-        self.backend.put(chunk_key(name), blob)
+        blob = self.seal_chunk(name, data)
+        self.put_chunk(name, blob)
         return len(blob)
+
+    def seal_chunk(self, name: bytes, data: bytes | memoryview) -> bytes:
+        """The stored form of a chunk (compressed, encrypted), for :meth:`put_chunk`."""
+        return self.sealer.seal(objects.KIND_CHUNK, name.hex(), data)
+
+    def put_chunk(self, name: bytes, blob: bytes) -> None:
+        self.backend.put(chunk_key(name), blob)
 
     def open_chunk(self, name: bytes, blob: bytes) -> bytes:
         key = chunk_key(name)
