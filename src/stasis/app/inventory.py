@@ -23,21 +23,29 @@ def list_vms(conn: libvirt.virConnect, repo: Repository | None = None) -> list[V
                     latest[vm.name] = p
     rows = []
     for dom in sorted(conn.listAllDomains(), key=lambda d: d.name()):
-        running = dom.isActive()
-        info = parse(lv.domain_xml(dom, inactive=not running))
-        disks = []
-        for d in info.disks:
-            size = alloc = None
-            with contextlib.suppress(libvirt.libvirtError):  # shown without sizes, not fatal
-                size, alloc = lv.block_info(dom, d.target)
-            disks.append(VmDisk(target=d.target, format=d.format, source=d.source,
-                                virtual_size=size, allocated=alloc, bitmaps=d.bitmaps))
-        chain = lv.checkpoints(dom, lv.chain_prefix(repo.id)) if repo is not None else []
-        point = latest.get(dom.name())
-        rows.append(VmRow(
-            name=dom.name(), uuid=info.uuid, state=lv.domain_state(dom), disks=disks,
-            protected=(point is not None or bool(chain)) if repo is not None else None,
-            checkpoint=chain[-1].name if chain else None,
-            newest_point=PointRef(id=point.id, time=point.time) if point else None,
-        ))
+        try:
+            rows.append(_row(dom, repo, latest.get(dom.name())))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # undefined between the listing and its questions: it is not a VM now
     return rows
+
+
+def _row(dom: libvirt.virDomain, repo: Repository | None, point: Manifest | None) -> VmRow:
+    running = dom.isActive()
+    info = parse(lv.domain_xml(dom, inactive=not running))
+    disks = []
+    for d in info.disks:
+        size = alloc = None
+        with contextlib.suppress(libvirt.libvirtError):  # shown without sizes, not fatal
+            size, alloc = lv.block_info(dom, d.target)
+        disks.append(VmDisk(target=d.target, format=d.format, source=d.source,
+                            virtual_size=size, allocated=alloc, bitmaps=d.bitmaps))
+    chain = lv.checkpoints(dom, lv.chain_prefix(repo.id)) if repo is not None else []
+    return VmRow(
+        name=dom.name(), uuid=info.uuid, state=lv.domain_state(dom), disks=disks,
+        protected=(point is not None or bool(chain)) if repo is not None else None,
+        checkpoint=chain[-1].name if chain else None,
+        newest_point=PointRef(id=point.id, time=point.time) if point else None,
+    )
