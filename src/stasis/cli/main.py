@@ -18,7 +18,7 @@ from stasis import __version__
 from stasis.cli.common import ConfigContext, err, use_config, use_config_context
 from stasis.errors import StasisError, exit_code_table, warning_code_table
 from stasis.memory import tune_allocator
-from stasis.signals import Terminated
+from stasis.signals import Terminated, deliver
 
 _signal_seen: list[str] = []
 
@@ -153,7 +153,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _signal_seen:
         return  # already stopping: let the cleanup finish
     _signal_seen.append("SIGTERM" if signum == signal.SIGTERM else "Ctrl-C")
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    deliver(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
 
 
 def _interrupted() -> None:

@@ -18,13 +18,14 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
+from stasis import signals
 from stasis.blockio import BlockReader, images
 from stasis.blockio.nbd import NBD_STATE_DIRTY, Export, QemuNbd
 from stasis.errors import (
@@ -91,16 +92,14 @@ def _parallel(fn: Callable[[Member], object], members: Iterable[Member]) -> None
     """
     todo = list(members)
     if len(todo) <= 1:
-        for m in todo:
-            fn(m)
+        with signals.held():
+            for m in todo:
+                fn(m)
         return
-    with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="member") as pool:
+    with signals.held(), ThreadPoolExecutor(max_workers=len(todo),
+                                            thread_name_prefix="member") as pool:
         futures = [pool.submit(fn, m) for m in todo]
-        try:
-            errors = [f.exception() for f in futures]
-        except BaseException:
-            wait(futures)  # the CLI raises its interrupt once: this wait is not cut short
-            raise
+        errors = [f.exception() for f in futures]
     for e in errors:
         if e is not None:
             raise e
@@ -233,7 +232,8 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                              "the post hooks ran.")
     to_freeze = [m for m in running if m.agent]
     if len(running) == 1 and not to_freeze:
-        stack.enter_context(running[0].job)  # type: ignore[arg-type]
+        with signals.held():  # a job that began is on the stack before a signal raises
+            stack.enter_context(running[0].job)  # type: ignore[arg-type]
         return result
     begun: list[lv.PullBackup] = []
     lock = threading.Lock()
