@@ -71,6 +71,16 @@ class Member:
     note: str = ""  # why it reached less than asked
     agent: bool = False  # its guest agent answered: freeze, thaw and guest hooks use it
     frozen_filesystems: int = 0
+    # The instant's steps of this member (freeze, suspend, resume, thaw):
+    # monotonic (asked, returned); its job keeps the steps of beginning.
+    steps: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def timeline_ms(self, start: float) -> dict[str, list[float]]:
+        """Every step of the instant, its job's included, as [asked, returned] in ms
+        from ``start`` (the window's start: before it is negative), in order asked."""
+        steps = {**self.steps, **(self.job.steps if self.job is not None else {})}
+        return {name: [round((a - start) * 1000, 3), round((r - start) * 1000, 3)]
+                for name, (a, r) in sorted(steps.items(), key=lambda kv: kv[1])}
 
 
 def latest_with_vm(points: list[Manifest], name: str) -> tuple[Manifest | None, VmRecord | None]:
@@ -137,10 +147,20 @@ def _job(m: Member, checkpoint: str, scratch_dir: Path) -> lv.PullBackup:
 
 @dataclass
 class Instant:
-    """How the instant went: the window, and what ran around it."""
+    """How the instant went: the window, and what ran around it. ``started`` is the
+    window's start (monotonic), from which each member's timeline is counted."""
 
     frozen_ms: float = 0.0
+    started: float = 0.0
     hooks: list[HookResult] = field(default_factory=list)
+
+
+def _timed(m: Member, step: str, fn: Callable[[], object]) -> None:
+    asked = time.monotonic()
+    try:
+        fn()
+    finally:
+        m.steps[step] = (asked, time.monotonic())
 
 
 def _probe_agents(members: list[Member], level: str) -> None:
@@ -233,6 +253,7 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                              "the post hooks ran.")
     to_freeze = [m for m in running if m.agent]
     if len(running) == 1 and not to_freeze:
+        result.started = time.monotonic()
         stack.enter_context(running[0].job)  # type: ignore[arg-type]
         return result
     begun: list[lv.PullBackup] = []
@@ -252,22 +273,26 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
         try:
             with lock:
                 frozen.append(m)  # thawed on the way out even if the answer is lost
-            m.frozen_filesystems = agent.freeze(m.dom)
+            asked = time.monotonic()
+            try:
+                m.frozen_filesystems = agent.freeze(m.dom)
+            finally:
+                m.steps["freeze"] = (asked, time.monotonic())
         except libvirt.libvirtError as e:
             m.level, m.agent = "crash", False
             m.note = f"fsfreeze failed ({e.get_error_message()}): crash consistent instead"
 
     def suspend(m: Member) -> None:
-        m.dom.suspend()
+        _timed(m, "suspend", m.dom.suspend)
         with lock:
             suspended.append(m)
 
     def thaw(m: Member) -> None:
         with contextlib.suppress(libvirt.libvirtError):
-            agent.thaw(m.dom)
+            _timed(m, "thaw", lambda: agent.thaw(m.dom))
 
     guardian.hold([m.name for m in running])
-    started = time.monotonic()
+    started = result.started = time.monotonic()
     try:
         try:
             _parallel(freeze, to_freeze)
@@ -278,7 +303,7 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 in_window()
         finally:
             try:
-                _parallel(lambda m: m.dom.resume(), list(suspended))
+                _parallel(lambda m: _timed(m, "resume", m.dom.resume), list(suspended))
             finally:
                 _parallel(thaw, list(frozen))
                 result.frozen_ms = (time.monotonic() - started) * 1000
@@ -341,7 +366,7 @@ def back_up_members(
             sources: list[DiskSource] = []
             vms: list[VmRecord] = []
             for index, m in enumerate(members):
-                vms.append(_record(m, frozen_ms, consistency))
+                vms.append(_record(m, frozen_ms, consistency, instant.started))
                 sources += (_live_sources(m, index, checkpoint, stack) if m.running
                             else _image_sources(repo, m, index, run_dir, stack))
                 for f in file_sources(repo, m.info, index, m.parent_vm):
@@ -396,7 +421,7 @@ def _group_parent(points: list[Manifest], name: str) -> Manifest | None:
     return same[-1] if same else None
 
 
-def _record(m: Member, frozen_ms: float, requested: str) -> VmRecord:
+def _record(m: Member, frozen_ms: float, requested: str, started: float) -> VmRecord:
     state = "running" if m.running else "shut off"
     vm = VmRecord(name=m.name, kind="vm", uuid=m.info.uuid,
                   domain_xml=lv.domain_xml(m.dom, inactive=True),
@@ -406,7 +431,8 @@ def _record(m: Member, frozen_ms: float, requested: str) -> VmRecord:
         vm.extra.update(checkpoint_run_id=m.run_id, checkpoint=m.job.checkpoint or "",
                         begin_s=round(m.job.begin_seconds, 4), frozen_ms=round(frozen_ms, 3),
                         consistency_requested=requested,
-                        frozen_filesystems=m.frozen_filesystems)
+                        frozen_filesystems=m.frozen_filesystems,
+                        instant_ms=m.timeline_ms(started))
         if m.note:
             vm.extra["consistency_note"] = m.note
     else:
