@@ -323,17 +323,17 @@ def end_job(dom: libvirt.virDomain, *, timeout: float = END_JOB_TIMEOUT_S) -> No
 
     Raises JobNotEnded when the job is still there after ``timeout`` seconds.
     """
-    job = _backup_job(dom)
+    started = time.monotonic()
+    deadline = started + timeout
+    job = _backup_job_known(dom, deadline, started)
     if job is None:
         return
     socket, targets = job
     with contextlib.suppress(libvirt.libvirtError):
         dom.abortJob()
-    started = time.monotonic()
-    deadline = started + timeout
     kicks = 0
     while True:
-        now = _backup_job(dom)
+        now = _backup_job_known(dom, deadline, started, kicks)
         if now is None:
             return
         if now[0] != socket:
@@ -349,14 +349,55 @@ def end_job(dom: libvirt.virDomain, *, timeout: float = END_JOB_TIMEOUT_S) -> No
 
 
 def _backup_job(dom: libvirt.virDomain) -> tuple[str, list[str]] | None:
-    """(NBD socket, disk targets) of the domain's running backup job, or None."""
+    """(NBD socket, disk targets) of the domain's running backup job, or None (also
+    when libvirt could not tell: see :func:`_backup_job_known`)."""
     try:
-        if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
-            return None
-        xml = dom.backupGetXMLDesc(0)
+        return _backup_job_strict(dom)
     except libvirt.libvirtError:
         return None  # no backup job (another kind of job, or the domain is gone)
-    root = ET.fromstring(xml)
+
+
+def _backup_job_known(dom: libvirt.virDomain, deadline: float, started: float,
+                      kicks: int = 0) -> tuple[str, list[str]] | None:
+    """Like :func:`_backup_job`, but an answer libvirt could not give is asked again
+    until ``deadline`` (then JobNotEnded), never taken for "no job".
+
+    Why: end_job took any error of ``jobInfo`` or ``backupGetXMLDesc`` for "the job is
+    gone" and returned at once, without aborting it or after one abort. That was the one
+    way it could return quickly with the job still there: a query libvirt could not
+    serve at that moment (``jobInfo`` takes a domain job and asks QEMU for the block
+    jobs' progress, right after the resume and while the cancelled jobs' events are
+    handled) let a SIGTERM in the window exit 143 with a member's job running. Only
+    libvirt saying so (no backup job, no domain, domain not running) means gone.
+    """
+    while True:
+        try:
+            return _backup_job_strict(dom)
+        except libvirt.libvirtError as e:
+            if _job_gone(dom, e):
+                return None
+            if time.monotonic() >= deadline:
+                raise JobNotEnded(dom.name(), round(time.monotonic() - started), kicks) from None
+            log.debug("backup job of %s: libvirt could not tell (%s); asking again",
+                      dom.name(), e.get_error_message())
+            time.sleep(0.1)
+
+
+def _job_gone(dom: libvirt.virDomain, e: libvirt.libvirtError) -> bool:
+    if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_BACKUP, libvirt.VIR_ERR_NO_DOMAIN):
+        return True
+    try:
+        return not dom.isActive()
+    except libvirt.libvirtError:
+        return True  # the domain itself cannot be reached any more: no job of it either
+
+
+def _backup_job_strict(dom: libvirt.virDomain) -> tuple[str, list[str]] | None:
+    """(NBD socket, disk targets) of the running backup job, None for none; libvirt's
+    errors are raised."""
+    if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    root = ET.fromstring(dom.backupGetXMLDesc(0))
     server = root.find("server")
     socket = server.get("socket", "") if server is not None else ""
     targets = [d.get("name", "") for d in root.iterfind("disks/disk")

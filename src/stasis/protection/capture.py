@@ -2,11 +2,15 @@
 
 Crash consistency for a group: every running member is suspended, every member's
 backup job begins (QEMU fixes each VM's instant with copy-before-write), and every
-member is resumed, all in parallel threads; the window from the first suspend to the
-last resume is measured and recorded as ``frozen_ms``. A guardian process resumes
-the members if Stasis dies inside the window; any error or signal resumes them in
-the ``finally``. A single running VM is not suspended at all: QEMU already fixes all
-of its disks at one instant.
+member is resumed as soon as the last job has begun, all in parallel threads; the
+window from the first suspend to the last resume is measured and recorded as
+``frozen_ms``. What can be done before the window is: each job's directories, debris
+removal and XML, and a libvirt connection per member, so that libvirtd serves the
+members' calls side by side. Each member's record holds its timeline of the instant
+(``extra.instant_ms``: every step asked and returned, in ms from the window's start).
+A guardian process resumes the members if Stasis dies inside the window; any error
+or signal resumes them in the ``finally``. A single running VM is not suspended at
+all: QEMU already fixes all of its disks at one instant.
 
 The data of every member is then read in one pipeline and committed as one point.
 """
@@ -71,7 +75,8 @@ class Member:
     note: str = ""  # why it reached less than asked
     agent: bool = False  # its guest agent answered: freeze, thaw and guest hooks use it
     frozen_filesystems: int = 0
-    # The instant's steps of this member (freeze, suspend, resume, thaw):
+    own: libvirt.virConnect | None = None  # its own connection while a group holds it
+    # The instant's steps of this member (freeze, suspend, resume, thaw, connect):
     # monotonic (asked, returned); its job keeps the steps of beginning.
     steps: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -163,6 +168,28 @@ def _timed(m: Member, step: str, fn: Callable[[], object]) -> None:
         m.steps[step] = (asked, time.monotonic())
 
 
+def _make_ready(m: Member, uri: str) -> None:
+    """Everything a member's part of the window needs, done before the window: its
+    job's directories and XML, and its own libvirt connection. libvirtd serves at most
+    ``max_client_requests`` (5 by default) calls of one connection at a time, so on a
+    shared connection the sixth member's backupBegin would wait for another's to end."""
+    assert m.job is not None
+    m.job.prepare()
+
+    def connect() -> None:
+        m.own = lv.connect(uri)
+        assert m.job is not None
+        m.job.dom = m.own.lookupByUUIDString(m.info.uuid)
+
+    _timed(m, "connect", connect)
+
+
+def _close_own(m: Member) -> None:
+    if m.own is not None:
+        with contextlib.suppress(libvirt.libvirtError):
+            m.own.close()
+
+
 def _probe_agents(members: list[Member], level: str) -> None:
     """Each running member's reachable level: an agent that does not answer means crash."""
     def one(m: Member) -> None:
@@ -222,6 +249,12 @@ def _run_post_hooks(members: list[Member], hooks: Hooks, env: dict[str, str],
         results.append(run_host("post", command, env=env, timeout_s=hooks.timeout_s))
 
 
+def _held(m: Member) -> libvirt.virDomain:
+    """The domain as the window reaches it: through the member's own connection."""
+    assert m.job is not None
+    return m.job.dom
+
+
 def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 level: str = "crash", require: str | None = None, hooks: Hooks | None = None,
                 env: dict[str, str] | None = None,
@@ -256,18 +289,16 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
         result.started = time.monotonic()
         stack.enter_context(running[0].job)  # type: ignore[arg-type]
         return result
-    begun: list[lv.PullBackup] = []
-    lock = threading.Lock()
-
-    def begin(m: Member) -> None:
-        assert m.job is not None
-        m.job.__enter__()
-        with lock:
-            begun.append(m.job)
-
     guardian = stack.enter_context(Guardian(uri))
+    for m in running:
+        # Its job's __exit__ ends the job once begun and removes the directories once
+        # prepared, so it is on the stack before either; its connection closes after it.
+        stack.callback(_close_own, m)
+        stack.push(m.job.__exit__)  # type: ignore[union-attr]
+    _parallel(lambda m: _make_ready(m, uri), running)
     frozen: list[Member] = []
     suspended: list[Member] = []
+    lock = threading.Lock()
 
     def freeze(m: Member) -> None:
         try:
@@ -275,7 +306,7 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 frozen.append(m)  # thawed on the way out even if the answer is lost
             asked = time.monotonic()
             try:
-                m.frozen_filesystems = agent.freeze(m.dom)
+                m.frozen_filesystems = agent.freeze(_held(m))
             finally:
                 m.steps["freeze"] = (asked, time.monotonic())
         except libvirt.libvirtError as e:
@@ -283,16 +314,23 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
             m.note = f"fsfreeze failed ({e.get_error_message()}): crash consistent instead"
 
     def suspend(m: Member) -> None:
-        _timed(m, "suspend", m.dom.suspend)
+        _timed(m, "suspend", _held(m).suspend)
         with lock:
             suspended.append(m)
 
+    def begin(m: Member) -> None:
+        assert m.job is not None
+        m.job.begin()  # its steps are the job's own
+
+    def resume(m: Member) -> None:
+        _timed(m, "resume", _held(m).resume)
+
     def thaw(m: Member) -> None:
         with contextlib.suppress(libvirt.libvirtError):
-            _timed(m, "thaw", lambda: agent.thaw(m.dom))
+            _timed(m, "thaw", lambda: agent.thaw(_held(m)))
 
     guardian.hold([m.name for m in running])
-    started = result.started = time.monotonic()
+    result.started = time.monotonic()
     try:
         try:
             _parallel(freeze, to_freeze)
@@ -303,13 +341,11 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 in_window()
         finally:
             try:
-                _parallel(lambda m: _timed(m, "resume", m.dom.resume), list(suspended))
+                _parallel(resume, list(suspended))
             finally:
                 _parallel(thaw, list(frozen))
-                result.frozen_ms = (time.monotonic() - started) * 1000
+                result.frozen_ms = (time.monotonic() - result.started) * 1000
     finally:
-        for job in begun:  # ended on the way out, whatever happens next
-            stack.push(job.__exit__)
         guardian.release()
     if level == "application":
         _run_post_hooks(running, hooks, env, result.hooks)
