@@ -11,6 +11,10 @@ Reported per group size: the median and the maximum of ``frozen_ms`` (the window
 the first suspend or freeze to the last resume or thaw, recorded in the point), the
 median and maximum of libvirt's ``backupBegin`` time over the members, and the wall
 time of each point (the ``back_up_members`` call: prepare, instant, read, commit).
+Then the timeline of the instant, per step over every member of every point (each
+member's ``extra.instant_ms``: suspend, the job's debris scan, directories, XML and
+``backupBegin`` call, resume, ...): how long it took, median and maximum, and when it
+was asked and returned, in ms from the window's start (negative: before it).
 Run as root from the repository root; see bench/README.md.
 """
 
@@ -62,6 +66,9 @@ class PointRun:
     wall_s: float
     modes: list[str]  # full / incremental, per disk
     levels: list[str]  # the consistency each member reached
+    # Per member, its ``extra.instant_ms``: step -> [asked, returned], ms from the
+    # window's start.
+    timelines: list[dict[str, list[float]]] = field(default_factory=list)
 
 
 @dataclass
@@ -84,7 +91,29 @@ class Series:
             "wall_s": [round(w, 2) for w in wall],
             "wall_s_median": round(statistics.median(wall), 2),
             "levels": sorted({lv for p in self.points for lv in p.levels}),
+            "steps": self.steps(),
         }
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Per step of the instant, over every member of every point: how long it
+        took, and when it was asked and returned from the window's start (ms)."""
+        by: dict[str, list[list[float]]] = {}
+        for p in self.points:
+            for tl in p.timelines:
+                for step, span in tl.items():
+                    by.setdefault(step, []).append(span)
+        rows = []
+        for step, spans in sorted(by.items(), key=lambda kv: statistics.median(
+                s[0] for s in kv[1])):
+            took = [r - a for a, r in spans]
+            rows.append({
+                "step": step, "n": len(spans),
+                "ms_median": round(statistics.median(took), 1), "ms_max": round(max(took), 1),
+                "asked_median": round(statistics.median(a for a, _ in spans), 1),
+                "returned_median": round(statistics.median(r for _, r in spans), 1),
+                "returned_max": round(max(r for _, r in spans), 1),
+            })
+        return rows
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -138,7 +167,8 @@ def run_series(kit: Any, repo: Any, n: int, args: argparse.Namespace, work: Path
                 k, m.id, float(m.timings.get("frozen_ms", 0.0)),
                 max(float(v.extra.get("begin_s", 0.0)) for v in m.vms), wall,
                 [d.mode for v in m.vms for d in v.disks if d.name == "vda"],
-                [v.consistency for v in m.vms])
+                [v.consistency for v in m.vms],
+                [dict(v.extra.get("instant_ms", {})) for v in m.vms])
             series.points.append(run)
             log(f"   point {k}: frozen {run.frozen_ms:.1f} ms, slowest backupBegin "
                 f"{run.begin_s_max:.3f} s, wall {wall:.2f} s ({', '.join(sorted(set(run.modes)))}"
@@ -160,6 +190,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"| {r['vms']} | {cons} | {r['points']} | {r['frozen_ms_median']:.1f} | "
               f"{r['frozen_ms_max']:.1f} | {r['begin_s_median']:.3f} | {r['begin_s_max']:.3f} | "
               f"{r['wall_s_median']:.2f} | {' '.join(f'{w:.2f}' for w in r['wall_s'])} |")
+
+
+def print_steps(rows: list[dict[str, Any]]) -> None:
+    """Each group size's timeline: every member's steps, from the window's start."""
+    head = ("VMs", "step", "members x points", "took ms median", "took ms max",
+            "asked at ms median", "returned at ms median", "returned at ms max")
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for r in rows:
+        for st in r["steps"]:
+            print(f"| {r['vms']} | {st['step']} | {st['n']} | {st['ms_median']:.1f} | "
+                  f"{st['ms_max']:.1f} | {st['asked_median']:.1f} | "
+                  f"{st['returned_median']:.1f} | {st['returned_max']:.1f} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{report['date']}, Stasis {short}, "
               f"{report['cpus']} cores, {report['qemu']}, libvirt {report['libvirt']}\n")
         print_table(rows)
+        print()
+        print_steps(rows)
     log(f"results in {path}")
     return 0
 

@@ -183,3 +183,30 @@ def test_no_member_stays_paused_when_stasis_dies_in_the_window(
     r = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert all(g.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE for g in pair)
+
+
+def test_the_instant_is_recorded_as_a_timeline_and_prepared_before_the_window(
+    kit: GuestKit, pair: list[Guest], repo: Repository, dirs: dict[str, Path]
+) -> None:
+    """Each member's extra.instant_ms: its steps, in ms from the window's start. The
+    job's preparation (debris, directories, XML, its own connection) is over before
+    the window opens; no job begins before every member is suspended, and no member
+    is resumed before every job has begun."""
+    point = back_up_members(kit.conn, repo, [g.name for g in pair], point_name="app",
+                            kind="group", run_dir=dirs["run"], scratch_dir=dirs["scratch"])
+    timelines = [vm.extra["instant_ms"] for vm in point.vms]
+    for tl in timelines:
+        assert {"debris", "dirs", "xml", "connect", "suspend", "backupBegin",
+                "resume"} <= set(tl), tl
+        for step in ("debris", "dirs", "xml", "connect"):
+            assert tl[step][0] <= tl[step][1] <= 0, (step, tl)  # before the window
+        assert all(asked <= returned for asked, returned in tl.values())
+        assert list(tl) == sorted(tl, key=lambda s: tl[s][0])  # in the order asked
+    last_suspend = max(tl["suspend"][1] for tl in timelines)
+    last_begin = max(tl["backupBegin"][1] for tl in timelines)
+    assert all(tl["backupBegin"][0] >= last_suspend for tl in timelines)
+    assert all(tl["resume"][0] >= last_begin for tl in timelines)
+    assert max(tl["resume"][1] for tl in timelines) <= point.timings["frozen_ms"]
+    # Nothing of the jobs is left once the point is committed.
+    assert not [p for d in ("run", "scratch") for p in dirs[d].glob("stasis-job-*")]
+    assert all(g.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE for g in pair)

@@ -191,7 +191,11 @@ class PullBackup:
         self.socket_dir: Path | None = None  # the NBD socket: the same, unless too deep
         self._keep = False
         self._begun = False
+        self._xml: tuple[str, str | None] | None = None  # (backup, checkpoint), once prepared
         self.begin_seconds = 0.0
+        # What beginning cost, step by step: monotonic (asked, returned) of "debris",
+        # "dirs", "xml" (prepare) and "backupBegin" (the libvirt call).
+        self.steps: dict[str, tuple[float, float]] = {}
         self.not_ended: JobNotEnded | None = None  # set when the job outlived __exit__
 
     def backup_xml(self, socket_path: str) -> str:
@@ -225,25 +229,50 @@ class PullBackup:
             ET.SubElement(disks_el, "disk", {"name": jd.disk.target, "checkpoint": mode})
         return ET.tostring(root, encoding="unicode")
 
-    def __enter__(self) -> PullBackup:
+    def prepare(self) -> None:
+        """Everything of beginning but the libvirt call: the debris of killed runs
+        removed, the job's directories made, its XML built. A group does this before
+        it suspends anyone, so that only :meth:`begin` is inside its window; once
+        prepared, leaving the ``with`` block (or calling ``__exit__``) removes the
+        directories even if the job never began."""
+        if self._xml is not None:
+            return
+        asked = time.monotonic()
         short = socket_base(self.run_dir)
         for base in {self.run_dir, short}:  # what a killed run left behind
             remove_dead_debris(base)
-        self.dir = job_dir(self.run_dir, self.dac)
-        self.socket_dir = self.dir if short == self.run_dir else job_dir(short, self.dac)
-        socket_path = str(self.socket_dir / "nbd.sock")
+        self.steps["debris"] = (asked, asked := time.monotonic())
+        try:
+            self.dir = job_dir(self.run_dir, self.dac)
+            self.socket_dir = self.dir if short == self.run_dir else job_dir(short, self.dac)
+        except BaseException:
+            self._remove_dirs()
+            raise
+        self.steps["dirs"] = (asked, asked := time.monotonic())
+        self.socket_path = str(self.socket_dir / "nbd.sock")
+        self._xml = (self.backup_xml(self.socket_path), self.checkpoint_xml())
+        self.steps["xml"] = (asked, time.monotonic())
+
+    def begin(self) -> None:
+        """Begin the job (preparing it first if :meth:`prepare` was not called)."""
+        self.prepare()
+        assert self._xml is not None
         started = time.monotonic()
         try:
-            self.dom.backupBegin(self.backup_xml(socket_path), self.checkpoint_xml(), 0)
+            self.dom.backupBegin(self._xml[0], self._xml[1], 0)
         except libvirt.libvirtError as e:
+            self.steps["backupBegin"] = (started, time.monotonic())
             self._remove_dirs()
             raise HypervisorError(
                 f"the backup job of {self.dom.name()} did not start ({e.get_error_message()})",
                 "Nothing was changed.",
             ) from None
-        self.begin_seconds = time.monotonic() - started
         self._begun = True
-        self.socket_path = socket_path
+        self.steps["backupBegin"] = (started, time.monotonic())
+        self.begin_seconds = self.steps["backupBegin"][1] - started
+
+    def __enter__(self) -> PullBackup:
+        self.begin()
         return self
 
     def export(self, target: str, *, incremental: bool) -> JobExport:
@@ -294,17 +323,17 @@ def end_job(dom: libvirt.virDomain, *, timeout: float = END_JOB_TIMEOUT_S) -> No
 
     Raises JobNotEnded when the job is still there after ``timeout`` seconds.
     """
-    job = _backup_job(dom)
+    started = time.monotonic()
+    deadline = started + timeout
+    job = _backup_job_known(dom, deadline, started)
     if job is None:
         return
     socket, targets = job
     with contextlib.suppress(libvirt.libvirtError):
         dom.abortJob()
-    started = time.monotonic()
-    deadline = started + timeout
     kicks = 0
     while True:
-        now = _backup_job(dom)
+        now = _backup_job_known(dom, deadline, started, kicks)
         if now is None:
             return
         if now[0] != socket:
@@ -320,14 +349,51 @@ def end_job(dom: libvirt.virDomain, *, timeout: float = END_JOB_TIMEOUT_S) -> No
 
 
 def _backup_job(dom: libvirt.virDomain) -> tuple[str, list[str]] | None:
-    """(NBD socket, disk targets) of the domain's running backup job, or None."""
+    """(NBD socket, disk targets) of the domain's running backup job, or None (also
+    when libvirt could not tell: see :func:`_backup_job_known`)."""
     try:
-        if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
-            return None
-        xml = dom.backupGetXMLDesc(0)
+        return _backup_job_strict(dom)
     except libvirt.libvirtError:
         return None  # no backup job (another kind of job, or the domain is gone)
-    root = ET.fromstring(xml)
+
+
+def _backup_job_known(dom: libvirt.virDomain, deadline: float, started: float,
+                      kicks: int = 0) -> tuple[str, list[str]] | None:
+    """Like :func:`_backup_job`, but an answer libvirt could not give is asked again
+    until ``deadline`` (then JobNotEnded), never taken for "no job".
+
+    An error of a query is no answer: taking it for "no job" would return with the
+    job still running (and its checkpoint, scratch file and NBD socket with it). Only
+    libvirt saying so (no backup job, no domain, domain not running) means gone.
+    """
+    while True:
+        try:
+            return _backup_job_strict(dom)
+        except libvirt.libvirtError as e:
+            if _job_gone(dom, e):
+                return None
+            if time.monotonic() >= deadline:
+                raise JobNotEnded(dom.name(), round(time.monotonic() - started), kicks) from None
+            log.debug("backup job of %s: libvirt could not tell (%s); asking again",
+                      dom.name(), e.get_error_message())
+            time.sleep(0.1)
+
+
+def _job_gone(dom: libvirt.virDomain, e: libvirt.libvirtError) -> bool:
+    if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_BACKUP, libvirt.VIR_ERR_NO_DOMAIN):
+        return True
+    try:
+        return not dom.isActive()
+    except libvirt.libvirtError:
+        return True  # the domain itself cannot be reached any more: no job of it either
+
+
+def _backup_job_strict(dom: libvirt.virDomain) -> tuple[str, list[str]] | None:
+    """(NBD socket, disk targets) of the running backup job, None for none; libvirt's
+    errors are raised."""
+    if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    root = ET.fromstring(dom.backupGetXMLDesc(0))
     server = root.find("server")
     socket = server.get("socket", "") if server is not None else ""
     targets = [d.get("name", "") for d in root.iterfind("disks/disk")

@@ -2,11 +2,15 @@
 
 Crash consistency for a group: every running member is suspended, every member's
 backup job begins (QEMU fixes each VM's instant with copy-before-write), and every
-member is resumed, all in parallel threads; the window from the first suspend to the
-last resume is measured and recorded as ``frozen_ms``. A guardian process resumes
-the members if Stasis dies inside the window; any error or signal resumes them in
-the ``finally``. A single running VM is not suspended at all: QEMU already fixes all
-of its disks at one instant.
+member is resumed as soon as the last job has begun, all in parallel threads; the
+window from the first suspend to the last resume is measured and recorded as
+``frozen_ms``. What can be done before the window is: each job's directories, debris
+removal and XML, and a libvirt connection per member, so that libvirtd serves the
+members' calls side by side. Each member's record holds its timeline of the instant
+(``extra.instant_ms``: every step asked and returned, in ms from the window's start).
+A guardian process resumes the members if Stasis dies inside the window; any error
+or signal resumes them in the ``finally``. A single running VM is not suspended at
+all: QEMU already fixes all of its disks at one instant.
 
 The data of every member is then read in one pipeline and committed as one point.
 """
@@ -72,6 +76,17 @@ class Member:
     note: str = ""  # why it reached less than asked
     agent: bool = False  # its guest agent answered: freeze, thaw and guest hooks use it
     frozen_filesystems: int = 0
+    own: libvirt.virConnect | None = None  # its own connection while a group holds it
+    # The instant's steps of this member (freeze, suspend, resume, thaw, connect):
+    # monotonic (asked, returned); its job keeps the steps of beginning.
+    steps: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def timeline_ms(self, start: float) -> dict[str, list[float]]:
+        """Every step of the instant, its job's included, as [asked, returned] in ms
+        from ``start`` (the window's start: before it is negative), in order asked."""
+        steps = {**self.steps, **(self.job.steps if self.job is not None else {})}
+        return {name: [round((a - start) * 1000, 3), round((r - start) * 1000, 3)]
+                for name, (a, r) in sorted(steps.items(), key=lambda kv: kv[1])}
 
 
 def latest_with_vm(points: list[Manifest], name: str) -> tuple[Manifest | None, VmRecord | None]:
@@ -136,10 +151,42 @@ def _job(m: Member, checkpoint: str, scratch_dir: Path) -> lv.PullBackup:
 
 @dataclass
 class Instant:
-    """How the instant went: the window, and what ran around it."""
+    """How the instant went: the window, and what ran around it. ``started`` is the
+    window's start (monotonic), from which each member's timeline is counted."""
 
     frozen_ms: float = 0.0
+    started: float = 0.0
     hooks: list[HookResult] = field(default_factory=list)
+
+
+def _timed(m: Member, step: str, fn: Callable[[], object]) -> None:
+    asked = time.monotonic()
+    try:
+        fn()
+    finally:
+        m.steps[step] = (asked, time.monotonic())
+
+
+def _make_ready(m: Member, uri: str) -> None:
+    """Everything a member's part of the window needs, done before the window: its
+    job's directories and XML, and its own libvirt connection. libvirtd serves at most
+    ``max_client_requests`` (5 by default) calls of one connection at a time, so on a
+    shared connection the sixth member's backupBegin would wait for another's to end."""
+    assert m.job is not None
+    m.job.prepare()
+
+    def connect() -> None:
+        m.own = lv.connect(uri)
+        assert m.job is not None
+        m.job.dom = m.own.lookupByUUIDString(m.info.uuid)
+
+    _timed(m, "connect", connect)
+
+
+def _close_own(m: Member) -> None:
+    if m.own is not None:
+        with contextlib.suppress(libvirt.libvirtError):
+            m.own.close()
 
 
 def _probe_agents(members: list[Member], level: str) -> None:
@@ -201,6 +248,12 @@ def _run_post_hooks(members: list[Member], hooks: Hooks, env: dict[str, str],
         results.append(run_host("post", command, env=env, timeout_s=hooks.timeout_s))
 
 
+def _held(m: Member) -> libvirt.virDomain:
+    """The domain as the window reaches it: through the member's own connection."""
+    assert m.job is not None
+    return m.job.dom
+
+
 def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 level: str = "crash", require: str | None = None, hooks: Hooks | None = None,
                 env: dict[str, str] | None = None,
@@ -232,42 +285,52 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                              "the post hooks ran.")
     to_freeze = [m for m in running if m.agent]
     if len(running) == 1 and not to_freeze:
+        result.started = time.monotonic()
         with signals.held():  # a job that began is on the stack before a signal raises
             stack.enter_context(running[0].job)  # type: ignore[arg-type]
         return result
-    begun: list[lv.PullBackup] = []
-    lock = threading.Lock()
-
-    def begin(m: Member) -> None:
-        assert m.job is not None
-        m.job.__enter__()
-        with lock:
-            begun.append(m.job)
-
     guardian = stack.enter_context(Guardian(uri))
+    for m in running:
+        # Its job's __exit__ ends the job once begun and removes the directories once
+        # prepared, so it is on the stack before either; its connection closes after it.
+        stack.callback(_close_own, m)
+        stack.push(m.job.__exit__)  # type: ignore[union-attr]
+    _parallel(lambda m: _make_ready(m, uri), running)
     frozen: list[Member] = []
     suspended: list[Member] = []
+    lock = threading.Lock()
 
     def freeze(m: Member) -> None:
         try:
             with lock:
                 frozen.append(m)  # thawed on the way out even if the answer is lost
-            m.frozen_filesystems = agent.freeze(m.dom)
+            asked = time.monotonic()
+            try:
+                m.frozen_filesystems = agent.freeze(_held(m))
+            finally:
+                m.steps["freeze"] = (asked, time.monotonic())
         except libvirt.libvirtError as e:
             m.level, m.agent = "crash", False
             m.note = f"fsfreeze failed ({e.get_error_message()}): crash consistent instead"
 
     def suspend(m: Member) -> None:
-        m.dom.suspend()
+        _timed(m, "suspend", _held(m).suspend)
         with lock:
             suspended.append(m)
 
+    def begin(m: Member) -> None:
+        assert m.job is not None
+        m.job.begin()  # its steps are the job's own
+
+    def resume(m: Member) -> None:
+        _timed(m, "resume", _held(m).resume)
+
     def thaw(m: Member) -> None:
         with contextlib.suppress(libvirt.libvirtError):
-            agent.thaw(m.dom)
+            _timed(m, "thaw", lambda: agent.thaw(_held(m)))
 
     guardian.hold([m.name for m in running])
-    started = time.monotonic()
+    result.started = time.monotonic()
     try:
         try:
             _parallel(freeze, to_freeze)
@@ -278,13 +341,11 @@ def fix_instant(members: list[Member], stack: contextlib.ExitStack, uri: str, *,
                 in_window()
         finally:
             try:
-                _parallel(lambda m: m.dom.resume(), list(suspended))
+                _parallel(resume, list(suspended))
             finally:
                 _parallel(thaw, list(frozen))
-                result.frozen_ms = (time.monotonic() - started) * 1000
+                result.frozen_ms = (time.monotonic() - result.started) * 1000
     finally:
-        for job in begun:  # ended on the way out, whatever happens next
-            stack.push(job.__exit__)
         guardian.release()
     if level == "application":
         _run_post_hooks(running, hooks, env, result.hooks)
@@ -341,7 +402,7 @@ def back_up_members(
             sources: list[DiskSource] = []
             vms: list[VmRecord] = []
             for index, m in enumerate(members):
-                vms.append(_record(m, frozen_ms, consistency))
+                vms.append(_record(m, frozen_ms, consistency, instant.started))
                 sources += (_live_sources(m, index, checkpoint, stack) if m.running
                             else _image_sources(repo, m, index, run_dir, stack))
                 for f in file_sources(repo, m.info, index, m.parent_vm):
@@ -396,7 +457,7 @@ def _group_parent(points: list[Manifest], name: str) -> Manifest | None:
     return same[-1] if same else None
 
 
-def _record(m: Member, frozen_ms: float, requested: str) -> VmRecord:
+def _record(m: Member, frozen_ms: float, requested: str, started: float) -> VmRecord:
     state = "running" if m.running else "shut off"
     vm = VmRecord(name=m.name, kind="vm", uuid=m.info.uuid,
                   domain_xml=lv.domain_xml(m.dom, inactive=True),
@@ -406,7 +467,8 @@ def _record(m: Member, frozen_ms: float, requested: str) -> VmRecord:
         vm.extra.update(checkpoint_run_id=m.run_id, checkpoint=m.job.checkpoint or "",
                         begin_s=round(m.job.begin_seconds, 4), frozen_ms=round(frozen_ms, 3),
                         consistency_requested=requested,
-                        frozen_filesystems=m.frozen_filesystems)
+                        frozen_filesystems=m.frozen_filesystems,
+                        instant_ms=m.timeline_ms(started))
         if m.note:
             vm.extra["consistency_note"] = m.note
     else:
