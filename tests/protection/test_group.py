@@ -189,16 +189,16 @@ def test_the_instant_is_recorded_as_a_timeline_and_prepared_before_the_window(
     kit: GuestKit, pair: list[Guest], repo: Repository, dirs: dict[str, Path]
 ) -> None:
     """Each member's extra.instant_ms: its steps, in ms from the window's start. The
-    job's preparation (debris, directories, XML, its own connection) is over before
-    the window opens; no job begins before every member is suspended, and no member
-    is resumed before every job has begun."""
+    job's preparation (debris, directories, XML, scratch images, checkpoint, its own
+    connection) is over before the window opens; no job begins before every member is
+    suspended, and no member is resumed before every job has begun."""
     point = back_up_members(kit.conn, repo, [g.name for g in pair], point_name="app",
                             kind="group", run_dir=dirs["run"], scratch_dir=dirs["scratch"])
     timelines = [vm.extra["instant_ms"] for vm in point.vms]
     for tl in timelines:
-        assert {"debris", "dirs", "xml", "connect", "suspend", "backupBegin",
-                "resume"} <= set(tl), tl
-        for step in ("debris", "dirs", "xml", "connect"):
+        assert {"debris", "dirs", "xml", "scratch", "checkpoint", "connect", "suspend",
+                "backupBegin", "resume"} <= set(tl), tl
+        for step in ("debris", "dirs", "xml", "scratch", "checkpoint", "connect"):
             assert tl[step][0] <= tl[step][1] <= 0, (step, tl)  # before the window
         assert all(asked <= returned for asked, returned in tl.values())
         assert list(tl) == sorted(tl, key=lambda s: tl[s][0])  # in the order asked
@@ -207,6 +207,17 @@ def test_the_instant_is_recorded_as_a_timeline_and_prepared_before_the_window(
     assert all(tl["backupBegin"][0] >= last_suspend for tl in timelines)
     assert all(tl["resume"][0] >= last_begin for tl in timelines)
     assert max(tl["resume"][1] for tl in timelines) <= point.timings["frozen_ms"]
-    # Nothing of the jobs is left once the point is committed.
+    # Nothing of the jobs is left once the point is committed; each member keeps the
+    # one checkpoint (made before the window) that the next incremental starts from.
     assert not [p for d in ("run", "scratch") for p in dirs[d].glob("stasis-job-*")]
     assert all(g.domain.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE for g in pair)
+    checkpoint = point.vms[0].extra["checkpoint"]
+    assert [[c.getName() for c in g.domain.listAllCheckpoints()] for g in pair] == \
+        [[checkpoint]] * len(pair)
+    # The next point is an incremental from it, and it holds what changed meanwhile.
+    pair[0].write_pattern("vda", 3 << 20, 64 << 10, byte=0x5A)
+    pair[0].sync()
+    again = back_up_members(kit.conn, repo, [g.name for g in pair], point_name="app",
+                            kind="group", run_dir=dirs["run"], scratch_dir=dirs["scratch"])
+    assert all(d.mode == "incremental" for vm in again.vms for d in vm.disks)
+    assert again.vms[0].disks[0].bytes_read >= 64 << 10

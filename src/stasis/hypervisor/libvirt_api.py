@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import shutil
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -192,6 +193,8 @@ class PullBackup:
         self._keep = False
         self._begun = False
         self._xml: tuple[str, str | None] | None = None  # (backup, checkpoint), once prepared
+        self._scratch_made = False  # prepared ahead: the scratch images exist
+        self._checkpoint_made = False  # prepared ahead: the checkpoint exists already
         self.begin_seconds = 0.0
         # What beginning cost, step by step: monotonic (asked, returned) of "debris",
         # "dirs", "xml" (prepare) and "backupBegin" (the libvirt call).
@@ -229,12 +232,20 @@ class PullBackup:
             ET.SubElement(disks_el, "disk", {"name": jd.disk.target, "checkpoint": mode})
         return ET.tostring(root, encoding="unicode")
 
-    def prepare(self) -> None:
+    def prepare(self, *, ahead: bool = False) -> None:
         """Everything of beginning but the libvirt call: the debris of killed runs
         removed, the job's directories made, its XML built. A group does this before
         it suspends anyone, so that only :meth:`begin` is inside its window; once
         prepared, leaving the ``with`` block (or calling ``__exit__``) removes the
-        directories even if the job never began."""
+        directories even if the job never began.
+
+        With ``ahead``, also what libvirt would otherwise do inside ``backupBegin``:
+        the scratch images are made here (begun with REUSE_EXTERNAL, so libvirt does
+        not create them through QEMU inside the call), and the checkpoint is created
+        now, on its own. A checkpoint made before the backup's instant marks every write
+        after it: a superset of what changes after the instant, so the next
+        incremental reads a little more and misses nothing. 8 members' backupBegin
+        calls take about half as long without these two (bench/README.md)."""
         if self._xml is not None:
             return
         asked = time.monotonic()
@@ -251,7 +262,37 @@ class PullBackup:
         self.steps["dirs"] = (asked, asked := time.monotonic())
         self.socket_path = str(self.socket_dir / "nbd.sock")
         self._xml = (self.backup_xml(self.socket_path), self.checkpoint_xml())
-        self.steps["xml"] = (asked, time.monotonic())
+        self.steps["xml"] = (asked, asked := time.monotonic())
+        if not ahead:
+            return
+        self._make_scratch()
+        self.steps["scratch"] = (asked, asked := time.monotonic())
+        if self._xml[1] is not None:
+            try:
+                self.dom.checkpointCreateXML(self._xml[1], 0)
+            except libvirt.libvirtError as e:
+                raise HypervisorError(
+                    f"the checkpoint of {self.dom.name()} could not be created "
+                    f"({e.get_error_message()})", "Nothing was changed.") from None
+            self._checkpoint_made = True
+            self._xml = (self._xml[0], None)
+            self.steps["checkpoint"] = (asked, time.monotonic())
+
+    def _make_scratch(self) -> None:
+        """Each disk's scratch image, of the disk's size, owned by QEMU's user."""
+        assert self.dir is not None
+        for jd in self.disks:
+            path = self.dir / f"scratch-{jd.disk.target}.qcow2"
+            size = self.dom.blockInfo(jd.disk.target)[0]
+            proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path),
+                                   str(size)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise HypervisorError(
+                    f"the scratch image for {self.dom.name()}'s {jd.disk.target} could not "
+                    f"be made ({proc.stderr.strip()[-200:]})", "Nothing was changed.")
+            if self.dac is not None:
+                os.chown(path, self.dac[0], self.dac[1])
+        self._scratch_made = True
 
     def begin(self) -> None:
         """Begin the job (preparing it first if :meth:`prepare` was not called)."""
@@ -259,7 +300,9 @@ class PullBackup:
         assert self._xml is not None
         started = time.monotonic()
         try:
-            self.dom.backupBegin(self._xml[0], self._xml[1], 0)
+            self.dom.backupBegin(self._xml[0], self._xml[1],
+                                 libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL
+                                 if self._scratch_made else 0)
         except libvirt.libvirtError as e:
             self.steps["backupBegin"] = (started, time.monotonic())
             self._remove_dirs()
@@ -298,7 +341,8 @@ class PullBackup:
                         log.warning("%s", e)  # the error on its way out says what failed
         finally:
             try:
-                if self._begun and self.checkpoint and not self._keep:
+                if (self._begun or self._checkpoint_made) and self.checkpoint \
+                        and not self._keep:
                     with contextlib.suppress(libvirt.libvirtError):
                         delete_checkpoint(self.dom, self.checkpoint)
             finally:

@@ -169,11 +169,12 @@ def _timed(m: Member, step: str, fn: Callable[[], object]) -> None:
 
 def _make_ready(m: Member, uri: str) -> None:
     """Everything a member's part of the window needs, done before the window: its
-    job's directories and XML, and its own libvirt connection. libvirtd serves at most
+    job's directories, XML, scratch images and checkpoint (PullBackup.prepare's
+    ``ahead``), and its own libvirt connection. libvirtd serves at most
     ``max_client_requests`` (5 by default) calls of one connection at a time, so on a
     shared connection the sixth member's backupBegin would wait for another's to end."""
     assert m.job is not None
-    m.job.prepare()
+    m.job.prepare(ahead=True)
 
     def connect() -> None:
         m.own = lv.connect(uri)
