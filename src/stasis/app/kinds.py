@@ -70,7 +70,7 @@ class Params(BaseModel):
     (a command running its job here). Unknown fields are refused.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     op: str  # the kind, a key of KINDS (each subclass fixes it)
     repo: str | None = None
@@ -169,7 +169,7 @@ AnyParams = Annotated[
     | PolicyParams,
     Discriminator("op"),
 ]
-PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams)
+PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams, config=ConfigDict(defer_build=True))
 
 
 def parse_params(data: dict[str, Any] | Params) -> Params:

@@ -3,7 +3,8 @@
 :func:`submit` validates a job's parameters (:mod:`stasis.app.kinds`) and queues
 it; ``stasis serve`` takes it from the queue and runs it with its own repository
 and credentials. :func:`queue` is what a command's ``--queue`` calls: it refuses
-when no service runs on the catalog, since nothing would take the job.
+when no service runs on the catalog, since nothing would take the job, and wakes
+the services of this host so that one takes it at once, not at its next tick.
 :func:`cancel_job` stops a job wherever it is: a queued one at once, one that a
 service runs through a flag the service polls, one that a command runs on this
 host with SIGTERM.
@@ -79,7 +80,17 @@ def queue(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
         raise JobStateError(f"no service runs on the catalog {shown}: a queued job would "
                             "wait for one. Nothing was queued.",
                             hint="Start 'stasis serve', or run the command without --queue.")
-    return Queued(job=submit(catalog, kind, params, by=by), service_pid=live[0].pid)
+    job = submit(catalog, kind, params, by=by)
+    _wake(live)
+    return Queued(job=job, service_pid=live[0].pid)
+
+
+def _wake(services: list[Service]) -> None:
+    """Tell the services of this host to look at the queue now, not at their next tick."""
+    from stasis.service.wake import wake
+
+    for s in services:
+        wake(s.pid, s.pid_start)
 
 
 def cancel_job(catalog: str | None, job_id: int) -> CancelResult:
@@ -106,6 +117,8 @@ def cancel_job(catalog: str | None, job_id: int) -> CancelResult:
         if by_service:
             store.request_cancel(job_id)
             store.log(job_id, "warning", "cancel requested")
+            _wake([s for s in live_services(store)
+                   if (s.host, s.pid, s.pid_start) == (job.host, job.pid, job.pid_start)])
             return CancelResult(job=job_id, was="running", action="cancel requested",
                                 state="running")
         alive = runner_alive(job.host, job.pid, job.pid_start)

@@ -29,7 +29,7 @@ from stasis.cli.common import (
     warn_unrecorded,
 )
 from stasis.cli.render import print_backup, print_group_backup
-from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor import DEFAULT_URI
 
 app = typer.Typer(help="Make recovery points.", no_args_is_help=True)
 
@@ -68,7 +68,7 @@ def image(
 def backup_vm(
     names: Annotated[list[str], typer.Argument(help="VM names.")],
     repo: RepoOpt,
-    connect: ConnectOpt = lv.DEFAULT_URI,
+    connect: ConnectOpt = DEFAULT_URI,
     tag: TagOpt = None,
     parallel: Annotated[int, typer.Option(help="VMs backed up at once.")] = 2,
     consistency: ConsistencyOpt = "crash",
@@ -133,7 +133,7 @@ def backup_group(
         "--consistency", help="crash, filesystem (guest-agent fsfreeze) or application "
                               "(hooks too).")] = None,
     require: RequireOpt = None,
-    connect: ConnectOpt = lv.DEFAULT_URI,
+    connect: ConnectOpt = DEFAULT_URI,
     tag: TagOpt = None,
     catalog: CatalogOpt = None,
     passphrase_file: PassFileOpt = None,

@@ -12,15 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from stasis.backends import open_backend
 from stasis.errors import (
@@ -35,6 +26,8 @@ from stasis.repository import Credentials, Repository
 from stasis.repository.keyfile import read_key_file
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from stasis.app.config import Config, RepositoryConfig
 
 # Piped output (logs, scripts) is not cut at 80 columns: lines stay whole, and tables
@@ -316,19 +309,27 @@ def print_warning(warning: StasisWarning) -> None:
     err.print(f"[bold yellow]warning:[/] {warning.full_text}", highlight=False)
 
 
+def _bars() -> Progress:
+    # Loaded here: only a terminal shows bars, and rich.progress costs every start.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
 class RichProgress:
     """Progress bars on stderr, for terminals."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
+        self._bar = _bars()
         self._task: TaskID | None = None
 
     def start(self, description: str, total: int) -> None:
@@ -358,10 +359,7 @@ class ProgressBoard:
     """One progress display with a bar per concurrent job (e.g. a VM each)."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-            TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
-        )
+        self._bar = _bars()
         self._started = False
 
     def lane(self, _name: str = "") -> ProgressProtocol:
