@@ -6,9 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from stasis.catalog import Catalog, JobStore, PointIndex
+from stasis.repository import Repository
 from tests.conftest import Cli, mixed_image
 
 # Libraries no backup needs to load before it works (the catalog's ORM and migrations,
@@ -61,3 +67,53 @@ def test_a_recorded_backup_loads_no_orm_and_its_job_and_point_are_in_the_catalog
     assert job.result["d"]["point"] == point.id and point.name == "d"
     assert job.started is not None and job.ended is not None and job.pid is not None
     assert any("committed" in text for text in log) and log[-1] == "backup d succeeded"
+
+
+# ------------------------------------------------------------------ the early opener
+
+
+def test_the_early_opener_derives_the_key_in_a_thread_and_raises_at_its_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stasis.cli import common
+    from stasis.errors import WrongPassphrase
+    from tests.conftest import PASSPHRASE, init_repo
+
+    made = init_repo(tmp_path / "r")
+    opened_in: list[str] = []
+    real_open = Repository.open
+
+    def open_recorded(*args: Any, **kw: Any) -> Repository:
+        opened_in.append(threading.current_thread().name)
+        return real_open(*args, **kw)
+
+    monkeypatch.setattr(Repository, "open", open_recorded)
+    monkeypatch.setenv("STASIS_PASSPHRASE", PASSPHRASE)
+    opener = common.repo_opener(str(tmp_path / "r"), None, None)
+    first = opener()
+    assert first.id == made.id and opened_in == ["open-repo"]
+    assert opener() is not first and opened_in[-1] == threading.current_thread().name
+
+    # A failure is raised by the call, not when the opener is made.
+    monkeypatch.setenv("STASIS_PASSPHRASE", "wrong")
+    opener = common.repo_opener(str(tmp_path / "r"), None, None)
+    with pytest.raises(WrongPassphrase):
+        opener()
+
+
+def test_the_early_opener_asks_for_a_passphrase_only_when_called_and_in_its_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stasis.cli import common
+    from tests.conftest import PASSPHRASE, init_repo
+
+    init_repo(tmp_path / "r")
+    asked_in: list[str] = []
+
+    def prompt() -> bytes:
+        asked_in.append(threading.current_thread().name)
+        return PASSPHRASE.encode()
+
+    monkeypatch.setattr(common, "_prompt_once", prompt)
+    opener = common.repo_opener(str(tmp_path / "r"), None, None)  # no passphrase given
+    time.sleep(0.2)  # whatever the thread would do, it has had time to
+    assert asked_in == []
+    assert opener().url and asked_in == [threading.current_thread().name]

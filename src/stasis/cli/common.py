@@ -7,6 +7,8 @@ import json
 import os
 import re
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -243,6 +245,11 @@ def _prompt_once() -> bytes:
 def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credentials:
     """``--key-file``, else ``--passphrase-file``, else ``$STASIS_PASSPHRASE``, else the
     file of the configured repository ``--repo`` named, else a prompt."""
+    return _credentials(passphrase_file, key_file, chosen_repository())
+
+
+def _credentials(passphrase_file: Path | None, key_file: Path | None,
+                 chosen: tuple[str, RepositoryConfig] | None) -> Credentials:
     if key_file is not None:
         return Credentials(keyfile=read_key_file(key_file))
     if passphrase_file is not None:
@@ -250,7 +257,6 @@ def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credenti
     env = os.environ.get("STASIS_PASSPHRASE")
     if env is not None:
         return Credentials(passphrase=env.encode())
-    chosen = chosen_repository()
     if chosen is not None:
         return configured_credentials(chosen[1])
     return Credentials(prompt=_prompt_once)
@@ -289,6 +295,41 @@ def new_passphrase(passphrase_file: Path | None, env_var: str = "STASIS_PASSPHRA
 
 def open_repo(repo: str, passphrase_file: Path | None, key_file: Path | None) -> Repository:
     return Repository.open(open_backend(repo), credentials(passphrase_file, key_file))
+
+
+def repo_opener(repo: str, passphrase_file: Path | None,
+                key_file: Path | None) -> Callable[[], Repository]:
+    """:func:`open_repo` as an opener whose work starts now, in a thread: the key's
+    derivation (Argon2id, 0.15-0.4 s, releasing the GIL) overlaps the loading of the
+    command's modules and its checks. Whatever it raises is raised by the opener's
+    first call, so errors come in the order they always did; credentials that would
+    ask for the passphrase wait for that call (a prompt is never asked from a thread,
+    nor before the input was checked). A later call opens the repository again."""
+    chosen = chosen_repository()  # the command's context: read here, not in the thread
+    found: list[Repository | BaseException] = []
+
+    def open_early() -> None:
+        try:
+            creds = _credentials(passphrase_file, key_file, chosen)
+            if creds.passphrase is not None or creds.keyfile is not None:
+                found.append(Repository.open(open_backend(repo), creds))
+        except BaseException as e:  # raised by the opener's call, below
+            found.append(e)
+
+    early = threading.Thread(target=open_early, name="open-repo", daemon=True)
+    early.start()
+
+    def opener() -> Repository:
+        if early.is_alive() or found:
+            early.join()
+            if found:
+                first = found.pop()
+                if isinstance(first, BaseException):
+                    raise first
+                return first
+        return open_repo(repo, passphrase_file, key_file)
+
+    return opener
 
 
 def open_repo_for_export(repo: str, passphrase_file: Path | None,
