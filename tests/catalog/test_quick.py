@@ -71,6 +71,14 @@ def test_the_rows_are_the_orms_rows(tmp_path: Path, catalog_template: Path,
     assert len(written["jobs"]) == 2 and len(written["job_logs"]) == 2
     assert len(written["points"]) == 3 and len(written["vms"]) == 1
     assert written["vms"][0][1:3] == ("web", "u-2")
+    # The services the ORM registered, as the quick catalog reads them.
+    with Catalog.open(str(orm_path), clock=ManualClock(start)) as c:
+        JobStore(c).register_service(("host", 7, 77), "r1")
+        services = JobStore(c).services()
+    quick = QuickCatalog.open(str(orm_path))
+    assert quick is not None
+    with quick:
+        assert quick.services() == services and services[0].started == start
     # And what the ORM reads back of them is what it wrote itself.
     with Catalog.open(str(quick_path)) as c, Catalog.open(str(orm_path)) as o:
         assert [j.to_dict() for j in JobStore(c).list()] == [

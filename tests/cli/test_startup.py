@@ -69,6 +69,25 @@ def test_a_recorded_backup_loads_no_orm_and_its_job_and_point_are_in_the_catalog
     assert any("committed" in text for text in log) and log[-1] == "backup d succeeded"
 
 
+def test_queueing_for_the_service_loads_no_orm(cli_repo: Cli) -> None:
+    from stasis.service.jobs import this_runner
+
+    catalog = Path(cli_repo.env["STASIS_STATE_DIR"]) / "catalog.db"
+    with Catalog.open(str(catalog)) as c:  # a live service: this test's process
+        JobStore(c).register_service(this_runner(), None)
+    modules = loaded("import sys\n"
+                     "sys.argv = ['stasis', 'backup', 'vm', 'web', '--queue', '--json']\n"
+                     "from stasis.cli.main import run\n"
+                     "run()\n", cli_repo.env)
+    assert among(modules, NEVER) == []
+    with Catalog.open(str(catalog)) as c:
+        [job] = JobStore(c).list()
+        log = [line.text for line in JobStore(c).logs(job.id)]
+    assert (job.kind, job.name, job.state, job.params["vms"]) == ("backup", "web", "queued",
+                                                                  ["web"])
+    assert log == ["queued by 'stasis backup vm'"]
+
+
 # ------------------------------------------------------------------ the early opener
 
 

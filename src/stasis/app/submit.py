@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from stasis.app.kinds import KINDS, Params, PolicyParams, parse_params
@@ -23,6 +25,7 @@ from stasis.errors import JobStateError, UsageError
 if TYPE_CHECKING:
     from stasis.catalog import JobStore
     from stasis.catalog.jobs import Service
+    from stasis.catalog.quick import QuickCatalog
 
 
 def repository_id(location: str) -> str:
@@ -33,7 +36,24 @@ def repository_id(location: str) -> str:
     return str(Repository.read_config(open_backend(location))["id"])
 
 
-def live_services(store: JobStore) -> list[Service]:
+@contextmanager
+def _jobs(catalog: str | None) -> Iterator[tuple[JobStore | QuickCatalog, str]]:
+    """The catalog's jobs to queue in, and the catalog as shown: with sqlite3 alone
+    where it can (:mod:`stasis.catalog.quick`), else with SQLAlchemy (migrated)."""
+    from stasis.catalog.quick import QuickCatalog
+
+    quick = QuickCatalog.open(catalog)
+    if quick is not None:
+        with quick:
+            yield quick, quick.shown
+        return
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        yield JobStore(c), c.shown
+
+
+def live_services(store: JobStore | QuickCatalog) -> list[Service]:
     """The services of the catalog that run on this host (a process still alive)."""
     from stasis.service.jobs import runner_alive
 
@@ -46,8 +66,6 @@ def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
     ``params``, validated first: bad parameters are refused (UsageError) before
     anything is queued. ``params["repo"]`` names the repository (a path or URL).
     Returns the job's id."""
-    from stasis.catalog import Catalog, JobStore
-
     data = params.model_dump(mode="json") if isinstance(params, Params) else dict(params)
     if data.setdefault("op", kind) != kind:
         raise UsageError(f"the parameters are of a {data['op']} job, not of a {kind} job")
@@ -58,8 +76,7 @@ def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
         raise UsageError("a queued job names its repository (a path or URL); nothing was "
                          "queued")
     repo_id = repository_id(p.repo)
-    with Catalog.open(catalog) as c:
-        store = JobStore(c)
+    with _jobs(catalog) as (store, _shown):
         job = store.create(k.job_kind, k.title(p), repo=repo_id,
                            policy=p.policy if isinstance(p, PolicyParams) else None,
                            params=p.model_dump(mode="json"))
@@ -71,11 +88,8 @@ def queue(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
           by: str) -> Queued:
     """Submit a job for the service running on ``catalog``; refused (JobStateError)
     when none runs, as nothing would take it. ``by`` says who queued it (the log)."""
-    from stasis.catalog import Catalog, JobStore
-
-    with Catalog.open(catalog) as c:
-        live = live_services(JobStore(c))
-        shown = c.shown
+    with _jobs(catalog) as (store, shown):
+        live = live_services(store)
     if not live:
         raise JobStateError(f"no service runs on the catalog {shown}: a queued job would "
                             "wait for one. Nothing was queued.",
