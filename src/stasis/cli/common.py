@@ -245,16 +245,16 @@ def _prompt_once() -> bytes:
 def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credentials:
     """``--key-file``, else ``--passphrase-file``, else ``$STASIS_PASSPHRASE``, else the
     file of the configured repository ``--repo`` named, else a prompt."""
-    return _credentials(passphrase_file, key_file, chosen_repository())
+    return _credentials(passphrase_file, key_file, chosen_repository(),
+                        os.environ.get("STASIS_PASSPHRASE"))
 
 
 def _credentials(passphrase_file: Path | None, key_file: Path | None,
-                 chosen: tuple[str, RepositoryConfig] | None) -> Credentials:
+                 chosen: tuple[str, RepositoryConfig] | None, env: str | None) -> Credentials:
     if key_file is not None:
         return Credentials(keyfile=read_key_file(key_file))
     if passphrase_file is not None:
         return Credentials(passphrase=read_passphrase_file(passphrase_file))
-    env = os.environ.get("STASIS_PASSPHRASE")
     if env is not None:
         return Credentials(passphrase=env.encode())
     if chosen is not None:
@@ -305,12 +305,13 @@ def repo_opener(repo: str, passphrase_file: Path | None,
     first call, so errors come in the order they always did; credentials that would
     ask for the passphrase wait for that call (a prompt is never asked from a thread,
     nor before the input was checked). A later call opens the repository again."""
-    chosen = chosen_repository()  # the command's context: read here, not in the thread
+    # The command's context and environment: read here, not in the thread.
+    chosen, env = chosen_repository(), os.environ.get("STASIS_PASSPHRASE")
     found: list[Repository | BaseException] = []
 
     def open_early() -> None:
         try:
-            creds = _credentials(passphrase_file, key_file, chosen)
+            creds = _credentials(passphrase_file, key_file, chosen, env)
             if creds.passphrase is not None or creds.keyfile is not None:
                 found.append(Repository.open(open_backend(repo), creds))
         except BaseException as e:  # raised by the opener's call, below
