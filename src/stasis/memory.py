@@ -11,7 +11,6 @@ are reused. Peak memory stays bounded by the pipeline's in-flight limit.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -21,11 +20,10 @@ MAX_MMAP_THRESHOLD = 32 << 20
 
 def tune_allocator(largest_buffer: int = MAX_MMAP_THRESHOLD) -> bool:
     """Keep buffers up to ``largest_buffer`` in the heap; True if glibc agreed."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # The C library this process already runs on, looked up among its loaded
+        # symbols: ctypes.util.find_library would run ``ldconfig -p`` at every start.
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False  # not glibc: nothing to tune

@@ -339,3 +339,23 @@ def test_a_postgresql_server_that_is_not_there(postgres: PostgresServer, tmp_pat
     with pytest.raises(CatalogError) as e:
         Catalog.open(f"postgresql://postgres:s3cret@/stasis?host={nobody}")
     assert "s3cret" not in e.value.message
+
+
+def test_a_catalog_at_the_head_is_opened_without_migrating(
+        tmp_path: Path, catalog_template: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One query of the revision, and neither Alembic's scripts nor an upgrade: those are
+    for a catalog whose revision differs."""
+    from tests.conftest import seed_catalog
+
+    def never(*_args: object) -> None:
+        raise AssertionError("migrations were looked at")
+
+    path = seed_catalog(catalog_template, tmp_path / "c.db")
+    monkeypatch.setattr(Catalog, "_upgrade", never)
+    monkeypatch.setattr(Catalog, "_scripts", never)
+    with Catalog.open(str(path)) as c:
+        assert c.revision() == HEAD
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '0003_jobs_repo_id'")
+    with pytest.raises(AssertionError, match="migrations were looked at"):
+        Catalog.open(str(path))  # another revision: migrated

@@ -89,3 +89,28 @@ def test_slots_get_the_real_kdf_cost_unless_a_caller_passes_another(
     assert [s["kdf"] for s in _passphrase_slots(cheap.url)] == [CHEAP_KDF.to_slot()] * 2
     # Opening uses the cost stored in the slot.
     assert Repository.open(open_backend(cheap.url), Credentials(passphrase=b"q")).keys == cheap.keys
+
+
+def test_key_derivations_in_several_threads_at_once_all_succeed() -> None:
+    """A command derives its key in a thread beside other work; OpenSSL's Argon2id
+    refuses two derivations of one process at once unless they take turns."""
+    import threading
+
+    from stasis.repository.crypto import passphrase_key
+
+    params = {"name": "argon2id", "memory_kib": 1024, "iterations": 1, "lanes": 2}
+    keys: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def derive() -> None:
+        try:
+            keys.extend(passphrase_key(b"pw", b"s" * 16, params) for _ in range(3))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=derive) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(keys)) == 1 and len(keys) == 12

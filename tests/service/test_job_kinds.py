@@ -290,3 +290,109 @@ def test_queue_is_refused_without_a_service_and_queued_with_one(cli_repo: Cli) -
         with Catalog.open(url) as c:
             JobStore(c).unregister_service(JobStore(c).services()[0].id)
         queue(url, "gc", {"repo": str(cli_repo.repo)}, by="a test")
+
+
+# ------------------------------------------------------------------ waking the service
+
+HOUR = 3600.0  # the serving tests' tick: a job that ran did not wait for one
+
+
+def serve_counting(s: Service) -> tuple[threading.Event, threading.Thread, list[int],
+                                        threading.Event]:
+    """``s.serve`` in a thread with an hour's tick; the ticks it made, and its first."""
+    ticks: list[int] = []
+    first = threading.Event()
+    tick = s.tick
+
+    def counted() -> None:
+        tick()
+        ticks.append(1)
+        first.set()
+
+    s.tick = counted  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=s.serve, args=(stop,), kwargs={"tick_s": HOUR},
+                              daemon=True)
+    thread.start()
+    assert first.wait(60), "the service never ticked"
+    return stop, thread, ticks, first
+
+
+def ended(store: JobStore, job_id: int, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := store.get(job_id).state) in ("queued", "running"):
+        assert time.monotonic() < deadline, f"job {job_id} is still {state}"
+        time.sleep(0.05)
+    return state
+
+
+def test_a_job_queued_by_a_command_is_taken_at_once_not_at_the_next_tick(
+        points: Repository, url: str, catalog: Catalog, tmp_path: Path) -> None:
+    s = service(catalog, points, tmp_path)
+    stop, thread, ticks, _ = serve_counting(s)
+    queued = queue(url, "verify", {"repo": points.url}, by="the test")
+    assert ended(JobStore(catalog), queued.job) == "succeeded"
+    assert len(ticks) >= 2  # woken: it ticked again before its hour passed
+    stop.set()  # stopping wakes it too
+    thread.join(60)
+    assert not thread.is_alive()
+
+
+def test_a_jobs_end_starts_the_next_queued_one_at_once(points: Repository, url: str,
+                                                       catalog: Catalog, tmp_path: Path) -> None:
+    s = service(catalog, points, tmp_path, limits=Limits(per_host=1, per_repo=1))
+    ids = [submit(url, "verify", {"repo": points.url}) for _ in range(2)]  # nobody woken
+    stop, thread, _, _ = serve_counting(s)  # the first tick starts the first job alone
+    store = JobStore(catalog)
+    assert [ended(store, i) for i in ids] == ["succeeded", "succeeded"]
+    first, second = (store.get(i) for i in ids)
+    assert first.ended is not None and second.started is not None
+    assert second.started >= first.ended  # one at a time: the second took the first's slot
+    stop.set()
+    thread.join(60)
+
+
+def test_a_wake_up_reaches_the_listener_of_that_runner_only() -> None:
+    from stasis.service.wake import WakeListener, wake
+
+    heard = threading.Event()
+    runner = ("host", 1, 123456789)  # an identity no process has
+    listener = WakeListener(runner, heard.set)
+    try:
+        assert listener.listening
+        assert not WakeListener(runner, heard.set).listening  # the name is taken
+        assert not wake(1, 987654321)  # nobody listens there
+        assert not heard.is_set()
+        assert wake(1, 123456789)
+        assert heard.wait(30)
+    finally:
+        listener.close()
+    assert not wake(1, 123456789)
+
+
+def test_the_services_jobs_share_one_libvirt_connection(points: Repository, catalog: Catalog,
+                                                        tmp_path: Path) -> None:
+    class Conn:
+        alive, closed = True, False
+
+        def isAlive(self) -> bool:  # libvirt's name
+            return self.alive
+
+        def close(self) -> int:
+            self.closed = True
+            return 0
+
+    made: list[Conn] = []
+
+    def connect() -> Conn:
+        made.append(Conn())
+        return made[-1]
+
+    s = service(catalog, points, tmp_path)
+    s.connect = connect  # type: ignore[assignment]
+    env = s._env(JobStore(catalog).create("gc", "gc", repo=points.id))
+    assert s.conn() is env.conn() is s.conn()
+    assert len(made) == 1
+    made[0].alive = False  # libvirtd restarted: connected again, the dead one closed
+    assert s.conn() is made[1] and made[0].closed
+    s.stop()

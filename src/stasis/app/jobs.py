@@ -16,6 +16,7 @@ from stasis.errors import CatalogError
 
 if TYPE_CHECKING:
     from stasis.catalog import Catalog
+    from stasis.catalog.quick import QuickCatalog
     from stasis.service.jobs import JobRun
 
 Warn = Callable[[CatalogError], None]
@@ -26,13 +27,18 @@ def foreground_job(catalog: str | None, kind: str, name: str, *, warn: Warn,
                    vms: list[str] | None = None, repo: str | None = None,
                    params: dict[str, Any] | None = None) -> Iterator[JobRun]:
     """Record the block as a job of ``kind`` in ``catalog`` (a URL, a file or None for
-    the default), or warn and run it unrecorded."""
+    the default), or warn and run it unrecorded.
+
+    A SQLite catalog at the newest revision is written with sqlite3 alone
+    (:mod:`stasis.catalog.quick`); any other is opened with SQLAlchemy (and migrated).
+    """
+    from stasis.catalog.quick import QuickCatalog
     from stasis.service.jobs import open_catalog_or_warn, recorded
 
-    opened: list[Catalog] = []
+    opened: list[Catalog | QuickCatalog] = []
 
-    def open_catalog() -> Catalog | None:
-        c = open_catalog_or_warn(catalog, warn)
+    def open_catalog() -> Catalog | QuickCatalog | None:
+        c = QuickCatalog.open(catalog) or open_catalog_or_warn(catalog, warn)
         if c is not None:
             opened.append(c)
         return c

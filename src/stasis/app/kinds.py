@@ -70,7 +70,7 @@ class Params(BaseModel):
     (a command running its job here). Unknown fields are refused.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     op: str  # the kind, a key of KINDS (each subclass fixes it)
     repo: str | None = None
@@ -169,7 +169,7 @@ AnyParams = Annotated[
     | PolicyParams,
     Discriminator("op"),
 ]
-PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams)
+PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams, config=ConfigDict(defer_build=True))
 
 
 def parse_params(data: dict[str, Any] | Params) -> Params:
@@ -399,10 +399,47 @@ def _check_vms(p: BackupVmsParams) -> None:
         level_rank(p.require)
 
 
+def _repo_meanwhile(env: Env, work: Callable[[], object]) -> Repository:
+    """The repository, opened here while ``work`` (which needs no key) runs in a thread.
+
+    Opening a passphrase slot is Argon2id's memory-hard derivation (0.15-0.4 s), which
+    releases the GIL: libvirt's connection and the modules the work loads proceed
+    meanwhile instead of after it. A prompt for the passphrase stays in this thread.
+    Where both fail, ``work``'s error is raised, as when it ran first.
+    """
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:  # raised in the caller's thread, below
+            failed.append(e)
+
+    helper = threading.Thread(target=run, name="prepare", daemon=True)
+    helper.start()
+    try:
+        repo = env.repo()
+    except StasisError:
+        helper.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    helper.join()
+    if failed:
+        raise failed[0]
+    return repo
+
+
+def _prepare_vms(env: Env) -> None:
+    import stasis.protection.vm  # noqa: F401  (loaded beside the key's derivation)
+
+    env.conn()
+
+
 def _plan_vms(p: BackupVmsParams, env: Env) -> Plan:
     _check_vms(p)
-    env.conn()
-    return Plan(",".join(dict.fromkeys(p.vms)), list(dict.fromkeys(p.vms)), env.repo())
+    repo = _repo_meanwhile(env, lambda: _prepare_vms(env))
+    return Plan(",".join(dict.fromkeys(p.vms)), list(dict.fromkeys(p.vms)), repo)
 
 
 def _run_vms(p: BackupVmsParams, plan: Plan, job: JobRun,

@@ -3,7 +3,8 @@
 :func:`submit` validates a job's parameters (:mod:`stasis.app.kinds`) and queues
 it; ``stasis serve`` takes it from the queue and runs it with its own repository
 and credentials. :func:`queue` is what a command's ``--queue`` calls: it refuses
-when no service runs on the catalog, since nothing would take the job.
+when no service runs on the catalog, since nothing would take the job, and wakes
+the services of this host so that one takes it at once, not at its next tick.
 :func:`cancel_job` stops a job wherever it is: a queued one at once, one that a
 service runs through a flag the service polls, one that a command runs on this
 host with SIGTERM.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from stasis.app.kinds import KINDS, Params, PolicyParams, parse_params
@@ -22,6 +25,7 @@ from stasis.errors import JobStateError, UsageError
 if TYPE_CHECKING:
     from stasis.catalog import JobStore
     from stasis.catalog.jobs import Service
+    from stasis.catalog.quick import QuickCatalog
 
 
 def repository_id(location: str) -> str:
@@ -32,7 +36,24 @@ def repository_id(location: str) -> str:
     return str(Repository.read_config(open_backend(location))["id"])
 
 
-def live_services(store: JobStore) -> list[Service]:
+@contextmanager
+def _jobs(catalog: str | None) -> Iterator[tuple[JobStore | QuickCatalog, str]]:
+    """The catalog's jobs to queue in, and the catalog as shown: with sqlite3 alone
+    where it can (:mod:`stasis.catalog.quick`), else with SQLAlchemy (migrated)."""
+    from stasis.catalog.quick import QuickCatalog
+
+    quick = QuickCatalog.open(catalog)
+    if quick is not None:
+        with quick:
+            yield quick, quick.shown
+        return
+    from stasis.catalog import Catalog, JobStore
+
+    with Catalog.open(catalog) as c:
+        yield JobStore(c), c.shown
+
+
+def live_services(store: JobStore | QuickCatalog) -> list[Service]:
     """The services of the catalog that run on this host (a process still alive)."""
     from stasis.service.jobs import runner_alive
 
@@ -45,8 +66,6 @@ def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
     ``params``, validated first: bad parameters are refused (UsageError) before
     anything is queued. ``params["repo"]`` names the repository (a path or URL).
     Returns the job's id."""
-    from stasis.catalog import Catalog, JobStore
-
     data = params.model_dump(mode="json") if isinstance(params, Params) else dict(params)
     if data.setdefault("op", kind) != kind:
         raise UsageError(f"the parameters are of a {data['op']} job, not of a {kind} job")
@@ -57,8 +76,7 @@ def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
         raise UsageError("a queued job names its repository (a path or URL); nothing was "
                          "queued")
     repo_id = repository_id(p.repo)
-    with Catalog.open(catalog) as c:
-        store = JobStore(c)
+    with _jobs(catalog) as (store, _shown):
         job = store.create(k.job_kind, k.title(p), repo=repo_id,
                            policy=p.policy if isinstance(p, PolicyParams) else None,
                            params=p.model_dump(mode="json"))
@@ -70,16 +88,23 @@ def queue(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
           by: str) -> Queued:
     """Submit a job for the service running on ``catalog``; refused (JobStateError)
     when none runs, as nothing would take it. ``by`` says who queued it (the log)."""
-    from stasis.catalog import Catalog, JobStore
-
-    with Catalog.open(catalog) as c:
-        live = live_services(JobStore(c))
-        shown = c.shown
+    with _jobs(catalog) as (store, shown):
+        live = live_services(store)
     if not live:
         raise JobStateError(f"no service runs on the catalog {shown}: a queued job would "
                             "wait for one. Nothing was queued.",
                             hint="Start 'stasis serve', or run the command without --queue.")
-    return Queued(job=submit(catalog, kind, params, by=by), service_pid=live[0].pid)
+    job = submit(catalog, kind, params, by=by)
+    _wake(live)
+    return Queued(job=job, service_pid=live[0].pid)
+
+
+def _wake(services: list[Service]) -> None:
+    """Tell the services of this host to look at the queue now, not at their next tick."""
+    from stasis.service.wake import wake
+
+    for s in services:
+        wake(s.pid, s.pid_start)
 
 
 def cancel_job(catalog: str | None, job_id: int) -> CancelResult:
@@ -106,6 +131,8 @@ def cancel_job(catalog: str | None, job_id: int) -> CancelResult:
         if by_service:
             store.request_cancel(job_id)
             store.log(job_id, "warning", "cancel requested")
+            _wake([s for s in live_services(store)
+                   if (s.host, s.pid, s.pid_start) == (job.host, job.pid, job.pid_start)])
             return CancelResult(job=job_id, was="running", action="cancel requested",
                                 state="running")
         alive = runner_alive(job.host, job.pid, job.pid_start)

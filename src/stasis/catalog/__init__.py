@@ -17,13 +17,35 @@ the repository.
 - :mod:`stasis.catalog.points`: the points index, rebuilt from a repository;
 - :mod:`stasis.catalog.jobs`: jobs, their log lines, the running services;
 - :mod:`stasis.catalog.policies`: the policies' sources and schedule state.
+
+The names below are loaded from their module when first used, so that recording a
+job does not load the stores it does not use (groups load protection's groups).
 """
 
-from stasis.catalog.db import Catalog, catalog_url
-from stasis.catalog.groups import GroupStore, StoredGroup
-from stasis.catalog.jobs import Job, JobStore, LogLine
-from stasis.catalog.points import IndexedPoint, PointIndex
-from stasis.catalog.policies import PolicyState, PolicyStore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stasis.catalog.db import Catalog, catalog_url
+    from stasis.catalog.groups import GroupStore, StoredGroup
+    from stasis.catalog.jobs import Job, JobStore, LogLine
+    from stasis.catalog.points import IndexedPoint, PointIndex
+    from stasis.catalog.policies import PolicyState, PolicyStore
+
+_MODULES = {
+    "Catalog": "db", "catalog_url": "db", "GroupStore": "groups", "StoredGroup": "groups",
+    "Job": "jobs", "JobStore": "jobs", "LogLine": "jobs", "IndexedPoint": "points",
+    "PointIndex": "points", "PolicyState": "policies", "PolicyStore": "policies",
+}
 
 __all__ = ["Catalog", "GroupStore", "IndexedPoint", "Job", "JobStore", "LogLine",
            "PointIndex", "PolicyState", "PolicyStore", "StoredGroup", "catalog_url"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stasis.catalog' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"stasis.catalog.{module}"), name)

@@ -40,12 +40,13 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stasis.catalog.migrations import HEAD
+from stasis.catalog.quick import sqlite_error
+from stasis.catalog.records import CATALOG_FILE
 from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import CatalogError, StasisError
 from stasis.settings import state_dir
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-CATALOG_FILE = "catalog.db"
 VERSION_TABLE = "alembic_version"
 WRITE_OPTION = "stasis_write"
 BUSY_TIMEOUT_S = 30.0
@@ -128,10 +129,7 @@ class Catalog:
                 f"The catalog {self.shown} {what} ({_reason(e)}). Nothing was changed. "
                 "Check that the database server is up and that the URL, user and "
                 "database are right (--catalog / $STASIS_CATALOG).")
-        return CatalogError(
-            f"The catalog {self.shown} {what} ({_reason(e)}). Nothing was changed. If the "
-            "file is damaged, move it aside: the next command makes a new, empty one "
-            "(stored groups must then be created again; the repository is untouched).")
+        return sqlite_error(self.shown, what, _reason(e))
 
     def revision(self) -> str | None:
         """The schema revision the database holds (None: not a catalog yet)."""

@@ -11,83 +11,25 @@ after its pid was reused.
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
 from stasis.catalog.db import Catalog
-from stasis.catalog.models import JOB_KINDS, JOB_STATES, LOG_LEVELS, JobLogRow, JobRow, ServiceRow
+from stasis.catalog.models import JobLogRow, JobRow, ServiceRow
+from stasis.catalog.records import (
+    FINAL_STATES,
+    JOB_KINDS,
+    JOB_STATES,
+    LOG_LEVELS,
+    Job,
+    LogLine,
+    Service,
+)
 from stasis.errors import JobNotFound, UsageError
 
-FINAL_STATES = ("succeeded", "failed", "interrupted")
-
-
-@dataclass
-class Job:
-    id: int
-    kind: str
-    name: str
-    policy: str | None
-    vms: list[str]
-    repo: str | None
-    state: str
-    queued: datetime
-    started: datetime | None = None
-    ended: datetime | None = None
-    bytes_read: int = 0
-    bytes_written: int = 0
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    exit_code: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    host: str | None = None
-    pid: int | None = None
-    pid_start: int | None = None
-    cancel_requested: bool = False
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
-        return (self.ended - self.started).total_seconds()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "kind": self.kind, "name": self.name, "policy": self.policy,
-            "vms": list(self.vms), "repo": self.repo, "state": self.state,
-            "queued": _iso(self.queued), "started": _iso(self.started),
-            "ended": _iso(self.ended), "duration_s": self.duration_s,
-            "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
-            "result": self.result, "error": self.error, "exit_code": self.exit_code,
-            "host": self.host, "pid": self.pid,
-        }
-
-
-@dataclass
-class LogLine:
-    time: datetime
-    level: str
-    text: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"time": _iso(self.time), "level": self.level, "text": self.text}
-
-
-@dataclass
-class Service:
-    id: int
-    host: str
-    pid: int
-    pid_start: int
-    started: datetime
-    repo: str | None
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t is not None else None
-
+__all__ = ["FINAL_STATES", "Job", "JobStore", "LogLine", "Service"]
 
 def _job(r: JobRow) -> Job:
     return Job(r.id, r.kind, r.name, r.policy, list(r.vms), r.repo, r.state, r.queued,

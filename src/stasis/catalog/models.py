@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from stasis.catalog.records import JOB_KINDS, JOB_STATES, LOG_LEVELS
+
 # Named constraints, so that migrations can drop and alter them on every database
 # (SQLite's batch mode needs names to find them).
 NAMING = {
@@ -94,9 +96,6 @@ class GroupRow(Base):
     updated: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
-JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "interrupted")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _one_of(col: str, values: tuple[str, ...]) -> str:

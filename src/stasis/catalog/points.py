@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from stasis.catalog.db import Catalog
 from stasis.catalog.models import PointRow, RepositoryRow, VmRow
+from stasis.catalog.records import parse_time
 from stasis.repository import Manifest, Repository
 
 
@@ -50,12 +51,6 @@ class IndexedPoint:
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="microseconds")  # as manifests write it
-
-
-def parse_time(text: str) -> datetime:
-    """A manifest's ISO 8601 time as an aware UTC datetime."""
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _row(repo_id: str, m: Manifest) -> PointRow:

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from stasis.app import backup as ops
-from stasis.app.submit import queue as queue_job
 from stasis.cli.common import (
     CatalogOpt,
     ConnectOpt,
@@ -26,12 +24,15 @@ from stasis.cli.common import (
     print_model,
     print_queued,
     progress_for,
+    repo_opener,
     warn_unrecorded,
 )
-from stasis.cli.render import print_backup, print_group_backup
-from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor import DEFAULT_URI
 
 app = typer.Typer(help="Make recovery points.", no_args_is_help=True)
+
+# The application's modules (its Pydantic models, 0.1 s to load) are loaded inside
+# each command, after repo_opener has set the key's derivation going beside them.
 
 
 @app.command("image")
@@ -50,10 +51,14 @@ def image(
     json_output: JsonOpt = False,
 ) -> None:
     """Back up disk images or block devices (recorded as a job)."""
+    opener = repo_opener(repo, passphrase_file, key_file)
+    from stasis.app import backup as ops
+    from stasis.cli.render import print_backup
+
     tags = ops.parse_tags(tag or [])
     progress = progress_for(json_output)
     try:
-        result = ops.backup_images(lambda: open_repo(repo, passphrase_file, key_file), paths,
+        result = ops.backup_images(opener, paths,
                                    catalog=catalog, warn=warn_unrecorded, name=name,
                                    tags=tags, fmt=fmt, progress=progress)
     finally:
@@ -68,7 +73,7 @@ def image(
 def backup_vm(
     names: Annotated[list[str], typer.Argument(help="VM names.")],
     repo: RepoOpt,
-    connect: ConnectOpt = lv.DEFAULT_URI,
+    connect: ConnectOpt = DEFAULT_URI,
     tag: TagOpt = None,
     parallel: Annotated[int, typer.Option(help="VMs backed up at once.")] = 2,
     consistency: ConsistencyOpt = "crash",
@@ -87,8 +92,13 @@ def backup_vm(
     instant; a VM without an agent is crash consistent instead (recorded in the
     point), and fails only when --require asks for more.
     """
+    opener = None if queue else repo_opener(repo, passphrase_file, key_file)
+    from stasis.app import backup as ops
+    from stasis.app.submit import queue as queue_job
+    from stasis.cli.render import print_backup
+
     tags = ops.parse_tags(tag or [])
-    if queue:
+    if queue or opener is None:
         print_queued(queue_job(catalog, "backup.vms", {
             "repo": repo, "vms": names, "tags": tags, "parallel": parallel,
             "consistency": consistency, "require": require}, by="'stasis backup vm'"),
@@ -96,8 +106,7 @@ def backup_vm(
         return
     board = ProgressBoard() if err.is_terminal and not json_output else None
     try:
-        outcomes = ops.backup_vms(connect, lambda: open_repo(repo, passphrase_file, key_file),
-                                  names, catalog=catalog, warn=warn_unrecorded,
+        outcomes = ops.backup_vms(connect, opener, names, catalog=catalog, warn=warn_unrecorded,
                                   tags=tags, parallel=parallel, consistency=consistency,
                                   require=require, progress=board.lane if board else None)
     finally:
@@ -133,7 +142,7 @@ def backup_group(
         "--consistency", help="crash, filesystem (guest-agent fsfreeze) or application "
                               "(hooks too).")] = None,
     require: RequireOpt = None,
-    connect: ConnectOpt = lv.DEFAULT_URI,
+    connect: ConnectOpt = DEFAULT_URI,
     tag: TagOpt = None,
     catalog: CatalogOpt = None,
     passphrase_file: PassFileOpt = None,
@@ -150,6 +159,10 @@ def backup_group(
     its backup job begins, all in parallel; the window is recorded as frozen_ms. A
     guardian process resumes and thaws the members if Stasis dies inside it.
     """
+    from stasis.app import backup as ops
+    from stasis.app.submit import queue as queue_job
+    from stasis.cli.render import print_group_backup
+
     tags = ops.parse_tags(tag or [])
     if queue:
         print_queued(queue_job(catalog, "backup.group", {

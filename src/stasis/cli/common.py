@@ -7,20 +7,13 @@ import json
 import os
 import re
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from stasis.backends import open_backend
 from stasis.errors import (
@@ -35,6 +28,8 @@ from stasis.repository import Credentials, Repository
 from stasis.repository.keyfile import read_key_file
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from stasis.app.config import Config, RepositoryConfig
 
 # Piped output (logs, scripts) is not cut at 80 columns: lines stay whole, and tables
@@ -250,14 +245,18 @@ def _prompt_once() -> bytes:
 def credentials(passphrase_file: Path | None, key_file: Path | None) -> Credentials:
     """``--key-file``, else ``--passphrase-file``, else ``$STASIS_PASSPHRASE``, else the
     file of the configured repository ``--repo`` named, else a prompt."""
+    return _credentials(passphrase_file, key_file, chosen_repository(),
+                        os.environ.get("STASIS_PASSPHRASE"))
+
+
+def _credentials(passphrase_file: Path | None, key_file: Path | None,
+                 chosen: tuple[str, RepositoryConfig] | None, env: str | None) -> Credentials:
     if key_file is not None:
         return Credentials(keyfile=read_key_file(key_file))
     if passphrase_file is not None:
         return Credentials(passphrase=read_passphrase_file(passphrase_file))
-    env = os.environ.get("STASIS_PASSPHRASE")
     if env is not None:
         return Credentials(passphrase=env.encode())
-    chosen = chosen_repository()
     if chosen is not None:
         return configured_credentials(chosen[1])
     return Credentials(prompt=_prompt_once)
@@ -298,6 +297,42 @@ def open_repo(repo: str, passphrase_file: Path | None, key_file: Path | None) ->
     return Repository.open(open_backend(repo), credentials(passphrase_file, key_file))
 
 
+def repo_opener(repo: str, passphrase_file: Path | None,
+                key_file: Path | None) -> Callable[[], Repository]:
+    """:func:`open_repo` as an opener whose work starts now, in a thread: the key's
+    derivation (Argon2id, 0.15-0.4 s, releasing the GIL) overlaps the loading of the
+    command's modules and its checks. Whatever it raises is raised by the opener's
+    first call, so errors come in the order they always did; credentials that would
+    ask for the passphrase wait for that call (a prompt is never asked from a thread,
+    nor before the input was checked). A later call opens the repository again."""
+    # The command's context and environment: read here, not in the thread.
+    chosen, env = chosen_repository(), os.environ.get("STASIS_PASSPHRASE")
+    found: list[Repository | BaseException] = []
+
+    def open_early() -> None:
+        try:
+            creds = _credentials(passphrase_file, key_file, chosen, env)
+            if creds.passphrase is not None or creds.keyfile is not None:
+                found.append(Repository.open(open_backend(repo), creds))
+        except BaseException as e:  # raised by the opener's call, below
+            found.append(e)
+
+    early = threading.Thread(target=open_early, name="open-repo", daemon=True)
+    early.start()
+
+    def opener() -> Repository:
+        if early.is_alive() or found:
+            early.join()
+            if found:
+                first = found.pop()
+                if isinstance(first, BaseException):
+                    raise first
+                return first
+        return open_repo(repo, passphrase_file, key_file)
+
+    return opener
+
+
 def open_repo_for_export(repo: str, passphrase_file: Path | None,
                          key_file: Path | None) -> tuple[Repository, Credentials]:
     """The repository, and its credentials made concrete (a prompt asked once), for an
@@ -316,19 +351,27 @@ def print_warning(warning: StasisWarning) -> None:
     err.print(f"[bold yellow]warning:[/] {warning.full_text}", highlight=False)
 
 
+def _bars() -> Progress:
+    # Loaded here: only a terminal shows bars, and rich.progress costs every start.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err, transient=False)
+
+
 class RichProgress:
     """Progress bars on stderr, for terminals."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
+        self._bar = _bars()
         self._task: TaskID | None = None
 
     def start(self, description: str, total: int) -> None:
@@ -358,10 +401,7 @@ class ProgressBoard:
     """One progress display with a bar per concurrent job (e.g. a VM each)."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-            TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False,
-        )
+        self._bar = _bars()
         self._started = False
 
     def lane(self, _name: str = "") -> ProgressProtocol:

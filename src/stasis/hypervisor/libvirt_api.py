@@ -23,13 +23,14 @@ from typing import Any
 
 import libvirt
 
+from stasis import hypervisor
 from stasis.errors import HypervisorError, JobNotEnded, VmNotFound
 from stasis.hypervisor.domain import DomainDisk
 from stasis.rundirs import remove_dead_debris, socket_base
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "qemu:///system"
+DEFAULT_URI = hypervisor.DEFAULT_URI
 JOB_DIR_PREFIX = "stasis-job-"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,16 +90,24 @@ class Keys:
         return cls.from_master(secrets.token_bytes(MASTER_LEN))
 
 
+# OpenSSL's Argon2id fails (cryptography raises MemoryError) when two threads of one
+# process derive at once; a command derives in a thread beside its other work, so
+# derivations take turns.
+_KDF_LOCK = threading.Lock()
+
+
 def passphrase_key(passphrase: bytes, salt: bytes, params: dict[str, Any]) -> bytes:
     if params.get("name") != "argon2id":
         raise ValueError(f"unknown KDF {params.get('name')!r}")
-    return Argon2id(
+    kdf = Argon2id(
         salt=salt,
         length=32,
         iterations=int(params["iterations"]),
         lanes=int(params["lanes"]),
         memory_cost=int(params["memory_kib"]),
-    ).derive(passphrase)
+    )
+    with _KDF_LOCK:
+        return kdf.derive(passphrase)
 
 
 def keyfile_key(material: bytes, salt: bytes) -> bytes:

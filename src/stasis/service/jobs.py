@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from stasis.catalog.quick import QuickCatalog
 from stasis.errors import CatalogError, Interrupted, StasisError
 from stasis.parallel import Cancelled
 from stasis.repository import Manifest, Repository
@@ -59,7 +60,7 @@ def runner_alive(host: str | None, pid: int | None, pid_start: int | None) -> bo
 class JobRun:
     """A job while it runs: what the work reports goes here and into the catalog."""
 
-    store: JobStore | None
+    store: JobStore | QuickCatalog | None  # QuickCatalog: a command's, on SQLite
     job: Job | None
     result: dict[str, Any] = field(default_factory=dict)
     bytes_read: int = 0
@@ -138,10 +139,15 @@ class JobRun:
             log.warning("%s", warning.message)
 
         def index() -> None:
-            from stasis.catalog import PointIndex
+            store = self.store
+            if repo is None or store is None:
+                return
+            if isinstance(store, QuickCatalog):
+                store.add_point(repo, m)
+            else:
+                from stasis.catalog import PointIndex
 
-            if repo is not None and self.store is not None:
-                PointIndex(self.store.catalog).add(repo, m)
+                PointIndex(store.catalog).add(repo, m)
         self._catalog(index)
 
     def failed_part(self, name: str, error: StasisError) -> None:
@@ -196,7 +202,7 @@ def recorded(
     params: dict[str, Any] | None = None,
     job_id: int | None = None,
     on_catalog_error: Callable[[CatalogError], None] | None = None,
-    open_catalog: Callable[[], Catalog | None] | None = None,
+    open_catalog: Callable[[], Catalog | QuickCatalog | None] | None = None,
 ) -> Iterator[JobRun]:
     """Run the block as a job of ``kind``; the job's end state follows how it ends.
 
@@ -207,7 +213,8 @@ def recorded(
 
     ``open_catalog``, given instead of ``catalog``, opens it in a thread while the
     work begins (a CLI command does not wait for the catalog's libraries to load);
-    what the work reports meanwhile is written once it is open.
+    what the work reports meanwhile is written once it is open. It may open a
+    :class:`~stasis.catalog.quick.QuickCatalog`, which writes the same rows.
     """
     run = JobRun(None, None, on_catalog_error=on_catalog_error)
     if catalog is not None:
@@ -220,6 +227,7 @@ def recorded(
         store = run.store
         assert store is not None
         if job_id is not None:
+            assert not isinstance(store, QuickCatalog)  # a queued job: the service's catalog
             run.job = store.get(job_id)
         else:
             run.job = store.create(kind, name, vms=vms, policy=policy, repo=repo,
@@ -232,7 +240,10 @@ def recorded(
         def open_then_begin() -> None:
             try:
                 c = open_catalog()
-                if c is not None:
+                if isinstance(c, QuickCatalog):
+                    run.store = c
+                    run._now(begin)
+                elif c is not None:
                     from stasis.catalog import JobStore
 
                     run.store = JobStore(c)

@@ -8,7 +8,10 @@ once, at most ``per_repo`` on one repository, and never a VM in two backups or
 restores (a job whose VM is busy waits in the queue). Jobs queued by ``stasis policy
 run`` or a command's ``--queue`` are taken the same way; a job whose kind or
 parameters are unknown fails with the reason. A job that ``stasis job cancel`` asked
-to stop is interrupted at the next tick, with nothing committed.
+to stop is interrupted at the next tick, with nothing committed. A tick comes every
+``tick_s`` seconds, and at once when a command on this host queued a job or asked
+to cancel one (it wakes the service: :mod:`stasis.service.wake`) and when a job
+ends (its slot is free for the next).
 
 At start the service marks failed, with a log line, the jobs left ``running`` by a
 runner that died, and cleans their debris (libvirt backup job, checkpoint of a
@@ -21,6 +24,7 @@ The clock is injected: scheduling decisions and the catalog's times come from it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -130,6 +134,12 @@ class Service:
         self._waiting_logged: set[int] = set()
         self._opened: dict[str, Repository] = {}
         self._last_housekeeping: datetime | None = None
+        # Set to run the next tick now rather than at the end of the tick's wait: a
+        # job was queued or a cancel asked (a wake-up from another process), a job
+        # ended (its slot is free for the next queued one), or serving stops.
+        self._wake = threading.Event()
+        self._conn: libvirt.virConnect | None = None
+        self._conn_lock = threading.Lock()
 
     # ------------------------------------------------------------ start and stop
 
@@ -143,6 +153,22 @@ class Service:
     def repo_of(self, policy: Policy) -> Repository:
         """The repository that ``policy``'s runs back up into."""
         return self.repo(policy.repository)
+
+    def conn(self) -> libvirt.virConnect:
+        """libvirt, connected once and shared by every job (libvirt connections are
+        thread-safe), connected again after it dropped."""
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._conn.close()
+                self._conn = None
+            self._conn = self.connect()
+            return self._conn
 
     def _repo_by_id(self, repo_id: str | None) -> Repository | None:
         for name in self.repositories:
@@ -177,7 +203,7 @@ class Service:
         found: list[str] = []
         repo = self._repo_by_id(job.repo) or self.repo()
         try:
-            conn = self.connect()
+            conn = self.conn()
         except HypervisorError as e:
             return [f"libvirt not reachable, VMs not checked ({e.message})"]
         for vm in job.vms:
@@ -341,7 +367,7 @@ class Service:
             return recorded(self.catalog, KINDS[params.op].job_kind, job.name, job_id=job.id,
                             vms=plan.vms, policy=job.policy)
 
-        return Env(open_repo=lambda: self.repo_for(job), connect=self.connect,
+        return Env(open_repo=lambda: self.repo_for(job), connect=self.conn,
                    catalog=lambda: opened(self.catalog), record=record,
                    dirs=lambda: Where(self.run_dir, self.scratch_dir), clock=self.clock,
                    find_policy=self._find_policy, retention=self.retention,
@@ -359,6 +385,13 @@ class Service:
 
     def _run(self, job: Job, kind: Kind[Any], params: Params, plan: Plan, env: Env,
              cancel: threading.Event) -> None:
+        try:
+            self._run_job(job, kind, params, plan, env, cancel)
+        finally:
+            self.wake()  # its slot is free: a job waiting for it starts now
+
+    def _run_job(self, job: Job, kind: Kind[Any], params: Params, plan: Plan, env: Env,
+                 cancel: threading.Event) -> None:
         error: str | None = None
         try:
             with env.record(plan, params) as run:
@@ -425,16 +458,34 @@ class Service:
             for p in self.policies.values():
                 self.check_rpo(p)
 
+    def wake(self) -> None:
+        """Run the next tick now instead of after the tick's wait."""
+        self._wake.set()
+
     def serve(self, stop: threading.Event, tick_s: float = 1.0) -> None:
-        """Run until ``stop`` is set (or an interrupt), then :meth:`stop`."""
+        """Run until ``stop`` is set (or an interrupt), then :meth:`stop`.
+
+        A tick runs every ``tick_s`` seconds, and at once when woken (:meth:`wake`;
+        another process through :mod:`stasis.service.wake`).
+        """
+        from stasis.service.wake import WakeListener
+
+        def wake_on_stop() -> None:
+            stop.wait()
+            self.wake()
+
+        listener = WakeListener(this_runner(), self.wake)
+        threading.Thread(target=wake_on_stop, name="serve-stop", daemon=True).start()
         try:
             while not stop.is_set():
+                self._wake.clear()  # before the tick: what it misses wakes the next
                 try:
                     self.tick()
                 except StasisError as e:  # the catalog or libvirt hiccuped: try again
                     log.error("%s", e.message)
-                stop.wait(tick_s)
+                self._wake.wait(tick_s)
         finally:
+            listener.close()
             self.stop()
 
 
