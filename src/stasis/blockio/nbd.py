@@ -158,8 +158,10 @@ class QemuNbd:
         connections: int = 16,
         run_dir: str | Path | None = None,
         bitmap: str | None = None,
+        cache: str = "writeback",
     ) -> None:
         self.path = str(path)
+        self.cache = cache  # qemu's cache mode: "none" writes with O_DIRECT
         self.fmt = fmt
         self.writable = writable
         self.connections = connections
@@ -174,7 +176,7 @@ class QemuNbd:
     def __enter__(self) -> Export:
         cmd = [
             "qemu-nbd", "--format", self.fmt, "--socket", self.socket_path,
-            "--shared", str(self.connections), "--persistent", "--cache=writeback",
+            "--shared", str(self.connections), "--persistent", f"--cache={self.cache}",
             f"--aio={qemu_aio()}",
         ]
         if self.writable:
