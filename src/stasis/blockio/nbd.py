@@ -71,7 +71,9 @@ class Export:
         return bytes(self.handle().pread(length, offset))
 
     def write(self, data: bytes | memoryview, offset: int) -> None:
-        self.handle().pwrite(bytes(data), offset)
+        # libnbd takes any buffer; a copy into new bytes cost 0.2-0.3 CPU-s of a 1.4 GiB
+        # restore (measured).
+        self.handle().pwrite(data, offset)
 
     def data_extents(self, size: int) -> Iterator[tuple[int, int]]:
         for off, length, flags in extents(self.handle(), ALLOCATION, size):
