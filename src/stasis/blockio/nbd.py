@@ -71,7 +71,9 @@ class Export:
         return bytes(self.handle().pread(length, offset))
 
     def write(self, data: bytes | memoryview, offset: int) -> None:
-        self.handle().pwrite(bytes(data), offset)
+        # libnbd takes any buffer; a copy into new bytes cost 0.2-0.3 CPU-s of a 1.4 GiB
+        # restore (measured).
+        self.handle().pwrite(data, offset)
 
     def data_extents(self, size: int) -> Iterator[tuple[int, int]]:
         for off, length, flags in extents(self.handle(), ALLOCATION, size):
@@ -158,8 +160,10 @@ class QemuNbd:
         connections: int = 16,
         run_dir: str | Path | None = None,
         bitmap: str | None = None,
+        cache: str = "writeback",
     ) -> None:
         self.path = str(path)
+        self.cache = cache  # qemu's cache mode: "none" writes with O_DIRECT
         self.fmt = fmt
         self.writable = writable
         self.connections = connections
@@ -174,7 +178,7 @@ class QemuNbd:
     def __enter__(self) -> Export:
         cmd = [
             "qemu-nbd", "--format", self.fmt, "--socket", self.socket_path,
-            "--shared", str(self.connections), "--persistent", "--cache=writeback",
+            "--shared", str(self.connections), "--persistent", f"--cache={self.cache}",
             f"--aio={qemu_aio()}",
         ]
         if self.writable:

@@ -1,14 +1,24 @@
-"""Restore of one disk: manifest → disk index → verified chunks → sparse NBD target.
+"""Restore of one disk: manifest → disk index → verified chunks → sparse target.
+
+Compute threads fetch and verify the chunks (:func:`ordered_map`) and hand each
+chunk's non-zero ranges to writer threads (:class:`Background`), which write them by
+offset while the compute goes on; at most WRITE_BYTES of chunks wait for a writer, so
+memory stays bounded whatever the disk's size. A raw file is written directly, past
+the page cache where the file system allows (``O_DIRECT``), a qcow2 image through
+qemu-nbd, which also writes past the page cache there; either is fsynced once, at
+the end, before the restore reports success.
 
 A file target is built under a temporary name beside it and renamed into place
 only when complete and flushed, so a failed or interrupted restore never leaves a
-file that looks like a finished one. A block device is written in place (only with
-``force``). Only non-zero ranges are written, so what was unallocated stays so.
+file that looks like a finished one: a failed write is raised (the same error) and
+the partial file removed. A block device is written in place (only with ``force``).
+Only non-zero ranges are written, so what was unallocated stays so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import stat
@@ -20,9 +30,9 @@ from typing import Any
 
 from stasis.blockio import BlockWriter, images
 from stasis.blockio.nbd import QemuNbd
-from stasis.blockio.raw import RawFile
+from stasis.blockio.raw import RawFile, supports_direct
 from stasis.errors import BackendError, DiskNotFound, TargetError, TargetExists, UsageError
-from stasis.parallel import ordered_map
+from stasis.parallel import Background, ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.recovery.diskread import load_verified
 from stasis.repository import DiskIndex, DiskRecord, Manifest, Repository, VmRecord
@@ -30,6 +40,8 @@ from stasis.repository import DiskIndex, DiskRecord, Manifest, Repository, VmRec
 # Zero runs shorter than this are written; longer ones are left as holes.
 HOLE_GRANULARITY = 64 * 1024
 FORMATS = ("raw", "qcow2")
+WRITERS = 4
+WRITE_BYTES = 32 << 20  # verified chunks waiting for a writer, at most (or 2 per writer)
 
 
 @dataclass
@@ -99,27 +111,38 @@ def write_index(
     progress: Progress,
     workers: int | None = None,
 ) -> int:
-    """Write every stored chunk of ``index`` to ``target``; return bytes written."""
+    """Write every stored chunk of ``index`` to ``target``; return bytes written.
+
+    On return every write has finished; the first failed one is raised, and the
+    writes not started are dropped. Durability is the caller's (one sync at the end).
+    """
     where = f"point {point.id[:12]}, VM {vm.name}, disk {disk.name}"
+    depth = max(2 * WRITERS, WRITE_BYTES // index.chunk_size)
+    with Background(workers=WRITERS, depth=depth, name="restore-write") as writes:
 
-    def one(entry: tuple[int, bytes]) -> int:
-        i, _name = entry
-        offset = i * index.chunk_size
-        data = load_verified(repo, index, i, where, "The restore target was not completed.")
-        written = 0
-        view = memoryview(data)
-        for start, end in _nonzero_runs(data):
-            target.write(view[start:end], offset + start)
-            written += end - start
-        progress.advance(len(data))
-        return written
+        def one(entry: tuple[int, bytes]) -> int:
+            i, _name = entry
+            data = load_verified(repo, index, i, where, "The restore target was not completed.")
+            runs = _nonzero_runs(data)
+            writes.submit(functools.partial(_write_runs, target, data, runs,
+                                            i * index.chunk_size, progress))
+            return sum(end - start for start, end in runs)
 
-    total = 0
-    results = ordered_map(one, index.stored(), workers=workers, name="restore")
-    with contextlib.closing(results):
-        for _entry, written in results:
-            total += written
+        total = 0
+        results = ordered_map(one, index.stored(), workers=workers, name="restore")
+        with contextlib.closing(results):
+            for _entry, written in results:
+                total += written
+        writes.join()
     return total
+
+
+def _write_runs(target: BlockWriter, data: bytes, runs: list[tuple[int, int]], offset: int,
+                progress: Progress) -> None:
+    view = memoryview(data)
+    for start, end in runs:
+        target.write(view[start:end], offset + start)
+    progress.advance(len(data))
 
 
 def restore_disk(
@@ -199,16 +222,21 @@ def restore_disk(
 
 @contextlib.contextmanager
 def _open_writer(path: Path, fmt: str, run_dir: str | Path | None) -> Iterator[BlockWriter]:
-    """A new image, written directly when raw, else through qemu-nbd; durable on exit."""
+    """A new image, written directly when raw, else through qemu-nbd; durable on exit.
+
+    Both write past the page cache where the file system allows it (measured on a
+    1.4 GiB restore: the copies into the page cache were the largest CPU cost)."""
+    direct = supports_direct(str(path))
     if fmt == "raw":
-        raw = RawFile(str(path), writable=True)
+        raw = RawFile(str(path), writable=True, direct=direct)
         try:
             yield raw
             raw.sync()
         finally:
             raw.close()
         return
-    with QemuNbd(path, fmt, writable=True, run_dir=run_dir) as export:
+    with QemuNbd(path, fmt, writable=True, run_dir=run_dir,
+                 cache="none" if direct else "writeback") as export:
         yield export
     fd = os.open(path, os.O_RDONLY)
     try:
