@@ -14,6 +14,13 @@ through the page cache, 0.9 s direct), then the final fsync waited for all of it
 Unaligned ranges (the end of an image whose size is not a multiple of the block) and
 file systems without ``O_DIRECT`` are written through the page cache as before.
 Either way only :meth:`RawFile.sync` makes the writes durable.
+
+A file opened for reading with ``direct`` (a backup reading a raw image) reads aligned
+ranges the same way, for the same reason: the backup reads each byte once, and
+filling the page cache with it cost more system time than the read itself (measured
+reading 1,456 MiB of 1 MiB chunks from a cold cache: 0.8–3.5 s of system time through
+the page cache, 0.15 s direct). The kernel writes back dirty cached pages of a range
+before it reads it directly, so what was written through the cache is read.
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ class RawFile:
         self.fd = os.open(path, flags | os.O_CLOEXEC)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         self._lock = threading.Lock()
-        self.direct_fd = _open_direct(path) if writable and direct else -1
-        self._buffers = threading.local()  # each writing thread's aligned buffer
+        self.direct_fd = _open_direct(path, writable=writable) if direct else -1
+        self._buffers = threading.local()  # each thread's aligned buffer
 
     def close(self) -> None:
         if self.direct_fd >= 0:
@@ -63,6 +70,11 @@ class RawFile:
         self._buffers = threading.local()
 
     def read(self, offset: int, length: int) -> bytes:
+        if self.direct_fd >= 0 and offset % DIRECT_ALIGN == 0 and length % DIRECT_ALIGN == 0:
+            buf = self._aligned(length)
+            if os.preadv(self.direct_fd, [buf[:length]], offset) == length:
+                return bytes(buf[:length])
+            # short: the end of the file; the page cache's read below fills it out
         data = os.pread(self.fd, length, offset)
         while len(data) < length:  # short reads only at end of file or on signals
             more = os.pread(self.fd, length - len(data), offset + len(data))
@@ -122,11 +134,12 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def _open_direct(path: str) -> int:
-    """A second descriptor of ``path`` for O_DIRECT writes, or -1 where the file system
-    has no O_DIRECT."""
+def _open_direct(path: str, *, writable: bool = True) -> int:
+    """A second descriptor of ``path`` for O_DIRECT reads or writes, or -1 where the
+    file system has no O_DIRECT."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        return os.open(path, (os.O_WRONLY if writable else os.O_RDONLY) | os.O_DIRECT
+                       | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.EINVAL:
             return -1

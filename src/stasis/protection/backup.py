@@ -323,7 +323,7 @@ def open_reader(
 ) -> Iterator[BlockReader]:
     """Read raw images and devices directly; everything else through qemu-nbd."""
     if info.format == "raw":
-        raw = RawFile(info.path)
+        raw = RawFile(info.path, direct=True)  # read once: past the page cache
         try:
             yield raw
         finally:
