@@ -1068,6 +1068,15 @@ def disk_write_speed(work: Path, nbytes: int) -> float:
     path = work / "disk-speed.tmp"
     drop_caches()
     started = time.monotonic()
+    try:
+        write_synced(path, piece, nbytes)
+    finally:
+        path.unlink(missing_ok=True)
+    return nbytes / MiB / (time.monotonic() - started)
+
+
+def write_synced(path: Path, piece: bytes, nbytes: int) -> None:
+    """Write ``nbytes`` to a new ``path`` by copies of ``piece``, then fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         done = 0
@@ -1076,8 +1085,6 @@ def disk_write_speed(work: Path, nbytes: int) -> float:
         os.fsync(fd)
     finally:
         os.close(fd)
-        path.unlink()
-    return nbytes / MiB / (time.monotonic() - started)
 
 
 def data_chunks(path: Path, chunk_size: int) -> list[int]:
@@ -1166,15 +1173,10 @@ def disk_backup_speed(work: Path, image: Path, chunk_size: int, write_bytes: int
     started = time.monotonic()
     reader = threading.Thread(target=read)
     reader.start()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        done = 0
-        while done < write_bytes:
-            done += os.write(fd, piece[: min(len(piece), write_bytes - done)])
-        os.fsync(fd)
+        write_synced(path, piece, write_bytes)
     finally:
-        os.close(fd)
-        path.unlink()
+        path.unlink(missing_ok=True)
         reader.join()
     return time.monotonic() - started
 
