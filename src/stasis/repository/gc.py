@@ -80,7 +80,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from stasis.backends.base import Backend, Leftover
 from stasis.clock import SYSTEM_CLOCK, Clock
@@ -295,6 +295,23 @@ def old_leftovers(
             yield leftover
 
 
+K = TypeVar("K", str, bytes)  # index names are strings, page and chunk names bytes
+
+
+def _doomed(candidates: dict[K, int], referenced: set[K], kept: Tally,
+            reclaimed: Tally) -> list[K]:
+    """The candidates no point references, their sizes counted in ``reclaimed``; the
+    sizes of the referenced ones in ``kept``."""
+    doomed: list[K] = []
+    for name, size in candidates.items():
+        if name in referenced:
+            kept.add(size)
+        else:
+            reclaimed.add(size)
+            doomed.append(name)
+    return doomed
+
+
 def _take_exclusive(
     repo: Repository, wait: float, on_wait: Callable[[str, float], None] | None,
     stack: contextlib.ExitStack, clock: Clock,
@@ -357,27 +374,11 @@ def collect_garbage(
         report.chunks_referenced = len(marker.chunks)
         report.chunks_missing = sum(1 for n in marker.chunks if n not in candidates.chunks)
 
-        doomed_indexes = []
-        for name, size in candidates.indexes.items():
-            if name in marker.indexes:
-                report.kept_indexes.add(size)
-            else:
-                report.indexes.add(size)
-                doomed_indexes.append(name)
-        doomed_pages = []
-        for pname, size in candidates.pages.items():
-            if pname in marker.pages:
-                report.kept_pages.add(size)
-            else:
-                report.pages.add(size)
-                doomed_pages.append(pname)
-        doomed_chunks = []
-        for cname, size in candidates.chunks.items():
-            if cname in marker.chunks:
-                report.kept_chunks.add(size)
-            else:
-                report.chunks.add(size)
-                doomed_chunks.append(cname)
+        doomed_indexes = _doomed(candidates.indexes, marker.indexes, report.kept_indexes,
+                                 report.indexes)
+        doomed_pages = _doomed(candidates.pages, marker.pages, report.kept_pages, report.pages)
+        doomed_chunks = _doomed(candidates.chunks, marker.chunks, report.kept_chunks,
+                                report.chunks)
         temps = list(old_leftovers(repo.backend, lambda: clock.now().timestamp(), temp_max_age))
         for leftover in temps:
             report.temporary_files.add(leftover.size)
