@@ -20,8 +20,9 @@ from stasis.repository import Credentials, Repository
 from stasis.repository.crypto import KdfParams
 from tests import inprocess
 
-# The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL).
-pytest_plugins = ["tests.postgres"]
+# The throwaway PostgreSQL server and the catalog_url fixture (SQLite and PostgreSQL);
+# the real S3 servers (SeaweedFS, Ceph RGW, Swift) and the fault proxy in front of them.
+pytest_plugins = ["tests.postgres", "tests.s3servers"]
 
 PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20

@@ -1,0 +1,111 @@
+"""The S3 test servers themselves (tests/s3servers.py): each starts, stores, lists and
+keeps its data across a SIGKILL, and enforces what its flags say it enforces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.s3servers import S3Server
+
+
+def error_code(e: ClientError) -> str:
+    return str(e.response["Error"]["Code"])
+
+
+def test_the_environment_points_at_the_session_files_only() -> None:
+    assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
+    config = Path(os.environ["AWS_CONFIG_FILE"])
+    credentials = Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"])
+    assert config.parent == credentials.parent
+    leaks = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+             "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_PROFILE"}
+    assert not leaks & set(os.environ)
+
+
+def test_put_get_list_delete(s3_server: S3Server, s3_bucket: str) -> None:
+    c = s3_server.client()
+    for i in range(5):
+        c.put_object(Bucket=s3_bucket, Key=f"dir/k{i}", Body=b"x" * i)
+    assert c.get_object(Bucket=s3_bucket, Key="dir/k3")["Body"].read() == b"xxx"
+    pages = c.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix="dir/",
+                                                        PaginationConfig={"PageSize": 2})
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert keys == [f"dir/k{i}" for i in range(5)]
+    # DeleteObjects: Swift wants Content-MD5 (client() adds it)
+    out = c.delete_objects(Bucket=s3_bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+    assert not out.get("Errors")
+    assert c.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+
+
+def test_the_profile_in_the_aws_files_reaches_the_server(s3_server: S3Server,
+                                                         s3_bucket: str) -> None:
+    import boto3
+
+    # the endpoint and keys from the profile alone, as a CLI run would take them
+    session = boto3.session.Session(profile_name=s3_server.profile)
+    assert session.region_name == "us-east-1"
+    c = session.client("s3")
+    assert c.meta.endpoint_url == s3_server.endpoint
+    names = [b["Name"] for b in c.list_buckets()["Buckets"]]
+    assert s3_bucket in names
+    assert s3_server.url(s3_bucket, "a/b/") == (
+        f"s3://{s3_bucket}/a/b?endpoint={s3_server.endpoint}&profile={s3_server.profile}")
+
+
+def test_append_only_profile_cannot_delete(s3_server: S3Server, s3_bucket: str) -> None:
+    profile = s3_server.append_only_profile(s3_bucket)
+    admin, appender = s3_server.client(), s3_server.client(profile=profile)
+    admin.put_object(Bucket=s3_bucket, Key="by-admin", Body=b"a")
+    appender.put_object(Bucket=s3_bucket, Key="by-appender", Body=b"b")
+    assert appender.get_object(Bucket=s3_bucket, Key="by-appender")["Body"].read() == b"b"
+    listed = appender.list_objects_v2(Bucket=s3_bucket)["Contents"]
+    assert {o["Key"] for o in listed} == {"by-admin", "by-appender"}
+    for key in ("by-admin", "by-appender"):
+        with pytest.raises(ClientError) as e:
+            appender.delete_object(Bucket=s3_bucket, Key=key)
+        assert error_code(e.value) == "AccessDenied"
+    out = appender.delete_objects(Bucket=s3_bucket, Delete={"Objects": [{"Key": "by-admin"}]})
+    assert [err["Code"] for err in out.get("Errors", [])] == ["AccessDenied"]
+    listed = admin.list_objects_v2(Bucket=s3_bucket)["Contents"]
+    assert {o["Key"] for o in listed} == {"by-admin", "by-appender"}
+
+
+def test_object_lock_is_enforced_where_flagged(s3_server: S3Server) -> None:
+    import datetime as dt
+
+    bucket = s3_server.new_bucket(object_lock=True)
+    c = s3_server.client()
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    put = c.put_object(Bucket=bucket, Key="locked", Body=b"keep", ObjectLockMode="COMPLIANCE",
+                       ObjectLockRetainUntilDate=until)
+    version = put.get("VersionId")
+    try:
+        c.delete_object(Bucket=bucket, Key="locked", VersionId=version)
+        refused = False
+    except ClientError as e:
+        refused = error_code(e) == "AccessDenied"
+    # Swift answers every lock request with success and then deletes anyway
+    assert refused == s3_server.object_lock
+
+
+def test_kill_and_start_keep_the_data(s3_server: S3Server, s3_bucket: str) -> None:
+    c = s3_server.client()
+    c.put_object(Bucket=s3_bucket, Key="before", Body=b"durable")
+    s3_server.kill()
+    with pytest.raises(Exception):  # noqa: B017 - connection refused, in botocore's words
+        s3_server.client(config=_no_retries()).get_object(Bucket=s3_bucket, Key="before")
+    s3_server.start()
+    c = s3_server.client()
+    assert c.get_object(Bucket=s3_bucket, Key="before")["Body"].read() == b"durable"
+    c.put_object(Bucket=s3_bucket, Key="after", Body=b"too")
+    assert c.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 2
+
+
+def _no_retries() -> object:
+    from botocore.config import Config
+
+    return Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)
