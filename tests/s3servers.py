@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-KINDS = ("seaweedfs",)
+KINDS = ("seaweedfs", "rgw")
 REGION = "us-east-1"
 # Loopback ports are picked at random from here; SeaweedFS opens a gRPC port at
 # every HTTP port + 10000, which must stay a valid port (≤ 65535).
@@ -349,6 +349,132 @@ class SeaweedFS(Daemon):
         return f"arn:aws:iam::000000000000:user/{self.APPEND_IDENTITY}"
 
 
+class CephRGW(Daemon):
+    """Ceph's RADOS Gateway on a cluster of one mon and one OSD, all in ``root``.
+
+    The OSD's BlueStore sits on a sparse file (no device mapper, LVM or loop device),
+    auth is off (which hangs at start unless the mon client speaks ``crc``), pools
+    keep one copy. Paxos proposes at once instead of batching for a second: RGW's
+    first start creates its pools one after the other, and that is most of the start.
+    """
+
+    kind = "rgw"
+    object_lock = conditional_put = append_only = True
+    access_key, secret_key = "stasis-admin", "stasis-admin-secret"
+    append_access_key, append_secret_key = "stasis-append", "stasis-append-secret"
+    APPEND_USER = "append"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.mon_port, self.port = free_port(), free_port()
+        self.conf = root / "ceph.conf"
+        self.mon: subprocess.Popen[bytes] | None = None
+        self.osd: subprocess.Popen[bytes] | None = None
+        self.rgw: subprocess.Popen[bytes] | None = None
+        self._made = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config(self, fsid: str) -> str:
+        r = self.root
+        return f"""[global]
+fsid = {fsid}
+mon_host = v2:127.0.0.1:{self.mon_port}
+ms_bind_msgr1 = false
+auth_cluster_required = none
+auth_service_required = none
+auth_client_required = none
+ms_mon_client_mode = crc
+mon_allow_pool_size_one = true
+osd_pool_default_size = 1
+osd_pool_default_min_size = 1
+osd_pool_default_pg_num = 8
+osd_pool_default_pgp_num = 8
+osd_crush_chooseleaf_type = 0
+mon_max_pg_per_osd = 1000
+mon_warn_on_pool_no_redundancy = false
+mon_data_avail_warn = 1
+paxos_propose_interval = 0.01
+paxos_min_wait = 0.01
+run_dir = {r}/run
+admin_socket = {r}/run/$name.asok
+log_file = {r}/log/$name.log
+pid_file = {r}/run/$name.pid
+keyring = {r}/keyring
+[mon]
+mon_data = {r}/mon
+[osd]
+osd_data = {r}/osd
+osd_objectstore = bluestore
+bluestore_block_path = {r}/osd-block
+bluestore_block_create = true
+bluestore_block_size = {10 << 30}
+osd_memory_target = {1 << 30}
+[client.rgw]
+rgw_frontends = beast endpoint=127.0.0.1:{self.port} tcp_nodelay=1
+rgw_data = {r}/rgw
+"""
+
+    def _ceph(self, *args: str) -> str:
+        return run(*args, "-c", str(self.conf), timeout=120)
+
+    def _make(self) -> None:
+        import uuid
+
+        for sub in ("mon", "osd", "run", "log", "rgw"):
+            (self.root / sub).mkdir()
+        (self.root / "keyring").touch()
+        fsid, osd_uuid = str(uuid.uuid4()), str(uuid.uuid4())
+        self.conf.write_text(self._config(fsid))
+        run("monmaptool", "--create", "--fsid", fsid, "--addv", "a",
+            f"[v2:127.0.0.1:{self.mon_port}]", str(self.root / "monmap"))
+        self._ceph("ceph-mon", "--mkfs", "-i", "a", "--monmap", str(self.root / "monmap"))
+        self._start_mon()
+        osd_id = self._ceph("ceph", "osd", "new", osd_uuid).strip()
+        assert osd_id == "0", osd_id
+        self._ceph("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
+
+    def _start_mon(self) -> None:
+        self.mon = spawn(["ceph-mon", "-c", str(self.conf), "-f", "-i", "a"],
+                         self.root / "log" / "mon.out")
+
+    def _users(self) -> None:
+        for uid, access, secret in ((("admin", self.access_key, self.secret_key)),
+                                    (self.APPEND_USER, self.append_access_key,
+                                     self.append_secret_key)):
+            self._ceph("radosgw-admin", "user", "create", f"--uid={uid}",
+                       f"--display-name={uid}", f"--access-key={access}",
+                       f"--secret={secret}")
+
+    def start(self) -> None:
+        if not self._made:
+            self._make()
+        elif self.mon is None or self.mon.poll() is not None:
+            self._start_mon()
+        if self.osd is None or self.osd.poll() is not None:
+            self.osd = spawn(["ceph-osd", "-c", str(self.conf), "-f", "-i", "0"],
+                             self.root / "log" / "osd.out")
+        log = self.root / "log" / "rgw.out"
+        self.rgw = spawn(["radosgw", "-c", str(self.conf), "-f", "-n", "client.rgw"], log)
+        wait_until(lambda: answers(self.endpoint + "/"), what="Ceph RGW", timeout=180,
+                   proc=self.rgw, log=self.root / "log" / "client.rgw.log")
+        if not self._made:
+            self._users()
+            self._made = True
+
+    def kill(self) -> None:
+        kill(self.rgw)
+
+    def stop(self) -> None:
+        for proc in (self.rgw, self.osd, self.mon):
+            kill(proc)
+
+    def append_only_principal(self) -> str:
+        return f"arn:aws:iam:::user/{self.APPEND_USER}"
+
+
 @dataclass
 class S3Server:
     """A running S3 server of this session and what it enforces."""
@@ -443,6 +569,17 @@ def seaweedfs() -> Iterator[S3Server]:
                         "./scripts/setup does)")
         weed = Path(found)
     yield from _serve(SeaweedFS(_server_root("seaweedfs"), weed))
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[S3Server]:
+    """Ceph RGW of this session (started when first asked for: ~15 s)."""
+    missing = [b for b in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool")
+               if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"Ceph RGW is not installed (no {', '.join(missing)}; "
+                    "./scripts/setup installs ceph-mon ceph-osd radosgw ceph-common)")
+    yield from _serve(CephRGW(_server_root("rgw")))
 
 
 @pytest.fixture(scope="session", params=KINDS)
