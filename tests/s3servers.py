@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-KINDS = ("seaweedfs", "rgw")
+KINDS = ("seaweedfs", "rgw", "swift")
 REGION = "us-east-1"
 # Loopback ports are picked at random from here; SeaweedFS opens a gRPC port at
 # every HTTP port + 10000, which must stay a valid port (≤ 65535).
@@ -475,6 +475,143 @@ rgw_data = {r}/rgw
         return f"arn:aws:iam:::user/{self.APPEND_USER}"
 
 
+class Swift(Daemon):
+    """An all-in-one OpenStack Swift (account, container, object and proxy servers,
+    one process each, and memcached) with the s3api and tempauth middlewares, on a
+    plain directory.
+
+    Nothing of what Stasis would rely on for protection holds here: s3api answers
+    Object Lock requests with success and enforces nothing, ``If-None-Match: *`` is
+    501, and a key that may write a container may delete in it.
+    """
+
+    kind = "swift"
+    object_lock = conditional_put = append_only = False
+    # tempauth's user test:tester, its key the S3 secret
+    access_key, secret_key = "test:tester", "testing"
+    SERVERS = ("account", "container", "object")
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.ports = {name: free_port() for name in (*self.SERVERS, "proxy", "memcached")}
+        self.etc = root / "etc"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._made = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['proxy']}"
+
+    def _server_conf(self, name: str, pipeline: str, extra: str = "") -> Path:
+        conf = self.etc / f"{name}-server.conf"
+        conf.write_text(f"""[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = {self.ports[name]}
+swift_dir = {self.etc}
+devices = {self.root / "srv"}
+mount_check = false
+disable_fallocate = true
+workers = 0
+log_name = swift-{name}
+log_address = {self.root / "no-syslog"}
+log_level = WARNING
+
+[pipeline:main]
+pipeline = {pipeline}
+{extra}""")
+        return conf
+
+    def _make(self) -> None:
+        self.etc.mkdir()
+        (self.root / "srv" / "sdb1").mkdir(parents=True)
+        (self.etc / "swift.conf").write_text(
+            "[swift-hash]\nswift_hash_path_suffix = stasis-tests\n"
+            "swift_hash_path_prefix = stasis-tests\n\n"
+            "[storage-policy:0]\nname = Policy-0\ndefault = yes\n")
+        for name in self.SERVERS:
+            builder = str(self.etc / f"{name}.builder")
+            run("swift-ring-builder", builder, "create", "10", "1", "1")
+            run("swift-ring-builder", builder, "add",
+                f"r1z1-127.0.0.1:{self.ports[name]}/sdb1", "1")
+            run("swift-ring-builder", builder, "rebalance")
+            self._server_conf(name, f"{name}-server",
+                              f"\n[app:{name}-server]\nuse = egg:swift#{name}\n")
+        pipeline = ("catch_errors gatekeeper healthcheck proxy-logging cache listing_formats "
+                    "s3api tempauth copy slo dlo versioned_writes symlink proxy-logging "
+                    "proxy-server")
+        self._server_conf("proxy", pipeline, f"""
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+allow_account_management = true
+
+[filter:tempauth]
+use = egg:swift#tempauth
+user_test_tester = testing .admin
+
+[filter:s3api]
+use = egg:swift#s3api
+location = {REGION}
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:{self.ports["memcached"]}
+
+[filter:versioned_writes]
+use = egg:swift#versioned_writes
+allow_object_versioning = true
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+[filter:healthcheck]
+use = egg:swift#healthcheck
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+[filter:listing_formats]
+use = egg:swift#listing_formats
+[filter:copy]
+use = egg:swift#copy
+[filter:slo]
+use = egg:swift#slo
+[filter:dlo]
+use = egg:swift#dlo
+[filter:symlink]
+use = egg:swift#symlink
+""")
+        self._made = True
+
+    def _spawn(self, name: str) -> None:
+        if name == "memcached":
+            args = ["memcached", "-l", "127.0.0.1", "-p", str(self.ports[name]), "-U", "0",
+                    "-m", "64", "-u", "root" if os.geteuid() == 0 else str(os.getuid())]
+        else:
+            args = [f"swift-{name}-server", str(self.etc / f"{name}-server.conf")]
+        self.procs[name] = spawn(args, self.root / f"{name}.log")
+
+    def start(self) -> None:
+        if not self._made:
+            self._make()
+        for name in ("memcached", *self.SERVERS, "proxy"):
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                self._spawn(name)
+        for name in self.SERVERS:
+            url = f"http://127.0.0.1:{self.ports[name]}/healthcheck"
+            wait_until(lambda url=url: answers(url), what=f"Swift's {name} server",  # type: ignore[misc]
+                       timeout=60, proc=self.procs[name], log=self.root / f"{name}.log")
+        wait_until(lambda: answers(self.endpoint + "/healthcheck"), what="Swift's proxy",
+                   timeout=60, proc=self.procs["proxy"], log=self.root / "proxy.log")
+
+    def kill(self) -> None:
+        kill(self.procs.get("proxy"))
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            kill(proc)
+
+
 @dataclass
 class S3Server:
     """A running S3 server of this session and what it enforces."""
@@ -580,6 +717,19 @@ def rgw() -> Iterator[S3Server]:
         pytest.skip(f"Ceph RGW is not installed (no {', '.join(missing)}; "
                     "./scripts/setup installs ceph-mon ceph-osd radosgw ceph-common)")
     yield from _serve(CephRGW(_server_root("rgw")))
+
+
+@pytest.fixture(scope="session")
+def swift() -> Iterator[S3Server]:
+    """OpenStack Swift with s3api of this session (started when first asked for)."""
+    missing = [b for b in ("swift-proxy-server", "swift-object-server",
+                           "swift-container-server", "swift-account-server",
+                           "swift-ring-builder", "memcached") if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"Swift is not installed (no {', '.join(missing)}; ./scripts/setup "
+                    "installs swift swift-proxy swift-object swift-container swift-account "
+                    "memcached)")
+    yield from _serve(Swift(_server_root("swift")))
 
 
 @pytest.fixture(scope="session", params=KINDS)

@@ -88,14 +88,21 @@ def test_object_lock_is_enforced_where_flagged(s3_server: S3Server) -> None:
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     put = c.put_object(Bucket=bucket, Key="locked", Body=b"keep", ObjectLockMode="COMPLIANCE",
                        ObjectLockRetainUntilDate=until)
-    version = put.get("VersionId")
+    # Swift keeps no versions: deleting the key is deleting the data
+    version = {"VersionId": put["VersionId"]} if put.get("VersionId") else {}
     try:
-        c.delete_object(Bucket=bucket, Key="locked", VersionId=version)
+        c.delete_object(Bucket=bucket, Key="locked", **version)
         refused = False
     except ClientError as e:
-        refused = error_code(e) == "AccessDenied"
-    # Swift answers every lock request with success and then deletes anyway
+        assert error_code(e) == "AccessDenied"
+        refused = True
     assert refused == s3_server.object_lock
+    if refused:
+        assert c.get_object(Bucket=bucket, Key="locked")["Body"].read() == b"keep"
+    else:  # Swift took the lock request with success, and then the delete
+        with pytest.raises(ClientError) as gone:
+            c.get_object(Bucket=bucket, Key="locked", **version)
+        assert error_code(gone.value) == "NoSuchKey"
 
 
 def test_kill_and_start_keep_the_data(s3_server: S3Server, s3_bucket: str) -> None:
