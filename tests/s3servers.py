@@ -16,6 +16,8 @@ one ``<kind>-append`` profile per server that can enforce append-only keys) and
 URL ``s3://BUCKET?profile=seaweedfs`` works from a test's ``stasis`` run as it does
 for a user.
 
+:func:`s3_proxy` puts the fault proxy of tests/s3proxy.py in front of a server.
+
 Registered as a plugin by ``tests/conftest.py``.
 """
 
@@ -42,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.s3proxy import S3Proxy
 
 KINDS = ("seaweedfs", "rgw", "swift")
 REGION = "us-east-1"
@@ -744,3 +748,11 @@ def s3_bucket(s3_server: S3Server) -> str:
     """A new, empty bucket on :func:`s3_server`."""
     return s3_server.new_bucket()
 
+
+
+@pytest.fixture
+def s3_proxy(s3_server: S3Server) -> Iterator[S3Proxy]:
+    """A fault proxy (tests/s3proxy.py) in front of :func:`s3_server`; its ``url(bucket)``
+    points a backend through it, with the server's profile for the keys."""
+    with S3Proxy(s3_server.endpoint, profile=s3_server.profile) as proxy:
+        yield proxy

@@ -3,12 +3,17 @@ keeps its data across a SIGKILL, and enforces what its flags say it enforces."""
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from tests.s3proxy import S3Proxy
 from tests.s3servers import S3Server
 
 
@@ -121,4 +126,85 @@ def test_kill_and_start_keep_the_data(s3_server: S3Server, s3_bucket: str) -> No
 def _no_retries() -> object:
     from botocore.config import Config
 
-    return Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)
+    return Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5)
+
+
+# --- the fault proxy ---------------------------------------------------------------
+
+def _through(proxy: S3Proxy, server: S3Server, **config: object) -> Any:
+    from botocore.config import Config
+
+    return server.client(endpoint_url=proxy.endpoint,
+                         config=Config(retries={"total_max_attempts": 1}, **config))
+
+
+def test_the_proxy_forwards_and_signatures_verify(s3_server: S3Server, s3_bucket: str,
+                                                  s3_proxy: S3Proxy) -> None:
+    c = _through(s3_proxy, s3_server)
+    big = os.urandom(9 << 20)  # multipart parts, Expect: 100-continue
+    c.upload_fileobj(io.BytesIO(big), s3_bucket, "big",
+                     Config=TransferConfig(multipart_threshold=5 << 20,
+                                           multipart_chunksize=5 << 20))
+    c.put_object(Bucket=s3_bucket, Key="small", Body=b"s")
+    assert c.get_object(Bucket=s3_bucket, Key="big")["Body"].read() == big
+    assert c.head_object(Bucket=s3_bucket, Key="small")["ContentLength"] == 1
+    assert c.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 2
+    assert s3_proxy.requests >= 6 and s3_proxy.failed == 0
+    assert s3_proxy.url(s3_bucket) == (
+        f"s3://{s3_bucket}?endpoint={s3_proxy.endpoint}&profile={s3_server.profile}")
+
+
+def test_the_proxy_answers_slow_down(seaweedfs: S3Server, s3_proxy_sw: S3Proxy) -> None:
+    bucket = seaweedfs.new_bucket()
+    c = _through(s3_proxy_sw, seaweedfs)
+    s3_proxy_sw.fail(2, "503")
+    for _ in range(2):
+        with pytest.raises(ClientError) as e:
+            c.put_object(Bucket=bucket, Key="k", Body=b"v")
+        assert error_code(e.value) == "SlowDown"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    c.put_object(Bucket=bucket, Key="k", Body=b"v")  # the third goes through
+    assert seaweedfs.client().get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    # botocore's own retries take SlowDown for throttling and try again
+    s3_proxy_sw.fail(1, "503", method="GET")
+    retrying = seaweedfs.client(endpoint_url=s3_proxy_sw.endpoint)
+    assert retrying.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    assert s3_proxy_sw.failed == 3
+
+
+def test_the_proxy_resets_connections(seaweedfs: S3Server, s3_proxy_sw: S3Proxy) -> None:
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
+    bucket = seaweedfs.new_bucket()
+    c = _through(s3_proxy_sw, seaweedfs)
+    s3_proxy_sw.fail(1, "reset", method="PUT")
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError)) as e:
+        c.put_object(Bucket=bucket, Key="k", Body=b"v")
+    assert "reset" in str(e.value).lower() or "closed" in str(e.value).lower()
+    with pytest.raises(ClientError):  # the request never reached the server
+        seaweedfs.client().head_object(Bucket=bucket, Key="k")
+    c.put_object(Bucket=bucket, Key="k", Body=b"v")
+
+
+def test_the_proxy_stalls(seaweedfs: S3Server, s3_proxy_sw: S3Proxy) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    bucket = seaweedfs.new_bucket()
+    seaweedfs.client().put_object(Bucket=bucket, Key="k", Body=b"v")
+    c = _through(s3_proxy_sw, seaweedfs, read_timeout=0.5)
+    s3_proxy_sw.fail(1, "stall")
+    with pytest.raises(ReadTimeoutError):
+        c.get_object(Bucket=bucket, Key="k")
+    assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+
+
+def test_unknown_fault_mode_is_refused(s3_proxy_sw: S3Proxy) -> None:
+    with pytest.raises(ValueError, match="unknown fault mode 'slow'"):
+        s3_proxy_sw.fail(1, "slow")
+
+
+@pytest.fixture
+def s3_proxy_sw(seaweedfs: S3Server) -> Iterator[S3Proxy]:
+    # the fault modes are the proxy's own: one server shows them
+    with S3Proxy(seaweedfs.endpoint, profile=seaweedfs.profile) as proxy:
+        yield proxy
