@@ -253,6 +253,21 @@ def _append_only_policy(bucket: str, principal: str) -> str:
     })
 
 
+# --- a process with its clock off --------------------------------------------------
+
+def skewed_clock_env(offset: str = "+1h") -> dict[str, str]:
+    """Environment variables that run a process (a CLI run: ``cli(..., env=...,
+    subprocess=True)``) with its wall clock ``offset`` off (libfaketime's syntax:
+    "+1h", "-90m"); monotonic clocks are left alone, so timeouts still work.
+    Skips the test where libfaketime is not installed."""
+    lib = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+    if not lib.exists():
+        pytest.skip("libfaketime is not installed (Debian's faketime; ./scripts/setup "
+                    "installs it)")
+    return {"LD_PRELOAD": str(lib), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_DONT_RESET": "1"}
+
+
 # --- the servers -----------------------------------------------------------------------
 
 class Daemon:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from tests.s3proxy import S3Proxy
-from tests.s3servers import S3Server
+from tests.s3servers import S3Server, skewed_clock_env
 
 
 def error_code(e: ClientError) -> str:
@@ -208,3 +211,32 @@ def s3_proxy_sw(seaweedfs: S3Server) -> Iterator[S3Proxy]:
     # the fault modes are the proxy's own: one server shows them
     with S3Proxy(seaweedfs.endpoint, profile=seaweedfs.profile) as proxy:
         yield proxy
+
+
+SKEWED_PUT = """
+import sys, time
+sys.path[:0] = [{root!r}]
+from tests.s3servers import make_client
+print(round(time.time()))
+c = make_client({profile!r})
+try:
+    c.put_object(Bucket={bucket!r}, Key="skewed", Body=b"x")
+    print("stored")
+except Exception as e:
+    print(e.response["Error"]["Code"])
+"""
+
+
+def test_a_skewed_clock_is_refused_by_the_server(seaweedfs: S3Server) -> None:
+    bucket = seaweedfs.new_bucket()
+    script = SKEWED_PUT.format(root=str(Path(__file__).resolve().parents[1]),
+                               profile=seaweedfs.profile, bucket=bucket)
+    env = {**os.environ, **skewed_clock_env("+1h")}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    then, outcome = proc.stdout.split()
+    assert abs(int(then) - time.time() - 3600) < 300  # its clock is an hour ahead
+    assert outcome == "RequestTimeTooSkewed"
+    with pytest.raises(ClientError):
+        seaweedfs.client().head_object(Bucket=bucket, Key="skewed")
