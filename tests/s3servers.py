@@ -417,6 +417,9 @@ mon_warn_on_pool_no_redundancy = false
 mon_data_avail_warn = 1
 paxos_propose_interval = 0.01
 paxos_min_wait = 0.01
+# a killed radosgw leaves its watches behind: metadata writes of the next one wait
+# for them to time out (30 s by default)
+osd_client_watch_timeout = 3
 run_dir = {r}/run
 admin_socket = {r}/run/$name.asok
 log_file = {r}/log/$name.log
