@@ -754,9 +754,13 @@ def swift() -> Iterator[S3Server]:
     yield from _serve(Swift(_server_root("swift")))
 
 
-@pytest.fixture(scope="session", params=KINDS)
+# RGW and Swift take ~10 s each to start: the fast set (-m "not slow") runs on SeaweedFS.
+@pytest.fixture(scope="session", params=[
+    pytest.param(kind, marks=() if kind == "seaweedfs" else pytest.mark.slow)
+    for kind in KINDS])
 def s3_server(request: pytest.FixtureRequest) -> S3Server:
-    """Each S3 server in turn (the test runs once per kind; ``-k seaweedfs`` picks one)."""
+    """Each S3 server in turn (the test runs once per kind; ``-k seaweedfs`` picks one;
+    RGW's and Swift's runs are marked slow)."""
     server: S3Server = request.getfixturevalue(request.param)
     return server
 
