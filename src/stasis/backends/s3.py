@@ -83,6 +83,11 @@ _DENIED = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden"}
 _NO_BUCKET = {"NoSuchBucket"}
 _SKEW = {"RequestTimeTooSkewed"}
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Every object is written so that the bucket's owner controls it: on RGW an object
+# belongs to its uploader, and one put by an append-only key would otherwise answer
+# 403 to the maintenance credentials (prune, gc, verify). On AWS with ACLs disabled
+# (BucketOwnerEnforced) this is the one ACL still accepted.
+_OWNER = "bucket-owner-full-control"
 
 
 @dataclass(frozen=True)
@@ -361,7 +366,7 @@ class S3Backend:
             self._put_multipart(key, full, body)
             return
         self._call(f"writing {key}", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=full, Body=body))
+            Bucket=self.bucket, Key=full, Body=body, ACL=_OWNER))
 
     def put_if_absent(self, key: str, data: bytes | memoryview) -> None:
         full = self._key(key)
@@ -369,7 +374,7 @@ class S3Backend:
         if self._conditional:
             try:
                 self._call(f"creating {key}", lambda: self.client.put_object(
-                    Bucket=self.bucket, Key=full, Body=body, IfNoneMatch="*"))
+                    Bucket=self.bucket, Key=full, Body=body, ACL=_OWNER, IfNoneMatch="*"))
                 return
             except _Refused as e:
                 if e.status == 412 or e.code == "PreconditionFailed":
@@ -386,7 +391,7 @@ class S3Backend:
     def _put_multipart(self, key: str, full: str, body: bytes) -> None:
         doing = f"writing {key}"
         upload = self._call(doing, lambda: self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=full))["UploadId"]
+            Bucket=self.bucket, Key=full, ACL=_OWNER))["UploadId"]
         try:
             parts = []
             for number, offset in enumerate(range(0, len(body), self.part_size), start=1):
