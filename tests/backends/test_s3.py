@@ -372,3 +372,38 @@ def test_throttling_that_does_not_end_is_a_clear_error(proxy: _FaultProxy,
     assert "SlowDown" in e.value.message and "4 attempts" in e.value.message
     assert "reading k" in e.value.message and "not changed" in e.value.message
     assert len(proxy.faults) == 6  # exactly the bounded number of attempts
+
+
+# --------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_backs_up_to_and_restores_from_s3(cli: Any, s3_server: Any, s3_bucket: str,
+                                                  tmp_path: Any) -> None:
+    from tests.conftest import images_equal, mixed_image
+
+    url = s3_server.url(s3_bucket, "cli")
+    src = mixed_image(tmp_path / "a.raw", size=6 << 20)
+    cli.ok("repo", "init", "--repo", url, "--chunk-size", "256K")
+    again = cli("repo", "init", "--repo", url)
+    assert again.code == 11 and "Traceback" not in again.err
+    cli.ok("backup", "image", str(src), "--repo", url, "--name", "a")
+    listed = cli.ok("list", "--repo", url, "--json").json()
+    assert [p["name"] for p in listed] == ["a"]  # type: ignore[index]
+    cli.ok("restore", "disk", "a@latest", "--to", str(tmp_path / "out.raw"), "--repo", url)
+    assert images_equal(src, tmp_path / "out.raw")
+
+
+def test_the_cli_says_what_is_wrong_with_an_s3_location(cli: Any, s3_server: Any,
+                                                        tmp_path: Any,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.chdir(tmp_path)
+    bad = cli("list", "--repo", "s3://bucket/x?endpint=http://h")
+    assert bad.code == 2 and "unknown option 'endpint'" in bad.err
+    assert "s3://BUCKET[/PREFIX]" in bad.err and "Traceback" not in bad.err
+    gone = cli("list", "--repo", s3_server.url("no-such-bucket-cli"))
+    assert gone.code == 10 and "no-such-bucket-cli" in gone.err
+    far = cli("list", "--repo", f"s3://bucket/x?endpoint=http://127.0.0.1:{_free_port()}"
+                                "&profile=" + s3_server.profile)
+    assert far.code == 44 and "cannot be reached" in far.err and "Traceback" not in far.err
+    assert not any(p.name.startswith("s3") for p in tmp_path.iterdir())  # no s3: directory

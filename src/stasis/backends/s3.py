@@ -125,7 +125,7 @@ def _option_text(value: object) -> str:
 
 def _bad(location: str, why: str) -> UsageError:
     return UsageError(
-        f"'{location}' is not a valid S3 repository URL: {why}; nothing was read or written",
+        f"'{location}' is not a valid S3 repository URL: {why}; nothing was read or written.",
         hint="The form is s3://BUCKET[/PREFIX][?endpoint=URL][&region=R][&profile=P]"
              "[&path_style=true|false][&ca_bundle=/abs/path]; credentials come from the "
              "AWS environment variables or config files, never from the URL.")
