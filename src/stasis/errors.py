@@ -110,7 +110,7 @@ class UsageError(StasisError):
 
 
 class RepositoryNotFound(StasisError):
-    """No repository at {}: nothing is there (no such directory, bucket or prefix)."""
+    """No repository at {}: it does not exist (no such directory, bucket or prefix)."""
 
     exit_code = 10
     cli_hint = ("Create one with 'stasis repo init --repo PATH', or point --repo / "
