@@ -69,7 +69,7 @@ url = "/srv/repo"
 passphrase = "hunter2"
 
 [repositories.both]
-url = "s3://bucket/x"
+url = "gs://bucket/x"
 passphrase_file = "/etc/a"
 key_file = "/etc/b"
 
@@ -93,8 +93,8 @@ key_file = "relative.key"
         "stasis.toml:9: 'repositories.local.passphrase' would hold a secret in the config "
         "file, which is refused: put it in a file only its owner reads (chmod 600) and name "
         "that file with passphrase_file or key_file",
-        "stasis.toml:12: repositories.both.url: the scheme 's3' is not supported (a local "
-        "path or file://)",
+        "stasis.toml:12: repositories.both.url: the scheme 'gs' is not supported (a local "
+        "path or file://, s3://)",
         "stasis.toml:14: repositories.both has both passphrase_file and key_file: give one "
         "of them",
         "stasis.toml:16: repositories.none does not say how its key is unlocked: give "

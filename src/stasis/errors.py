@@ -110,7 +110,7 @@ class UsageError(StasisError):
 
 
 class RepositoryNotFound(StasisError):
-    """No repository at {}: the path does not exist."""
+    """No repository at {}: it does not exist (no such directory, bucket or prefix)."""
 
     exit_code = 10
     cli_hint = ("Create one with 'stasis repo init --repo PATH', or point --repo / "
@@ -212,6 +212,47 @@ class BackendError(StasisError):
         return BackendError(*head, f"{kept} {consequence}", hint=self._hint)
 
 
+class BackendAccessDenied(BackendError):
+    """The repository storage at {} refused {}: access denied ({}). {}"""
+
+    exit_code = 41
+    cli_hint = ("These credentials may not do this: check the bucket policy and the user's "
+                "permissions. An append-only key may put, get and list but not delete, so "
+                "prune and gc need the maintenance credentials.")
+
+
+class BackendCredentialsRejected(BackendError):
+    """The repository storage at {} rejected the credentials while {} ({}). {}"""
+
+    exit_code = 42
+    cli_hint = ("Check the access key and secret (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the URL's profile=, the AWS "
+                "credentials file) and that they have not expired.")
+
+
+class BackendClockSkew(BackendError):
+    """The repository storage at {} refused {}: this host's clock is too far from the server's ({}). {}"""
+
+    exit_code = 43
+    cli_hint = "Set this host's clock (NTP) and run the command again."
+
+
+class BackendUnreachable(BackendError):
+    """The repository storage at {} cannot be reached while {} ({}). {}"""
+
+    exit_code = 44
+    cli_hint = ("Check the endpoint (the URL's endpoint=, AWS_ENDPOINT_URL, the profile's "
+                "endpoint_url), the network, and that the server runs.")
+
+
+class BackendStoreMissing(BackendError):
+    """The repository storage at {0} has no such bucket ({2}) while {1}. {3}"""
+
+    exit_code = 10
+    cli_hint = ("Check the bucket's name and the endpoint; 'stasis repo init' creates a "
+                "missing bucket.")
+
+
 class RepositoryFull(BackendError):
     """The repository's storage is full ({}). The point was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc."""
 
@@ -237,8 +278,8 @@ class UnsupportedLocation(StasisError):
     """'{}' is a URL of the scheme '{}', which this Stasis does not open as a repository (it opens {}). Nothing was read or written; it was not taken as a local path."""
 
     exit_code = 36
-    cli_hint = ("Give --repo / $STASIS_REPO a local path or a file:// URL (a relative path "
-                "with a colon in its first part is written ./NAME).")
+    cli_hint = ("Give --repo / $STASIS_REPO a local path, a file:// or an s3:// URL (a "
+                "relative path with a colon in its first part is written ./NAME).")
 
 
 class Interrupted(StasisError):
@@ -427,7 +468,7 @@ EXIT_MEANINGS: dict[int, str] = {
     0: "success (with the warnings printed, if any)",
     1: "unexpected error (a bug: please report it)",
     2: "bad usage or arguments",
-    10: "no repository at the path",
+    10: "no repository at the path (or its bucket does not exist)",
     11: "the path is not a repository (or not empty at init)",
     12: "the repository config is damaged or of an unknown version",
     13: "wrong passphrase or key file",
@@ -454,6 +495,12 @@ EXIT_MEANINGS: dict[int, str] = {
     34: "the volume holds no file system that Stasis reads (ext2/3/4, XFS, FAT, NTFS)",
     35: "the path does not say which volume of a multi-volume disk it is on",
     36: "the repository URL's scheme is not supported",
+    41: "the repository storage denied the operation to these credentials (e.g. a delete "
+        "by an append-only key)",
+    42: "the repository storage rejected the credentials (unknown key, wrong secret, "
+        "expired, or none)",
+    43: "the repository storage refused the request: this host's clock is off",
+    44: "the repository storage cannot be reached (wrong endpoint, network, server down)",
     37: "the job cannot be queued or cancelled now (no service runs, or the job ended "
         "or runs on another host)",
     38: "the config file is not valid or cannot be read (every problem is listed with its "

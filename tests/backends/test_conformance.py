@@ -1,8 +1,10 @@
 """The contract every backend must keep (see stasis.backends.base.Backend).
 
-A new backend (S3 is next) joins :data:`KITS` (how to make one, opened through the
-registry, and how to leave the debris of a writer killed mid-put) and must pass
-every test here unchanged.
+Every backend is in :data:`KITS` (how to make one, opened through the registry, and
+how to leave the debris of a writer killed mid-put) and must pass every test here
+unchanged: the local directory (as a path and as a file:// URL) and S3 on each
+server the suite starts (tests/s3servers.py), each store a fresh prefix of one
+bucket per server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,15 +36,41 @@ def _local_kill(_backend: Backend, tmp_path: Path, key: str, data: bytes) -> Non
     (path.parent / f".{path.name}.tmp-123456").write_bytes(data)
 
 
-KITS: dict[str, Kit] = {
-    "local": Kit(lambda p: str(p / "store"), _local_kill),
-    "file-url": Kit(lambda p: f"file://{p / 'store'}", _local_kill),
+def _s3_kill(backend: Backend, _tmp_path: Path, key: str, data: bytes) -> None:
+    # A multipart upload begun, one part sent, never completed nor aborted.
+    b: Any = backend
+    full = b.base + key
+    upload = b.client.create_multipart_upload(Bucket=b.bucket, Key=full)["UploadId"]
+    b.client.upload_part(Bucket=b.bucket, Key=full, UploadId=upload, PartNumber=1, Body=data)
+
+
+def _s3_kit(kind: str) -> Callable[[pytest.FixtureRequest], Kit]:
+    def make(request: pytest.FixtureRequest) -> Kit:
+        server = request.getfixturevalue(kind)
+        buckets = request.getfixturevalue("conformance_buckets")
+        if kind not in buckets:
+            buckets[kind] = server.new_bucket()
+        bucket = buckets[kind]
+        return Kit(lambda p: server.url(bucket, f"conformance/{p.name}"), _s3_kill)
+    return make
+
+
+KITS: dict[str, Callable[[pytest.FixtureRequest], Kit]] = {
+    "local": lambda _r: Kit(lambda p: str(p / "store"), _local_kill),
+    "file-url": lambda _r: Kit(lambda p: f"file://{p / 'store'}", _local_kill),
+    **{f"s3-{kind}": _s3_kit(kind) for kind in ("seaweedfs", "rgw", "swift")},
 }
+
+
+@pytest.fixture(scope="session")
+def conformance_buckets() -> dict[str, str]:
+    """One bucket per S3 server for this module's stores (each a prefix of it)."""
+    return {}
 
 
 @pytest.fixture(params=sorted(KITS))
 def kit(request: pytest.FixtureRequest) -> Kit:
-    return KITS[request.param]
+    return KITS[request.param](request)
 
 
 @pytest.fixture

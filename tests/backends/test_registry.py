@@ -26,7 +26,7 @@ def test_a_relative_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Mo
     assert open_backend("./odd:name").url == str(tmp_path / "odd:name")
 
 
-@pytest.mark.parametrize("location", ["s3://bucket/x", "S3://bucket/x", "s3:/bucket/x",
+@pytest.mark.parametrize("location", ["gs://bucket/x", "GS://bucket/x", "gs:/bucket/x",
                                       "sftp://host/r", "rest:http://h/", "odd:name"])
 def test_an_unknown_scheme_is_refused(location: str, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,6 +46,6 @@ def test_file_urls_name_this_host_and_an_absolute_path() -> None:
 
 
 def test_one_entry_per_scheme() -> None:
-    assert sorted(SCHEMES) == ["file"]
+    assert sorted(SCHEMES) == ["file", "s3"]
     assert scheme_of("s3://b/x") == "s3" and scheme_of("/srv/repo") is None
     assert scheme_of("./a:b") is None

@@ -206,19 +206,19 @@ def test_interrupted_backup_commits_nothing(cli_repo: Cli, tmp_path: Path, sig: 
 def test_a_repository_url_of_another_scheme_is_refused_not_made_a_directory(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Taken as a path, s3://bucket/x would be the local directory s3: (a Path folds
+    # Taken as a path, gs://bucket/x would be the local directory gs: (a Path folds
     # the //), and the backup would land there.
     monkeypatch.chdir(tmp_path)
     src = mixed_image(tmp_path / "a.raw")
     before = sorted(os.listdir(tmp_path))
     for args in (["repo", "init"], ["backup", "image", str(src)], ["list"]):
-        for url in ("s3://bucket/x", "s3:bucket/x"):
+        for url in ("gs://bucket/x", "gs:bucket/x"):
             r = cli(*args, "--repo", url)
             assert r.code == 36, (args, r.err)
-            assert f"'{url}' is a URL of the scheme 's3'" in r.err, r.err
+            assert f"'{url}' is a URL of the scheme 'gs'" in r.err, r.err
             assert "not taken as a local path" in r.err and "file://" in r.err
             assert "Traceback" not in r.err
-    r = cli("backup", "image", str(src), env={"STASIS_REPO": "s3://bucket/x"})
+    r = cli("backup", "image", str(src), env={"STASIS_REPO": "gs://bucket/x"})
     assert r.code == 36, r.err
     assert sorted(os.listdir(tmp_path)) == before  # no s3: directory, nothing written
 

@@ -25,6 +25,39 @@ class Leftover:
     mtime: float
 
 
+class PermanentError(OSError):
+    """A failure that retrying will not fix, raised at once. The subclasses say
+    which, so that the repository can tell the person what to check; their text
+    names the store (endpoint and bucket) and what was being done."""
+
+
+class AccessDenied(PermanentError):
+    """The credentials are valid but may not do this (an append-only key deleting,
+    a bucket of someone else)."""
+
+
+class CredentialsRejected(PermanentError):
+    """The store does not accept the credentials (unknown key id, wrong secret,
+    expired token), or there are none."""
+
+
+class ClockSkew(PermanentError):
+    """The store refused the request because this host's clock is too far off."""
+
+
+class StoreMissing(PermanentError):
+    """The store itself (the bucket) does not exist."""
+
+
+class Unreachable(OSError):
+    """Nothing answered at the store's address, after the retries."""
+
+
+class RetriesExhausted(OSError):
+    """A transient failure (throttling, 5xx, resets, timeouts) went on through
+    every retry."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An object store.
@@ -35,6 +68,16 @@ class Backend(Protocol):
 
     - ``put`` is atomic: a reader sees the whole old object, the whole new one, or
       nothing; never a prefix. It may be repeated (same key, same data) safely.
+    - ``put_if_absent`` is a put that raises ``FileExistsError`` (writing nothing)
+      when the key exists. Where the store can, the check and the write are one step,
+      so of writers racing on one key exactly one succeeds (locally a hard link; on
+      S3 ``If-None-Match: *``). A store that cannot (Swift's s3api answers 501) checks
+      then puts, and two racers can both pass: the repository uses it for the one
+      write where a race matters, ``config`` at init, so that two ``repo init`` on one
+      store do not both succeed. Locks do not need it: a lock's key is random, its
+      taker writes it then lists all locks, which is correct wherever a listing shows
+      every put that returned before it (local directories, and S3, whose listing is
+      strongly consistent on AWS, RGW, Swift and SeaweedFS).
     - ``sync`` makes durable (it survives a crash of the host) every object this
       instance put or deleted before it, and every object it found (``exists``,
       ``get`` or ``size`` answered), even one another process put and has not
@@ -43,11 +86,22 @@ class Backend(Protocol):
       follows what the instance touched, not the size of the store. (A backend
       whose put is durable on return makes it a no-op.)
     - ``get`` of a missing key raises :class:`stasis.errors.ObjectNotFound`
-      (permanent). Any other failure raises ``OSError`` (worth a retry for a
-      network backend; ``ENOSPC`` is permanent until space is freed).
+      (permanent). Any other failure raises ``OSError``.
+    - Transient failures (throttling such as 503 SlowDown or 429, other 5xx,
+      connection resets, timeouts) are retried inside the backend, with exponential
+      backoff and full jitter, up to a bounded number of attempts and a deadline;
+      then :class:`RetriesExhausted` (or :class:`Unreachable` when nothing answers at
+      the address) is raised. Permanent failures are raised at once, as a
+      :class:`PermanentError` subclass where the backend can tell which:
+      :class:`AccessDenied`, :class:`CredentialsRejected`, :class:`ClockSkew`,
+      :class:`StoreMissing`. Callers never retry a backend call: there is one retry
+      layer. (``ENOSPC`` is permanent until space is freed.)
+    - Any number of threads may call one instance at once; a network backend bounds
+      the requests in flight itself (the callers above do not).
     - ``delete`` of a missing key is not an error (deletes may repeat).
     - ``list`` yields every committed object under a prefix, in no set order, never
-      a partial upload or a temporary file.
+      a partial upload or a temporary file, however many there are (a network
+      backend pages through them).
     - ``exists`` and ``size`` are cheap metadata calls.
     - ``leftovers`` yields what writers that died mid-put left behind, which
       ``list`` never shows, with its age; ``discard`` removes one (one already gone
@@ -62,9 +116,10 @@ class Backend(Protocol):
       :func:`stasis.backends.registry.open_backend` opens again (a local backend:
       its absolute path); it never holds a secret.
 
-    Errors are the backend's (``OSError``, :class:`ObjectNotFound`); the repository
-    translates them once, into :class:`stasis.errors.BackendError` and
-    :class:`stasis.errors.RepositoryFull`, and nothing above it sees an ``OSError``
+    Errors are the backend's (``OSError`` and the classes above,
+    :class:`ObjectNotFound`); the repository translates them once, into
+    :class:`stasis.errors.BackendError` and its subclasses (one per class above,
+    :class:`stasis.errors.RepositoryFull`), and nothing above it sees an ``OSError``
     from a backend.
     """
 
@@ -73,6 +128,8 @@ class Backend(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def put(self, key: str, data: bytes | memoryview) -> None: ...
+
+    def put_if_absent(self, key: str, data: bytes | memoryview) -> None: ...
 
     def sync(self) -> None: ...
 

@@ -103,6 +103,33 @@ class LocalBackend:
         # The rename is durable once the directory is: sync() does that for all of them
         # at once (an fsync of the directory per chunk cost 9% of a backup's time).
 
+    def put_if_absent(self, key: str, data: bytes | memoryview) -> None:
+        """A put whose last step is a hard link, which fails when the name exists: of
+        writers racing on one key exactly one succeeds (a file system without hard
+        links gets a check then a rename)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}{TMP_MARK}{secrets.token_hex(6)}"
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "object exists", key) from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                if path.exists():
+                    raise FileExistsError(errno.EEXIST, "object exists", key) from None
+                os.rename(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self._touch(path.parent)
+
     def sync(self) -> None:
         """fsync the directories touched since the last sync (deepest first): every
         rename and unlink this instance made, and every object it found, is durable."""

@@ -20,6 +20,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from stasis.backends.base import Backend
 from stasis.backends.local import LocalBackend
+from stasis.backends.s3 import open_s3
 from stasis.errors import UnsupportedLocation, UsageError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -38,6 +39,7 @@ def _file(url: SplitResult, location: str) -> Backend:
 
 SCHEMES: dict[str, Callable[[SplitResult, str], Backend]] = {
     "file": _file,
+    "s3": open_s3,
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, ClassVar
 
+import rich.markup
 import typer
 import typer.main
 from typer.core import TyperGroup
@@ -188,7 +189,9 @@ def run() -> None:
             sys.exit(code)
     except StasisError as e:
         # The message (what failed, what was kept safe), then what to do, in CLI words.
-        err.print(f"[bold red]error:[/] {e.full_text}", highlight=False, soft_wrap=True)
+        # Escaped: a message may hold brackets (a URL grammar) that are not markup.
+        err.print(f"[bold red]error:[/] {rich.markup.escape(e.full_text)}", highlight=False,
+                  soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

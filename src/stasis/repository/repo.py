@@ -228,10 +228,16 @@ class Repository:
         else:
             raise KeySlotError("an encrypted repository needs a passphrase or a key file")
         config["mac"] = hmac.new(keys.mac, _canonical(config), "sha256").hexdigest()
-        # Key slot first, config last: a store with a config is a repository.
+        # Key slot first, config last: a store with a config is a repository. Of two
+        # inits racing on one store, one config put wins (put_if_absent); the other
+        # takes its key slot back (it opens nothing there: its wrap names its own id).
         store.put(f"keys/{slot['id']}", json.dumps(slot, indent=1).encode())
         store.sync()
-        store.put("config", json.dumps(config, indent=1).encode())
+        try:
+            store.put_if_absent("config", json.dumps(config, indent=1).encode())
+        except FileExistsError:
+            store.delete(f"keys/{slot['id']}")
+            raise RepositoryExists(store.url) from None
         store.sync()
         return cls(store, config, keys)
 

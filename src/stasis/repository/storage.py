@@ -2,7 +2,9 @@
 
 :class:`Storage` wraps the backend a repository was opened on and keeps its
 interface. A backend's ``OSError`` becomes :class:`RepositoryFull` (no space or
-quota) or :class:`BackendError` naming the store, the operation and the key, so
+quota), the :class:`BackendError` subclass of a failure the backend named (access
+denied, credentials rejected, clock skew, no such bucket, unreachable), or
+:class:`BackendError` naming the store, the operation and the key, so
 that no caller above mistakes a failed repository read for a failed write of its
 own (a restore target, a source). :class:`ObjectNotFound` passes unchanged.
 """
@@ -14,14 +16,39 @@ import errno
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from stasis.backends.base import Backend, Leftover, ObjectInfo
-from stasis.errors import BackendError, RepositoryFull
+from stasis.backends.base import (
+    AccessDenied,
+    Backend,
+    ClockSkew,
+    CredentialsRejected,
+    Leftover,
+    ObjectInfo,
+    StoreMissing,
+    Unreachable,
+)
+from stasis.errors import (
+    BackendAccessDenied,
+    BackendClockSkew,
+    BackendCredentialsRejected,
+    BackendError,
+    BackendStoreMissing,
+    BackendUnreachable,
+    RepositoryFull,
+)
 
 _T = TypeVar("_T")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 READ_KEPT = "The repository was not changed."
 WRITE_KEPT = ("Nothing was committed by this step; the points committed before are "
               "intact.")
+# Each permanent failure a backend can name, and the error that explains it.
+_KINDS: tuple[tuple[type[OSError], type[BackendError]], ...] = (
+    (AccessDenied, BackendAccessDenied),
+    (CredentialsRejected, BackendCredentialsRejected),
+    (ClockSkew, BackendClockSkew),
+    (StoreMissing, BackendStoreMissing),
+    (Unreachable, BackendUnreachable),
+)
 
 
 class Storage:
@@ -47,6 +74,14 @@ class Storage:
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._call(f"writing {key}", WRITE_KEPT, lambda: self.inner.put(key, data))
+
+    def put_if_absent(self, key: str, data: bytes | memoryview) -> None:
+        try:
+            self.inner.put_if_absent(key, data)
+        except FileExistsError:
+            raise  # the caller's answer (the key exists), not a storage failure
+        except OSError as e:
+            raise translate(e, self.url, f"writing {key}", WRITE_KEPT) from e
 
     def sync(self) -> None:
         self._call("making its writes durable", WRITE_KEPT, self.inner.sync)
@@ -76,7 +111,12 @@ class Storage:
         return self._call("looking it up", READ_KEPT, self.inner.store_exists)
 
     def create(self) -> None:
-        self.inner.create()  # FileExistsError is the caller's: not a storage failure
+        try:
+            self.inner.create()
+        except FileExistsError:
+            raise  # the caller's answer (the store is in use), not a storage failure
+        except OSError as e:
+            raise translate(e, self.url, "creating the store", "Nothing was written.") from e
 
     @contextlib.contextmanager
     def _translated(self, doing: str, kept: str) -> Iterator[None]:
@@ -91,4 +131,7 @@ def translate(err: OSError, url: str, doing: str, kept: str) -> BackendError:
     reason = err.strerror or str(err) or type(err).__name__
     if err.errno in _FULL:
         return RepositoryFull(reason)
+    for kind, error in _KINDS:
+        if isinstance(err, kind):
+            return error(url, doing, reason, kept)
     return BackendError(url, doing, reason, kept)
