@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from stasis.backends import open_backend
+from stasis.protection.verify import verify
 from stasis.repository import Credentials, Repository
 from stasis.repository.repo import manifest_key
-from tests.conftest import BIN, MiB, PASSPHRASE, Cli, init_repo, mixed_image, write_image
+from tests.conftest import BIN, PASSPHRASE, Cli, MiB, init_repo, mixed_image, write_image
 
 DEST_PASS = "the passphrase of the second site"
 
@@ -163,8 +164,6 @@ def test_a_copy_killed_at_random_instants_resumes_and_verifies_deep(
         proc.wait()
         # Nothing committed early: every manifest there names only what is there.
         committed = _open_dest(dest)
-        from stasis.protection.verify import verify
-
         assert verify(committed, deep=True).ok
     assert kills >= 2
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
@@ -173,6 +172,4 @@ def test_a_copy_killed_at_random_instants_resumes_and_verifies_deep(
     assert sorted(final.point_ids()) == sorted(p["id"] for p in points)
     for p in points:
         assert final.backend.exists(manifest_key(p["id"]))
-    from stasis.protection.verify import verify
-
     assert verify(final, deep=True).ok

@@ -259,3 +259,77 @@ def test_a_rate_limited_copy_waits_on_its_clock(tmp_path: Path, source: Reposito
     # Everything but the burst waited for its bytes at the rate, manifest included.
     assert report.rate_waited_s == pytest.approx((report.bytes_sent - burst) / rate,
                                                  abs=0.002)
+
+
+def test_the_service_runs_a_queued_copy_to_one_of_its_repositories(
+        tmp_path: Path, source: Repository, image: Path, catalog_template: Path) -> None:
+    from stasis.app.submit import submit
+    from stasis.catalog import Catalog, JobStore
+    from stasis.errors import UsageError
+    from stasis.service.runner import Service
+    from tests.conftest import seed_catalog
+    from tests.service.test_job_kinds import no_libvirt, wait_ended
+
+    m = back_up_images(source, [image], name="web")
+    dest = _dest(tmp_path / "dst")
+    url = str(seed_catalog(catalog_template, tmp_path / "catalog.db"))
+    with pytest.raises(UsageError, match="say which points"):
+        submit(url, "copy", {"repo": source.url, "to": "dr"})  # refused before queueing
+    for d in ("run", "scratch"):
+        (tmp_path / d).mkdir()
+    with Catalog.open(url) as c:
+        s = Service(c, [], repositories={"prod": lambda: source, "dr": lambda: dest},
+                    connect=no_libvirt, run_dir=tmp_path / "run",
+                    scratch_dir=tmp_path / "scratch")
+        s.start()
+        good = submit(url, "copy", {"repo": source.url, "to": "dr", "all": True})
+        bad = submit(url, "copy", {"repo": source.url, "to": str(tmp_path / "dst"),
+                                   "all": True})
+        for _ in range(2):
+            s.dispatch()
+            wait_ended(s)
+        store = JobStore(c)
+        job, refused = store.get(good), store.get(bad)
+        assert (job.kind, job.state) == ("copy", "succeeded"), job.error
+        assert job.result[m.id]["action"] == "copied" and job.bytes_written > 0
+        assert refused.state == "failed" and "service's repositories" in (refused.error or "")
+        s.stop()
+    assert _reopen_dest(tmp_path / "dst").point_ids() == [m.id]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-key", "own-key"])
+def test_a_format_1_repository_copies_into_a_format_2_one(tmp_path: Path,
+                                                          shared: bool) -> None:
+    import tarfile
+
+    from tests.repository import v1_fixture
+
+    with tarfile.open(v1_fixture.FIXTURE) as tar:
+        tar.extractall(tmp_path)  # our own fixture
+    old = Repository.open(open_backend(tmp_path / "repo"),
+                          Credentials(passphrase=v1_fixture.PASSPHRASE.encode()))
+    assert old.format_version == 1
+    dest = _dest(tmp_path / "dst", key_from=old if shared else None,
+                 chunk_size=v1_fixture.CHUNK_SIZE)
+    first, second = old.points()
+    copy_points(old, dest, [first])
+    report = copy_points(old, dest, [first, second])
+    assert report.copied == [second.id]
+    # Only the chunks the second point changed are read: 12 writes of 8 KiB.
+    assert 0 < report.chunks_read <= 24
+    for m, which in ((first, "first"), (second, "second")):
+        copied = dest.resolve(m.id)
+        version = dest.load_index(copied.vms[0].disks[0].index).version
+        assert version == (1 if shared else 2)  # as they are, or rewritten paged
+        target = tmp_path / f"{which}.raw"
+        restore_disk(dest, copied, target=target, fmt="raw", run_dir=tmp_path)
+        assert target.read_bytes() == v1_fixture.image(which)
+    assert verify(dest, deep=True).ok
+
+
+def test_a_shared_key_copy_into_a_format_1_repository_is_refused(
+        tmp_path: Path, source: Repository) -> None:
+    twin = _dest(tmp_path / "twin", key_from=source)
+    old = Repository(twin.backend, {**twin.config, "version": 1}, twin.keys)
+    with pytest.raises(CopyRefused, match="repo upgrade"):
+        copy_mode(source, old)
