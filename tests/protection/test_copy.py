@@ -333,3 +333,48 @@ def test_a_shared_key_copy_into_a_format_1_repository_is_refused(
     old = Repository(twin.backend, {**twin.config, "version": 1}, twin.keys)
     with pytest.raises(CopyRefused, match="repo upgrade"):
         copy_mode(source, old)
+
+
+class _GcMeanwhile:
+    """A progress sink that, once the copy is under way, tries gc at both ends."""
+
+    def __init__(self, repos: list[Repository]) -> None:
+        self.repos = repos
+        self.refused: list[str] = []
+
+    def start(self, description: str, total: int) -> None:
+        from stasis.errors import Locked
+        from stasis.repository.gc import collect_garbage
+
+        for r in self.repos:
+            with pytest.raises(Locked, match="copy"):
+                collect_garbage(r, wait=0)
+            self.refused.append(r.id)
+
+    def advance(self, amount: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def test_gc_at_either_end_waits_for_a_copy_in_flight(tmp_path: Path, source: Repository,
+                                                     image: Path) -> None:
+    back_up_images(source, [image], name="web")
+    dest = _dest(tmp_path / "dst")
+    probe = _GcMeanwhile([source, dest])
+    copy_points(source, dest, source.points(), progress=probe)
+    assert probe.refused == [source.id, dest.id]
+    assert verify(dest, deep=True).ok
+
+
+def test_a_destination_that_fills_up_commits_nothing(tmp_path: Path, tmpfs: Path,
+                                                     source: Repository) -> None:
+    from stasis.errors import RepositoryFull
+
+    big = write_image(tmp_path / "big.raw", 8 * MiB, [(0, random.Random(5).randbytes(8 * MiB))])
+    m = back_up_images(source, [big], name="big")
+    dest = _dest(tmpfs / "dst")
+    with pytest.raises(RepositoryFull):
+        copy_points(source, dest, [m])
+    assert dest.point_ids() == []
