@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from stasis.backends import open_backend
 from stasis.protection.verify import verify
 from stasis.repository import Credentials, Repository
@@ -136,6 +138,7 @@ def test_copy_bad_input(cli_repo: Cli, tmp_path: Path) -> None:
     assert _open_dest(dest).point_ids() == []
 
 
+@pytest.mark.slow
 def test_a_copy_killed_at_random_instants_resumes_and_verifies_deep(
         cli_repo: Cli, tmp_path: Path) -> None:
     rnd = random.Random(14)

@@ -368,6 +368,7 @@ def test_gc_at_either_end_waits_for_a_copy_in_flight(tmp_path: Path, source: Rep
     assert verify(dest, deep=True).ok
 
 
+@pytest.mark.root
 def test_a_destination_that_fills_up_commits_nothing(tmp_path: Path, tmpfs: Path,
                                                      source: Repository) -> None:
     from stasis.errors import RepositoryFull
@@ -378,3 +379,47 @@ def test_a_destination_that_fills_up_commits_nothing(tmp_path: Path, tmpfs: Path
     with pytest.raises(RepositoryFull):
         copy_points(source, dest, [m])
     assert dest.point_ids() == []
+
+
+def test_a_group_point_is_copied_with_every_member_and_file(tmp_path: Path,
+                                                            source: Repository) -> None:
+    """A point of kind group, made here from image files (no guest needed): two VMs,
+    each with a disk, one with an NVRAM file beside it."""
+    import contextlib
+
+    from stasis.blockio import images
+    from stasis.protection.backup import DiskSource, back_up_disks, open_reader
+    from stasis.repository import VmRecord
+
+    rnd = random.Random(21)
+    files = {
+        ("db", "vda"): write_image(tmp_path / "db.raw", 4 * MiB, [(0, rnd.randbytes(MiB))]),
+        ("web", "vda"): write_image(tmp_path / "web.raw", 2 * MiB, [(MiB, rnd.randbytes(9000))]),
+        ("web", "nvram"): write_image(tmp_path / "nvram.fd", 128 << 10,
+                                      [(0, rnd.randbytes(4096))]),
+    }
+    vms = [VmRecord(name="db", kind="vm"), VmRecord(name="web", kind="vm")]
+    with source.shared_lock("test"), contextlib.ExitStack() as stack:
+        sources = [
+            DiskSource(name=disk, reader=stack.enter_context(open_reader(images.inspect(p))),
+                       virtual_size=images.inspect(p).virtual_size, format="raw",
+                       vm=0 if vm == "db" else 1, role="nvram" if disk == "nvram" else "disk")
+            for (vm, disk), p in files.items()]
+        m = back_up_disks(source, sources, name="app", kind="group", vms=vms)
+    assert m.kind == "group" and [len(v.files) for v in m.vms] == [0, 1]
+    dest = _dest(tmp_path / "dst")
+    copy_points(source, dest, [m])
+    copied = dest.resolve(m.id)
+    assert (copied.kind, [v.name for v in copied.vms]) == ("group", ["db", "web"])
+    assert verify(dest, deep=True).ok
+    for (vm, disk), p in files.items():
+        if disk == "nvram":
+            record = copied.vms[1].files[0]
+            index = dest.load_index(record.index)
+            data = b"".join(dest.load_chunk(n) if n != bytes(32) else bytes(index.chunk_length(i))
+                            for i, n in enumerate(index.names()))
+            assert data == p.read_bytes()
+            continue
+        target = tmp_path / f"{vm}.out"
+        restore_disk(dest, copied, target=target, vm=vm, disk=disk, fmt="raw")
+        assert target.read_bytes() == p.read_bytes()
