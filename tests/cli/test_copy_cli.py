@@ -60,6 +60,8 @@ def test_copy_to_a_location_then_restore_there_on_a_fresh_state_dir(
     shown = cli_repo.ok("job", "show", str(job["id"]), "--log", "--json").json()
     assert isinstance(shown, dict)
     assert any("copied" in line["text"] for line in shown["log"])
+    text = cli_repo.ok("job", "show", str(job["id"])).out
+    assert f"point {point[:12]} 'web' copied" in text and "object(s) sent" in text
 
     again = cli_repo.ok("copy", "--to", str(dest), "--all", "--json", env=env).json()
     assert isinstance(again, dict)
