@@ -473,7 +473,9 @@ class _Copier:
             raise self._damaged(key, str(e)) from None
         out = _copy.deepcopy(m)
         total = sum(d.virtual_size for _vm, d in m.streams())
-        self.progress.start(f"copy {m.name} {m.id[:12]}", total)
+        r = self.report
+        self.progress.start(f"copy {m.name} {m.id[:12]} ({r.objects_sent} objects sent, "
+                            f"{r.objects_present} present so far)", total)
         for vm, new_vm in zip(m.vms, out.vms, strict=True):
             for kind, olds, news in (("disk", vm.disks, new_vm.disks),
                                      ("file", vm.files, new_vm.files)):
