@@ -108,10 +108,11 @@ def _print(r: CopyResult) -> None:
     out.print(f"{verb} {plural(len(r.copied), 'point')} to {r.destination_url} "
               f"({r.destination[:12]}), objects {how}; "
               f"{plural(len(r.skipped), 'point')} there already.", highlight=False)
-    sent = "would send" if r.dry_run else "sent"
+    sent = "would be sent" if r.dry_run else "sent"
     out.print(f"{plural(r.objects_sent, 'object')} {sent} ({human(r.bytes_sent)}), "
               f"{plural(r.objects_present, 'object')} present and not sent; "
               f"{plural(r.chunks_read, 'chunk')} read at the source "
               f"({human(r.bytes_read)}) in {r.duration_s:.1f} s.", highlight=False)
     for p in r.points:
-        out.print(f"  {p.id[:12]}  {p.name}  {p.time}  {p.action}", highlight=False)
+        action = "there already" if p.action == "present" else p.action
+        out.print(f"  {p.id[:12]}  {p.name}  {p.time}  {action}", highlight=False)
