@@ -282,6 +282,18 @@ class UnsupportedLocation(StasisError):
                 "relative path with a colon in its first part is written ./NAME).")
 
 
+class KeyMismatch(StasisError):
+    """{}"""
+
+    exit_code = 39
+
+
+class CopyRefused(StasisError):
+    """{}"""
+
+    exit_code = 40
+
+
 class Interrupted(StasisError):
     """Interrupted by {}. {}"""
 
@@ -505,6 +517,10 @@ EXIT_MEANINGS: dict[int, str] = {
         "or runs on another host)",
     38: "the config file is not valid or cannot be read (every problem is listed with its "
         "line)",
+    39: "the destination's key is not the one expected (repo init --copy-key-from, or a "
+        "copy to a repository made with it)",
+    40: "the two repositories cannot be copied between (chunk size or format); nothing "
+        "was written",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, Validati
 from stasis.app.models import (
     BackupFailure,
     BackupResult,
+    CopiedPoint,
+    CopyResult,
     DiskRestore,
     GcResult,
     GroupRestore,
@@ -157,6 +159,17 @@ class GcParams(Params):
     wait: float = 600.0  # stasis.repository.gc.DEFAULT_WAIT
 
 
+class CopyParams(Params):
+    op: Literal["copy"] = "copy"
+    to: str  # the destination: a configured repository's name, or a location
+    points: list[str] | None = None  # ids, prefixes, NAME@latest
+    name: str | None = None  # every point of this name
+    vm: str | None = None  # every point holding this VM
+    all: bool = False
+    dry_run: bool = False
+    limit_rate: int | None = None  # bytes sent a second
+
+
 class PolicyParams(Params):
     op: Literal["policy"] = "policy"
     policy: str
@@ -166,7 +179,7 @@ class PolicyParams(Params):
 AnyParams = Annotated[
     BackupImagesParams | BackupVmsParams | BackupGroupParams | RestoreDiskParams
     | RestoreVmParams | RestoreGroupParams | VerifyParams | PruneParams | GcParams
-    | PolicyParams,
+    | CopyParams | PolicyParams,
     Discriminator("op"),
 ]
 PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams, config=ConfigDict(defer_build=True))
@@ -238,6 +251,9 @@ class Env:
     on_wait: Callable[[str, float], None] | None = None  # gc waits for a lock holder
     on_report: Callable[[VerifyResult], None] | None = None  # before verify fails
     on_damaged: Callable[[str, ObjectDamaged], None] | None = None
+    # A copy's destination, by the name or location its parameters give, opened with
+    # this process's credentials for it (None: copies cannot run here).
+    open_destination: Callable[[str], Repository] | None = None
     _repo: Repository | None = field(default=None, repr=False)
     _conn: libvirt.virConnect | None = field(default=None, repr=False)
     _where: Where | None = field(default=None, repr=False)
@@ -766,6 +782,84 @@ def _run_gc(p: GcParams, plan: Plan, job: JobRun, env: Env) -> GcResult:
     return GcResult.model_validate(report.to_dict())
 
 
+# ------------------------------------------------------------------ copies
+
+
+def _copy_title(p: CopyParams) -> str:
+    what = (",".join(p.points) if p.points else p.name or (f"vm {p.vm}" if p.vm else None)
+            or "all points")
+    return f"{what} to {p.to}"
+
+
+def _check_copy(p: CopyParams) -> None:
+    given = [x for x in (p.points, p.name, p.vm, p.all or None) if x]
+    if len(given) != 1:
+        raise UsageError("say which points to copy: point ids, --name NAME, --vm VM or "
+                         "--all (one of them); nothing was copied")
+    if p.limit_rate is not None and p.limit_rate <= 0:
+        raise UsageError("--limit-rate takes a positive number of bytes a second (for "
+                         "example 10M); nothing was copied")
+
+
+def _plan_copy(p: CopyParams, env: Env) -> Plan:
+    from stasis.protection.copy import copy_mode
+
+    _check_copy(p)
+    if env.open_destination is None:
+        raise UsageError(f"the destination '{p.to}' cannot be opened here; nothing was "
+                         "copied")
+    src = env.repo()
+    dst = env.open_destination(p.to)
+    copy_mode(src, dst)  # refused before anything is read
+    if p.points:
+        chosen = [src.resolve(x) for x in p.points]
+    else:
+        every = src.points(on_damaged=env.on_damaged)
+        if p.name is not None:
+            chosen = [m for m in every if m.name == p.name]
+        elif p.vm is not None:
+            chosen = [m for m in every if any(vm.name == p.vm for vm in m.vms)]
+        else:
+            chosen = every
+        if not chosen and not p.all:
+            raise PointNotFound(p.name if p.name is not None else f"vm {p.vm}")
+    vms = list(dict.fromkeys(vm.name for m in chosen for vm in m.vms))
+    return Plan(_copy_title(p), vms, src, state=(dst, chosen))
+
+
+def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
+    from stasis.protection.copy import PointCopy, copy_points
+
+    dst, chosen = plan.state
+    job.log("info", f"copy of {len(chosen)} point(s) to {dst.url} (repository "
+            f"{dst.id[:12]})" + (f", at most {p.limit_rate} bytes/s" if p.limit_rate else ""))
+
+    def heard(c: PointCopy) -> None:
+        if p.dry_run:
+            return
+        job.result[c.id] = {"point": c.id, "point_name": c.name, "action": c.action,
+                            "objects_sent": c.objects_sent, "bytes_sent": c.bytes_sent,
+                            "objects_present": c.objects_present, "error": None}
+        job.log("info", f"point {c.id[:12]} '{c.name}': " + (
+            "committed at the destination already, not sent" if c.action == "present" else
+            f"copied, {c.objects_sent} object(s) ({c.bytes_sent} bytes) sent, "
+            f"{c.objects_present} found present"))
+        job.bytes_written += c.bytes_sent
+
+    report = copy_points(env.repo(), dst, chosen, dry_run=p.dry_run,
+                         rate=float(p.limit_rate) if p.limit_rate else None,
+                         progress=env.sink(job.cancel), clock=env.clock, on_point=heard)
+    job.bytes_read = report.bytes_read
+    return CopyResult(
+        dry_run=report.dry_run, shared_key=report.shared_key, source=report.source,
+        destination=report.destination, destination_url=dst.url,
+        points=[CopiedPoint.model_validate(x.__dict__) for x in report.points],
+        copied=report.copied, skipped=report.skipped, objects_sent=report.objects_sent,
+        bytes_sent=report.bytes_sent, objects_present=report.objects_present,
+        chunks_read=report.chunks_read, bytes_read=report.bytes_read,
+        rate_waited_s=report.rate_waited_s, duration_s=report.duration_s)
+
+
 # ------------------------------------------------------------------ policy runs
 
 
@@ -814,6 +908,8 @@ KINDS: dict[str, Kind[Any]] = {k.op: k for k in (
          occupies_vms=False, recorded=lambda p: not p.dry_run, check=_check_prune),
     Kind("gc", "gc", GcParams, lambda p: "gc", _plan_gc, _run_gc, occupies_vms=False,
          recorded=lambda p: not p.dry_run, check=_check_gc),
+    Kind("copy", "copy", CopyParams, _copy_title, _plan_copy, _run_copy,
+         occupies_vms=False, recorded=lambda p: not p.dry_run, check=_check_copy),
     Kind("policy", "backup", PolicyParams, lambda p: p.policy, _plan_policy, _run_policy),
 )}
 

@@ -427,6 +427,16 @@ class PrunePart(Part):
     error: str | None = None
 
 
+class CopyPart(Part):
+    point: str
+    point_name: str | None = None
+    action: str | None = None  # copied | present
+    objects_sent: int | None = None
+    bytes_sent: int | None = None
+    objects_present: int | None = None
+    error: str | None = None
+
+
 class JobBase(Model):
     """A job of the catalog: what ran, where, when, how it ended."""
 
@@ -482,6 +492,11 @@ class GcJob(JobBase):
     result: dict[str, Part]
 
 
+class CopyJob(JobBase):
+    kind: Literal["copy"]
+    result: dict[str, CopyPart]
+
+
 class OtherJob(JobBase):
     """A job of a kind this version does not know (written by a newer one)."""
 
@@ -493,11 +508,12 @@ def _job_kind(value: Any) -> str:
     return kind if kind in JOB_KINDS else "other"
 
 
-JOB_KINDS = ("backup", "restore", "verify", "prune", "gc")
+JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy")
 JobModel = Annotated[
     Annotated[BackupJob, Tag("backup")] | Annotated[RestoreJob, Tag("restore")]
     | Annotated[VerifyJob, Tag("verify")] | Annotated[PruneJob, Tag("prune")]
-    | Annotated[GcJob, Tag("gc")] | Annotated[OtherJob, Tag("other")],
+    | Annotated[GcJob, Tag("gc")] | Annotated[CopyJob, Tag("copy")]
+    | Annotated[OtherJob, Tag("other")],
     Discriminator(_job_kind),
 ]
 JOB_ADAPTER: TypeAdapter[JobModel] = TypeAdapter(JobModel, config=DEFERRED)
@@ -541,6 +557,39 @@ class GcResult(Model):
     locked_s: float
     duration_s: float
     reclaimed_bytes: int
+
+
+class CopiedPoint(Model):
+    """One point of a copy: ``copied``, ``present`` (at the destination already, not
+    sent again) or, in a dry run, ``would copy``."""
+
+    id: str
+    name: str
+    time: str
+    action: str
+    objects_sent: int
+    bytes_sent: int
+    objects_present: int
+
+
+class CopyResult(Model):
+    """What a copy sent (or, dry, would send) and what it found at the destination."""
+
+    dry_run: bool
+    shared_key: bool  # objects went as they are; else re-encrypted and renamed
+    source: str  # repository ids
+    destination: str
+    destination_url: str
+    points: list[CopiedPoint]
+    copied: list[str]
+    skipped: list[str]  # committed at the destination already
+    objects_sent: int
+    bytes_sent: int
+    objects_present: int
+    chunks_read: int
+    bytes_read: int
+    rate_waited_s: float
+    duration_s: float
 
 
 class PointDecision(Model):

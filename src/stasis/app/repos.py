@@ -19,7 +19,7 @@ from stasis.app.models import (
     RepoUpgraded,
 )
 from stasis.backends import open_backend
-from stasis.errors import UsageError
+from stasis.errors import KeyMismatch, StasisError, UsageError
 from stasis.repository import Repository, crypto
 from stasis.repository.keyfile import read_key_file, write_key_file
 from stasis.repository.stats import repo_info
@@ -31,9 +31,17 @@ NewPassphrase = Callable[[], bytes]
 
 def init_repository(location: str, *, encryption: str = "aes-256-gcm", chunk_size: int,
                     compression: str = "zstd-1", passphrase: NewPassphrase,
-                    key_file: Path | None = None) -> RepoCreated:
+                    key_file: Path | None = None,
+                    copy_key_from: RepoOpener | None = None) -> RepoCreated:
     """Create a repository at ``location`` (a path or a URL), opened by ``key_file``
-    (a new key file written there) or else by ``passphrase()``."""
+    (a new key file written there) or else by ``passphrase()``; with
+    ``copy_key_from``, one sharing that repository's master key and chunk size (a
+    copy's destination that takes its objects as they are)."""
+    source = None
+    if copy_key_from is not None:
+        source = copy_key_from()
+        encryption, chunk_size = str(source.config["encryption"]), source.chunk_size
+        _refuse_other_key(location, source)
     secret = keyfile = None
     if encryption != "none":
         if key_file is not None:
@@ -41,11 +49,27 @@ def init_repository(location: str, *, encryption: str = "aes-256-gcm", chunk_siz
         else:
             secret = passphrase()
     r = Repository.init(open_backend(location), encryption=encryption, chunk_size=chunk_size,
-                        compression=compression, passphrase=secret, keyfile=keyfile)
+                        compression=compression, passphrase=secret, keyfile=keyfile,
+                        key_from=source)
     if keyfile is not None and key_file is not None:
         write_key_file(key_file, keyfile)
     return RepoCreated(path=location, url=r.url, id=r.id, encryption=encryption,
                        chunk_size=chunk_size)
+
+
+def _refuse_other_key(location: str, source: Repository) -> None:
+    """A repository at ``location`` already: :class:`KeyMismatch` when its config says
+    its key is not ``source``'s (else init refuses it as any existing repository)."""
+    try:
+        config = Repository.read_config(open_backend(location))
+    except StasisError:
+        return  # nothing there, or not a repository: init decides
+    if config.get("key_id") not in (None, source.key_id):
+        raise KeyMismatch(
+            f"{location} is a repository already ({str(config['id'])[:12]}) with a key of "
+            f"its own, not the key of {source.id[:12]} that --copy-key-from expects; "
+            "nothing was written. Copies to it re-encrypt every chunk; to get a "
+            "destination that shares the key, init one at a new location.")
 
 
 def info(open_repo: RepoOpener) -> RepoInfoModel:

@@ -429,3 +429,30 @@ class ProgressBoard:
         if self._started:
             self._bar.stop()
             self._started = False
+
+
+def other_repository(value: str, passphrase_file: Path | None, key_file: Path | None, *,
+                     env_var: str, what: str) -> tuple[str, Callable[[], Repository]]:
+    """A second repository of a command (a copy's destination, the source of
+    ``--copy-key-from``): its location, and an opener that unlocks it the way
+    ``--repo`` is unlocked, from its own options: ``key_file``, else
+    ``passphrase_file``, else ``$env_var``, else the files of the configured
+    repository ``value`` names, else a prompt naming ``what``."""
+    config = current_config()
+    found = None if config is None else config.repository(value)
+    location = found[1].url if found is not None else value
+    env = os.environ.get(env_var)
+
+    def prompt() -> bytes:
+        if not sys.stdin.isatty():
+            raise WrongPassphrase(location, f"empty passphrase (no ${env_var}, passphrase "
+                                  "file or terminal to ask on)")
+        return getpass.getpass(f"Passphrase of the {what}: ").encode()
+
+    def opener() -> Repository:
+        creds = _credentials(passphrase_file, key_file, found, env)
+        if creds.prompt is not None:
+            creds = Credentials(prompt=prompt)
+        return Repository.open(open_backend(location), creds)
+
+    return location, opener

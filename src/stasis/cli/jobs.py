@@ -41,6 +41,11 @@ def _outcome(kind: str, res: Any) -> str:
         return f"from point {point} as {where}"
     if kind == "verify" and point:
         return f"point {point} '{res.get('point_name', '')}' intact"
+    if kind == "copy" and point:
+        return (f"point {point} '{res.get('point_name', '')}' {res.get('action')}: "
+                f"{res.get('objects_sent', 0)} object(s) sent "
+                f"({human(int(res.get('bytes_sent') or 0))}), "
+                f"{res.get('objects_present', 0)} present")
     if kind == "prune" and point:
         return f"{res.get('action')} point {point}: {'; '.join(res.get('reasons', []))}"
     return ", ".join(f"{k} {v}" for k, v in res.items()

@@ -109,6 +109,7 @@ COMMANDS: dict[str, Callable[[str], Any]] = {
     "release": _command("prune", "release"),
     "holds": _command("prune", "holds"),
     "gc": _command("gc", "gc"),
+    "copy": _command("copy", "copy"),
     "doctor": _command("vms", "doctor"),
     "config": _group("config"),
 }

@@ -16,6 +16,7 @@ from stasis.cli.common import (
     human,
     new_passphrase,
     open_repo,
+    other_repository,
     out,
     parse_size,
     print_model,
@@ -38,17 +39,34 @@ def init(
     key_file: Annotated[Path | None, typer.Option(
         "--key-file", help="Protect the repository with a new key file written here "
         "instead of a passphrase.")] = None,
+    copy_key_from: Annotated[str | None, typer.Option(
+        "--copy-key-from", help="Share the master key and chunk size of this repository "
+        "(a name of the config file, a path or URL): copies from it go as they are. The "
+        "new repository gets its own key slot.")] = None,
+    from_passphrase_file: Annotated[Path | None, typer.Option(
+        "--from-passphrase-file", help="The passphrase of --copy-key-from's repository "
+        "(else $STASIS_FROM_PASSPHRASE, else its configured file, else a prompt).")] = None,
+    from_key_file: Annotated[Path | None, typer.Option(
+        "--from-key-file", help="Open --copy-key-from's repository with this key file.")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Create a new repository in an empty or new directory."""
+    key_from = None
+    if copy_key_from is not None:
+        key_from = other_repository(copy_key_from, from_passphrase_file, from_key_file,
+                                    env_var="STASIS_FROM_PASSPHRASE",
+                                    what="repository whose key is copied")[1]
     created = ops.init_repository(repo, encryption=encryption, chunk_size=parse_size(chunk_size),
                                   compression=compression, key_file=key_file,
-                                  passphrase=lambda: new_passphrase(passphrase_file))
+                                  passphrase=lambda: new_passphrase(passphrase_file),
+                                  copy_key_from=key_from)
     if json_output:
         print_model(created)
     else:
-        out.print(f"Created repository {created.id[:12]} at {repo} ({encryption}, "
-                  f"{human(created.chunk_size)} chunks).")
+        out.print(f"Created repository {created.id[:12]} at {repo} ({created.encryption}, "
+                  f"{human(created.chunk_size)} chunks"
+                  + (f", the key of {copy_key_from}" if copy_key_from else "") + ").")
 
 
 @app.command("info")

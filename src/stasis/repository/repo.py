@@ -117,6 +117,12 @@ def manifest_key(point_id: str) -> str:
     return f"manifests/{point_id}"
 
 
+def key_fingerprint(master: bytes) -> str:
+    """A master key's public fingerprint (config ``key_id``): an HKDF output, so it
+    tells nothing of the key but whether two repositories share it."""
+    return crypto.derive(master, "key-id", 16).hex()
+
+
 def new_point_id() -> str:
     return secrets.token_hex(16)
 
@@ -166,6 +172,19 @@ class Repository:
         """Where the repository is (its backend's location); its identity is :attr:`id`."""
         return self.backend.url
 
+    @property
+    def key_id(self) -> str:
+        """The fingerprint of the master key: equal in two repositories exactly when
+        they share it (``repo init --copy-key-from``), so their objects are the same
+        bytes under the same names. Older configs lack it; it is derived then."""
+        return str(self.config.get("key_id") or key_fingerprint(self.keys.master))
+
+    @property
+    def key_from(self) -> str | None:
+        """The id of the repository whose master key this one was created with."""
+        found = self.config.get("key_from")
+        return None if found is None else str(found)
+
     @classmethod
     def init(
         cls,
@@ -177,7 +196,12 @@ class Repository:
         passphrase: bytes | None = None,
         keyfile: bytes | None = None,
         kdf: crypto.KdfParams = crypto.DEFAULT_KDF,
+        key_from: Repository | None = None,
     ) -> Repository:
+        """Create a repository; with ``key_from``, one whose master key (and so its
+        chunk-name key) and chunk size are those of ``key_from``, with its own slot."""
+        if key_from is not None:
+            encryption, chunk_size = key_from.config["encryption"], key_from.chunk_size
         if encryption not in ENCRYPTIONS:
             raise UsageError(f"unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}")
         if (
@@ -198,7 +222,7 @@ class Repository:
             store.create()
         except FileExistsError:
             raise RepositoryExists(store.url) from None
-        keys = crypto.Keys.generate()
+        keys = crypto.Keys.generate() if key_from is None else key_from.keys
         config: dict[str, Any] = {
             "format": REPO_FORMAT,
             "version": REPO_VERSION,
@@ -209,7 +233,10 @@ class Repository:
             "chunk_hash": "blake3-keyed",
             "created": utc_now_iso(),
             "created_by": f"stasis {__version__}",
+            "key_id": key_fingerprint(keys.master),
         }
+        if key_from is not None:
+            config["key_from"] = key_from.id
         if encryption == "none":
             slot = crypto.make_slot(
                 slot_id="plain", repo_id=config["id"], master=keys.master, kind="plain",

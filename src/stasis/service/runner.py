@@ -371,7 +371,17 @@ class Service:
                    catalog=lambda: opened(self.catalog), record=record,
                    dirs=lambda: Where(self.run_dir, self.scratch_dir), clock=self.clock,
                    find_policy=self._find_policy, retention=self.retention,
-                   unit_progress=self.unit_progress)
+                   unit_progress=self.unit_progress, open_destination=self._destination)
+
+    def _destination(self, name: str) -> Repository:
+        """A copy's destination: one of the service's repositories, by name (opened
+        with the service's credentials for it)."""
+        if name not in self.repositories:
+            served = ", ".join(sorted(self.repositories))
+            raise UsageError(f"a copy run by the service names its destination by one of "
+                             f"the service's repositories ({served}), not '{name}'; "
+                             "nothing was copied")
+        return self.repo(name)
 
     def _launch(self, job: Job, kind: Kind[Any], params: Params, plan: Plan,
                 env: Env) -> None:
