@@ -344,7 +344,10 @@ class SeaweedFS(Daemon):
                 f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
                 f"-admin.port={p['admin']}", "-admin.ui=false", "-webdav=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.volumeSizeLimitMB=64", "-volume.max=20",
+                # Every bucket is a collection with a volume of its own: at -volume.max=20
+                # the 21st bucket's first PUT answered InternalError. Volume files grow
+                # as they are written, so a high limit costs nothing until used.
+                "-master.volumeSizeLimitMB=64", "-volume.max=1000",
                 f"-s3.config={self.root / 'identities.json'}"]
         log = self.root / "weed.log"
         self.proc = spawn(args, log, cwd=self.root)
