@@ -166,6 +166,9 @@ class CopyParams(Params):
     name: str | None = None  # every point of this name
     vm: str | None = None  # every point holding this VM
     all: bool = False
+    # The points this policy's runs made that the destination lacks (newer than its
+    # newest of each chain), then the policy's retention at the destination.
+    policy: str | None = None
     dry_run: bool = False
     limit_rate: int | None = None  # bytes sent a second
 
@@ -787,15 +790,15 @@ def _run_gc(p: GcParams, plan: Plan, job: JobRun, env: Env) -> GcResult:
 
 def _copy_title(p: CopyParams) -> str:
     what = (",".join(p.points) if p.points else p.name or (f"vm {p.vm}" if p.vm else None)
-            or "all points")
+            or (f"policy {p.policy}" if p.policy else None) or "all points")
     return f"{what} to {p.to}"
 
 
 def _check_copy(p: CopyParams) -> None:
-    given = [x for x in (p.points, p.name, p.vm, p.all or None) if x]
+    given = [x for x in (p.points, p.name, p.vm, p.all or None, p.policy) if x]
     if len(given) != 1:
-        raise UsageError("say which points to copy: point ids, --name NAME, --vm VM or "
-                         "--all (one of them); nothing was copied")
+        raise UsageError("say which points to copy: point ids, --name NAME, --vm VM, "
+                         "--all or a policy (one of them); nothing was copied")
     if p.limit_rate is not None and p.limit_rate <= 0:
         raise UsageError("--limit-rate takes a positive number of bytes a second (for "
                          "example 10M); nothing was copied")
@@ -811,7 +814,15 @@ def _plan_copy(p: CopyParams, env: Env) -> Plan:
     src = env.repo()
     dst = env.open_destination(p.to)
     copy_mode(src, dst)  # refused before anything is read
-    if p.points:
+    policy = None
+    if p.policy is not None:
+        if env.find_policy is None:
+            raise UsageError(f"policy '{p.policy}' cannot be looked up here; nothing was "
+                             "copied")
+        with env.catalog() as c:
+            policy = env.find_policy(c, p.policy)
+        chosen = _policy_points_to_copy(src, dst, p.policy, env)
+    elif p.points:
         chosen = [src.resolve(x) for x in p.points]
     else:
         every = src.points(on_damaged=env.on_damaged)
@@ -824,13 +835,32 @@ def _plan_copy(p: CopyParams, env: Env) -> Plan:
         if not chosen and not p.all:
             raise PointNotFound(p.name if p.name is not None else f"vm {p.vm}")
     vms = list(dict.fromkeys(vm.name for m in chosen for vm in m.vms))
-    return Plan(_copy_title(p), vms, src, state=(dst, chosen))
+    return Plan(_copy_title(p), vms, src, policy=p.policy, state=(dst, chosen, policy))
+
+
+def _policy_points_to_copy(src: Repository, dst: Repository, policy: str,
+                           env: Env) -> list[Manifest]:
+    """The points of ``policy``'s chains at ``src`` that ``dst`` lacks and that are newer
+    than the newest point of their chain there: what the destination's own retention
+    pruned is not sent again (deletions never propagate, in either direction)."""
+    mine = [m for m in src.points(on_damaged=env.on_damaged)
+            if m.tags.get("policy") == policy]
+    at_dst = set(dst.point_ids())
+    # The newest of each chain at the destination, by the times the source gives (a
+    # point there is the same manifest); one pruned at the source is older than the
+    # source's newest, which the source keeps.
+    newest: dict[str, tuple[str, str]] = {}
+    for m in mine:
+        if m.id in at_dst:
+            newest[m.name] = max(newest.get(m.name, ("", "")), (m.time, m.id))
+    return [m for m in mine if m.id not in at_dst
+            and (m.time, m.id) > newest.get(m.name, ("", ""))]
 
 
 def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
     from stasis.protection.copy import PointCopy, copy_points
 
-    dst, chosen = plan.state
+    dst, chosen, policy = plan.state
     job.log("info", f"copy of {len(chosen)} point(s) to {dst.url} (repository "
             f"{dst.id[:12]})" + (f", at most {p.limit_rate} bytes/s" if p.limit_rate else ""))
 
@@ -850,6 +880,11 @@ def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
                          rate=float(p.limit_rate) if p.limit_rate else None,
                          progress=env.sink(job.cancel), clock=env.clock, on_point=heard)
     job.bytes_read = report.bytes_read
+    retention = None
+    if policy is not None and not p.dry_run:
+        retention = _retention_at_destination(policy, p.to, dst, job, env)
+    if not p.dry_run:
+        _index_destination(dst, job, env)
     return CopyResult(
         dry_run=report.dry_run, shared_key=report.shared_key, source=report.source,
         destination=report.destination, destination_url=dst.url,
@@ -857,7 +892,45 @@ def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
         copied=report.copied, skipped=report.skipped, objects_sent=report.objects_sent,
         bytes_sent=report.bytes_sent, objects_present=report.objects_present,
         chunks_read=report.chunks_read, bytes_read=report.bytes_read,
-        rate_waited_s=report.rate_waited_s, duration_s=report.duration_s)
+        rate_waited_s=report.rate_waited_s, duration_s=report.duration_s,
+        retention=retention)
+
+
+def _retention_at_destination(policy: Policy, to: str, dst: Repository, job: JobRun,
+                              env: Env) -> dict[str, list[str]] | None:
+    """The policy's retention at the destination ``to`` (the copy section's own, else
+    the policy's), by the destination's own prune over the chains the policy made
+    there, with the destination's own holds; nothing is removed at the source."""
+    from stasis.service.prune import policy_chains, prune_points
+
+    target = policy.copy_target(to)
+    retention = policy.copy_retention(target) if target is not None else policy.retention
+    if retention.keeps_everything:
+        return None
+    chains = policy_chains(dst, policy.name)
+    if not chains:
+        return None
+    result = prune_points(dst, retention.rules(policy.timezone), now=env.clock.now(),
+                          names=chains)
+    job.log("info", f"retention at the destination {dst.url}: {len(result.removed)} of "
+            f"{len(result.decisions)} point(s) removed there (chains {', '.join(chains)}); "
+            "gc at the destination reclaims their chunks")
+    return {"removed": result.removed,
+            "kept": [d.point.id for d in result.decisions if d.keep]}
+
+
+def _index_destination(dst: Repository, job: JobRun, env: Env) -> None:
+    """The destination's points in the catalog's index (what ``stasis status`` shows per
+    site): only the manifests not indexed yet are read."""
+    from stasis.catalog import PointIndex
+
+    try:
+        with env.catalog() as c:
+            # A damaged manifest there is left out of the index (verify reports it).
+            PointIndex(c).sync(dst, on_damaged=lambda _pid, _e: None)
+    except StasisError as e:  # the copy itself is done: say so, do not fail it
+        job.log("warning", f"the destination's points were not indexed in the catalog: "
+                f"{e.message}")
 
 
 # ------------------------------------------------------------------ policy runs

@@ -590,6 +590,7 @@ class CopyResult(Model):
     bytes_read: int
     rate_waited_s: float
     duration_s: float
+    retention: dict[str, list[str]] | None = None  # a policy's copy: removed, kept there
 
 
 class PointDecision(Model):
@@ -810,13 +811,28 @@ class PolicySummary(Model):
     rpo: str | None
     notify: dict[str, Any]
     repository: str | None = None  # the named repository; None: the service's default
+    copies: list[dict[str, Any]] = []  # each: to, schedule, retention at the destination
 
 
 # ------------------------------------------------------------------ status, policy runs
 
 
+class SiteStatusRow(Model):
+    """A VM's newest point of a policy at one site, and how far a copy lags."""
+
+    policy: str
+    role: str  # source | copy
+    repository: str | None
+    repo_id: str | None
+    newest_point: str | None
+    newest_time: str | None
+    lag_s: float | None
+    lag_points: int | None
+
+
 class VmStatusRow(Model):
-    """How protected one VM is: newest point, next run, RPO, last verification."""
+    """How protected one VM is: newest point, next run, RPO, last verification, and
+    per site of the policies that copy it, the newest point and the copy's lag."""
 
     vm: str
     newest_point: str | None
@@ -827,6 +843,7 @@ class VmStatusRow(Model):
     rpo: str  # met | breached | none
     rpo_detail: str
     last_verify: dict[str, Any] | None
+    sites: list[SiteStatusRow] = []
 
 
 class UnrecordedRun(Model):
