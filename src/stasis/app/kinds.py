@@ -34,6 +34,7 @@ from stasis.app.models import (
     GroupRestore,
     PointDecision,
     PruneReport,
+    RepairResult,
     VerifyProblem,
     VerifyResult,
     VmBackupOutcome,
@@ -139,6 +140,9 @@ class VerifyParams(Params):
     op: Literal["verify"] = "verify"
     points: list[str] | None = None  # None: every point
     deep: bool = False
+    # Heal damaged or missing chunks from this repository (a name or location,
+    # opened as a copy's destination is).
+    repair_from: str | None = None
 
 
 class PruneParams(Params):
@@ -633,22 +637,42 @@ def _plan_verify(p: VerifyParams, env: Env) -> Plan:
     covered = chosen if chosen is not None else repo.points()
     vms = list(dict.fromkeys(vm.name for m in covered for vm in m.vms))
     name = ",".join(dict.fromkeys(m.name for m in covered)) if chosen else "all points"
-    return Plan(name, vms, repo, state=(chosen, covered))
+    other = None
+    if p.repair_from is not None:
+        from stasis.protection.copy import copy_mode
+
+        if env.open_destination is None:
+            raise UsageError(f"the repository to repair from, '{p.repair_from}', cannot be "
+                             "opened here; nothing was verified")
+        other = env.open_destination(p.repair_from)
+        copy_mode(other, repo)  # refused before anything is read
+    return Plan(name, vms, repo, state=(chosen, covered, other))
 
 
 def _run_verify(p: VerifyParams, plan: Plan, job: JobRun, env: Env) -> VerifyResult:
     from stasis.protection.verify import verify
 
-    chosen, covered = plan.state
-    report = verify(env.repo(), chosen, deep=p.deep, progress=env.sink(job.cancel))
+    chosen, covered, other = plan.state
+    report = verify(env.repo(), chosen, deep=p.deep, progress=env.sink(job.cancel),
+                    repair_from=other)
     _record_verify(job, covered, report)
     result = VerifyResult(
         ok=report.ok, deep=report.deep, points=report.points, chunks=report.chunks,
         bytes_checked=report.bytes_checked, quarantined=list(report.quarantined),
         problems=[VerifyProblem(**x.__dict__, description=x.describe())
-                  for x in report.problems])
+                  for x in report.problems],
+        repair=None if report.repair is None else RepairResult.model_validate(
+            report.to_dict()["repair"]))
     if env.on_report is not None:
         env.on_report(result)
+    if report.repair is not None and not report.ok:
+        raise IntegrityError(
+            f"verify found {len(report.damaged)} damaged or missing chunk(s) and healed "
+            f"{len(report.repair.healed)} from {report.repair.source_url}; "
+            f"{len(report.repair.unhealed)} could not be healed (the other repository "
+            "lacks them too, or holds none of their points)"
+            + ("" if len(report.problems) == sum(map(len, report.reported.values())) else
+               "; damaged indexes or manifests are not repaired") + ".")
     if not report.ok:
         raise IntegrityError(
             f"verify found {len(report.problems)} problem(s); the damaged chunks were "
@@ -662,10 +686,11 @@ def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -
     """Each point's outcome in the job's result, keyed by point id."""
     for m in covered:
         problems = [x.describe() for x in report.problems if x.point == m.id]
+        left = [x for x in report.problems if x.point == m.id and not x.healed]
         job.result[m.id] = {"point": m.id, "point_name": m.name,
-                            "vms": [vm.name for vm in m.vms], "ok": not problems,
+                            "vms": [vm.name for vm in m.vms], "ok": not left,
                             "problems": problems,
-                            "error": f"{len(problems)} problem(s)" if problems else None}
+                            "error": f"{len(left)} problem(s)" if left else None}
     for x in report.problems:  # a problem outside the chosen points (a damaged manifest)
         if x.point not in job.result:
             job.result[x.point] = {"point": x.point, "ok": False, "problems": [x.describe()],
@@ -676,6 +701,16 @@ def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -
             f"{len(report.problems)} problem(s), {len(report.quarantined)} quarantined")
     for q in report.quarantined:
         job.log("warning", f"quarantined: {q}")
+    if report.repair is not None:
+        r = report.repair
+        job.result["repair"] = {"point": None, "ok": not r.unhealed, "source": r.source,
+                                "healed": r.healed, "unhealed": r.unhealed,
+                                "error": None if not r.unhealed else
+                                f"{len(r.unhealed)} chunk(s) not healed"}
+        for h in r.chunks:
+            job.log("info" if h.healed else "error",
+                    f"chunk {h.chunk[:16]}: healed from {r.source_url}" if h.healed
+                    else f"chunk {h.chunk[:16]}: not healed: {h.reason}")
 
 
 def _prune_title(p: PruneParams) -> str:

@@ -278,7 +278,31 @@ class VerifyProblem(Model):
     offset: int | None = None
     object: str = ""
     problem: str = ""
+    healed: bool = False  # replaced from the repository repaired from
     description: str = ""  # all of the above in one sentence
+
+
+class ChunkHealing(Model):
+    """One damaged or missing chunk and what ``--repair-from`` did with it."""
+
+    chunk: str  # its name here (hex)
+    healed: bool
+    source_chunk: str = ""  # its name in the other repository
+    bytes_written: int = 0
+    reason: str = ""  # why it was not healed
+    points: list[str] = []
+
+
+class RepairResult(Model):
+    """What ``verify --repair-from`` healed, from which repository, and what not."""
+
+    source: str
+    source_url: str
+    shared_key: bool
+    chunks: list[ChunkHealing]
+    healed: list[str]
+    unhealed: list[str]
+    quarantined_there: list[str]  # damaged there too: moved aside there
 
 
 class VerifyResult(Model):
@@ -292,6 +316,7 @@ class VerifyResult(Model):
     bytes_checked: int
     problems: list[VerifyProblem]
     quarantined: list[str]
+    repair: RepairResult | None = None
 
     def to_json(self) -> Any:
         data = self.model_dump(mode="json")
