@@ -703,7 +703,7 @@ def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -
         job.log("warning", f"quarantined: {q}")
     if report.repair is not None:
         r = report.repair
-        job.result["repair"] = {"point": None, "ok": not r.unhealed, "source": r.source,
+        job.result["repair"] = {"ok": not r.unhealed, "source": r.source,
                                 "healed": r.healed, "unhealed": r.unhealed,
                                 "error": None if not r.unhealed else
                                 f"{len(r.unhealed)} chunk(s) not healed"}

@@ -443,6 +443,16 @@ class VerifyPart(Part):
     error: str | None = None
 
 
+class RepairPart(Part):
+    """A verify's repair (``--repair-from``): the chunks healed and those not."""
+
+    source: str  # the repository repaired from (id)
+    healed: list[str]
+    unhealed: list[str]
+    ok: bool
+    error: str | None = None
+
+
 class PrunePart(Part):
     point: str
     point_name: str | None = None
@@ -504,7 +514,7 @@ class RestoreJob(JobBase):
 
 class VerifyJob(JobBase):
     kind: Literal["verify"]
-    result: dict[str, VerifyPart]
+    result: dict[str, VerifyPart | RepairPart]
 
 
 class PruneJob(JobBase):
