@@ -194,6 +194,23 @@ def _length(body: Any) -> int:
     return end - at
 
 
+def server_pids(daemon: s3servers.Daemon) -> list[int]:
+    procs = [getattr(daemon, name, None) for name in ("proc", "mon", "osd", "rgw")]
+    procs += list(getattr(daemon, "procs", {}).values())
+    return [p.pid for p in procs if p is not None and p.poll() is None]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """This process's CPU time (all threads) plus that of ``pids`` (the server's)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 @dataclass
 class StasisRun:
     backup_s: float
@@ -203,6 +220,8 @@ class StasisRun:
     get_mib: float
     restore_requests: dict[str, int]
     allocated_mib: float
+    backup_cpu_s: float = 0.0  # Stasis's and the server's, together
+    restore_cpu_s: float = 0.0
 
     @property
     def put_mib_s(self) -> float:
@@ -228,23 +247,27 @@ def stasis_run(server: s3servers.S3Server, image: Path, work: Path, chunk_size: 
     repo = Repository.init(backend, passphrase=PASSPHRASE, chunk_size=chunk_size,
                            kdf=KdfParams(memory_kib=1024, iterations=1))
     traffic.take()  # init's requests are not the backup's
+    pids = server_pids(server.daemon)
     bi.drop_caches()
-    began = time.monotonic()
+    cpu, began = cpu_seconds(pids), time.monotonic()
     point = back_up_images(repo, [image], name="bench", workers=workers)
     backup_s = time.monotonic() - began
+    backup_cpu = cpu_seconds(pids) - cpu
     backup_requests, put_bytes, _ = traffic.take()
     out = work / "restored.raw"
     bi.drop_caches()
-    began = time.monotonic()
+    cpu, began = cpu_seconds(pids), time.monotonic()
     restore_disk(repo, point, target=out, fmt="raw", workers=workers)
     restore_s = time.monotonic() - began
+    restore_cpu = cpu_seconds(pids) - cpu
     restore_requests, _, get_bytes = traffic.take()
     if not bi.images_equal(image, out):
         raise SystemExit(f"{server.kind}: the restored image differs from the source")
     out.unlink()
     return StasisRun(round(backup_s, 3), round(put_bytes / MiB, 1), backup_requests,
                      round(restore_s, 3), round(get_bytes / MiB, 1), restore_requests,
-                     round(bi.allocated_bytes(image) / MiB, 1))
+                     round(bi.allocated_bytes(image) / MiB, 1), round(backup_cpu, 2),
+                     round(restore_cpu, 2))
 
 
 # ------------------------------------------------------------------ the image
@@ -423,8 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         r = stasis_run(server, image, work, args.chunk_size * MiB,
                                        args.workers)
                         log(f"{kind} stasis: backup {r.backup_s:.2f} s "
-                            f"({r.put_mib_s:.1f} MiB/s PUT), restore {r.restore_s:.2f} s "
-                            f"({r.get_mib_s:.1f} MiB/s GET)")
+                            f"({r.put_mib_s:.1f} MiB/s PUT, {r.backup_cpu_s:.1f} CPU-s), "
+                            f"restore {r.restore_s:.2f} s ({r.get_mib_s:.1f} MiB/s GET, "
+                            f"{r.restore_cpu_s:.1f} CPU-s)")
                         runs.append(r)
                     load.append(os.getloadavg())
                 results.append(summarize(kind, ceilings, runs, args.chunk_size))
