@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-size", default="1M")
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     import libvirt
 
@@ -238,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
            "chunk_size": args.chunk_size, "backup_s": round(backup_s, 2),
            "repository": {"objects": objects, "mib": round(size / MiB, 1)},
            "runs": steps, "median_s": {k: statistics.median(v) for k, v in steps.items()}}
-    RESULTS_DIR.mkdir(exist_ok=True)
+    args.results_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS_DIR / f"bench-dr-{stamp}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (args.results_dir / f"bench-dr-{stamp}.json").write_text(json.dumps(out, indent=1) + "\n")
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

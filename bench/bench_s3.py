@@ -61,7 +61,11 @@ KINDS = s3servers.KINDS
 TARGET = 0.8  # Stasis's throughput over the ceiling's, at least
 PASSPHRASE = b"bench s3 passphrase"
 
-log = bi.log
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ the servers
@@ -403,6 +407,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--no-stasis", action="store_true", help="the ceilings only")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     args.kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     unknown = set(args.kinds) - set(KINDS)
@@ -421,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = work / "small.raw"
             small_image(image, args.small_mib * MiB, bi.SEED)
         else:
-            cached, _layout = bi.build_disk(args.cache_dir, 4 * bi.GiB, bi.SEED)
+            with contextlib.redirect_stdout(sys.stderr):  # bench_image logs to stdout
+                cached, _layout = bi.build_disk(args.cache_dir, 4 * bi.GiB, bi.SEED)
             image = work / "disk.raw"
             bi.place_image(cached, image, writable=False)
         log(f"image {image.name}: {bi.allocated_bytes(image) / MiB:.0f} MiB allocated")
@@ -459,9 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "image": "small" if args.small_mib else "bench_image 4 GiB",
               "chunk_mib": args.chunk_size, "results": results,
               "targets": targets(results)}
-    RESULTS_DIR.mkdir(exist_ok=True)
+    args.results_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS_DIR / f"bench-s3-{stamp}.json").write_text(json.dumps(report, indent=1) + "\n")
+    path = args.results_dir / f"bench-s3-{stamp}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
     if args.json:
         print(json.dumps(report, indent=1))
     else:
