@@ -75,6 +75,7 @@ def log(msg: str) -> None:
 def running(kind: str, root: Path, files: s3servers.AwsFiles) -> Iterator[s3servers.S3Server]:
     """One server of ``kind`` under ``root``, its profile in ``files``, stopped after."""
     daemon: s3servers.Daemon
+    root.mkdir(parents=True)
     if kind == "seaweedfs":
         weed = Path(sys.executable).parent / "weed"
         found = weed if weed.exists() else shutil.which("weed")
