@@ -337,3 +337,14 @@ def test_the_cli_says_what_is_wrong_with_an_s3_location(cli: Any, s3_server: Any
                                 "&profile=" + s3_server.profile)
     assert far.code == 44 and "cannot be reached" in far.err and "Traceback" not in far.err
     assert not any(p.name.startswith("s3") for p in tmp_path.iterdir())  # no s3: directory
+
+
+def test_callers_are_asked_for_sixteen_requests_at_once_within_the_bound(tmp_path: Any) -> None:
+    from stasis.backends import LocalBackend
+
+    # bench/bench_s3.py: 1 MiB PUTs peaked at 16 threads on the servers here
+    url = "s3://bucket/r?endpoint=http://127.0.0.1:9"
+    assert S3Backend(S3Location.parse(url)).parallel_requests == 16
+    assert S3Backend(S3Location.parse(url), max_in_flight=8).parallel_requests == 8
+    assert Storage(open_backend(url)).parallel_requests == 16
+    assert LocalBackend(tmp_path).parallel_requests == 4

@@ -57,6 +57,7 @@ class Storage:
     def __init__(self, backend: Backend) -> None:
         self.inner = backend
         self.url = backend.url
+        self.parallel_requests = backend.parallel_requests
 
     def __getattr__(self, name: str) -> Any:
         # What one kind of backend has beyond the contract (a local backend's root),
