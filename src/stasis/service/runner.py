@@ -185,13 +185,15 @@ class Service:
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
         self._service_id = self.jobs.register_service(this_runner(), self.repo().id)
-        # The names repositories are served under, so that status finds a policy's
-        # sites (its repository and its copies' destinations) in the points index.
-        PointIndex(self.catalog).name_repositories(
-            {name: self.repo(name) for name in self.repositories})
         self._forget_dead_services()
         self.recover()
         self.schedule_policies()
+        # The names repositories are served under, so that status finds a policy's
+        # sites (its repository and its copies' destinations) in the points index.
+        # Last: opening every repository takes a KDF each, and a client that sees this
+        # service registered expects its policies stored already (schedule_policies).
+        PointIndex(self.catalog).name_repositories(
+            {name: self.repo(name) for name in self.repositories})
 
     def _forget_dead_services(self) -> None:
         from stasis.service.jobs import runner_alive
