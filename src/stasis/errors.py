@@ -449,6 +449,49 @@ class FileTargetExists(StasisError):
     cli_hint = "Pass --force to replace them, or choose another --to."
 
 
+# ------------------------------------------------------------------ the server's access
+
+
+class NotAuthenticated(StasisError):
+    """{}"""
+
+    exit_code = 60
+
+
+class PermissionDenied(StasisError):
+    """This needs the permission {!r}, which {} does not have. Nothing was done."""
+
+    exit_code = 61
+
+    @property
+    def permission(self) -> str:
+        return str(self.args[0])
+
+
+class TooManyAttempts(StasisError):
+    """{}"""
+
+    exit_code = 62
+
+
+class RequestTooLarge(StasisError):
+    """{}"""
+
+    exit_code = 63
+
+
+class IdempotencyConflict(StasisError):
+    """{}"""
+
+    exit_code = 64
+
+
+class AccountError(StasisError):
+    """{}"""
+
+    exit_code = 65
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -521,6 +564,14 @@ EXIT_MEANINGS: dict[int, str] = {
         "copy to a repository made with it)",
     40: "the two repositories cannot be copied between (chunk size or format); nothing "
         "was written",
+    60: "the server did not know who asked: no token or session, an unknown, expired or "
+        "revoked one, or a wrong password",
+    61: "the user or token lacks the permission the operation needs; nothing was done",
+    62: "too many failed sign-ins from this user or address; try again later",
+    63: "the request body was larger than the server accepts; nothing was done",
+    64: "an Idempotency-Key was used again with another request; nothing was done",
+    65: "a user, token, tenant or role could not be created or changed as asked; nothing "
+        "was changed",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -9,7 +9,8 @@ rule of its own.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,9 @@ from pydantic import (
 
 from stasis.errors import StasisError, StasisWarning
 from stasis.repository import Manifest, VmRecord
+
+if TYPE_CHECKING:
+    from stasis.app.auth import Principal
 
 # A model's validator is built when it is first used, not when this module is
 # imported: a command uses two or three of these models, and building all of them
@@ -1191,3 +1195,41 @@ class EffectiveConfig(Model):
     settings: dict[str, ConfigValue]
     repositories: list[ConfiguredRepository]
     default_repository: str | None
+
+
+# ------------------------------------------------------------------ the server's access
+# (AUTH's models: users, tokens, tenants, roles, audit — below this line)
+
+
+class PermissionModel(Model):
+    name: str
+    description: str
+
+
+class TenantRef(Model):
+    name: str
+    restore_pools: list[str]
+    restore_networks: list[str]
+    restore_dirs: list[str]
+
+
+class Me(Model):
+    """``GET /api/v1/me``: who a request acts for and its effective rights."""
+
+    user: str
+    role: str
+    tenant: TenantRef | None  # None: the whole system
+    token: int | None  # the token's id when authenticated by a token
+    session: bool  # authenticated by a browser session (unsafe methods need X-CSRF-Token)
+    permissions: list[PermissionModel]
+
+    @classmethod
+    def of(cls, p: Principal, described: Mapping[str, str]) -> Me:
+        t = p.tenant
+        return cls(user=p.user, role=p.role, token=p.token, session=p.session is not None,
+                   tenant=None if t is None else TenantRef(
+                       name=t.name, restore_pools=list(t.restore_pools),
+                       restore_networks=list(t.restore_networks),
+                       restore_dirs=list(t.restore_dirs)),
+                   permissions=[PermissionModel(name=n, description=described[n])
+                                for n in sorted(p.permissions) if n in described])

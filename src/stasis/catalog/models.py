@@ -94,6 +94,7 @@ class GroupRow(Base):
     description: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(UtcDateTime())
     updated: Mapped[datetime] = mapped_column(UtcDateTime())
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its owner
 
 
 
@@ -181,6 +182,8 @@ class JobRow(Base):
     pid_start: Mapped[int | None] = mapped_column(BigInteger)  # /proc/PID/stat starttime
     # Asked to stop: the service running it interrupts it at its next tick.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)  # whose job
+    by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # who started it
 
 
 class JobLogRow(Base):
@@ -210,6 +213,8 @@ class PolicyRow(Base):
     last_run: Mapped[datetime | None] = mapped_column(UtcDateTime())
     next_run: Mapped[datetime | None] = mapped_column(UtcDateTime())
     updated: Mapped[datetime] = mapped_column(UtcDateTime())
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its owner
+    template: Mapped[bool] = mapped_column(Boolean, default=False)  # offered to tenants
 
 
 class ServiceRow(Base):
@@ -223,3 +228,124 @@ class ServiceRow(Base):
     pid_start: Mapped[int] = mapped_column(BigInteger)
     started: Mapped[datetime] = mapped_column(UtcDateTime())
     repo: Mapped[str | None] = mapped_column(Text)  # the repository's id
+
+
+# ------------------------------------------------------------------ users, tenants, audit
+# The server's accounts (stasis.app.auth holds the rules: roles, permissions, scopes).
+# Secrets are never stored: a password as its Argon2id hash, a token or a session as the
+# SHA-256 of its random secret (a 256-bit secret needs no slow hash).
+
+
+class RoleRow(Base):
+    """A role as data: its name and the permissions it grants (built-in ones are
+    written by the migration and kept up to date when the catalog is opened)."""
+
+    __tablename__ = "roles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    permissions: Mapped[list[str]] = mapped_column(JSON)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class TenantRow(Base):
+    """An owner of VMs (by explicit names or a label selector) and of what they define,
+    with the places its users may restore to."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    vms: Mapped[list[str]] = mapped_column(JSON)  # VM names it owns
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)  # and VMs carrying all of these
+    restore_pools: Mapped[list[str]] = mapped_column(JSON)  # where it may restore to
+    restore_networks: Mapped[list[str]] = mapped_column(JSON)
+    restore_dirs: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class UserRow(Base):
+    """A local account, bound to one role over the whole system (tenant None) or over
+    one tenant."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password: Mapped[str] = mapped_column(Text)  # an encoded Argon2id hash
+    role: Mapped[str] = mapped_column(String(64), ForeignKey("roles.name"))
+    tenant: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime())
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_login: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class TokenRow(Base):
+    """A bearer API token of a user: named, scoped, expiring, revocable, never more
+    powerful than its user (checked at every use, not only at creation)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)  # shown in listings
+    hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the secret
+    role: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: the user's
+    permissions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # a subset
+    created: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_used: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class SessionRow(Base):
+    """A browser's signed-in session (a cookie) with its CSRF token."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie
+    csrf: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires: Mapped[datetime] = mapped_column(UtcDateTime())
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditRow(Base):
+    """One line of the append-only audit log: who did what to which object, and how
+    it ended. Rows are only ever inserted."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    user: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: anonymous
+    token: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the token's id
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))  # "login", "backup.start", ...
+    object: Mapped[str] = mapped_column(Text, default="")  # "vm:web1", "job:12", ...
+    result: Mapped[str] = mapped_column(String(16))  # ok | denied | failed
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IdempotencyRow(Base):
+    """What a POST with an ``Idempotency-Key`` answered, so that the same key from the
+    same user answers the same again instead of starting the work twice."""
+
+    __tablename__ = "idempotency"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    request: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_idempotency_user_key", "user", "key", unique=True),)

@@ -1,0 +1,51 @@
+"""What the API's routes work on: the service's catalog, repositories and libvirt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from stasis.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from stasis.app.auth import Principal
+    from stasis.catalog import Catalog
+    from stasis.repository import Repository
+
+
+class Authenticator(Protocol):
+    """Tells who a request acts for, from a bearer token or a session cookie; raises
+    :class:`~stasis.errors.NotAuthenticated` for an unknown, expired or revoked one."""
+
+    def by_token(self, secret: str, *, address: str | None) -> Principal: ...
+
+    def by_session(self, cookie: str, *, address: str | None) -> Principal: ...
+
+
+@dataclass
+class ApiContext:
+    """The open catalog, the served repositories by name (opened once, by serve) and
+    the libvirt URI; ``wake`` tells the service to look at its queue now."""
+
+    catalog: Catalog
+    repositories: Mapping[str, Repository]
+    default_repository: str
+    connect: str
+    authenticator: Authenticator
+    wake: Callable[[], None] = lambda: None
+    clock: Clock = SYSTEM_CLOCK
+    max_body: int = 1 << 20  # bytes a request body may have (uploads have their own)
+    session_cookie: str = "stasis_session"
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def repository(self, name: str | None = None) -> Repository:
+        """The served repository ``name`` (the default one when None)."""
+        from stasis.errors import RepositoryNotFound
+
+        key = self.default_repository if name is None else name
+        try:
+            return self.repositories[key]
+        except KeyError:
+            raise RepositoryNotFound(
+                repr(key), hint="GET /api/v1/repositories lists the served ones.") from None
