@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 
 from stasis.app.auth import AUTHENTICATED, PERMISSIONS, PUBLIC, Principal
+from stasis.app.scope import Scope
 from stasis.errors import NotAuthenticated, PermissionDenied
 
 PERMISSION_KEY = "x-permission"
@@ -106,3 +107,14 @@ class GuardedRoute(APIRoute):
             deps.insert(0, Depends(_guard(permission)))
             kwargs["dependencies"] = deps
         super().__init__(path, endpoint, **kwargs)
+
+
+def scope(request: Request) -> Scope:
+    """What the request's principal may see (one :class:`~stasis.app.scope.Scope` per
+    request), for handlers: ``where: Scope = Depends(scope)``."""
+    known = getattr(request.state, "scope", None)
+    if isinstance(known, Scope):
+        return known
+    made = Scope.of(authenticate(request), request.app.state.ctx.connect)
+    request.state.scope = made
+    return made
