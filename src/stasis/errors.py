@@ -449,6 +449,23 @@ class FileTargetExists(StasisError):
     cli_hint = "Pass --force to replace them, or choose another --to."
 
 
+class ImmutabilityUnsupported(StasisError):
+    """{} cannot be made immutable: {}. {}"""
+
+    exit_code = 47
+    cli_hint = ("Immutability needs S3 Object Lock that the server enforces (AWS S3, Ceph "
+                "RGW, SeaweedFS, MinIO), and Object Lock is enabled when a bucket is "
+                "created: give 'stasis repo init --immutable' a new bucket name and Stasis "
+                "creates it so, or create the bucket with Object Lock yourself.")
+
+
+class PointLocked(StasisError):
+    """Point {} is locked by the storage until {}: it cannot be removed before then. Nothing was deleted."""
+
+    exit_code = 48
+    cli_hint = "Run prune again after that date (the repository was made with --immutable)."
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -471,6 +488,14 @@ class BackupJobLeftRunning(StasisWarning):
 
     code = 52
     cli_hint = JobNotEnded.cli_hint
+
+
+class NotImmutable(StasisWarning):
+    """The repository {} is not immutable any more: {}. Its points are intact, but the storage no longer stops their deletion."""
+
+    code = 56
+    cli_hint = ("Check the bucket's Object Lock and the server; until it enforces locks "
+                "again, keep a copy of the points elsewhere ('stasis copy').")
 
 
 # ------------------------------------------------------------------ the tables
@@ -521,6 +546,9 @@ EXIT_MEANINGS: dict[int, str] = {
         "copy to a repository made with it)",
     40: "the two repositories cannot be copied between (chunk size or format); nothing "
         "was written",
+    47: "the storage cannot make the repository immutable (no Object Lock, or one that "
+        "it does not enforce); nothing was written",
+    48: "the point is locked by the storage (Object Lock) until a later date",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }
@@ -533,6 +561,7 @@ WARNING_MEANINGS: dict[int, str] = {
     50: "a post-backup hook failed; the point is committed and complete",
     51: "the run is not recorded in the catalog; the work itself was done",
     52: "a libvirt backup job outlived its backup; the point is complete",
+    56: "the repository is not immutable any more: its Object Lock probe was deleted",
 }
 
 

@@ -552,6 +552,8 @@ class GcResult(Model):
     kept_pages: TallyModel
     kept_chunks: TallyModel
     quarantined: TallyModel
+    locked: TallyModel = TallyModel(count=0, bytes=0)  # immutable: garbage still locked
+    locked_until: str | None = None
     lock_waited_s: float
     mark_s: float
     locked_s: float
@@ -867,6 +869,17 @@ class RepoCreated(Model):
     id: str
     encryption: str
     chunk_size: int
+    immutability: dict[str, Any] | None = None  # {mode, retain_s, margin_s}
+
+
+class LocksRenewed(Model):
+    """A lock renewal of an immutable repository (``stasis repo lock-extend``)."""
+
+    epoch: int
+    until: str  # every committed point's objects are locked at least until then
+    points: int
+    objects: int
+    damaged: int
 
 
 class RepoInfoModel(Model):
