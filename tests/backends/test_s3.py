@@ -4,13 +4,9 @@ the bound on requests in flight. The contract itself is test_conformance.py's.""
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import socket
-import socketserver
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +28,7 @@ from stasis.errors import (
 from stasis.repository import Credentials, Repository
 from stasis.repository.crypto import KdfParams
 from stasis.repository.storage import Storage
+from tests.s3proxy import S3Proxy
 
 QUICK = RetryPolicy(attempts=4, base=0.01, cap=0.05, deadline=30)
 FAST_KDF = KdfParams(memory_kib=1024, iterations=1, lanes=1)
@@ -263,115 +260,48 @@ def test_put_if_absent_falls_back_where_the_server_cannot(s3_server: Any,
 # --------------------------------------------------------------------- faults
 
 
-class _FaultProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """An HTTP proxy in front of a real server that answers the next requests with
-    the faults queued: "503" (SlowDown), "reset" (the connection closed unanswered)
-    or "stall" (no answer for a few seconds)."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.removeprefix("http://")
-        self.faults: list[str] = []
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Forward)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def next_fault(self) -> str | None:
-        with self.lock:
-            return self.faults.pop(0) if self.faults else None
-
-
-class _Forward(http.server.BaseHTTPRequestHandler):
-    server: _FaultProxy
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-    def _any(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fault = self.server.next_fault()
-        if fault == "reset":
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       b"\1\0\0\0\0\0\0\0")
-            self.close_connection = True
-            return
-        if fault == "stall":
-            time.sleep(3)
-        if fault == "503":
-            text = (b"<?xml version='1.0'?><Error><Code>SlowDown</Code>"
-                    b"<Message>Please reduce your request rate.</Message></Error>")
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(text)))
-            self.end_headers()
-            self.wfile.write(text)
-            return
-        conn = http.client.HTTPConnection(self.server.upstream, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            answer = conn.getresponse()
-            data = answer.read()
-        except OSError:  # the client gave up on a stalled request, the server went away
-            self.close_connection = True
-            return
-        self.send_response(answer.status)
-        for k, v in answer.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        conn.close()
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
-
-
-@pytest.fixture
-def proxy(seaweedfs: Any) -> Iterator[_FaultProxy]:
-    server = _FaultProxy(seaweedfs.endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def _through(proxy: _FaultProxy, seaweedfs: Any, **kw: Any) -> S3Backend:
-    bucket = seaweedfs.new_bucket()
-    loc = S3Location.parse(seaweedfs.url(bucket, "faults"))
-    loc = S3Location(loc.bucket, loc.prefix, proxy.endpoint, None, loc.profile)
-    return S3Backend(loc, **kw)
+def _through(proxy: S3Proxy, bucket: str, **kw: Any) -> S3Backend:
+    return S3Backend(S3Location.parse(proxy.url(bucket, "faults")), **kw)
 
 
 @pytest.mark.parametrize("fault", ["503", "reset", "stall"])
-def test_transient_faults_are_retried_then_succeed(proxy: _FaultProxy, seaweedfs: Any,
+def test_transient_faults_are_retried_then_succeed(s3_proxy: S3Proxy, s3_bucket: str,
                                                    fault: str) -> None:
-    store = _through(proxy, seaweedfs, retry=QUICK, timeouts=Timeouts(connect=2, read=1))
+    store = _through(s3_proxy, s3_bucket, retry=QUICK, timeouts=Timeouts(connect=2, read=1))
     store.put("k", b"v")
-    proxy.faults[:] = [fault] * 3
+    s3_proxy.fail(3, fault)
     assert store.get("k") == b"v"
     store.put("k2", b"w")
-    assert proxy.faults == []  # all three met, and retried past
+    assert s3_proxy.failed == 3  # all three met, and retried past
     assert store.get("k2") == b"w"
 
 
-def test_throttling_that_does_not_end_is_a_clear_error(proxy: _FaultProxy,
-                                                       seaweedfs: Any) -> None:
-    store = _through(proxy, seaweedfs, retry=QUICK)
+def test_throttling_that_does_not_end_is_a_clear_error(s3_proxy: S3Proxy,
+                                                       s3_bucket: str) -> None:
+    store = _through(s3_proxy, s3_bucket, retry=QUICK)
     store.put("k", b"v")
-    proxy.faults[:] = ["503"] * 10
+    s3_proxy.fail(10, "503")
     with pytest.raises(BackendError) as e:
         Storage(store).get("k")
     assert e.value.exit_code == 21
     assert "SlowDown" in e.value.message and "4 attempts" in e.value.message
     assert "reading k" in e.value.message and "not changed" in e.value.message
-    assert len(proxy.faults) == 6  # exactly the bounded number of attempts
+    assert s3_proxy.failed == 4  # exactly the bounded number of attempts
+
+
+def test_a_connection_that_stays_stalled_times_out_then_is_a_clear_error(
+        s3_proxy: S3Proxy, s3_bucket: str) -> None:
+    store = _through(s3_proxy, s3_bucket, retry=QUICK, timeouts=Timeouts(connect=2, read=1))
+    Storage(store).put("k", b"v")
+    s3_proxy.fail(10, "stall", method="PUT")
+    with pytest.raises(BackendError) as e:
+        Storage(store).put("k2", b"w")
+    assert e.value.exit_code == 21
+    assert "timeout" in e.value.message.lower() and "4 attempts" in e.value.message
+    assert "writing k2" in e.value.message
+    assert s3_proxy.failed == 4
+    s3_proxy.heal()
+    assert Storage(store).get("k") == b"v" and not store.exists("k2")
 
 
 # --------------------------------------------------------------------- the CLI
@@ -407,3 +337,14 @@ def test_the_cli_says_what_is_wrong_with_an_s3_location(cli: Any, s3_server: Any
                                 "&profile=" + s3_server.profile)
     assert far.code == 44 and "cannot be reached" in far.err and "Traceback" not in far.err
     assert not any(p.name.startswith("s3") for p in tmp_path.iterdir())  # no s3: directory
+
+
+def test_callers_are_asked_for_sixteen_requests_at_once_within_the_bound(tmp_path: Any) -> None:
+    from stasis.backends import LocalBackend
+
+    # bench/bench_s3.py: 1 MiB PUTs peaked at 16 threads on the servers here
+    url = "s3://bucket/r?endpoint=http://127.0.0.1:9"
+    assert S3Backend(S3Location.parse(url)).parallel_requests == 16
+    assert S3Backend(S3Location.parse(url), max_in_flight=8).parallel_requests == 8
+    assert Storage(open_backend(url)).parallel_requests == 16
+    assert LocalBackend(tmp_path).parallel_requests == 4

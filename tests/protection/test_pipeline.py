@@ -169,3 +169,44 @@ def test_cancel_stops_the_run_with_writes_in_flight(
     assert raised and isinstance(raised[0], Cancelled)
     assert reopen(slow_repo).points() == []
 
+
+
+@pytest.mark.parametrize("parallel", [4, 16])
+def test_the_writers_follow_the_requests_the_store_serves_at_once(
+    tmp_path: Path, parallel: int
+) -> None:
+    store = SlowStore(tmp_path / "repo")
+    store.parallel_requests = parallel  # a network store's (S3: 16)
+    repo = Repository.init(store, passphrase=PASSPHRASE.encode(), chunk_size=CHUNK,
+                           kdf=CHEAP_KDF)
+    image = write_image(tmp_path / "big.raw", 16 * MiB, [(0, random.randbytes(16 * MiB))])
+    store.gate.clear()  # every put waits: each writer holds one
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            back_up_images(repo, [image], name="d")
+        except BaseException as e:
+            failed.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while store.puts < parallel and time.monotonic() < deadline and t.is_alive():
+        time.sleep(0.01)
+    store.gate.set()
+    t.join()
+    assert not failed
+    # as many writers as the store asks for (the queue of 2 each fits in 32 MiB)
+    assert len(store.threads) == parallel == backup.writer_count(parallel, CHUNK)
+
+
+def test_writers_and_readers_stay_within_their_queue() -> None:
+    from stasis.parallel import default_workers
+    from stasis.recovery.restore import reader_count
+
+    assert backup.writer_count(16, 1 * MiB) == 16
+    assert backup.writer_count(16, 4 * MiB) == 4  # 2 × 4 × 4 MiB = 32 MiB
+    assert backup.writer_count(4, 1 * MiB) == 4 == backup.writer_count(1, 32 * MiB)
+    assert reader_count(16, 1 * MiB) == max(16, default_workers())
+    assert reader_count(16, 4 * MiB) == reader_count(4, 1 * MiB) == default_workers()

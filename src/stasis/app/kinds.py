@@ -34,6 +34,7 @@ from stasis.app.models import (
     GroupRestore,
     PointDecision,
     PruneReport,
+    RepairResult,
     VerifyProblem,
     VerifyResult,
     VmBackupOutcome,
@@ -139,6 +140,9 @@ class VerifyParams(Params):
     op: Literal["verify"] = "verify"
     points: list[str] | None = None  # None: every point
     deep: bool = False
+    # Heal damaged or missing chunks from this repository (a name or location,
+    # opened as a copy's destination is).
+    repair_from: str | None = None
 
 
 class PruneParams(Params):
@@ -166,6 +170,9 @@ class CopyParams(Params):
     name: str | None = None  # every point of this name
     vm: str | None = None  # every point holding this VM
     all: bool = False
+    # The points this policy's runs made that the destination lacks (newer than its
+    # newest of each chain), then the policy's retention at the destination.
+    policy: str | None = None
     dry_run: bool = False
     limit_rate: int | None = None  # bytes sent a second
 
@@ -630,22 +637,42 @@ def _plan_verify(p: VerifyParams, env: Env) -> Plan:
     covered = chosen if chosen is not None else repo.points()
     vms = list(dict.fromkeys(vm.name for m in covered for vm in m.vms))
     name = ",".join(dict.fromkeys(m.name for m in covered)) if chosen else "all points"
-    return Plan(name, vms, repo, state=(chosen, covered))
+    other = None
+    if p.repair_from is not None:
+        from stasis.protection.copy import copy_mode
+
+        if env.open_destination is None:
+            raise UsageError(f"the repository to repair from, '{p.repair_from}', cannot be "
+                             "opened here; nothing was verified")
+        other = env.open_destination(p.repair_from)
+        copy_mode(other, repo)  # refused before anything is read
+    return Plan(name, vms, repo, state=(chosen, covered, other))
 
 
 def _run_verify(p: VerifyParams, plan: Plan, job: JobRun, env: Env) -> VerifyResult:
     from stasis.protection.verify import verify
 
-    chosen, covered = plan.state
-    report = verify(env.repo(), chosen, deep=p.deep, progress=env.sink(job.cancel))
+    chosen, covered, other = plan.state
+    report = verify(env.repo(), chosen, deep=p.deep, progress=env.sink(job.cancel),
+                    repair_from=other)
     _record_verify(job, covered, report)
     result = VerifyResult(
         ok=report.ok, deep=report.deep, points=report.points, chunks=report.chunks,
         bytes_checked=report.bytes_checked, quarantined=list(report.quarantined),
         problems=[VerifyProblem(**x.__dict__, description=x.describe())
-                  for x in report.problems])
+                  for x in report.problems],
+        repair=None if report.repair is None else RepairResult.model_validate(
+            report.to_dict()["repair"]))
     if env.on_report is not None:
         env.on_report(result)
+    if report.repair is not None and not report.ok:
+        raise IntegrityError(
+            f"verify found {len(report.damaged)} damaged or missing chunk(s) and healed "
+            f"{len(report.repair.healed)} from {report.repair.source_url}; "
+            f"{len(report.repair.unhealed)} could not be healed (the other repository "
+            "lacks them too, or holds none of their points)"
+            + ("" if len(report.problems) == sum(map(len, report.reported.values())) else
+               "; damaged indexes or manifests are not repaired") + ".")
     if not report.ok:
         raise IntegrityError(
             f"verify found {len(report.problems)} problem(s); the damaged chunks were "
@@ -659,10 +686,11 @@ def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -
     """Each point's outcome in the job's result, keyed by point id."""
     for m in covered:
         problems = [x.describe() for x in report.problems if x.point == m.id]
+        left = [x for x in report.problems if x.point == m.id and not x.healed]
         job.result[m.id] = {"point": m.id, "point_name": m.name,
-                            "vms": [vm.name for vm in m.vms], "ok": not problems,
+                            "vms": [vm.name for vm in m.vms], "ok": not left,
                             "problems": problems,
-                            "error": f"{len(problems)} problem(s)" if problems else None}
+                            "error": f"{len(left)} problem(s)" if left else None}
     for x in report.problems:  # a problem outside the chosen points (a damaged manifest)
         if x.point not in job.result:
             job.result[x.point] = {"point": x.point, "ok": False, "problems": [x.describe()],
@@ -673,6 +701,16 @@ def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -
             f"{len(report.problems)} problem(s), {len(report.quarantined)} quarantined")
     for q in report.quarantined:
         job.log("warning", f"quarantined: {q}")
+    if report.repair is not None:
+        r = report.repair
+        job.result["repair"] = {"ok": not r.unhealed, "source": r.source,
+                                "healed": r.healed, "unhealed": r.unhealed,
+                                "error": None if not r.unhealed else
+                                f"{len(r.unhealed)} chunk(s) not healed"}
+        for h in r.chunks:
+            job.log("info" if h.healed else "error",
+                    f"chunk {h.chunk[:16]}: healed from {r.source_url}" if h.healed
+                    else f"chunk {h.chunk[:16]}: not healed: {h.reason}")
 
 
 def _prune_title(p: PruneParams) -> str:
@@ -787,15 +825,15 @@ def _run_gc(p: GcParams, plan: Plan, job: JobRun, env: Env) -> GcResult:
 
 def _copy_title(p: CopyParams) -> str:
     what = (",".join(p.points) if p.points else p.name or (f"vm {p.vm}" if p.vm else None)
-            or "all points")
+            or (f"policy {p.policy}" if p.policy else None) or "all points")
     return f"{what} to {p.to}"
 
 
 def _check_copy(p: CopyParams) -> None:
-    given = [x for x in (p.points, p.name, p.vm, p.all or None) if x]
+    given = [x for x in (p.points, p.name, p.vm, p.all or None, p.policy) if x]
     if len(given) != 1:
-        raise UsageError("say which points to copy: point ids, --name NAME, --vm VM or "
-                         "--all (one of them); nothing was copied")
+        raise UsageError("say which points to copy: point ids, --name NAME, --vm VM, "
+                         "--all or a policy (one of them); nothing was copied")
     if p.limit_rate is not None and p.limit_rate <= 0:
         raise UsageError("--limit-rate takes a positive number of bytes a second (for "
                          "example 10M); nothing was copied")
@@ -811,7 +849,15 @@ def _plan_copy(p: CopyParams, env: Env) -> Plan:
     src = env.repo()
     dst = env.open_destination(p.to)
     copy_mode(src, dst)  # refused before anything is read
-    if p.points:
+    policy = None
+    if p.policy is not None:
+        if env.find_policy is None:
+            raise UsageError(f"policy '{p.policy}' cannot be looked up here; nothing was "
+                             "copied")
+        with env.catalog() as c:
+            policy = env.find_policy(c, p.policy)
+        chosen = _policy_points_to_copy(src, dst, p.policy, env)
+    elif p.points:
         chosen = [src.resolve(x) for x in p.points]
     else:
         every = src.points(on_damaged=env.on_damaged)
@@ -824,13 +870,32 @@ def _plan_copy(p: CopyParams, env: Env) -> Plan:
         if not chosen and not p.all:
             raise PointNotFound(p.name if p.name is not None else f"vm {p.vm}")
     vms = list(dict.fromkeys(vm.name for m in chosen for vm in m.vms))
-    return Plan(_copy_title(p), vms, src, state=(dst, chosen))
+    return Plan(_copy_title(p), vms, src, policy=p.policy, state=(dst, chosen, policy))
+
+
+def _policy_points_to_copy(src: Repository, dst: Repository, policy: str,
+                           env: Env) -> list[Manifest]:
+    """The points of ``policy``'s chains at ``src`` that ``dst`` lacks and that are newer
+    than the newest point of their chain there: what the destination's own retention
+    pruned is not sent again (deletions never propagate, in either direction)."""
+    mine = [m for m in src.points(on_damaged=env.on_damaged)
+            if m.tags.get("policy") == policy]
+    at_dst = set(dst.point_ids())
+    # The newest of each chain at the destination, by the times the source gives (a
+    # point there is the same manifest); one pruned at the source is older than the
+    # source's newest, which the source keeps.
+    newest: dict[str, tuple[str, str]] = {}
+    for m in mine:
+        if m.id in at_dst:
+            newest[m.name] = max(newest.get(m.name, ("", "")), (m.time, m.id))
+    return [m for m in mine if m.id not in at_dst
+            and (m.time, m.id) > newest.get(m.name, ("", ""))]
 
 
 def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
     from stasis.protection.copy import PointCopy, copy_points
 
-    dst, chosen = plan.state
+    dst, chosen, policy = plan.state
     job.log("info", f"copy of {len(chosen)} point(s) to {dst.url} (repository "
             f"{dst.id[:12]})" + (f", at most {p.limit_rate} bytes/s" if p.limit_rate else ""))
 
@@ -850,6 +915,11 @@ def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
                          rate=float(p.limit_rate) if p.limit_rate else None,
                          progress=env.sink(job.cancel), clock=env.clock, on_point=heard)
     job.bytes_read = report.bytes_read
+    retention = None
+    if policy is not None and not p.dry_run:
+        retention = _retention_at_destination(policy, p.to, dst, job, env)
+    if not p.dry_run:
+        _index_destination(dst, job, env)
     return CopyResult(
         dry_run=report.dry_run, shared_key=report.shared_key, source=report.source,
         destination=report.destination, destination_url=dst.url,
@@ -857,7 +927,45 @@ def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
         copied=report.copied, skipped=report.skipped, objects_sent=report.objects_sent,
         bytes_sent=report.bytes_sent, objects_present=report.objects_present,
         chunks_read=report.chunks_read, bytes_read=report.bytes_read,
-        rate_waited_s=report.rate_waited_s, duration_s=report.duration_s)
+        rate_waited_s=report.rate_waited_s, duration_s=report.duration_s,
+        retention=retention)
+
+
+def _retention_at_destination(policy: Policy, to: str, dst: Repository, job: JobRun,
+                              env: Env) -> dict[str, list[str]] | None:
+    """The policy's retention at the destination ``to`` (the copy section's own, else
+    the policy's), by the destination's own prune over the chains the policy made
+    there, with the destination's own holds; nothing is removed at the source."""
+    from stasis.service.prune import policy_chains, prune_points
+
+    target = policy.copy_target(to)
+    retention = policy.copy_retention(target) if target is not None else policy.retention
+    if retention.keeps_everything:
+        return None
+    chains = policy_chains(dst, policy.name)
+    if not chains:
+        return None
+    result = prune_points(dst, retention.rules(policy.timezone), now=env.clock.now(),
+                          names=chains)
+    job.log("info", f"retention at the destination {dst.url}: {len(result.removed)} of "
+            f"{len(result.decisions)} point(s) removed there (chains {', '.join(chains)}); "
+            "gc at the destination reclaims their chunks")
+    return {"removed": result.removed,
+            "kept": [d.point.id for d in result.decisions if d.keep]}
+
+
+def _index_destination(dst: Repository, job: JobRun, env: Env) -> None:
+    """The destination's points in the catalog's index (what ``stasis status`` shows per
+    site): only the manifests not indexed yet are read."""
+    from stasis.catalog import PointIndex
+
+    try:
+        with env.catalog() as c:
+            # A damaged manifest there is left out of the index (verify reports it).
+            PointIndex(c).sync(dst, on_damaged=lambda _pid, _e: None)
+    except StasisError as e:  # the copy itself is done: say so, do not fail it
+        job.log("warning", f"the destination's points were not indexed in the catalog: "
+                f"{e.message}")
 
 
 # ------------------------------------------------------------------ policy runs

@@ -278,7 +278,31 @@ class VerifyProblem(Model):
     offset: int | None = None
     object: str = ""
     problem: str = ""
+    healed: bool = False  # replaced from the repository repaired from
     description: str = ""  # all of the above in one sentence
+
+
+class ChunkHealing(Model):
+    """One damaged or missing chunk and what ``--repair-from`` did with it."""
+
+    chunk: str  # its name here (hex)
+    healed: bool
+    source_chunk: str = ""  # its name in the other repository
+    bytes_written: int = 0
+    reason: str = ""  # why it was not healed
+    points: list[str] = []
+
+
+class RepairResult(Model):
+    """What ``verify --repair-from`` healed, from which repository, and what not."""
+
+    source: str
+    source_url: str
+    shared_key: bool
+    chunks: list[ChunkHealing]
+    healed: list[str]
+    unhealed: list[str]
+    quarantined_there: list[str]  # damaged there too: moved aside there
 
 
 class VerifyResult(Model):
@@ -292,6 +316,7 @@ class VerifyResult(Model):
     bytes_checked: int
     problems: list[VerifyProblem]
     quarantined: list[str]
+    repair: RepairResult | None = None
 
     def to_json(self) -> Any:
         data = self.model_dump(mode="json")
@@ -418,6 +443,16 @@ class VerifyPart(Part):
     error: str | None = None
 
 
+class RepairPart(Part):
+    """A verify's repair (``--repair-from``): the chunks healed and those not."""
+
+    source: str  # the repository repaired from (id)
+    healed: list[str]
+    unhealed: list[str]
+    ok: bool
+    error: str | None = None
+
+
 class PrunePart(Part):
     point: str
     point_name: str | None = None
@@ -479,7 +514,7 @@ class RestoreJob(JobBase):
 
 class VerifyJob(JobBase):
     kind: Literal["verify"]
-    result: dict[str, VerifyPart]
+    result: dict[str, VerifyPart | RepairPart]
 
 
 class PruneJob(JobBase):
@@ -592,6 +627,7 @@ class CopyResult(Model):
     bytes_read: int
     rate_waited_s: float
     duration_s: float
+    retention: dict[str, list[str]] | None = None  # a policy's copy: removed, kept there
 
 
 class PointDecision(Model):
@@ -812,13 +848,28 @@ class PolicySummary(Model):
     rpo: str | None
     notify: dict[str, Any]
     repository: str | None = None  # the named repository; None: the service's default
+    copies: list[dict[str, Any]] = []  # each: to, schedule, retention at the destination
 
 
 # ------------------------------------------------------------------ status, policy runs
 
 
+class SiteStatusRow(Model):
+    """A VM's newest point of a policy at one site, and how far a copy lags."""
+
+    policy: str
+    role: str  # source | copy
+    repository: str | None
+    repo_id: str | None
+    newest_point: str | None
+    newest_time: str | None
+    lag_s: float | None
+    lag_points: int | None
+
+
 class VmStatusRow(Model):
-    """How protected one VM is: newest point, next run, RPO, last verification."""
+    """How protected one VM is: newest point, next run, RPO, last verification, and
+    per site of the policies that copy it, the newest point and the copy's lag."""
 
     vm: str
     newest_point: str | None
@@ -829,6 +880,7 @@ class VmStatusRow(Model):
     rpo: str  # met | breached | none
     rpo_detail: str
     last_verify: dict[str, Any] | None
+    sites: list[SiteStatusRow] = []
 
 
 class UnrecordedRun(Model):

@@ -7,7 +7,8 @@ service loads them with, so what a check accepts is what ``stasis serve`` runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,20 +17,43 @@ from stasis.app.models import PolicyCheck, PolicyProblem, PolicySummary
 from stasis.errors import PolicyNotFound, UsageError
 
 if TYPE_CHECKING:
+    from stasis.app.config import Config
     from stasis.catalog import Catalog
     from stasis.service.policy import Policy
 
 
+def repository_rules(config: Config | None) -> dict[str, Any]:
+    """What the repositories a policy names are checked against (the keyword
+    arguments of :func:`load_policy_file`): the config file's names, its default,
+    and the repositories whose key file or passphrase file cannot be read (name ->
+    why), which a copy could not unlock. No config file: nothing is checked."""
+    if config is None or not config.repositories:
+        return {}
+    locked: dict[str, str] = {}
+    for name, r in config.repositories.items():
+        secret = r.secret_file
+        what = "key_file" if r.key_file else "passphrase_file"
+        if not secret.is_file():
+            locked[name] = f"its {what} {secret} does not exist"
+        elif not os.access(secret, os.R_OK):
+            locked[name] = f"its {what} {secret} cannot be read by this user"
+    return {"repositories": set(config.repositories),
+            "default_repository": config.default_repository, "locked": locked}
+
+
 def load_policy_file(path: Path | None, *, repositories: Collection[str] | None = None,
-                     ) -> list[Policy]:
+                     default_repository: str | None = None,
+                     locked: Mapping[str, str] | None = None) -> list[Policy]:
     """Every policy of the file ``path`` (validated whole: every problem is listed); with
-    ``repositories``, a policy's ``repository`` must be one of those names."""
+    ``repositories``, a policy's ``repository`` and copy destinations must be among
+    those names (see :func:`stasis.service.policy.check_text`)."""
     from stasis.service.policy import load_policies
 
     if path is None:
         raise UsageError("give the policy file with --policies FILE (or $STASIS_POLICIES, "
                          "or policies in the config file)")
-    return load_policies(path, repositories=repositories)
+    return load_policies(path, repositories=repositories,
+                         default_repository=default_repository, locked=locked)
 
 
 def find_policy(c: Catalog, name: str, policies: Path | None, *, doing: str) -> Policy:
@@ -83,6 +107,9 @@ def summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> PolicySummary
         retention=dict(vars(p.retention)),
         rpo=None if p.rpo is None else format_duration(p.rpo),
         repository=p.repository,
+        copies=[{"to": c.to, "schedule": "after every run" if c.schedule is None
+                 else c.schedule.describe(),
+                 "retention": dict(vars(p.copy_retention(c)))} for c in p.copies],
         notify={
             "on": sorted(p.notify.on),
             "webhooks": [redact_url(u) for u in p.notify.webhooks],
@@ -93,10 +120,11 @@ def summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> PolicySummary
 
 
 def check_policy_file(path: Path, *, repositories: Collection[str] | None = None,
-                      ) -> PolicyCheck:
+                      default_repository: str | None = None,
+                      locked: Mapping[str, str] | None = None) -> PolicyCheck:
     """Every problem of the policy file ``path`` with its line (a file that cannot be
-    read at all raises the PolicyError that says why); with ``repositories``, a
-    policy's ``repository`` must be one of those names."""
+    read at all raises the PolicyError that says why); ``repositories``,
+    ``default_repository``, ``locked``: as :func:`load_policy_file`."""
     from stasis.service.policy import check_text, load_policies
 
     try:
@@ -104,7 +132,8 @@ def check_policy_file(path: Path, *, repositories: Collection[str] | None = None
     except (OSError, UnicodeDecodeError):
         load_policies(path)  # raises the PolicyError that says why
         raise
-    policies, problems = check_text(text, repositories=repositories)
+    policies, problems = check_text(text, repositories=repositories,
+                                    default_repository=default_repository, locked=locked)
     return PolicyCheck(file=str(path), ok=not problems, policies=[p.name for p in policies],
                        problems=[PolicyProblem(line=p.line, policy=p.policy, message=p.text,
                                                text=p.render(str(path))) for p in problems])

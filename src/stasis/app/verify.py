@@ -16,12 +16,17 @@ from stasis.repository import Repository
 
 def verify_points(repo: Repository, points: list[str] | None = None, *, deep: bool = False,
                   catalog: str | None, warn: Warn, progress: Progress | None = None,
-                  on_report: Callable[[VerifyResult], None] | None = None) -> VerifyResult:
-    """Verify ``points`` (ids, prefixes or NAME@latest; None: every point).
+                  on_report: Callable[[VerifyResult], None] | None = None,
+                  repair_from: str | None = None,
+                  open_other: Callable[[str], Repository] | None = None) -> VerifyResult:
+    """Verify ``points`` (ids, prefixes or NAME@latest; None: every point); with
+    ``repair_from`` (opened by ``open_other``), heal what is damaged or missing from
+    that repository.
 
-    Raises IntegrityError when anything is damaged or missing, after ``on_report``
-    heard the whole report (an interface shows it before the error).
+    Raises IntegrityError when anything is damaged or missing (and not healed), after
+    ``on_report`` heard the whole report (an interface shows it before the error).
     """
     env = env_here(catalog=catalog, warn=warn, open_repo=lambda: repo, progress=progress,
-                   on_report=on_report)
-    return cast(VerifyResult, run_here(VerifyParams(points=points or None, deep=deep), env))
+                   on_report=on_report, open_destination=open_other)
+    return cast(VerifyResult, run_here(VerifyParams(points=points or None, deep=deep,
+                                                    repair_from=repair_from), env))

@@ -139,6 +139,9 @@ class Backend(Protocol):
       prefix) is there, without creating it; ``create`` makes it ready for a new
       repository, creating it when missing, and raises ``FileExistsError`` when it
       holds anything already (nothing is written then).
+    - ``parallel_requests`` is how many requests at once the store serves best:
+      callers that can overlap their calls (a backup's puts, a restore's reads) keep
+      about that many in flight. A hint for throughput, not a limit.
     - ``url`` is the location the store was opened from, in the form that
       :func:`stasis.backends.registry.open_backend` opens again (a local backend:
       its absolute path); it never holds a secret.
@@ -175,6 +178,7 @@ class Backend(Protocol):
     """
 
     url: str
+    parallel_requests: int
 
     def get(self, key: str) -> bytes: ...
 

@@ -111,6 +111,8 @@ class RepositoryRow(Base):
     url: Mapped[str] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
     indexed: Mapped[datetime | None] = mapped_column(UtcDateTime())  # last points rebuild/sync
+    # The config name a service last served it under (one repository per name).
+    name: Mapped[str | None] = mapped_column(String(64))
 
 
 class VmRow(Base):
@@ -126,14 +128,17 @@ class VmRow(Base):
 
 
 class PointRow(Base):
-    """One committed manifest of a repository, as an index entry (rebuilt from it)."""
+    """One committed manifest of a repository, as an index entry (rebuilt from it).
+
+    Keyed by repository and point: a copy keeps the point's id at its destination,
+    so one point may be indexed in several repositories."""
 
     __tablename__ = "points"
     __table_args__ = (Index("ix_points_repo_time", "repo", "time"),)
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     repo: Mapped[str] = mapped_column(
-        String(64), ForeignKey("repositories.id", ondelete="CASCADE"))
+        String(64), ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(16))
     time: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -11,7 +11,7 @@ not hold yet and dropping the points that are gone (pruned), and
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -139,7 +139,8 @@ class PointIndex:
         with self.catalog.session() as session:
             row = self._repository(session, repo)
             if gone:
-                session.execute(delete(PointRow).where(PointRow.id.in_(list(gone))))
+                session.execute(delete(PointRow).where(PointRow.repo == repo.id,
+                                                       PointRow.id.in_(list(gone))))
             for m in new:
                 session.merge(_row(repo.id, m))
             self._seen(session, new)
@@ -157,6 +158,22 @@ class PointIndex:
         with self.catalog.session(write=False) as session:
             points = [_point(r) for r in session.scalars(query)]
         return [p for p in points if vm is None or vm in p.vms]
+
+    def name_repositories(self, named: Mapping[str, Repository]) -> None:
+        """Record the name each repository is served under (a name moves from the
+        repository that had it before)."""
+        with self.catalog.session() as session:
+            for name, repo in named.items():
+                for other in session.scalars(select(RepositoryRow).where(
+                        RepositoryRow.name == name, RepositoryRow.id != repo.id)):
+                    other.name = None
+                self._repository(session, repo).name = name
+
+    def named(self) -> dict[str, str]:
+        """The repository id of every name a service served one under."""
+        with self.catalog.session(write=False) as session:
+            return {r.name: r.id for r in session.scalars(
+                select(RepositoryRow).where(RepositoryRow.name.is_not(None))) if r.name}
 
     def repositories(self) -> builtins.list[tuple[str, str, datetime | None]]:
         """(id, url, last indexed) of every repository seen."""

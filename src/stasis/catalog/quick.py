@@ -243,7 +243,7 @@ class QuickCatalog:
             conn.execute(
                 "INSERT INTO points (id, repo, name, kind, time, vms, size, bytes_read, "
                 "parent, tags, consistency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET repo = excluded.repo, name = excluded.name, "
+                "ON CONFLICT (repo, id) DO UPDATE SET name = excluded.name, "
                 "kind = excluded.kind, time = excluded.time, vms = excluded.vms, "
                 "size = excluded.size, bytes_read = excluded.bytes_read, "
                 "parent = excluded.parent, tags = excluded.tags, "

@@ -146,7 +146,7 @@ def chosen_repository() -> tuple[str, RepositoryConfig] | None:
 RepoOpt = Annotated[
     str,
     typer.Option("--repo", "-r", envvar="STASIS_REPO", callback=named_repository,
-                 help="Repository: a path, a file:// URL, or the name of a repository of "
+                 help="Repository: a path, a file:// or s3:// URL, or the name of a repository of "
                       "the config file ($STASIS_REPO; default: the config's "
                       "default_repository).",
                  show_default=False),

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from stasis.app import policies as ops
-from stasis.cli.common import JsonOpt, configured_names, out, print_model
+from stasis.cli.common import JsonOpt, current_config, out, print_model
 from stasis.errors import PolicyError
 
 app = typer.Typer(help="Policies: what to protect, when, how long to keep, whom to tell.",
@@ -30,15 +30,18 @@ AfterOpt = Annotated[str | None, typer.Option(
 def check(file: FileArg, as_json: JsonOpt = False) -> None:
     """Check a policy file; list every problem with its line (exit code 29 if any).
 
-    With a config file naming repositories, a policy's repository must be one of them.
+    With a config file naming repositories, a policy's repository and its copies'
+    destinations must be among them, a destination not the policy's own repository
+    and its key file or passphrase file readable.
     """
+    rules = ops.repository_rules(current_config())
     if as_json:
-        result = ops.check_policy_file(file, repositories=configured_names())
+        result = ops.check_policy_file(file, **rules)
         print_model(result)
         if not result.ok:
             raise typer.Exit(PolicyError.exit_code)
         return
-    policies = ops.load_policy_file(file, repositories=configured_names())
+    policies = ops.load_policy_file(file, **rules)
     names = ", ".join(p.name for p in policies)
     count = "1 policy" if len(policies) == 1 else f"{len(policies)} policies"
     out.print(f"{file}: {count}, valid ({names})", highlight=False)

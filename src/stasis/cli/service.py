@@ -190,3 +190,16 @@ def status(
                       next_run.strftime("%Y-%m-%d %H:%M:%S") if next_run else "-",
                       row.rpo, f"{verify['state']} (job {verify['job']})" if verify else "-")
     out.print(table)
+    sites = [(row.vm, x) for row in rows for x in row.sites]
+    if sites:
+        table = Table(box=None)
+        for col in ("vm", "policy", "site", "newest point", "time", "copy lag"):
+            table.add_column(col)
+        for vm, x in sites:
+            where = f"{x.role} {x.repository or '(default)'}"
+            lag = "-" if x.role == "source" else (
+                f"{age_text(x.lag_s)}, {x.lag_points} point(s)" if x.lag_s is not None
+                else f"nothing copied yet, {x.lag_points} point(s)")
+            table.add_row(vm, x.policy, where, (x.newest_point or "-")[:12],
+                          x.newest_time[:19] if x.newest_time else "-", lag)
+        out.print(table)

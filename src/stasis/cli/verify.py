@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +20,7 @@ from stasis.cli.common import (
     err,
     human,
     open_repo,
+    other_repository,
     out,
     plural,
     print_model,
@@ -26,6 +28,7 @@ from stasis.cli.common import (
     progress_for,
     warn_unrecorded,
 )
+from stasis.repository import Repository
 
 
 def verify(
@@ -34,8 +37,19 @@ def verify(
         list[str] | None, typer.Argument(help="Points to verify (default: all).")
     ] = None,
     deep: Annotated[bool, typer.Option(help="Read, authenticate and re-hash every chunk.")] = False,
+    repair_from: Annotated[str | None, typer.Option(
+        "--repair-from", help="Heal each damaged or missing chunk from this repository (a "
+        "copy of this one, or its source): a configured name, a path or a URL.",
+        show_default=False)] = None,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    from_passphrase_file: Annotated[Path | None, typer.Option(
+        "--from-passphrase-file", help="The passphrase of the repository to repair from, "
+        "from this file (else $STASIS_FROM_PASSPHRASE, else the configured repository's "
+        "file, else a prompt).")] = None,
+    from_key_file: Annotated[Path | None, typer.Option(
+        "--from-key-file", help="Open the repository to repair from with this key file.")
+    ] = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
     queue: QueueOpt = False,
@@ -43,12 +57,22 @@ def verify(
     """Verify points: quick (every chunk is there) or --deep (every chunk is intact).
 
     Recorded as a job of kind verify, with each point's outcome: 'stasis status'
-    shows it as the last verification of the point's VMs."""
+    shows it as the last verification of the point's VMs. With --repair-from, each
+    chunk found damaged or missing is replaced by the other repository's, opened and
+    authenticated with this repository's key once written."""
     if queue:
         print_queued(queue_job(catalog, "verify", {"repo": repo, "points": points or None,
-                                                   "deep": deep}, by="'stasis verify'"),
-                     json_output)
+                                                   "deep": deep, "repair_from": repair_from},
+                               by="'stasis verify'"), json_output)
         return
+    open_other = None
+    if repair_from is not None:
+        _location, opener = other_repository(
+            repair_from, from_passphrase_file, from_key_file,
+            env_var="STASIS_FROM_PASSPHRASE", what="repository to repair from")
+
+        def open_other(_name: str) -> Repository:
+            return opener()
     r = open_repo(repo, passphrase_file, key_file)
     progress = progress_for(json_output)
 
@@ -61,7 +85,8 @@ def verify(
 
     try:
         verify_points(r, points, deep=deep, catalog=catalog, warn=warn_unrecorded,
-                      progress=progress, on_report=show)
+                      progress=progress, on_report=show, repair_from=repair_from,
+                      open_other=open_other)
     finally:
         progress.finish()
 
@@ -75,4 +100,18 @@ def _print(report: VerifyResult) -> None:
         err.print(f"[red]damaged:[/] {p.description}")
     for q in report.quarantined:
         err.print(f"quarantined: {q}")
+    r = report.repair
+    if r is not None:
+        out.print(f"Repaired from {r.source_url} ({r.source[:12]}): "
+                  f"{plural(len(r.healed), 'chunk')} healed, "
+                  f"{plural(len(r.unhealed), 'chunk')} not healed.", highlight=False)
+        for h in r.chunks:
+            if h.healed:
+                out.print(f"  healed: chunk {h.chunk[:16]} ({human(h.bytes_written)})",
+                          highlight=False)
+            else:
+                err.print(f"[red]not healed:[/] chunk {h.chunk[:16]}: {h.reason}",
+                          highlight=False)
+        for q in r.quarantined_there:
+            err.print(f"quarantined in {r.source_url}: {q}", highlight=False)
 

@@ -177,6 +177,45 @@ def copy_mode(src: Repository, dst: Repository) -> bool:
     return shared
 
 
+# ------------------------------------------------------------------ one chunk
+
+
+def seal_chunk_for(dst: Repository, name: bytes, plain: bytes, blob: bytes, *,
+                   shared: bool) -> bytes:
+    """A chunk opened at its source (``blob`` as stored there, ``plain`` its data) as
+    ``dst`` stores it under its name there, ``name``: with a shared key the source's
+    bytes as they are, else sealed again with ``dst``'s key."""
+    return blob if shared else dst.seal_chunk(name, plain)
+
+
+def transfer_chunk(src: Repository, dst: Repository, src_name: bytes, want: bytes, *,
+                   shared: bool) -> int:
+    """Bring the chunk ``src_name`` of ``src`` into ``dst`` as ``dst``'s chunk ``want``
+    (what ``stasis verify --repair-from`` heals a chunk with); return the bytes
+    written.
+
+    The chunk is opened and authenticated at the source (:class:`ObjectDamaged`
+    there when it is missing or damaged), its data must be named ``want`` under
+    ``dst``'s key, or nothing is written (:class:`IntegrityError`), it is sealed as a
+    copy seals it, written, and read back and opened with ``dst``'s key."""
+    try:
+        blob = src.backend.get(chunk_key(src_name))
+    except ObjectNotFound:
+        raise ObjectDamaged(chunk_key(src_name), "missing") from None
+    plain = src.open_chunk(src_name, blob)
+    if dst.chunk_name(plain) != want:
+        raise IntegrityError(
+            f"the chunk {src_name.hex()[:16]} of {src.url} holds other data than the "
+            f"chunk {want.hex()[:16]} of {dst.url}: it was not written there")
+    out = seal_chunk_for(dst, want, plain, blob, shared=shared)
+    dst.put_chunk(want, out)
+    dst.backend.sync()
+    if dst.open_chunk(want, dst.backend.get(chunk_key(want))) != plain:
+        raise IntegrityError(f"the chunk {want.hex()[:16]} written to {dst.url} does not "
+                             "read back as it was sent")
+    return len(out)
+
+
 # ------------------------------------------------------------------ the copier
 
 
@@ -294,7 +333,7 @@ class _Copier:
         dkey = chunk_key(dname)
         if not self._lacks_quiet(dkey):
             return dname, -1, len(blob)
-        out = self.dst.seal_chunk(dname, plain)
+        out = seal_chunk_for(self.dst, dname, plain, blob, shared=False)
         self._put(dkey, out)
         return dname, len(out), len(blob)
 

@@ -5,6 +5,14 @@ it. Deep verification reads each referenced chunk once, authenticates, decompres
 and re-hashes it. A damaged chunk is reported with every point, VM, disk and
 offset that references it, and moved to quarantine so the next backup that meets
 the same data stores it again.
+
+With a second repository to repair from (a copy of this one, or the source this one
+is a copy of), each chunk found damaged or missing is then brought from there:
+found through a point both hold (with a shared key, by its name), opened and
+authenticated there, sealed as a copy seals it
+(:func:`stasis.protection.copy.transfer_chunk`), written, and read back and opened
+with this repository's key. Its damaged bytes stay in quarantine; a chunk damaged
+there too is quarantined there the same way, and reported as not healed.
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from stasis.errors import IntegrityError
 from stasis.parallel import ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.repository import DiskIndex, Manifest, ObjectDamaged, Repository
-from stasis.repository.index import NAME_LEN, ZERO_NAME
+from stasis.repository.index import NAME_LEN, ZERO_NAME, IndexFormatError
 from stasis.repository.repo import chunk_key
 
 
@@ -28,6 +37,7 @@ class Problem:
     offset: int | None = None
     object: str = ""
     problem: str = ""
+    healed: bool = False  # replaced by an intact copy from the repository repaired from
 
     def describe(self) -> str:
         where = f"point {self.point[:12]}"
@@ -37,7 +47,37 @@ class Problem:
             where += f", disk {self.disk}"
         if self.offset is not None:
             where += f", offset {self.offset}"
-        return f"{where}: {self.object} {self.problem}"
+        return f"{where}: {self.object} {self.problem}" + (" (healed)" if self.healed else "")
+
+
+@dataclass
+class Healing:
+    """One damaged or missing chunk and what repair did: ``healed`` from the chunk
+    ``source_chunk`` of the other repository, or not (``reason``)."""
+
+    chunk: str
+    healed: bool
+    source_chunk: str = ""
+    bytes_written: int = 0
+    reason: str = ""
+    points: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RepairReport:
+    source: str  # the repository repaired from: id and URL
+    source_url: str
+    shared_key: bool
+    chunks: list[Healing] = field(default_factory=list)
+    quarantined_there: list[str] = field(default_factory=list)
+
+    @property
+    def healed(self) -> list[str]:
+        return [h.chunk for h in self.chunks if h.healed]
+
+    @property
+    def unhealed(self) -> list[str]:
+        return [h.chunk for h in self.chunks if not h.healed]
 
 
 @dataclass
@@ -48,10 +88,16 @@ class VerifyReport:
     bytes_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
+    # Each damaged or missing chunk: (point, VM, disk, offset) of every reference,
+    # and the problems that report it.
+    damaged: dict[bytes, list[tuple[str, str, str, int]]] = field(default_factory=dict)
+    reported: dict[bytes, list[Problem]] = field(default_factory=dict)
+    repair: RepairReport | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """Nothing damaged or missing, or all of it healed."""
+        return all(p.healed for p in self.problems)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +108,12 @@ class VerifyReport:
             "bytes_checked": self.bytes_checked,
             "problems": [p.__dict__ for p in self.problems],
             "quarantined": self.quarantined,
+            "repair": None if self.repair is None else {
+                "source": self.repair.source, "source_url": self.repair.source_url,
+                "shared_key": self.repair.shared_key,
+                "chunks": [h.__dict__ for h in self.repair.chunks],
+                "healed": self.repair.healed, "unhealed": self.repair.unhealed,
+                "quarantined_there": self.repair.quarantined_there},
         }
 
 
@@ -72,14 +124,88 @@ def verify(
     deep: bool = False,
     progress: Progress | None = None,
     workers: int | None = None,
+    repair_from: Repository | None = None,
 ) -> VerifyReport:
-    """Verify ``points`` (every point when None) and return what was found.
+    """Verify ``points`` (every point when None) and return what was found; with
+    ``repair_from``, heal each damaged or missing chunk from that repository.
 
-    Under a shared lock: gc cannot sweep meanwhile, so a point removed while this
-    runs cannot make its chunks look lost.
+    Under a shared lock (of both, when repairing): gc cannot sweep meanwhile, so a
+    point removed while this runs cannot make its chunks look lost, and a chunk
+    healed is not swept before the points naming it are seen.
     """
     with repo.shared_lock("verify"):
-        return _verify(repo, points, deep=deep, progress=progress, workers=workers)
+        report = _verify(repo, points, deep=deep, progress=progress, workers=workers)
+        if repair_from is not None and report.damaged:
+            with repair_from.shared_lock(f"repair of {repo.id[:12]}"):
+                report.repair = repair_chunks(repo, repair_from, report)
+        return report
+
+
+def repair_chunks(repo: Repository, other: Repository, report: VerifyReport) -> RepairReport:
+    """Heal ``repo``'s chunks that ``report`` found damaged or missing from ``other``."""
+    from stasis.protection.copy import copy_mode, transfer_chunk
+
+    shared = copy_mode(other, repo)  # refused (same repository, chunk sizes) as a copy
+    result = RepairReport(source=other.id, source_url=other.url, shared_key=shared)
+    there = set(other.point_ids())
+    manifests: dict[str, Manifest | None] = {}
+    indexes: dict[str, DiskIndex | None] = {}
+
+    def their_name(point: str, vm: str, disk: str, offset: int) -> bytes | None:
+        """The other repository's name of the chunk at this place of a point it holds."""
+        if point not in there:
+            return None
+        if point not in manifests:
+            try:
+                manifests[point] = other.load_manifest(point)
+            except ObjectDamaged:
+                manifests[point] = None
+        m = manifests[point]
+        record = None if m is None else next(
+            (d for v, d in m.streams() if v.name == vm and d.name == disk), None)
+        if record is None:
+            return None
+        if record.index not in indexes:
+            try:
+                indexes[record.index] = other.load_index(record.index)
+            except ObjectDamaged:
+                indexes[record.index] = None
+        root = indexes[record.index]
+        if root is None or offset // root.chunk_size >= root.count:
+            return None
+        try:
+            found = root.name(offset // root.chunk_size)
+        except (ObjectDamaged, IndexFormatError):
+            return None
+        return None if found == ZERO_NAME else found
+
+    for name, refs in report.damaged.items():
+        healing = Healing(chunk=name.hex(), healed=False,
+                          points=list(dict.fromkeys(r[0] for r in refs)))
+        result.chunks.append(healing)
+        candidates = [name] if shared else [n for n in dict.fromkeys(
+            their_name(*ref) for ref in refs) if n is not None]
+        reasons = []
+        for candidate in candidates:
+            try:
+                healing.bytes_written = transfer_chunk(other, repo, candidate, name,
+                                                       shared=shared)
+            except ObjectDamaged as e:
+                if e.reason != "missing":
+                    result.quarantined_there.append(other.quarantine_chunk(candidate))
+                reasons.append(f"{e.reason} in {other.url} too")
+                continue
+            except IntegrityError as e:
+                reasons.append(e.message)
+                continue
+            healing.healed, healing.source_chunk = True, candidate.hex()
+            for problem in report.reported.get(name, []):
+                problem.healed = True
+            break
+        if not healing.healed:
+            healing.reason = "; ".join(dict.fromkeys(reasons)) or (
+                f"{other.url} holds none of the points that reference it")
+    return result
 
 
 def _verify(
@@ -169,9 +295,13 @@ def _verify(
                 for j, at in enumerate(range(0, len(entries), NAME_LEN)):
                     chunk = entries[at : at + NAME_LEN]
                     if chunk in names:
-                        report.problems.append(Problem(
-                            point.id, vm.name, disk.name, (first + j) * root.chunk_size,
-                            f"chunk {chunk.hex()[:16]}", reasons[chunk]))
+                        offset = (first + j) * root.chunk_size
+                        problem = Problem(point.id, vm.name, disk.name, offset,
+                                          f"chunk {chunk.hex()[:16]}", reasons[chunk])
+                        report.problems.append(problem)
+                        report.damaged.setdefault(chunk, []).append(
+                            (point.id, vm.name, disk.name, offset))
+                        report.reported.setdefault(chunk, []).append(problem)
 
     if not deep:
         present = {name for name, _size in repo.chunk_objects()}

@@ -32,7 +32,7 @@ from stasis.blockio import BlockWriter, images
 from stasis.blockio.nbd import QemuNbd
 from stasis.blockio.raw import RawFile, supports_direct
 from stasis.errors import BackendError, DiskNotFound, TargetError, TargetExists, UsageError
-from stasis.parallel import Background, ordered_map
+from stasis.parallel import Background, default_workers, ordered_map
 from stasis.progress import NoProgress, Progress
 from stasis.recovery.diskread import load_verified
 from stasis.repository import DiskIndex, DiskRecord, Manifest, Repository, VmRecord
@@ -42,6 +42,14 @@ HOLE_GRANULARITY = 64 * 1024
 FORMATS = ("raw", "qcow2")
 WRITERS = 4
 WRITE_BYTES = 32 << 20  # verified chunks waiting for a writer, at most (or 2 per writer)
+
+
+def reader_count(parallel_requests: int, chunk_size: int) -> int:
+    """Compute threads that fetch and verify chunks: one per core's worth
+    (:func:`default_workers`), more where the store serves more requests at once (S3:
+    each thread mostly waits on its GET; 16 at 1 MiB chunks took SeaweedFS from 147 to
+    199 MiB/s GET), as long as twice that many chunks fit in WRITE_BYTES."""
+    return max(default_workers(), min(parallel_requests, WRITE_BYTES // (2 * chunk_size)))
 
 
 @dataclass
@@ -129,7 +137,8 @@ def write_index(
             return sum(end - start for start, end in runs)
 
         total = 0
-        results = ordered_map(one, index.stored(), workers=workers, name="restore")
+        readers = workers or reader_count(repo.backend.parallel_requests, index.chunk_size)
+        results = ordered_map(one, index.stored(), workers=readers, name="restore")
         with contextlib.closing(results):
             for _entry, written in results:
                 total += written

@@ -360,6 +360,8 @@ def collect_garbage(
     temporary files and times the phases. Raises :class:`IntegrityError` on a damaged
     manifest or index, before deleting anything.
     """
+    if not dry_run:
+        repo.check_may_delete("gc")
     progress = progress or NoProgress()
     report = GcReport(dry_run=dry_run)
     began = clock.monotonic()

@@ -34,6 +34,7 @@ from stasis import __version__
 from stasis.backends.base import Backend, ObjectLocked, Retention
 from stasis.errors import (
     AmbiguousPoint,
+    BackendAccessDenied,
     BackendError,
     ConfigCorrupt,
     ImmutabilityUnsupported,
@@ -879,6 +880,19 @@ class Repository:
             raise UsageError(f"the repository at {self.url} is not immutable (it was not "
                              "created with 'stasis repo init --immutable')")
         return self.immutability
+
+    def check_may_delete(self, purpose: str) -> None:
+        """Refuse, before any lock is taken or anything deleted, credentials that may
+        not delete (an append-only key): ``purpose`` (prune, gc) would fail at its first
+        delete and leave its lock object behind, which these credentials cannot remove
+        either. The probe deletes a key that never exists: one request."""
+        try:
+            self.backend.delete(f"locks/may-delete-probe-{secrets.token_hex(8)}")
+        except BackendAccessDenied as e:
+            url, _doing, reason, _kept = e.args
+            raise BackendAccessDenied(
+                url, f"the deletes that {purpose} needs", reason,
+                f"Nothing was deleted or locked: {purpose} did not start.") from e
 
     # ------------------------------------------------------------------- locks
 

@@ -60,6 +60,7 @@ class Storage:
         self.inner = backend
         self.url = backend.url
         self.versioned = False  # set by an immutable repository: deletes remove versions
+        self.parallel_requests = backend.parallel_requests
 
     def __getattr__(self, name: str) -> Any:
         # What one kind of backend has beyond the contract (a local backend's root),

@@ -66,6 +66,7 @@ def prune_points(
     names = names if names is not None else [None]
     if dry_run:
         return PruneResult(_decide(repo, rules, now, names=names, vm=vm, on_damaged=on_damaged))
+    repo.check_may_delete("prune")
     result = PruneResult()
     with repo.shared_lock("prune"):
         result.decisions = _decide(repo, rules, now, names=names, vm=vm, on_damaged=on_damaged)

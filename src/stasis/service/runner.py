@@ -39,6 +39,7 @@ import libvirt
 from stasis.app.kinds import (
     KINDS,
     OCCUPYING,
+    CopyParams,
     Env,
     Kind,
     Params,
@@ -134,6 +135,11 @@ class Service:
         self._waiting_logged: set[int] = set()
         self._opened: dict[str, Repository] = {}
         self._last_housekeeping: datetime | None = None
+        # The next slot of each copy with a schedule of its own, by (policy,
+        # destination): kept here, not in the catalog, since any copy run sends every
+        # point the destination lacks, so a slot missed while no service ran is made
+        # up by the next one.
+        self._copy_next: dict[tuple[str, str], datetime] = {}
         # Set to run the next tick now rather than at the end of the tick's wait: a
         # job was queued or a cancel asked (a wake-up from another process), a job
         # ended (its slot is free for the next queued one), or serving stops.
@@ -179,6 +185,10 @@ class Service:
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
         self._service_id = self.jobs.register_service(this_runner(), self.repo().id)
+        # The names repositories are served under, so that status finds a policy's
+        # sites (its repository and its copies' destinations) in the points index.
+        PointIndex(self.catalog).name_repositories(
+            {name: self.repo(name) for name in self.repositories})
         self._forget_dead_services()
         self.recover()
         self.schedule_policies()
@@ -244,6 +254,9 @@ class Service:
                 self.states.set_runs(p.name, next_run=next_run)
                 continue
             self.states.set_runs(p.name, next_run=next_run)
+        self._copy_next = {(p.name, c.to): c.schedule.next_after(now)
+                           for p in self.policies.values() for c in p.copies
+                           if c.schedule is not None}
 
     def stop(self, timeout: float = 120.0) -> None:
         """Cancel the running jobs (they end interrupted) and wait for them."""
@@ -260,7 +273,7 @@ class Service:
     # ------------------------------------------------------------ scheduling
 
     def _queue(self, p: Policy, slot: datetime, why: str) -> Job | None:
-        queued = self.jobs.list(state="queued", policy=p.name, limit=1)
+        queued = self.jobs.list(state="queued", kind="backup", policy=p.name, limit=1)
         self.states.set_runs(p.name, last_run=slot,
                              next_run=p.schedule.next_after(self.clock.now()))
         if queued:
@@ -272,6 +285,21 @@ class Service:
         log.info("job %d queued: policy %s (%s)", job.id, p.name, why)
         return job
 
+    def queue_copy(self, p: Policy, to: str, why: str) -> Job | None:
+        """Queue the copy of ``p``'s points to ``to`` (one waiting copy per policy and
+        destination: the slots coalesce, since one run sends all that is missing)."""
+        for j in self.jobs.list(state="queued", kind="copy", policy=p.name):
+            if j.params.get("to") == to:
+                return None
+        params = CopyParams(to=to, policy=p.name)
+        job = self.jobs.create("copy", KINDS["copy"].title(params), policy=p.name,
+                               repo=self.repo_of(p).id,
+                               params=params.model_dump(mode="json", exclude_defaults=True)
+                               | {"op": "copy"})
+        self.jobs.log(job.id, "info", f"queued: {why}")
+        log.info("job %d queued: copy of policy %s to %s (%s)", job.id, p.name, to, why)
+        return job
+
     def due(self) -> None:
         now = self.clock.now()
         for p in self.policies.values():
@@ -279,6 +307,12 @@ class Service:
             if state is None or state.next_run is None or state.next_run > now:
                 continue
             self._queue(p, p.schedule.latest_at_or_before(now), "scheduled")
+        for (name, to), at in list(self._copy_next.items()):
+            target = self.policies[name].copy_target(to)
+            if at > now or target is None or target.schedule is None:
+                continue
+            self._copy_next[(name, to)] = target.schedule.next_after(now)
+            self.queue_copy(self.policies[name], to, f"scheduled for {at.isoformat()}")
 
     # ------------------------------------------------------------ running
 
@@ -308,7 +342,12 @@ class Service:
                     break
                 # By id: one repository, whatever path or URL each job opened it by.
                 on_repo = sum(1 for r in self.running.values() if r.job.repo == job.repo)
-            if on_repo >= self.limits.per_repo:
+                # One copy at a time into a destination, whichever source it reads.
+                to = job.params.get("to") if job.kind == "copy" else None
+                into = to is not None and any(
+                    r.job.kind == "copy" and r.job.params.get("to") == to
+                    for r in self.running.values())
+            if on_repo >= self.limits.per_repo or into:
                 continue
             try:
                 params = parse_params(job_params(job.params, job.policy))
@@ -418,7 +457,16 @@ class Service:
             if error is not None:
                 self._tell(lambda: self.notifier.job_failed(policy, job=str(job.id),
                                                             error=error, vms=plan.vms))
+            else:
+                for target in policy.copies:
+                    if target.after_runs:
+                        self.queue_copy(policy, target.to, f"after the run of job {job.id}")
             self.check_rpo(policy)
+        elif isinstance(params, CopyParams) and params.policy in self.policies \
+                and error is not None:
+            failed = self.policies[params.policy]
+            self._tell(lambda: self.notifier.job_failed(failed, job=str(job.id),
+                                                        error=error, vms=plan.vms))
 
     def poll_cancels(self) -> list[int]:
         """Interrupt the running jobs that ``stasis job cancel`` asked to stop."""
@@ -447,7 +495,7 @@ class Service:
         self._tell(lambda: self.notifier.rpo_checked(policy, status, vms=vms))
 
     def _policy_vms(self, policy: Policy) -> list[str]:
-        last = self.jobs.list(policy=policy.name, state="succeeded", limit=1)
+        last = self.jobs.list(policy=policy.name, kind="backup", state="succeeded", limit=1)
         return last[0].vms if last else list(policy.members.vms)
 
     # ------------------------------------------------------------ the loop

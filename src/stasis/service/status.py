@@ -3,9 +3,14 @@
 For every VM the catalog knows (seen in a point, or covered by a policy): its newest
 point and that point's age, the next scheduled run of the policies covering it, the
 RPO of those policies met or breached (:func:`stasis.service.rpo.rpo_status`), and
-its last verification (the newest verify job that covered it). Everything comes
-from the catalog and an instant handed in; the points index is brought up to date
-from the repository first when one is given.
+its last verification (the newest verify job that covered it), and for the policies
+that copy it, the newest point at each site (the policy's repository and every copy
+destination) and how far each copy lags behind the source (time and points).
+Everything comes from the catalog and an instant handed in: the points index holds
+every repository's points (a copy job indexes its destination's, as ``catalog
+rebuild`` of that repository does), and the service records the name it serves each
+repository under. The points index is brought up to date from the repository first
+when one is given.
 """
 
 from __future__ import annotations
@@ -14,11 +19,34 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stasis.catalog import Catalog, JobStore, PointIndex, PolicyStore
+from stasis.catalog import Catalog, IndexedPoint, JobStore, PointIndex, PolicyStore
 from stasis.errors import PolicyError, UsageError
 from stasis.service.duration import format_duration
 from stasis.service.policy import Policy, parse_policies
 from stasis.service.rpo import rpo_status
+
+
+@dataclass
+class SiteStatus:
+    """A VM's newest point of one policy at one site. For a copy (``role`` copy), how
+    far it lags the source: the source's newest point's time minus this site's
+    (``lag_s``; None while it holds none) and the source's points newer than this
+    site's newest (``lag_points``)."""
+
+    policy: str
+    role: str  # source | copy
+    repository: str | None  # the name it is served under (None: the service's default)
+    repo_id: str | None  # None: not known to the catalog yet
+    newest_point: str | None = None
+    newest_time: datetime | None = None
+    lag_s: float | None = None
+    lag_points: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "role": self.role, "repository": self.repository,
+                "repo_id": self.repo_id, "newest_point": self.newest_point,
+                "newest_time": self.newest_time.isoformat() if self.newest_time else None,
+                "lag_s": self.lag_s, "lag_points": self.lag_points}
 
 
 @dataclass
@@ -32,6 +60,7 @@ class VmStatus:
     rpo: str = "none"  # met | breached | none (no policy with an RPO covers it)
     rpo_detail: str = ""
     last_verify: dict[str, Any] | None = None
+    sites: list[SiteStatus] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +69,7 @@ class VmStatus:
             "age_s": self.age_s, "policies": self.policies,
             "next_run": self.next_run.isoformat() if self.next_run else None,
             "rpo": self.rpo, "rpo_detail": self.rpo_detail, "last_verify": self.last_verify,
+            "sites": [x.to_dict() for x in self.sites],
         }
 
 
@@ -61,11 +91,17 @@ def vm_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
     jobs = JobStore(catalog)
     states = {s.name: s for s in PolicyStore(catalog).list()}
     covers: dict[str, set[str]] = {}
+    sources: dict[str, str | None] = {}  # policy -> the repository id its runs went to
+    named = PointIndex(catalog).named() if any(p.copies for p in policies) else {}
     for p in policies:
         vms = set(p.members.vms)
-        for j in jobs.list(policy=p.name, kind="backup", limit=5):
+        recent = jobs.list(policy=p.name, kind="backup", limit=5)
+        for j in recent:
             vms.update(j.vms)
         covers[p.name] = vms
+        sources[p.name] = (named.get(p.repository) if p.repository else None) or next(
+            (j.repo for j in recent if j.repo), None) or repo_id
+    every = PointIndex(catalog).list() if named else []
     names = sorted({vm for pt in points for vm in pt.vms} | {v for s in covers.values()
                                                               for v in s})
     verifies = jobs.list(kind="verify", limit=500)
@@ -81,6 +117,8 @@ def vm_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
             if vm not in covers.get(p.name, set()):
                 continue
             row.policies.append(p.name)
+            if p.copies:
+                row.sites += policy_sites(p, vm, every, sources[p.name], named)
             state = states.get(p.name)
             nxt = state.next_run if state and state.next_run else p.schedule.next_after(now)
             row.next_run = nxt if row.next_run is None else min(row.next_run, nxt)
@@ -97,6 +135,40 @@ def vm_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
                 break
         rows.append(row)
     return rows
+
+
+def policy_sites(policy: Policy, vm: str, points: list[IndexedPoint],
+                 source: str | None, named: dict[str, str]) -> list[SiteStatus]:
+    """``vm``'s newest point of ``policy`` at its repository (id ``source``) and at each
+    copy destination (ids by the names in ``named``), with each copy's lag."""
+    def mine(repo: str | None) -> list[IndexedPoint]:
+        return [] if repo is None else [
+            pt for pt in points if pt.repo == repo and vm in pt.vms
+            and pt.tags.get("policy") == policy.name]
+
+    def newest(site: SiteStatus, found: list[IndexedPoint]) -> IndexedPoint | None:
+        top = max(found, key=lambda pt: (pt.time, pt.id), default=None)
+        if top is not None:
+            site.newest_point, site.newest_time = top.id, top.time
+        return top
+
+    at_source = mine(source)
+    src = SiteStatus(policy.name, "source", policy.repository, source)
+    top = newest(src, at_source)
+    sites = [src]
+    for target in policy.copies:
+        dst_id = named.get(target.to)
+        site = SiteStatus(policy.name, "copy", target.to, dst_id)
+        there = newest(site, mine(dst_id))
+        if there is None:
+            site.lag_points = len(at_source)
+        else:
+            site.lag_points = sum(1 for pt in at_source
+                                  if (pt.time, pt.id) > (there.time, there.id))
+            site.lag_s = max((top.time - there.time).total_seconds(), 0.0) \
+                if top is not None else 0.0
+        sites.append(site)
+    return sites
 
 
 def age_text(seconds: float | None) -> str:

@@ -8,4 +8,4 @@ set :data:`HEAD` to its revision (a test checks that it is the scripts' head).
 """
 
 # The newest revision: a catalog holding it needs no migration (nor Alembic loaded).
-HEAD = "0004_jobs_cancel"
+HEAD = "0005_points_per_repository"

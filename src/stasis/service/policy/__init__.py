@@ -16,6 +16,7 @@ from __future__ import annotations
 from stasis.service.policy.loading import check_text, load_policies, parse_policies
 from stasis.service.policy.model import (
     EVENTS,
+    CopyTarget,
     EmailTarget,
     Members,
     NotifyConfig,
@@ -26,6 +27,6 @@ from stasis.service.policy.problems import Problem
 from stasis.service.policy.toml_lines import key_lines
 
 __all__ = [
-    "EVENTS", "EmailTarget", "Members", "NotifyConfig", "Policy", "Problem", "Retention",
-    "check_text", "key_lines", "load_policies", "parse_policies",
+    "EVENTS", "CopyTarget", "EmailTarget", "Members", "NotifyConfig", "Policy", "Problem",
+    "Retention", "check_text", "key_lines", "load_policies", "parse_policies",
 ]

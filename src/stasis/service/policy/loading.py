@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from stasis.errors import PolicyError
 from stasis.protection.consistency import GuestCommand, Hooks
-from stasis.service.policy.model import EmailTarget, Members, NotifyConfig, Policy, Retention
+from stasis.service.policy.model import (
+    CopyTarget,
+    EmailTarget,
+    Members,
+    NotifyConfig,
+    Policy,
+    Retention,
+)
 from stasis.service.policy.problems import Problem, Report, pydantic_problems, rule_problems
 from stasis.service.policy.schema import FileModel, PolicyModel
 from stasis.service.policy.toml_lines import KeyPath, key_lines
@@ -45,6 +52,13 @@ def _build(m: PolicyModel, *, origin: str, source: str) -> Policy:
         retention=Retention.from_keys(m.retention.model_dump()),
         rpo=m.rpo,
         repository=m.repository,
+        copies=tuple(CopyTarget(
+            to=c.to,
+            schedule=None if c.cron is None and c.every is None else make_schedule(
+                cron=c.cron, every=c.every, timezone=m.timezone),
+            retention=None if c.retention is None else Retention.from_keys(
+                c.retention.model_dump()),
+        ) for c in m.copy_),
         notify=NotifyConfig(on=frozenset(m.notify.on), webhooks=tuple(m.notify.webhooks),
                             webhook_timeout=m.notify.webhook_timeout, email=email),
         origin=origin,
@@ -76,11 +90,15 @@ def syntax_problem(e: tomllib.TOMLDecodeError) -> Problem:
 
 
 def check_text(text: str, *, repositories: Collection[str] | None = None,
+               default_repository: str | None = None,
+               locked: Mapping[str, str] | None = None,
                ) -> tuple[list[Policy], list[Problem]]:
     """The policies in ``text`` and every problem found (no policies if any).
 
     With ``repositories`` (the names a service serves), a policy's ``repository``
-    must be one of them.
+    and its copies' destinations must be one of them; a destination must not be the
+    policy's own repository (``default_repository`` when it names none) nor one of
+    ``locked`` (name -> why it cannot be unlocked).
     """
     try:
         raw = tomllib.loads(text)
@@ -93,7 +111,8 @@ def check_text(text: str, *, repositories: Collection[str] | None = None,
         model = FileModel.model_validate(raw)
     except ValidationError as e:
         pydantic_problems(report, e)
-    rule_problems(report, repositories)
+    rule_problems(report, repositories, default_repository=default_repository,
+                  locked=locked)
     if report.problems or model is None:
         return [], sorted(set(report.problems))
     sources = _sources(text, lines, len(model.policy))
@@ -108,9 +127,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def parse_policies(text: str, *, file: str = "policies.toml",
-                   repositories: Collection[str] | None = None) -> list[Policy]:
-    """The policies in ``text``; :class:`PolicyError` listing every problem otherwise."""
-    policies, problems = check_text(text, repositories=repositories)
+                   repositories: Collection[str] | None = None,
+                   default_repository: str | None = None,
+                   locked: Mapping[str, str] | None = None) -> list[Policy]:
+    """The policies in ``text``; :class:`PolicyError` listing every problem otherwise
+    (``repositories``, ``default_repository``, ``locked``: as :func:`check_text`)."""
+    policies, problems = check_text(text, repositories=repositories,
+                                    default_repository=default_repository, locked=locked)
     if problems:
         raise PolicyError(file, _plural(len(problems), "problem"),
                           "\n".join(p.render(file) for p in problems), problems=problems)
@@ -120,8 +143,10 @@ def parse_policies(text: str, *, file: str = "policies.toml",
 
 
 def load_policies(path: Path | str, *, repositories: Collection[str] | None = None,
-                  ) -> list[Policy]:
-    """Read and check the policy file at ``path``; :class:`PolicyError` if it is wrong."""
+                  default_repository: str | None = None,
+                  locked: Mapping[str, str] | None = None) -> list[Policy]:
+    """Read and check the policy file at ``path``; :class:`PolicyError` if it is wrong
+    (``repositories``, ``default_repository``, ``locked``: as :func:`check_text`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -131,4 +156,5 @@ def load_policies(path: Path | str, *, repositories: Collection[str] | None = No
     except (OSError, UnicodeDecodeError) as e:
         raise PolicyError(path, "it cannot be read", f"{path}: {e}",
                           problems=[Problem(0, None, f"cannot be read ({e})")]) from None
-    return parse_policies(text, file=str(path), repositories=repositories)
+    return parse_policies(text, file=str(path), repositories=repositories,
+                          default_repository=default_repository, locked=locked)

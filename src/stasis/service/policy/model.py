@@ -78,6 +78,22 @@ class Retention:
         return not any(self.counts.values()) and not self.keep_within
 
 @dataclass(frozen=True)
+class CopyTarget:
+    """Where a policy's points are copied (a repository the service names), when
+    (``schedule`` None: after every successful run of the policy), and how long they
+    are kept there (``retention`` None: the policy's own rules, applied by the
+    destination's own prune)."""
+
+    to: str
+    schedule: Schedule | None = None
+    retention: Retention | None = None
+
+    @property
+    def after_runs(self) -> bool:
+        return self.schedule is None
+
+
+@dataclass(frozen=True)
 class EmailTarget:
     """Where email notifications go, through SMTP (STARTTLS and login optional)."""
 
@@ -119,6 +135,7 @@ class Policy:
     rpo: timedelta | None = None
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     repository: str | None = None  # a repository the service names; None: its default
+    copies: tuple[CopyTarget, ...] = ()
     description: str = ""
     origin: str = ""
     source: str = ""
@@ -134,3 +151,10 @@ class Policy:
 
     def retention_rules(self) -> RetentionRules:
         return self.retention.rules(self.timezone)
+
+    def copy_target(self, to: str) -> CopyTarget | None:
+        return next((c for c in self.copies if c.to == to), None)
+
+    def copy_retention(self, target: CopyTarget) -> Retention:
+        """The retention at ``target``: its own, else the policy's."""
+        return target.retention if target.retention is not None else self.retention

@@ -115,9 +115,14 @@ def pydantic_problems(report: Report, error: ValidationError) -> None:
         report.add(loc, text)
 
 
-def rule_problems(report: Report, repositories: Collection[str] | None = None) -> None:
+def rule_problems(report: Report, repositories: Collection[str] | None = None, *,
+                  default_repository: str | None = None,
+                  locked: Mapping[str, str] | None = None) -> None:
     """The rules between keys, on the values that are well formed; with
-    ``repositories``, each policy's ``repository`` must be one of them."""
+    ``repositories``, each policy's ``repository`` and copy destinations must be one
+    of them, and a destination must not be the policy's own repository (None: the
+    ``default_repository``) nor one ``locked`` says cannot be unlocked (name ->
+    why)."""
     policies = report.raw.get("policy")
     if not isinstance(policies, list):
         return
@@ -139,6 +144,7 @@ def rule_problems(report: Report, repositories: Collection[str] | None = None) -
             known = ", ".join(sorted(repositories)) or "none"
             report.add((*at, "repository"), f"repository '{repository}' is not one the service "
                                             f"serves (configured: {known})")
+        copy_problems(report, at, p, repositories, default_repository, locked or {})
         if "cron" in p and "every" in p:
             report.add((*at, "every"), "has both cron and every: give one of them")
         elif "cron" not in p and "every" not in p:
@@ -173,3 +179,39 @@ def rule_problems(report: Report, repositories: Collection[str] | None = None) -
                            "notify.on has 'rpo' but the policy sets no rpo")
             if not notify.get("webhooks") and not notify.get("email"):
                 report.add((*at, "notify"), "notify names no webhooks and no email")
+
+
+def copy_problems(report: Report, at: KeyPath, p: Mapping[str, Any],
+                  repositories: Collection[str] | None, default_repository: str | None,
+                  locked: Mapping[str, str]) -> None:
+    """A policy's copy destinations: known, not its own repository, each once, each
+    unlockable, one schedule at most."""
+    copies = p.get("copy")
+    entries = [copies] if isinstance(copies, dict) else copies
+    if not isinstance(entries, list):
+        return
+    source = p.get("repository", default_repository)
+    seen: set[str] = set()
+    for n, c in enumerate(entries):
+        if not isinstance(c, dict):
+            continue
+        where: KeyPath = (*at, "copy") if isinstance(copies, dict) else (*at, "copy", n)
+        if "cron" in c and "every" in c:
+            report.add((*where, "every"), "copy has both cron and every: give one of them "
+                                          "(or neither, to copy after every run)")
+        to = c.get("to")
+        if not isinstance(to, str):
+            continue
+        if to in seen:
+            report.add((*where, "to"), f"copy names the destination '{to}' twice")
+        seen.add(to)
+        if isinstance(source, str) and to == source:
+            report.add((*where, "to"), f"copy destination '{to}' is the policy's own "
+                                       "repository: a copy goes to another site")
+        elif repositories is not None and to not in repositories:
+            known = ", ".join(sorted(repositories)) or "none"
+            report.add((*where, "to"), f"copy destination '{to}' is not a repository the "
+                                       f"service serves (configured: {known})")
+        elif to in locked:
+            report.add((*where, "to"), f"copy destination '{to}' cannot be unlocked from the "
+                                       f"config: {locked[to]}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from stasis.service.policy.model import (
     DEFAULT_EVENTS,
@@ -69,6 +69,18 @@ else:
     )
 
 
+class _Copy(_Model):
+    to: RepositoryName
+    cron: Cron | None = None
+    every: Interval | None = None
+    retention: _Retention | None = None  # None: the policy's own retention
+
+
+def _copies(value: object) -> object:
+    """``[policy.copy]`` (one table) reads as ``[[policy.copy]]`` with one entry."""
+    return [value] if isinstance(value, dict) else value
+
+
 class _Email(_Model):
     host: Text
     port: Port = 25
@@ -104,6 +116,7 @@ class PolicyModel(_Model):
     rpo: DurationValue | None = None
     notify: _Notify = _Notify()
     repository: RepositoryName | None = None
+    copy_: Annotated[list[_Copy], BeforeValidator(_copies)] = Field([], alias="copy")
 
 
 class FileModel(_Model):
@@ -121,4 +134,5 @@ KNOWN_KEYS: dict[str, set[str]] = {
     "": {"policy"}, "policy": _keys_of(PolicyModel), "hooks": _keys_of(_Hooks),
     "retention": _keys_of(_Retention), "notify": _keys_of(_Notify), "email": _keys_of(_Email),
     "pre_guest": _keys_of(_GuestHook), "post_guest": _keys_of(_GuestHook),
+    "copy": _keys_of(_Copy),
 }
