@@ -208,8 +208,11 @@ def test_append_only_backups_work_and_prune_and_gc_fail_clearly(
     assert writer.load_manifest(first.id)  # nothing lost
     orphan = writer.chunk_name(b"orphan" * 1000)  # garbage: gc has to delete
     writer.store_chunk(orphan, b"orphan" * 1000)
-    with pytest.raises(BackendAccessDenied, match="deleting chunks/"):
+    # Refused before gc takes its lock or deletes anything (Repository.check_may_delete).
+    with pytest.raises(BackendAccessDenied, match="the deletes that gc needs") as e:
         collect_garbage(writer, wait=5)
+    assert "gc did not start" in str(e.value)
+    assert writer.has_chunk(orphan)
     admin = Repository.open(open_backend(admin_url), credentials=_creds())
     collect_garbage(admin, wait=5)  # gc's exclusive lock is not blocked by released ones
     assert not admin.locks.locks()  # and the maintenance key removed them
