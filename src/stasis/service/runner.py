@@ -184,14 +184,19 @@ class Service:
 
     def start(self) -> None:
         """Register, recover from a dead predecessor, and schedule the policies."""
-        self._service_id = self.jobs.register_service(this_runner(), self.repo().id)
-        # The names repositories are served under, so that status finds a policy's
-        # sites (its repository and its copies' destinations) in the points index.
-        PointIndex(self.catalog).name_repositories(
-            {name: self.repo(name) for name in self.repositories})
         self._forget_dead_services()
         self.recover()
         self.schedule_policies()
+        # The names repositories are served under, so that status finds a policy's
+        # sites (its repository and its copies' destinations) in the points index.
+        # Only the config file's names: a repository given by its location is served
+        # under that location, which is no name (and may be longer than a name column).
+        PointIndex(self.catalog).name_repositories(
+            {name: self.repo(name) for name in self.repositories
+             if "/" not in name and ":" not in name})
+        # Last: a client that sees this service registered queues for it, and expects
+        # its policies stored and its repositories named already.
+        self._service_id = self.jobs.register_service(this_runner(), self.repo().id)
 
     def _forget_dead_services(self) -> None:
         from stasis.service.jobs import runner_alive
