@@ -491,7 +491,7 @@ class BackupJobLeftRunning(StasisWarning):
 
 
 class NotImmutable(StasisWarning):
-    """The repository {} is not immutable any more: {}. Its points are intact, but the storage no longer stops their deletion."""
+    """The repository {} is not immutable any more: {}. Nothing was changed: its points are as they were, but the storage no longer stops anyone deleting them."""
 
     code = 56
     cli_hint = ("Check the bucket's Object Lock and the server; until it enforces locks "
@@ -561,7 +561,8 @@ WARNING_MEANINGS: dict[int, str] = {
     50: "a post-backup hook failed; the point is committed and complete",
     51: "the run is not recorded in the catalog; the work itself was done",
     52: "a libvirt backup job outlived its backup; the point is complete",
-    56: "the repository is not immutable any more: its Object Lock probe was deleted",
+    56: "the repository is not immutable any more: verify's Object Lock probe found the "
+        "storage does not enforce its locks",
 }
 
 

@@ -306,7 +306,12 @@ class RepairResult(Model):
 
 
 class VerifyResult(Model):
-    """What a verification found: ``ok`` only when nothing is damaged or missing."""
+    """What a verification found: ``ok`` only when nothing is damaged or missing.
+
+    ``immutable`` is None for a repository made without ``--immutable``, else what
+    the Object Lock probe found (True: the storage still enforces the locks; False:
+    it does not, and ``warnings`` carries warning 56 saying what was found).
+    """
 
     kind: Literal["verify"] = "verify"
     ok: bool
@@ -317,6 +322,8 @@ class VerifyResult(Model):
     problems: list[VerifyProblem]
     quarantined: list[str]
     repair: RepairResult | None = None
+    immutable: bool | None = None
+    warnings: list[WarningModel] = Field(default_factory=list)
 
     def to_json(self) -> Any:
         data = self.model_dump(mode="json")
@@ -453,6 +460,15 @@ class RepairPart(Part):
     error: str | None = None
 
 
+class LockProbePart(Part):
+    """A verify's Object Lock probe (an immutable repository): ``ok`` when the storage
+    still enforces the locks, else the warning that says what was found."""
+
+    probe: Literal["object-lock"]
+    ok: bool
+    warnings: list[WarningModel] = Field(default_factory=list)
+
+
 class PrunePart(Part):
     point: str
     point_name: str | None = None
@@ -514,7 +530,7 @@ class RestoreJob(JobBase):
 
 class VerifyJob(JobBase):
     kind: Literal["verify"]
-    result: dict[str, VerifyPart | RepairPart]
+    result: dict[str, VerifyPart | RepairPart | LockProbePart]
 
 
 class PruneJob(JobBase):

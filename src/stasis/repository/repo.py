@@ -31,7 +31,7 @@ from typing import Any
 import blake3
 
 from stasis import __version__
-from stasis.backends.base import Backend, ObjectLocked, Retention
+from stasis.backends.base import Backend, LockUnsupported, ObjectLocked, Retention
 from stasis.errors import (
     AmbiguousPoint,
     BackendAccessDenied,
@@ -250,7 +250,7 @@ class Repository:
         except FileExistsError:
             raise RepositoryExists(store.url) from None
         except BackendError as e:
-            if immutability is not None and type(e.__cause__).__name__ == "LockUnsupported":
+            if immutability is not None and isinstance(e.__cause__, LockUnsupported):
                 raise ImmutabilityUnsupported(store.url, e.args[2], "Nothing was written.") \
                     from None
             raise
@@ -870,10 +870,13 @@ class Repository:
                 "points": len(wants), "objects": extended, "damaged": damaged}
 
     def probe_lock(self, now: datetime | None = None) -> str | None:
-        """Whether the storage still enforces Object Lock (None) or what it let the
-        repository's own credentials do to a locked probe object."""
+        """Whether the storage still enforces Object Lock (None) or what was found
+        instead: a bucket without Object Lock (a config copied elsewhere, a server
+        that ignores locks, a local directory), or what the repository's own
+        credentials could do to a locked probe object. Nothing of the repository is
+        changed; a probe the storage keeps is removed by a later probe."""
         imm = self._immutable()
-        return _probe(self.backend, imm, now or datetime.now(UTC))
+        return _lock_problem(self.backend, imm, now or datetime.now(UTC))
 
     def _immutable(self) -> Immutability:
         if self.immutability is None:
@@ -911,17 +914,29 @@ class Repository:
                 yield bytes.fromhex(name), obj.size
 
 
+_NO_LOCK = ("the storage has no Object Lock enabled (S3 Object Lock can only be enabled when "
+            "a bucket is created)")
+
+
 def _check_lock(store: Storage, imm: Immutability) -> None:
     """Refuse immutability where the store has no Object Lock or does not enforce it."""
-    kept = "Nothing of the repository was written."
-    if not store.object_lock():
-        raise ImmutabilityUnsupported(
-            store.url, "the bucket has no Object Lock (it can only be enabled when a bucket "
-                       "is created)", kept)
-    reason = _probe(store, imm, datetime.now(UTC))
+    reason = _lock_problem(store, imm, datetime.now(UTC))
     if reason is not None:
-        raise ImmutabilityUnsupported(
-            store.url, f"the storage does not enforce Object Lock: {reason}", kept)
+        raise ImmutabilityUnsupported(store.url, reason,
+                                      "Nothing of the repository was written.")
+
+
+def _lock_problem(store: Storage, imm: Immutability, now: datetime) -> str | None:
+    """None when the store has Object Lock and enforces it, else what is wrong."""
+    if not store.object_lock():
+        return _NO_LOCK  # no probe written: nothing to leave behind
+    try:
+        reason = _probe(store, imm, now)
+    except BackendError as e:
+        if not isinstance(e.__cause__, LockUnsupported):
+            raise
+        return f"the storage refused a retention: {e.args[2]}"
+    return None if reason is None else f"the storage does not enforce Object Lock: {reason}"
 
 
 def _probe(store: Storage, imm: Immutability, now: datetime) -> str | None:
