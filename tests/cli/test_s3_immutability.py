@@ -1,7 +1,8 @@
 """Immutability on the command line, on real S3 servers: ``stasis verify`` probes the
 Object Lock of an immutable repository (warning 56 when the storage does not enforce
-it any more), ``stasis policy check`` refuses a retention that the lock outlives, and
-``stasis repo init --immutable`` on Swift is refused with nothing left behind.
+it any more), ``stasis policy check`` (and ``stasis serve`` loading the file) refuses
+a retention that the lock outlives, and ``stasis repo init --immutable`` on Swift is
+refused with nothing left behind.
 
 Repositories are made in-process (a cheap KDF) with locks of seconds in governance
 mode, as tests/repository/test_immutability.py does."""
@@ -14,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from stasis.app.serve import service
 from stasis.backends import open_backend
 from stasis.catalog.db import CATALOG_FILE
+from stasis.errors import PolicyError
 from stasis.protection.backup import back_up_images
 from stasis.repository import Repository
 from stasis.repository.immutability import PROBES, Immutability
@@ -152,9 +155,9 @@ keep_daily = 7
 def test_policy_check_refuses_a_retention_the_lock_outlives(
         cli_s3: Cli, seaweedfs: S3Server, tmp_path: Path) -> None:
     url = seaweedfs.url(seaweedfs.new_bucket(object_lock=True))
-    Repository.init(open_backend(url), passphrase=PASSPHRASE.encode(), kdf=CHEAP_KDF,
-                    immutability=Immutability("governance", retain_s=10 * 86400,
-                                              margin_s=86400))
+    vault = Repository.init(open_backend(url), passphrase=PASSPHRASE.encode(), kdf=CHEAP_KDF,
+                            immutability=Immutability("governance", retain_s=10 * 86400,
+                                                      margin_s=86400))
     secret = tmp_path / "vault.pass"
     secret.write_text(f"{PASSPHRASE}\n")
     secret.chmod(0o600)
@@ -169,6 +172,11 @@ def test_policy_check_refuses_a_retention_the_lock_outlives(
            "keeps a point for as little as 3 days" in r.err, r.err
     assert "shorter than its Object Lock of 10 days: prune could not delete its points on " \
            "time (the lock outlives the retention)" in r.err, r.err
+    # stasis serve loads the file with the repositories it opened: refused the same way.
+    with pytest.raises(PolicyError, match="shorter than its Object Lock of 10 days"), \
+            service(lambda: ({"vault": vault}, "vault"), policies=policies,
+                    catalog=str(tmp_path / "serve.db"), connect="test:///default"):
+        pass
     policies.write_text(POLICY.format(extra='min_age = "10d"'))
     checked = cli_s3.ok("--config", str(config), "policy", "check", "--json", str(policies))
     assert checked.json() == {"file": str(policies), "ok": True, "policies": ["vault"],
