@@ -449,6 +449,23 @@ class FileTargetExists(StasisError):
     cli_hint = "Pass --force to replace them, or choose another --to."
 
 
+class ImmutabilityUnsupported(StasisError):
+    """{} cannot be made immutable: {}. {}"""
+
+    exit_code = 47
+    cli_hint = ("Immutability needs S3 Object Lock that the server enforces (AWS S3, Ceph "
+                "RGW, SeaweedFS, MinIO), and Object Lock is enabled when a bucket is "
+                "created: give 'stasis repo init --immutable' a new bucket name and Stasis "
+                "creates it so, or create the bucket with Object Lock yourself.")
+
+
+class PointLocked(StasisError):
+    """Point {} is locked by the storage until {}: it cannot be removed before then. Nothing was deleted."""
+
+    exit_code = 48
+    cli_hint = "Run prune again after that date (the repository was made with --immutable)."
+
+
 # ------------------------------------------------------------------ the server's access
 
 
@@ -516,6 +533,14 @@ class BackupJobLeftRunning(StasisWarning):
     cli_hint = JobNotEnded.cli_hint
 
 
+class NotImmutable(StasisWarning):
+    """The repository {} is not immutable any more: {}. Nothing was changed: its points are as they were, but the storage no longer stops anyone deleting them."""
+
+    code = 56
+    cli_hint = ("Check the bucket's Object Lock and the server; until it enforces locks "
+                "again, keep a copy of the points elsewhere ('stasis copy').")
+
+
 # ------------------------------------------------------------------ the tables
 
 #: The meaning of every exit code, written once. A code keeps its meaning for good.
@@ -564,6 +589,9 @@ EXIT_MEANINGS: dict[int, str] = {
         "copy to a repository made with it)",
     40: "the two repositories cannot be copied between (chunk size or format); nothing "
         "was written",
+    47: "the storage cannot make the repository immutable (no Object Lock, or one that "
+        "it does not enforce); nothing was written",
+    48: "the point is locked by the storage (Object Lock) until a later date",
     60: "the server did not know who asked: no token or session, an unknown, expired or "
         "revoked one, or a wrong password",
     61: "the user or token lacks the permission the operation needs; nothing was done",
@@ -584,6 +612,8 @@ WARNING_MEANINGS: dict[int, str] = {
     50: "a post-backup hook failed; the point is committed and complete",
     51: "the run is not recorded in the catalog; the work itself was done",
     52: "a libvirt backup job outlived its backup; the point is complete",
+    56: "the repository is not immutable any more: verify's Object Lock probe found the "
+        "storage does not enforce its locks",
 }
 
 

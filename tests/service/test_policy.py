@@ -260,3 +260,68 @@ def test_cli_check_and_list(tmp_path: Path) -> None:
     assert res.returncode == 29
     report = json.loads(res.stdout)
     assert not report["ok"] and [p["line"] for p in report["problems"]] == [4, 5]
+
+
+LOCKED = """\
+[[policy]]
+name = "vault"
+vms = ["db"]
+every = "1h"
+repository = "vault"
+
+[policy.retention]
+keep_daily = 7
+{extra}
+
+[[policy]]
+name = "shipped"
+vms = ["web"]
+every = "1h"
+repository = "local"
+
+[[policy.copy]]
+to = "vault"
+
+[policy.copy.retention]
+keep_within = "{within}"
+"""
+THIRTY_DAYS = 30 * 86400
+
+
+def _locked(extra: str = "", within: str = "60d") -> str:
+    return LOCKED.format(extra=extra, within=within)
+
+
+def test_a_retention_shorter_than_the_lock_of_an_immutable_repository_is_refused() -> None:
+    immutable = {"vault": THIRTY_DAYS}
+    with pytest.raises(PolicyError) as e:
+        parse_policies(_locked('min_age = "2w"', within="1m"), file="p.toml",
+                       repositories={"local", "vault"}, immutable=immutable)
+    rendered = [p.render("p.toml") for p in e.value.problems]
+    assert len(rendered) == 2, rendered
+    own, copied = rendered
+    assert own.startswith("p.toml:7: policy 'vault': retention at the immutable repository "
+                          "'vault' keeps a point for as little as 14 days"), own
+    assert "shorter than its Object Lock of 30 days: prune could not delete its points on " \
+           "time (the lock outlives the retention)" in own and 'min_age = "30d"' in own
+    # A month is 28 days at its shortest: short of a 30-day lock.
+    assert copied.startswith("p.toml:20: policy 'shipped': retention at the immutable "
+                             "repository 'vault' keeps a point for as little as 28 days"), copied
+    # Count rules alone guarantee a point no time at all.
+    with pytest.raises(PolicyError, match="guarantees no time at all to a point"):
+        parse_policies(_locked(), repositories={"local", "vault"}, immutable=immutable)
+
+
+def test_a_retention_that_outlasts_the_lock_or_keeps_everything_is_accepted() -> None:
+    immutable = {"vault": THIRTY_DAYS}
+    repositories = {"local", "vault"}
+    accepted = parse_policies(_locked('min_age = "30d"', within="2m"),
+                              repositories=repositories, immutable=immutable)
+    assert [p.name for p in accepted] == ["vault", "shipped"]
+    # No retention at all: nothing is pruned, the locks are renewed for as long as it stays.
+    keeps_all = _locked().replace("[policy.retention]\nkeep_daily = 7\n", "") \
+        .replace('[policy.copy.retention]\nkeep_within = "60d"\n', "")
+    assert "retention" not in keeps_all
+    assert parse_policies(keeps_all, repositories=repositories, immutable=immutable)
+    # The same short retention at a repository that is not immutable: nothing to say.
+    assert parse_policies(_locked(), repositories=repositories, immutable={})

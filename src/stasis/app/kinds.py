@@ -39,11 +39,14 @@ from stasis.app.models import (
     VerifyResult,
     VmBackupOutcome,
     VmRestore,
+    WarningModel,
 )
 from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import (
+    BackendAccessDenied,
     GroupError,
     IntegrityError,
+    NotImmutable,
     PointNotFound,
     StasisError,
     UsageError,
@@ -653,6 +656,7 @@ def _run_verify(p: VerifyParams, plan: Plan, job: JobRun, env: Env) -> VerifyRes
     from stasis.protection.verify import verify
 
     chosen, covered, other = plan.state
+    immutable, warnings = _probe_lock(env.repo(), job)
     report = verify(env.repo(), chosen, deep=p.deep, progress=env.sink(job.cancel),
                     repair_from=other)
     _record_verify(job, covered, report)
@@ -662,7 +666,8 @@ def _run_verify(p: VerifyParams, plan: Plan, job: JobRun, env: Env) -> VerifyRes
         problems=[VerifyProblem(**x.__dict__, description=x.describe())
                   for x in report.problems],
         repair=None if report.repair is None else RepairResult.model_validate(
-            report.to_dict()["repair"]))
+            report.to_dict()["repair"]),
+        immutable=immutable, warnings=[WarningModel.of(w) for w in warnings])
     if env.on_report is not None:
         env.on_report(result)
     if report.repair is not None and not report.ok:
@@ -680,6 +685,29 @@ def _run_verify(p: VerifyParams, plan: Plan, job: JobRun, env: Env) -> VerifyRes
             "again."
         )
     return result
+
+
+def _probe_lock(repo: Repository, job: JobRun) -> tuple[bool | None, list[NotImmutable]]:
+    """An immutable repository's Object Lock probe, before the points are read: whether
+    the storage still enforces the locks (None: not immutable, or not probed), and
+    warning 56 when it does not. Only the probe object is written."""
+    if repo.immutability is None:
+        return None, []
+    try:
+        reason = repo.probe_lock()
+    except BackendAccessDenied as e:  # credentials that may read but not write
+        job.log("warning", f"the Object Lock probe could not be written: {e.message}")
+        return None, []
+    if reason is None:
+        job.log("info", f"Object Lock probe: the storage enforces the "
+                        f"{repo.immutability.describe()}")
+        job.result["object-lock"] = {"probe": "object-lock", "ok": True, "warnings": []}
+        return True, []
+    warning = NotImmutable(repo.url, reason)
+    job.log("warning", warning.full_text)
+    job.result["object-lock"] = {"probe": "object-lock", "ok": False,
+                                 "warnings": [warning.to_dict()]}
+    return False, [warning]
 
 
 def _record_verify(job: JobRun, covered: list[Manifest], report: VerifyReport) -> None:

@@ -310,7 +310,12 @@ class RepairResult(Model):
 
 
 class VerifyResult(Model):
-    """What a verification found: ``ok`` only when nothing is damaged or missing."""
+    """What a verification found: ``ok`` only when nothing is damaged or missing.
+
+    ``immutable`` is None for a repository made without ``--immutable``, else what
+    the Object Lock probe found (True: the storage still enforces the locks; False:
+    it does not, and ``warnings`` carries warning 56 saying what was found).
+    """
 
     kind: Literal["verify"] = "verify"
     ok: bool
@@ -321,6 +326,8 @@ class VerifyResult(Model):
     problems: list[VerifyProblem]
     quarantined: list[str]
     repair: RepairResult | None = None
+    immutable: bool | None = None
+    warnings: list[WarningModel] = Field(default_factory=list)
 
     def to_json(self) -> Any:
         data = self.model_dump(mode="json")
@@ -457,6 +464,15 @@ class RepairPart(Part):
     error: str | None = None
 
 
+class LockProbePart(Part):
+    """A verify's Object Lock probe (an immutable repository): ``ok`` when the storage
+    still enforces the locks, else the warning that says what was found."""
+
+    probe: Literal["object-lock"]
+    ok: bool
+    warnings: list[WarningModel] = Field(default_factory=list)
+
+
 class PrunePart(Part):
     point: str
     point_name: str | None = None
@@ -518,7 +534,7 @@ class RestoreJob(JobBase):
 
 class VerifyJob(JobBase):
     kind: Literal["verify"]
-    result: dict[str, VerifyPart | RepairPart]
+    result: dict[str, VerifyPart | RepairPart | LockProbePart]
 
 
 class PruneJob(JobBase):
@@ -591,6 +607,8 @@ class GcResult(Model):
     kept_pages: TallyModel
     kept_chunks: TallyModel
     quarantined: TallyModel
+    locked: TallyModel = TallyModel(count=0, bytes=0)  # immutable: garbage still locked
+    locked_until: str | None = None
     lock_waited_s: float
     mark_s: float
     locked_s: float
@@ -923,6 +941,17 @@ class RepoCreated(Model):
     id: str
     encryption: str
     chunk_size: int
+    immutability: dict[str, Any] | None = None  # {mode, retain_s, margin_s}
+
+
+class LocksRenewed(Model):
+    """A lock renewal of an immutable repository (``stasis repo lock-extend``)."""
+
+    epoch: int
+    until: str  # every committed point's objects are locked at least until then
+    points: int
+    objects: int
+    damaged: int
 
 
 class RepoInfoModel(Model):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stasis.app.models import PolicyCheck, PolicyProblem, PolicySummary
-from stasis.errors import PolicyNotFound, UsageError
+from stasis.errors import PolicyNotFound, StasisError, UsageError
 
 if TYPE_CHECKING:
     from stasis.app.config import Config
@@ -25,11 +25,15 @@ if TYPE_CHECKING:
 def repository_rules(config: Config | None) -> dict[str, Any]:
     """What the repositories a policy names are checked against (the keyword
     arguments of :func:`load_policy_file`): the config file's names, its default,
-    and the repositories whose key file or passphrase file cannot be read (name ->
-    why), which a copy could not unlock. No config file: nothing is checked."""
+    the repositories whose key file or passphrase file cannot be read (name -> why),
+    which a copy could not unlock, and the immutable ones (name -> their Object Lock
+    in seconds, from each repository's config: one read, no key needed; one that
+    cannot be read now is not checked here, and ``stasis serve`` checks it when it
+    opens it). No config file: nothing is checked."""
     if config is None or not config.repositories:
         return {}
     locked: dict[str, str] = {}
+    immutable: dict[str, int] = {}
     for name, r in config.repositories.items():
         secret = r.secret_file
         what = "key_file" if r.key_file else "passphrase_file"
@@ -37,23 +41,44 @@ def repository_rules(config: Config | None) -> dict[str, Any]:
             locked[name] = f"its {what} {secret} does not exist"
         elif not os.access(secret, os.R_OK):
             locked[name] = f"its {what} {secret} cannot be read by this user"
+        lock = _lock_of(r.url)
+        if lock is not None:
+            immutable[name] = lock
     return {"repositories": set(config.repositories),
-            "default_repository": config.default_repository, "locked": locked}
+            "default_repository": config.default_repository, "locked": locked,
+            "immutable": immutable}
+
+
+def _lock_of(url: str) -> int | None:
+    """The Object Lock (seconds) of the repository at ``url``, None when it has none
+    or its config cannot be read."""
+    from stasis.backends import open_backend
+    from stasis.repository import Repository
+    from stasis.repository.immutability import Immutability
+
+    try:
+        found = Immutability.from_config(Repository.read_config(open_backend(url)))
+    except (StasisError, OSError, ValueError):
+        return None
+    return None if found is None else found.retain_s
 
 
 def load_policy_file(path: Path | None, *, repositories: Collection[str] | None = None,
                      default_repository: str | None = None,
-                     locked: Mapping[str, str] | None = None) -> list[Policy]:
+                     locked: Mapping[str, str] | None = None,
+                     immutable: Mapping[str, int] | None = None) -> list[Policy]:
     """Every policy of the file ``path`` (validated whole: every problem is listed); with
     ``repositories``, a policy's ``repository`` and copy destinations must be among
-    those names (see :func:`stasis.service.policy.check_text`)."""
+    those names; at a repository of ``immutable`` the retention must outlast the lock
+    (see :func:`stasis.service.policy.check_text`)."""
     from stasis.service.policy import load_policies
 
     if path is None:
         raise UsageError("give the policy file with --policies FILE (or $STASIS_POLICIES, "
                          "or policies in the config file)")
     return load_policies(path, repositories=repositories,
-                         default_repository=default_repository, locked=locked)
+                         default_repository=default_repository, locked=locked,
+                         immutable=immutable)
 
 
 def find_policy(c: Catalog, name: str, policies: Path | None, *, doing: str) -> Policy:
@@ -121,10 +146,11 @@ def summary(p: Policy, after: datetime, runs: int = RUNS_SHOWN) -> PolicySummary
 
 def check_policy_file(path: Path, *, repositories: Collection[str] | None = None,
                       default_repository: str | None = None,
-                      locked: Mapping[str, str] | None = None) -> PolicyCheck:
+                      locked: Mapping[str, str] | None = None,
+                      immutable: Mapping[str, int] | None = None) -> PolicyCheck:
     """Every problem of the policy file ``path`` with its line (a file that cannot be
     read at all raises the PolicyError that says why); ``repositories``,
-    ``default_repository``, ``locked``: as :func:`load_policy_file`."""
+    ``default_repository``, ``locked``, ``immutable``: as :func:`load_policy_file`."""
     from stasis.service.policy import check_text, load_policies
 
     try:
@@ -133,7 +159,8 @@ def check_policy_file(path: Path, *, repositories: Collection[str] | None = None
         load_policies(path)  # raises the PolicyError that says why
         raise
     policies, problems = check_text(text, repositories=repositories,
-                                    default_repository=default_repository, locked=locked)
+                                    default_repository=default_repository, locked=locked,
+                                    immutable=immutable)
     return PolicyCheck(file=str(path), ok=not problems, policies=[p.name for p in policies],
                        problems=[PolicyProblem(line=p.line, policy=p.policy, message=p.text,
                                                text=p.render(str(path))) for p in problems])

@@ -14,6 +14,7 @@ from stasis.app.models import (
     KeySlot,
     KeySlotAdded,
     KeySlotRemoved,
+    LocksRenewed,
     RepoCreated,
     RepoInfoModel,
     RepoUpgraded,
@@ -21,6 +22,7 @@ from stasis.app.models import (
 from stasis.backends import open_backend
 from stasis.errors import KeyMismatch, StasisError, UsageError
 from stasis.repository import Repository, crypto
+from stasis.repository.immutability import MODES, Immutability, default_margin
 from stasis.repository.keyfile import read_key_file, write_key_file
 from stasis.repository.stats import repo_info
 
@@ -32,11 +34,20 @@ NewPassphrase = Callable[[], bytes]
 def init_repository(location: str, *, encryption: str = "aes-256-gcm", chunk_size: int,
                     compression: str = "zstd-1", passphrase: NewPassphrase,
                     key_file: Path | None = None,
-                    copy_key_from: RepoOpener | None = None) -> RepoCreated:
+                    copy_key_from: RepoOpener | None = None,
+                    immutable_days: int | None = None,
+                    lock_mode: str = "compliance") -> RepoCreated:
     """Create a repository at ``location`` (a path or a URL), opened by ``key_file``
     (a new key file written there) or else by ``passphrase()``; with
     ``copy_key_from``, one sharing that repository's master key and chunk size (a
     copy's destination that takes its objects as they are)."""
+    immutability = None
+    if immutable_days is not None:
+        if immutable_days < 1 or lock_mode not in MODES:
+            raise UsageError(f"--immutable takes a number of days (1 or more) and --lock-mode "
+                             f"one of {', '.join(MODES)}; nothing was written")
+        retain = immutable_days * 86400
+        immutability = Immutability(lock_mode, retain, default_margin(retain))
     source = None
     if copy_key_from is not None:
         source = copy_key_from()
@@ -50,11 +61,20 @@ def init_repository(location: str, *, encryption: str = "aes-256-gcm", chunk_siz
             secret = passphrase()
     r = Repository.init(open_backend(location), encryption=encryption, chunk_size=chunk_size,
                         compression=compression, passphrase=secret, keyfile=keyfile,
-                        key_from=source)
+                        key_from=source, immutability=immutability)
     if keyfile is not None and key_file is not None:
         write_key_file(key_file, keyfile)
     return RepoCreated(path=location, url=r.url, id=r.id, encryption=encryption,
-                       chunk_size=chunk_size)
+                       chunk_size=chunk_size, immutability=None if immutability is None
+                       else immutability.to_config())
+
+
+def lock_extend(open_repo: RepoOpener) -> LocksRenewed:
+    """Extend the locks of every committed point of an immutable repository to this
+    epoch's target (held points: to their hold's end when later)."""
+    r = open_repo()
+    with r.shared_lock("lock-extend"):  # gc does not sweep what this walks
+        return LocksRenewed.model_validate(r.renew_locks())
 
 
 def _refuse_other_key(location: str, source: Repository) -> None:

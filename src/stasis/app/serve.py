@@ -63,7 +63,9 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
     keep = parse_keep_logs(keep_logs)
     # Opened now, so that it fails here, not at the first job, when one cannot be.
     opened, default = open_repositories()
-    loaded = load_policy_file(policies, repositories=set(opened), default_repository=default)
+    loaded = load_policy_file(policies, repositories=set(opened), default_repository=default,
+                              immutable={n: r.immutability.retain_s for n, r in opened.items()
+                                         if r.immutability is not None})
     with Catalog.open(catalog) as c:
         built = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
                         default_repository=default, connect=lambda: lv.connect(connect),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -23,6 +24,16 @@ class Leftover:
     name: str
     size: int
     mtime: float
+
+
+@dataclass(frozen=True)
+class Retention:
+    """An S3 Object Lock retention: until ``until`` (aware, UTC) no version of the
+    object can be deleted or have its retention shortened; in ``COMPLIANCE`` mode by
+    nobody, in ``GOVERNANCE`` mode by nobody without the bypass permission."""
+
+    mode: str  # "COMPLIANCE" | "GOVERNANCE"
+    until: datetime
 
 
 class PermanentError(OSError):
@@ -47,6 +58,22 @@ class ClockSkew(PermanentError):
 
 class StoreMissing(PermanentError):
     """The store itself (the bucket) does not exist."""
+
+
+class LockUnsupported(PermanentError):
+    """The store has no Object Lock: a local directory, a bucket created without it
+    (it can only be enabled when a bucket is created)."""
+
+
+class ObjectLocked(PermanentError):
+    """A version of the object is under a retention that has not ended: it cannot be
+    removed before ``until``."""
+
+    def __init__(self, key: str, until: datetime | None) -> None:
+        when = until.isoformat(timespec="seconds") if until else "an unknown date"
+        super().__init__(13, f"{key} is locked until {when}")
+        self.key = key
+        self.until = until
 
 
 class Unreachable(OSError):
@@ -119,6 +146,30 @@ class Backend(Protocol):
       :func:`stasis.backends.registry.open_backend` opens again (a local backend:
       its absolute path); it never holds a secret.
 
+    Object Lock (the immutability of docs/format.md), where the store has it; a
+    store without it raises :class:`LockUnsupported` from every call below but
+    ``object_lock`` (which says False):
+
+    - ``object_lock`` says whether the store has Object Lock enabled (a bucket's
+      lock configuration); it does not prove that the store enforces it (Swift's
+      s3api accepts the headers and ignores them): ``probe_lock`` does.
+    - ``put_locked`` is ``put`` with a retention on the version it writes.
+    - ``retention`` is the current version's retention (None when it has none),
+      from one metadata call; :class:`ObjectNotFound` when the key is missing.
+    - ``extend_retention`` sets the current version's retention to ``retention``
+      unless it already ends later (a retention is never shortened), and returns the
+      one in force.
+    - ``remove`` deletes the key and every version of it (``delete`` on a versioned
+      bucket only hides it behind a delete marker); :class:`ObjectLocked` when a
+      version is still locked (then nothing is hidden either). A missing key is not
+      an error.
+    - ``probe_lock`` writes ``key`` with ``retention`` and tries, with the store's
+      own credentials, to delete that version; it returns None when the store refused
+      (the lock holds), else what it could do. A refused probe stays until its lock
+      ends: callers name it so that it is recognised, and remove it later.
+    - ``create(object_lock=True)`` creates a missing bucket with Object Lock
+      enabled; an existing store is used as it is.
+
     Errors are the backend's (``OSError`` and the classes above,
     :class:`ObjectNotFound`); the repository translates them once, into
     :class:`stasis.errors.BackendError` and its subclasses (one per class above,
@@ -151,4 +202,16 @@ class Backend(Protocol):
 
     def store_exists(self) -> bool: ...
 
-    def create(self) -> None: ...
+    def create(self, *, object_lock: bool = False) -> None: ...
+
+    def object_lock(self) -> bool: ...
+
+    def put_locked(self, key: str, data: bytes | memoryview, retention: Retention) -> None: ...
+
+    def retention(self, key: str) -> Retention | None: ...
+
+    def extend_retention(self, key: str, retention: Retention) -> Retention: ...
+
+    def remove(self, key: str) -> None: ...
+
+    def probe_lock(self, key: str, retention: Retention) -> str | None: ...

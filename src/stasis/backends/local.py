@@ -10,10 +10,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from stasis.backends.base import Leftover, ObjectInfo
+from stasis.backends.base import Leftover, LockUnsupported, ObjectInfo, Retention
 from stasis.errors import ObjectNotFound
 
 TMP_MARK = ".tmp-"
+_NO_LOCK = ("a local directory has no Object Lock (anyone who can write it can delete "
+            "it): immutability needs an S3 bucket with Object Lock enabled")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -212,7 +214,29 @@ class LocalBackend:
     def store_exists(self) -> bool:
         return self.root.exists()
 
-    def create(self) -> None:
+    def create(self, *, object_lock: bool = False) -> None:
+        if object_lock:
+            raise LockUnsupported(errno.EOPNOTSUPP, _NO_LOCK, self.url)
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
             raise FileExistsError(errno.EEXIST, "not an empty directory", str(self.root))
         self.root.mkdir(parents=True, exist_ok=True)
+
+    # A directory has no Object Lock: the contract's lock calls say so.
+
+    def object_lock(self) -> bool:
+        return False
+
+    def put_locked(self, key: str, data: bytes | memoryview, retention: Retention) -> None:
+        raise LockUnsupported(errno.EOPNOTSUPP, _NO_LOCK, self.url)
+
+    def retention(self, key: str) -> Retention | None:
+        raise LockUnsupported(errno.EOPNOTSUPP, _NO_LOCK, self.url)
+
+    def extend_retention(self, key: str, retention: Retention) -> Retention:
+        raise LockUnsupported(errno.EOPNOTSUPP, _NO_LOCK, self.url)
+
+    def remove(self, key: str) -> None:
+        self.delete(key)  # no versions: removing is deleting
+
+    def probe_lock(self, key: str, retention: Retention) -> str | None:
+        raise LockUnsupported(errno.EOPNOTSUPP, _NO_LOCK, self.url)

@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, parse_qsl, quote, urlsplit
 
@@ -51,8 +52,11 @@ from stasis.backends.base import (
     ClockSkew,
     CredentialsRejected,
     Leftover,
+    LockUnsupported,
     ObjectInfo,
+    ObjectLocked,
     PermanentError,
+    Retention,
     RetriesExhausted,
     StoreMissing,
     Unreachable,
@@ -364,13 +368,16 @@ class S3Backend:
             raise ObjectNotFound(key) from None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
+        self._put(key, data, {})
+
+    def _put(self, key: str, data: bytes | memoryview, extra: dict[str, Any]) -> None:
         full = self._key(key)
         body = data if isinstance(data, bytes) else bytes(data)
         if len(body) > self.multipart_threshold:
-            self._put_multipart(key, full, body)
+            self._put_multipart(key, full, body, extra)
             return
         self._call(f"writing {key}", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=full, Body=body, ACL=_OWNER))
+            Bucket=self.bucket, Key=full, Body=body, ACL=_OWNER, **extra))
 
     def put_if_absent(self, key: str, data: bytes | memoryview) -> None:
         full = self._key(key)
@@ -392,10 +399,12 @@ class S3Backend:
             raise FileExistsError(errno.EEXIST, "object exists", key)
         self.put(key, body)
 
-    def _put_multipart(self, key: str, full: str, body: bytes) -> None:
+    def _put_multipart(self, key: str, full: str, body: bytes,
+                       extra: dict[str, Any] | None = None) -> None:
         doing = f"writing {key}"
+        lock = {k: v for k, v in (extra or {}).items() if k != "ContentMD5"}
         upload = self._call(doing, lambda: self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=full, ACL=_OWNER))["UploadId"]
+            Bucket=self.bucket, Key=full, ACL=_OWNER, **lock))["UploadId"]
         try:
             parts = []
             for number, offset in enumerate(range(0, len(body), self.part_size), start=1):
@@ -513,6 +522,120 @@ class S3Backend:
             if not isinstance(e, ObjectNotFoundError) and e.code != "NoSuchUpload":
                 raise
 
+    # ------------------------------------------------------------ Object Lock
+
+    def object_lock(self) -> bool:
+        try:
+            answer: dict[str, Any] = self._call(
+                "reading the Object Lock configuration",
+                lambda: self.client.get_object_lock_configuration(Bucket=self.bucket))
+        except (_Refused, ObjectNotFoundError):
+            return False  # ObjectLockConfigurationNotFoundError: a bucket without it
+        config = answer.get("ObjectLockConfiguration", {})
+        return bool(config.get("ObjectLockEnabled") == "Enabled")
+
+    def put_locked(self, key: str, data: bytes | memoryview, retention: Retention) -> None:
+        body = data if isinstance(data, bytes) else bytes(data)
+        # AWS wants a checksum on every put that carries a retention.
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        try:
+            self._put(key, body, {"ObjectLockMode": retention.mode,
+                                  "ObjectLockRetainUntilDate": retention.until,
+                                  "ContentMD5": md5})
+        except _Refused as e:
+            if e.status == 400:  # InvalidRequest / InvalidArgument: a bucket without lock
+                raise LockUnsupported(errno.EOPNOTSUPP, f"{self.where} refused a retention "
+                                      f"({e.strerror}): the bucket has no Object Lock",
+                                      key) from None
+            raise
+
+    def retention(self, key: str) -> Retention | None:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFound(key)
+        return _retention_of(head)
+
+    def extend_retention(self, key: str, retention: Retention) -> Retention:
+        full = self._key(key)
+        try:
+            self._call(f"extending the lock of {key}", lambda: self.client.put_object_retention(
+                Bucket=self.bucket, Key=full, Retention={
+                    "Mode": retention.mode, "RetainUntilDate": retention.until}))
+            return retention
+        except (AccessDenied, _Refused):
+            # Refused when it would shorten a retention (or change COMPLIANCE to
+            # GOVERNANCE): then the one in force ends later, which is what was asked.
+            current = self.retention(key)
+            if current is not None and current.until >= retention.until:
+                return current
+            raise
+
+    def _versions(self, full: str) -> tuple[str, ...]:
+        ids: tuple[str, ...] = ()
+        marker: dict[str, str] = {}
+        while True:
+            page: dict[str, Any] = self._call("listing versions", functools.partial(
+                self.client.list_object_versions, Bucket=self.bucket, Prefix=full, **marker))
+            for v in (*page.get("Versions", ()), *page.get("DeleteMarkers", ())):
+                if v.get("Key") == full and v.get("VersionId"):
+                    ids += (str(v["VersionId"]),)
+            if not page.get("IsTruncated"):
+                return ids
+            marker = {"KeyMarker": page.get("NextKeyMarker", ""),
+                      "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    def remove(self, key: str) -> None:
+        full = self._key(key)
+        versions = self._versions(full)
+        if not versions:  # an unversioned bucket (Swift's s3api lists none)
+            self.delete(key)
+            return
+        locked: datetime | None = None
+        refused = False
+        for vid in versions:
+            try:
+                self._call(f"deleting {key}", functools.partial(
+                    self.client.delete_object, Bucket=self.bucket, Key=full, VersionId=vid))
+            except ObjectNotFoundError:
+                continue
+            except AccessDenied:
+                until = self._locked_until(full, vid)
+                if until is None:
+                    raise  # not a lock: these credentials may not delete
+                refused = True
+                locked = until if locked is None else max(locked, until)
+        if refused:
+            raise ObjectLocked(key, locked)
+
+    def _locked_until(self, full: str, vid: str) -> datetime | None:
+        try:
+            head: dict[str, Any] = self._call("looking up a version", functools.partial(
+                self.client.head_object, Bucket=self.bucket, Key=full, VersionId=vid))
+        except (ObjectNotFoundError, _Refused):
+            return None
+        found = _retention_of(head)
+        if found is None or found.until <= datetime.now(UTC):
+            return None
+        return found.until
+
+    def probe_lock(self, key: str, retention: Retention) -> str | None:
+        full = self._key(key)
+        self.put_locked(key, b"stasis object lock probe\n", retention)
+        head = self._head(key)
+        if head is None:
+            return "the probe object was not there after it was written"
+        vid = head.get("VersionId")
+        if _retention_of(head) is None or not vid:
+            self.delete(key)
+            return ("the store accepted the lock headers but keeps no retention (nor "
+                    "versions) on the object")
+        try:
+            self._call(f"deleting {key}", functools.partial(
+                self.client.delete_object, Bucket=self.bucket, Key=full, VersionId=vid))
+        except AccessDenied:
+            return None
+        return "a version under a retention was deleted with the repository's credentials"
+
     def _first_keys(self) -> tuple[str, ...] | None:
         """Up to two keys under the prefix (the marker among them), or None when the
         bucket does not exist."""
@@ -526,10 +649,10 @@ class S3Backend:
         keys = self._first_keys()
         return keys is not None and (not self.base or bool(keys))
 
-    def create(self) -> None:
+    def create(self, *, object_lock: bool = False) -> None:
         keys = self._first_keys()
         if keys is None:
-            self._create_bucket()
+            self._create_bucket(object_lock=object_lock)
         elif [k for k in keys if k != self.base]:
             raise FileExistsError(errno.EEXIST, "the bucket or prefix holds objects already",
                                   self.url)
@@ -537,9 +660,11 @@ class S3Backend:
             self._call("marking the prefix", lambda: self.client.put_object(
                 Bucket=self.bucket, Key=self.base, Body=b""))
 
-    def _create_bucket(self) -> None:
+    def _create_bucket(self, *, object_lock: bool = False) -> None:
         region = self.client.meta.region_name
         args: dict[str, Any] = {"Bucket": self.bucket}
+        if object_lock:
+            args["ObjectLockEnabledForBucket"] = True
         if region and region != "us-east-1":
             args["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
@@ -564,6 +689,13 @@ class _Refused(PermanentError):
         super().__init__(errno.EIO, message)
         self.code = code
         self.status = status
+
+
+def _retention_of(head: dict[str, Any]) -> Retention | None:
+    mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+    if not mode or until is None:
+        return None
+    return Retention(str(mode), until.astimezone(UTC))
 
 
 def _reason(e: Any) -> str:

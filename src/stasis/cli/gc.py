@@ -57,6 +57,9 @@ def print_report(r: GcResult) -> None:
     if r.quarantined.count:
         out.print(f"Left in quarantine: {_tally(r.quarantined, 'chunk')} that failed "
                   "verification (not deleted; 'stasis verify' tells which points they hurt).")
+    if r.locked.count:
+        out.print(f"Kept {_tally(r.locked, 'unreferenced object')} that the storage still "
+                  f"locks (until {r.locked_until}): a gc after that date deletes them.")
     if r.chunks_missing:
         err.print(f"[bold yellow]warning:[/] {plural(r.chunks_missing, 'referenced chunk')} "
                   "missing from the repository: run 'stasis verify'.", highlight=False)

@@ -33,6 +33,9 @@ def _outcome(kind: str, res: Any) -> str:
         return str(res)
     if res.get("error"):
         return f"failed: {res['error']}"
+    if res.get("probe") == "object-lock":  # a verify's probe of an immutable repository
+        return "the storage enforces the Object Lock" if res.get("ok") else "; ".join(
+            f"warning {w['code']}: {w['message']}" for w in res.get("warnings", []))
     point = str(res.get("point") or "")[:12]
     if kind == "backup" and point:
         return f"point {point}, {res.get('consistency', '')}"

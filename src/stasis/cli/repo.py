@@ -49,6 +49,13 @@ def init(
     from_key_file: Annotated[Path | None, typer.Option(
         "--from-key-file", help="Open --copy-key-from's repository with this key file.")
     ] = None,
+    immutable: Annotated[int | None, typer.Option(
+        "--immutable", metavar="DAYS", help="Lock every object a point needs for at least "
+        "DAYS after its commit (S3 Object Lock, probed; a new bucket is created with it).")
+    ] = None,
+    lock_mode: Annotated[str, typer.Option(
+        "--lock-mode", help="compliance (nobody can shorten a lock) or governance (users "
+        "with the bypass permission can).")] = "compliance",
     json_output: JsonOpt = False,
 ) -> None:
     """Create a new repository in an empty or new directory."""
@@ -60,13 +67,29 @@ def init(
     created = ops.init_repository(repo, encryption=encryption, chunk_size=parse_size(chunk_size),
                                   compression=compression, key_file=key_file,
                                   passphrase=lambda: new_passphrase(passphrase_file),
-                                  copy_key_from=key_from)
+                                  copy_key_from=key_from, immutable_days=immutable,
+                                  lock_mode=lock_mode)
     if json_output:
         print_model(created)
     else:
         out.print(f"Created repository {created.id[:12]} at {repo} ({created.encryption}, "
                   f"{human(created.chunk_size)} chunks"
-                  + (f", the key of {copy_key_from}" if copy_key_from else "") + ").")
+                  + (f", the key of {copy_key_from}" if copy_key_from else "")
+                  + (f", immutable: {lock_mode} lock of {immutable} days" if immutable else "")
+                  + ").")
+
+
+@app.command("lock-extend")
+def lock_extend(repo: RepoOpt, passphrase_file: PassFileOpt = None,
+                key_file: KeyFileOpt = None, json_output: JsonOpt = False) -> None:
+    """Extend the Object Lock of every committed point (an immutable repository)."""
+    r = ops.lock_extend(lambda: open_repo(repo, passphrase_file, key_file))
+    if json_output:
+        print_model(r)
+        return
+    out.print(f"Locked {r.objects} objects of {r.points} points until {r.until} at least"
+              + (f"; {r.damaged} damaged points skipped ('stasis verify')" if r.damaged
+                 else "") + ".")
 
 
 @app.command("info")

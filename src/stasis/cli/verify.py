@@ -100,6 +100,11 @@ def _print(report: VerifyResult) -> None:
         err.print(f"[red]damaged:[/] {p.description}")
     for q in report.quarantined:
         err.print(f"quarantined: {q}")
+    if report.immutable:
+        out.print("Object Lock probe: the storage enforces the repository's locks.")
+    for warning in report.warnings:  # 56: the storage no longer enforces the locks
+        err.print(f"[bold yellow]warning {warning.code}:[/] {warning.full_text}",
+                  highlight=False)
     r = report.repair
     if r is not None:
         out.print(f"Repaired from {r.source_url} ({r.source[:12]}): "

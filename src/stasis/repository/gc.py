@@ -64,6 +64,14 @@ once, at least one sees the other. A lock whose holder died is stale and ignored
 so is one not refreshed for 30 minutes, which is the one assumption gc makes about
 a live backup on another host (that it refreshes its lock).
 
+Immutable repositories
+----------------------
+
+Each deletion removes every version of the object; a version the storage still
+locks is refused, and gc counts it (``locked``, with the latest date among them in
+``locked_until``) and goes on: that object stays garbage until its lock ends, for a
+later gc. Nothing that fails a lock stops the sweep half-way.
+
 Interrupted gc
 --------------
 
@@ -82,7 +90,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from stasis.backends.base import Backend, Leftover
+from stasis.backends.base import Backend, Leftover, ObjectLocked
 from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import IntegrityError, Locked
 from stasis.parallel import ordered_map
@@ -132,6 +140,8 @@ class GcReport:
     kept_pages: Tally = field(default_factory=Tally)
     kept_chunks: Tally = field(default_factory=Tally)
     quarantined: Tally = field(default_factory=Tally)  # left in place
+    locked: Tally = field(default_factory=Tally)  # unreferenced but still locked: kept
+    locked_until: str | None = None  # the latest end of those locks (ISO 8601)
     lock_waited_s: float = 0.0
     mark_s: float = 0.0
     locked_s: float = 0.0  # how long backups were held off: re-mark and sweep
@@ -387,19 +397,28 @@ def collect_garbage(
         for obj in repo.backend.list("quarantine/"):
             report.quarantined.add(obj.size)
 
+        def delete(key: str, size: int, reclaimed: Tally) -> None:
+            try:
+                repo.backend.delete(key)
+            except ObjectLocked as e:  # an immutable repository's object, locked still
+                reclaimed.count -= 1
+                reclaimed.bytes -= size
+                report.locked.add(size)
+                if e.until is not None:
+                    when = e.until.isoformat(timespec="seconds")
+                    report.locked_until = max(report.locked_until or when, when)
+            progress.advance(size)
+
         if not dry_run:
             progress.start("gc: sweep", report.reclaimed_bytes)
             # Indexes first, then pages: gc never leaves an index whose pages or
             # chunks it deleted.
             for name in doomed_indexes:
-                repo.backend.delete(index_key(name))
-                progress.advance(candidates.indexes[name])
+                delete(index_key(name), candidates.indexes[name], report.indexes)
             for pname in doomed_pages:
-                repo.backend.delete(page_key(pname))
-                progress.advance(candidates.pages[pname])
+                delete(page_key(pname), candidates.pages[pname], report.pages)
             for cname in doomed_chunks:
-                repo.backend.delete(chunk_key(cname))
-                progress.advance(candidates.chunks[cname])
+                delete(chunk_key(cname), candidates.chunks[cname], report.chunks)
             for leftover in temps:
                 repo.backend.discard(leftover)
                 progress.advance(leftover.size)

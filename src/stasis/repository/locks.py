@@ -11,6 +11,11 @@ A lock is stale, and ignored (and removed), when its process is gone (same host:
 the pid no longer runs with the same start time) or when it was not refreshed for
 ``STALE_AFTER`` seconds (another host, or a hung process). Holders refresh every
 ``REFRESH_EVERY`` seconds from a background thread.
+
+A holder whose credentials may not delete (an append-only key) releases its lock by
+rewriting it with ``released: true``: a released lock conflicts with nothing, and
+the next job whose credentials may delete (prune, gc) removes it. gc's exclusivity
+is kept: a lock is released only once its holder has finished, as a deletion would.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from stasis.backends.base import Backend
-from stasis.errors import Locked, ObjectNotFound
+from stasis.errors import BackendAccessDenied, Locked, ObjectNotFound
 from stasis.repository.process import start_token
 
 STALE_AFTER = 30 * 60.0
@@ -45,6 +50,7 @@ class LockInfo:
     purpose: str
     created: float
     refreshed: float
+    released: bool = False  # its holder finished but could not delete it (append-only)
 
     def describe(self) -> str:
         return f"{self.purpose} (pid {self.pid} on {self.host}, {self.kind} lock)"
@@ -66,6 +72,8 @@ class LockManager:
         return found
 
     def is_stale(self, lock: LockInfo) -> bool:
+        if lock.released:
+            return True
         if self.now() - lock.refreshed > STALE_AFTER:
             return True
         return lock.host == self.host and start_token(lock.pid) != lock.start
@@ -73,8 +81,21 @@ class LockManager:
     def remove_stale(self) -> list[LockInfo]:
         stale = [lk for lk in self.locks() if self.is_stale(lk)]
         for lk in stale:
-            self.backend.delete(PREFIX + lk.id)
+            self._drop(lk.id)
         return stale
+
+    def _drop(self, lock_id: str) -> None:
+        """Delete another's stale lock; an append-only key leaves it (it is ignored)."""
+        with contextlib.suppress(BackendAccessDenied):
+            self.backend.delete(PREFIX + lock_id)
+
+    def _release(self, lock: LockInfo) -> None:
+        """Delete our lock, or where these credentials may not delete, mark it released."""
+        try:
+            self.backend.delete(PREFIX + lock.id)
+        except BackendAccessDenied:
+            lock.released = True
+            self._write(lock)
 
     def _write(self, lock: LockInfo) -> None:
         self.backend.put(PREFIX + lock.id, json.dumps(asdict(lock)).encode())
@@ -101,7 +122,8 @@ class LockManager:
             conflict = self._conflict(lock)
             if conflict is None:
                 break
-            self.backend.delete(PREFIX + lock.id)
+            self._release(lock)
+            lock.released = False  # written again, under the same id, when retried
             while conflict is not None:
                 if time.monotonic() >= deadline:
                     expires = time.strftime(
@@ -122,7 +144,7 @@ class LockManager:
         finally:
             stop.set()
             refresher.join()
-            self.backend.delete(PREFIX + lock.id)
+            self._release(lock)
 
     def _conflict(self, mine: LockInfo) -> LockInfo | None:
         for other in self.locks():
@@ -131,7 +153,7 @@ class LockManager:
             if mine.kind == "shared" and other.kind == "shared":
                 continue
             if self.is_stale(other):
-                self.backend.delete(PREFIX + other.id)
+                self._drop(other.id)
                 continue
             return other
         return None

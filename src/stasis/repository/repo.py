@@ -11,6 +11,8 @@ Object keys (see docs/format.md)::
     holds/<point id>            sealed holds: a point kept past retention
     locks/<id>                  shared and exclusive locks
     quarantine/<name>.<time>    chunks that failed verification, moved aside
+    renewals/<epoch>            immutable repositories: lock renewals (immutability.py)
+    probe/<time>-<random>       immutable repositories: Object Lock probes
 """
 
 from __future__ import annotations
@@ -23,23 +25,25 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import blake3
 
 from stasis import __version__
-from stasis.backends.base import Backend
+from stasis.backends.base import Backend, LockUnsupported, ObjectLocked, Retention
 from stasis.errors import (
     AmbiguousPoint,
     BackendAccessDenied,
     BackendError,
     ConfigCorrupt,
+    ImmutabilityUnsupported,
     IntegrityError,
     KeySlotError,
     NotARepository,
     ObjectNotFound,
     PointHeld,
+    PointLocked,
     PointNotFound,
     RepositoryExists,
     RepositoryNotFound,
@@ -47,8 +51,19 @@ from stasis.errors import (
     UsageError,
     WrongPassphrase,
 )
+from stasis.parallel import ordered_map
 from stasis.repository import crypto, objects
 from stasis.repository.holds import KIND_HOLD, Hold, HoldFormatError, hold_key
+from stasis.repository.immutability import (
+    PROBE_S,
+    PROBES,
+    Immutability,
+    old_probes,
+    probe_key,
+    renewal_key,
+    renewal_record,
+    renewal_valid,
+)
 from stasis.repository.index import (
     V1,
     ZERO_NAME,
@@ -148,7 +163,13 @@ class Repository:
             encrypted=self.encrypted, enc_key=keys.enc, check_key=keys.mac,
             level=objects.parse_compression(str(config.get("compression", "zstd-3"))),
         )
-        self.locks = LockManager(backend)
+        self.immutability = Immutability.from_config(config)
+        if self.immutability is not None:
+            # Every delete removes all versions: on a versioned bucket a plain delete
+            # only hides an object behind a delete marker.
+            self.backend.versioned = True
+        self._renewed: int | None = None  # the newest renewal epoch seen
+        self.locks = LockManager(self.backend)
 
     # ----------------------------------------------------------- create / open
 
@@ -198,9 +219,14 @@ class Repository:
         keyfile: bytes | None = None,
         kdf: crypto.KdfParams = crypto.DEFAULT_KDF,
         key_from: Repository | None = None,
+        immutability: Immutability | None = None,
     ) -> Repository:
         """Create a repository; with ``key_from``, one whose master key (and so its
-        chunk-name key) and chunk size are those of ``key_from``, with its own slot."""
+        chunk-name key) and chunk size are those of ``key_from``, with its own slot.
+
+        With ``immutability``, the store must have Object Lock (a missing bucket is
+        created with it) and enforce it: a probe object is locked and its deletion
+        tried; :class:`ImmutabilityUnsupported` when the deletion succeeds."""
         if key_from is not None:
             encryption, chunk_size = key_from.config["encryption"], key_from.chunk_size
         if encryption not in ENCRYPTIONS:
@@ -220,9 +246,16 @@ class Repository:
             raise UsageError(f"{e}; nothing was written") from None
         store = Storage(backend)
         try:
-            store.create()
+            store.create(object_lock=immutability is not None)
         except FileExistsError:
             raise RepositoryExists(store.url) from None
+        except BackendError as e:
+            if immutability is not None and isinstance(e.__cause__, LockUnsupported):
+                raise ImmutabilityUnsupported(store.url, e.args[2], "Nothing was written.") \
+                    from None
+            raise
+        if immutability is not None:
+            _check_lock(store, immutability)
         keys = crypto.Keys.generate() if key_from is None else key_from.keys
         config: dict[str, Any] = {
             "format": REPO_FORMAT,
@@ -238,6 +271,8 @@ class Repository:
         }
         if key_from is not None:
             config["key_from"] = key_from.id
+        if immutability is not None:
+            config["immutability"] = immutability.to_config()
         if encryption == "none":
             slot = crypto.make_slot(
                 slot_id="plain", repo_id=config["id"], master=keys.master, kind="plain",
@@ -267,7 +302,10 @@ class Repository:
             store.delete(f"keys/{slot['id']}")
             raise RepositoryExists(store.url) from None
         store.sync()
-        return cls(store, config, keys)
+        repo = cls(store, config, keys)
+        if immutability is not None:
+            repo.renew_locks()  # nothing to extend yet: the record of this epoch
+        return repo
 
     @staticmethod
     def read_config(backend: Backend) -> dict[str, Any]:
@@ -386,7 +424,30 @@ class Repository:
         return bytes(blake3.blake3(data, key=self.keys.id).digest())
 
     def has_chunk(self, name: bytes) -> bool:
-        return self.backend.exists(chunk_key(name))
+        return self._present(chunk_key(name))
+
+    def _put_object(self, key: str, blob: bytes) -> None:
+        """Put a chunk, page, root or manifest: under this epoch's lock where the
+        repository is immutable."""
+        if self.immutability is None:
+            self.backend.put(key, blob)
+        else:
+            self.backend.put_locked(key, blob, self.immutability.target(datetime.now(UTC)))
+
+    def _present(self, key: str) -> bool:
+        """Whether a chunk, page or root exists; where the repository is immutable,
+        one locked short of this epoch's target is extended to it (its retention
+        comes with the lookup: one request unless it needs extending)."""
+        if self.immutability is None:
+            return self.backend.exists(key)
+        try:
+            found = self.backend.retention(key)
+        except ObjectNotFound:
+            return False
+        target = self.immutability.target(datetime.now(UTC))
+        if found is None or found.until < target.until:
+            self.backend.extend_retention(key, target)
+        return True
 
     def store_chunk(self, name: bytes, data: bytes | memoryview) -> int:
         """Seal and store a chunk; return the bytes it takes in the repository."""
@@ -399,7 +460,7 @@ class Repository:
         return self.sealer.seal(objects.KIND_CHUNK, name.hex(), data)
 
     def put_chunk(self, name: bytes, blob: bytes) -> None:
-        self.backend.put(chunk_key(name), blob)
+        self._put_object(chunk_key(name), blob)
 
     def open_chunk(self, name: bytes, blob: bytes) -> bytes:
         key = chunk_key(name)
@@ -460,8 +521,8 @@ class Repository:
         plain = encode_page(entries)
         name = self.page_name(plain)
         key = page_key(name)
-        if not self.backend.exists(key):
-            self.backend.put(key, self.sealer.seal(objects.KIND_PAGE, name.hex(), plain))
+        if not self._present(key):
+            self._put_object(key, self.sealer.seal(objects.KIND_PAGE, name.hex(), plain))
         return name
 
     def load_page(self, name: bytes) -> bytes:
@@ -495,8 +556,8 @@ class Repository:
             stored = {k: self.store_page(entries) for k, entries in index.held_pages().items()}
             plain = index.stored_as(stored).encode_root()
         name = blake3.blake3(plain, key=self.keys.id).hexdigest()
-        if not self.backend.exists(index_key(name)):
-            self.backend.put(index_key(name), self.sealer.seal(objects.KIND_INDEX, name, plain))
+        if not self._present(index_key(name)):
+            self._put_object(index_key(name), self.sealer.seal(objects.KIND_INDEX, name, plain))
         return str(name)
 
     def load_index(self, name: str, where: str = "") -> DiskIndex:
@@ -554,7 +615,9 @@ class Repository:
         """
         key = manifest_key(manifest.id)
         self.backend.sync()  # every chunk and index it names is durable first
-        self.backend.put(
+        if self.immutability is not None:
+            self.ensure_renewed()  # what it inherits unread is locked long enough
+        self._put_object(
             key, self.sealer.seal(objects.KIND_MANIFEST, manifest.id, manifest.encode())
         )
         self.backend.sync()
@@ -691,11 +754,135 @@ class Repository:
         hold = self.hold_of(point_id)
         if hold is not None and hold.active(now or datetime.now(UTC)):
             raise PointHeld(point_id[:12], hold.describe(), point_id[:12])
-        self.backend.delete(manifest_key(point_id))
+        until = self.locked_until(point_id)
+        if until is not None:
+            raise PointLocked(point_id[:12], until.isoformat(timespec="seconds"))
+        try:
+            self.backend.delete(manifest_key(point_id))
+        except ObjectLocked as e:  # its lock was extended since it was looked up
+            raise PointLocked(point_id[:12], e.until.isoformat(timespec="seconds")
+                              if e.until else "a later date") from None
         self.backend.sync()
         if hold is not None:
             self.backend.delete(hold_key(point_id))
             self.backend.sync()
+
+    # ------------------------------------------------------------ immutability
+
+    def locked_until(self, point_id: str) -> datetime | None:
+        """Until when the storage keeps a point's manifest from being removed (None:
+        removable now, or the repository is not immutable)."""
+        if self.immutability is None:
+            return None
+        try:
+            found = self.backend.retention(manifest_key(point_id))
+        except ObjectNotFound:
+            return None
+        if found is None or found.until <= datetime.now(UTC):
+            return None
+        return found.until
+
+    def ensure_renewed(self, now: datetime | None = None) -> None:
+        """Make sure a renewal of this epoch or the previous one exists (running one
+        when none does): a commit relies on it for what it inherits unread."""
+        imm = self._immutable()
+        epoch = imm.epoch(now or datetime.now(UTC))
+        if self._renewed is not None and self._renewed >= epoch - 1:
+            return
+        for e in (epoch, epoch - 1):
+            try:
+                raw = self.backend.get(renewal_key(e))
+            except ObjectNotFound:
+                continue
+            if renewal_valid(self.keys.mac, raw, e):
+                self._renewed = e
+                return
+        self.renew_locks(now)
+
+    def renew_locks(self, now: datetime | None = None, *,
+                    workers: int | None = None) -> dict[str, Any]:
+        """Extend the lock of every object of every committed point to this epoch's
+        target (a held point's to its hold's end when that is later), then record the
+        renewal. One request per distinct object; damaged points are counted and
+        skipped (verify reports them)."""
+        imm = self._immutable()
+        now = now or datetime.now(UTC)
+        target = imm.target(now)
+        holds = self.holds()
+        wants: list[tuple[datetime, str]] = []
+        for pid in self.point_ids():
+            until = target.until
+            hold = holds.get(pid)
+            if hold is not None and hold.active(now) and hold.until is not None:
+                until = max(until, hold.until)
+            wants.append((until, pid))
+        # Longest first: an object shared by several points gets the longest lock
+        # among them the first time it is met, and is not visited again.
+        wants.sort(reverse=True)
+        keys: dict[str, datetime] = {}
+        seen_pages: set[bytes] = set()
+        damaged = 0
+        for until, pid in wants:
+            keys.setdefault(manifest_key(pid), until)
+            try:
+                manifest = self.load_manifest(pid)
+                for _vm, disk in manifest.streams():
+                    if index_key(disk.index) in keys:
+                        continue
+                    keys[index_key(disk.index)] = until
+                    index = self.load_index(disk.index)
+                    if index.held_pages():  # format 1: entries in the index itself
+                        for _i, name in index.stored():
+                            keys.setdefault(chunk_key(name), until)
+                        continue
+                    for page in self.index_pages(index):
+                        if page in seen_pages:
+                            continue
+                        seen_pages.add(page)
+                        keys[page_key(page)] = until
+                        entries = self.load_page(page)
+                        for at in range(0, len(entries), 32):
+                            name = entries[at:at + 32]
+                            if name != ZERO_NAME:
+                                keys.setdefault(chunk_key(name), until)
+            except (ObjectDamaged, IntegrityError):
+                damaged += 1
+
+        def extend(item: tuple[str, datetime]) -> bool:
+            key, until = item
+            try:
+                self.backend.extend_retention(key, Retention(imm.s3_mode, until))
+            except BackendError:
+                if self.backend.exists(key):
+                    raise
+                return False  # missing (a quarantined chunk, a point removed meanwhile)
+            return True
+
+        extended = sum(1 for _item, ok in ordered_map(extend, list(keys.items()),
+                                                      workers=workers, name="lock-renew")
+                       if ok)
+        epoch = imm.epoch(now)
+        self.backend.put(renewal_key(epoch), renewal_record(
+            self.keys.mac, epoch=epoch, until=target.until, now=now, points=len(wants),
+            objects=extended))
+        self._renewed = epoch
+        return {"epoch": epoch, "until": target.until.isoformat(timespec="seconds"),
+                "points": len(wants), "objects": extended, "damaged": damaged}
+
+    def probe_lock(self, now: datetime | None = None) -> str | None:
+        """Whether the storage still enforces Object Lock (None) or what was found
+        instead: a bucket without Object Lock (a config copied elsewhere, a server
+        that ignores locks, a local directory), or what the repository's own
+        credentials could do to a locked probe object. Nothing of the repository is
+        changed; a probe the storage keeps is removed by a later probe."""
+        imm = self._immutable()
+        return _lock_problem(self.backend, imm, now or datetime.now(UTC))
+
+    def _immutable(self) -> Immutability:
+        if self.immutability is None:
+            raise UsageError(f"the repository at {self.url} is not immutable (it was not "
+                             "created with 'stasis repo init --immutable')")
+        return self.immutability
 
     def check_may_delete(self, purpose: str) -> None:
         """Refuse, before any lock is taken or anything deleted, credentials that may
@@ -725,3 +912,38 @@ class Repository:
             name = obj.key.rsplit("/", 1)[-1]
             if len(name) == 64 and _HEX.match(name):
                 yield bytes.fromhex(name), obj.size
+
+
+_NO_LOCK = ("the storage has no Object Lock enabled (S3 Object Lock can only be enabled when "
+            "a bucket is created)")
+
+
+def _check_lock(store: Storage, imm: Immutability) -> None:
+    """Refuse immutability where the store has no Object Lock or does not enforce it."""
+    reason = _lock_problem(store, imm, datetime.now(UTC))
+    if reason is not None:
+        raise ImmutabilityUnsupported(store.url, reason,
+                                      "Nothing of the repository was written.")
+
+
+def _lock_problem(store: Storage, imm: Immutability, now: datetime) -> str | None:
+    """None when the store has Object Lock and enforces it, else what is wrong."""
+    if not store.object_lock():
+        return _NO_LOCK  # no probe written: nothing to leave behind
+    try:
+        reason = _probe(store, imm, now)
+    except BackendError as e:
+        if not isinstance(e.__cause__, LockUnsupported):
+            raise
+        return f"the storage refused a retention: {e.args[2]}"
+    return None if reason is None else f"the storage does not enforce Object Lock: {reason}"
+
+
+def _probe(store: Storage, imm: Immutability, now: datetime) -> str | None:
+    reason = store.probe_lock(probe_key(now), Retention(
+        imm.s3_mode, now + timedelta(seconds=PROBE_S)))
+    # The probes of earlier runs, now unlocked, go (they never pile up).
+    for key in old_probes((o.key for o in store.list(PROBES)), now):
+        with contextlib.suppress(ObjectLocked, BackendError):
+            store.remove(key)
+    return reason

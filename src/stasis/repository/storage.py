@@ -23,6 +23,8 @@ from stasis.backends.base import (
     CredentialsRejected,
     Leftover,
     ObjectInfo,
+    ObjectLocked,
+    Retention,
     StoreMissing,
     Unreachable,
 )
@@ -57,6 +59,7 @@ class Storage:
     def __init__(self, backend: Backend) -> None:
         self.inner = backend
         self.url = backend.url
+        self.versioned = False  # set by an immutable repository: deletes remove versions
         self.parallel_requests = backend.parallel_requests
 
     def __getattr__(self, name: str) -> Any:
@@ -94,6 +97,9 @@ class Storage:
         return self._call(f"looking up {key}", READ_KEPT, lambda: self.inner.size(key))
 
     def delete(self, key: str) -> None:
+        if self.versioned:
+            self.remove(key)
+            return
         self._call(f"deleting {key}", WRITE_KEPT, lambda: self.inner.delete(key))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -111,9 +117,36 @@ class Storage:
     def store_exists(self) -> bool:
         return self._call("looking it up", READ_KEPT, self.inner.store_exists)
 
-    def create(self) -> None:
+    def object_lock(self) -> bool:
+        return self._call("reading its Object Lock configuration", READ_KEPT,
+                          self.inner.object_lock)
+
+    def put_locked(self, key: str, data: bytes | memoryview, retention: Retention) -> None:
+        self._call(f"writing {key}", WRITE_KEPT,
+                   lambda: self.inner.put_locked(key, data, retention))
+
+    def retention(self, key: str) -> Retention | None:
+        return self._call(f"looking up {key}", READ_KEPT, lambda: self.inner.retention(key))
+
+    def extend_retention(self, key: str, retention: Retention) -> Retention:
+        return self._call(f"extending the lock of {key}", WRITE_KEPT,
+                          lambda: self.inner.extend_retention(key, retention))
+
+    def remove(self, key: str) -> None:
         try:
-            self.inner.create()
+            self.inner.remove(key)
+        except ObjectLocked:
+            raise  # the caller's answer (locked until a date), not a storage failure
+        except OSError as e:
+            raise translate(e, self.url, f"deleting {key}", WRITE_KEPT) from e
+
+    def probe_lock(self, key: str, retention: Retention) -> str | None:
+        return self._call("probing its Object Lock", "Only the probe object was written.",
+                          lambda: self.inner.probe_lock(key, retention))
+
+    def create(self, *, object_lock: bool = False) -> None:
+        try:
+            self.inner.create(object_lock=object_lock)
         except FileExistsError:
             raise  # the caller's answer (the store is in use), not a storage failure
         except OSError as e:

@@ -4,6 +4,10 @@
 a policy's run both call: the plan (:func:`stasis.service.retention.plan`) is made
 under the repository's shared lock, on the points and holds as they are then, and a
 point held since the plan was made is kept. Chunks stay until ``stasis gc``.
+
+In an immutable repository a point whose manifest the storage still locks is kept,
+its reason saying until when, and a prune that removed anything ends with the lock
+renewal of the epoch if none ran yet (docs/immutability.md).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from stasis.errors import PointHeld, PointNotFound
+from stasis.errors import PointHeld, PointLocked, PointNotFound
 from stasis.repository import ObjectDamaged, Repository
 from stasis.service.retention import Decision, PointInfo, RetentionRules, plan
 
@@ -76,11 +80,17 @@ def prune_points(
                 why = hold.describe() if hold else "held"
                 result.decisions[i] = Decision(d.point, True, (why,), d.series)
                 continue
+            except PointLocked as e:  # the storage's Object Lock: not before its date
+                why = f"locked by the storage until {e.args[1]}"
+                result.decisions[i] = Decision(d.point, True, (why,), d.series)
+                continue
             except PointNotFound:
                 pass  # another prune removed it first
             result.removed.append(d.point.id)
             log.info("removed point %s '%s' of %s: %s", d.point.id[:12], d.point.name,
                      d.point.time.isoformat(), "; ".join(d.reasons))
+        if repo.immutability is not None:
+            repo.ensure_renewed()  # the kept points' locks, extended once an epoch
     return result
 
 

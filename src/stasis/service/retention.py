@@ -130,6 +130,17 @@ class Duration:
         """The instant this long after ``t``."""
         return self._shift(t, 1, zone or ZoneInfo("UTC"))
 
+    def shortest(self) -> timedelta:
+        """The least time this span can last: its fixed part, plus its months at their
+        shortest over a leap cycle (``1m`` is 28 days, ``1y`` 365, ``1m`` before
+        31 March ends on the last day of February)."""
+        if not self.months:
+            return self.fixed
+        zone = ZoneInfo("UTC")
+        start = datetime(2024, 1, 1, 12, tzinfo=UTC)
+        return min(t - self.before(t, zone)
+                   for t in (start + timedelta(days=d) for d in range(4 * 366)))
+
 
 def zone_named(name: str) -> ZoneInfo:
     try:
@@ -186,6 +197,14 @@ class RetentionRules:
     def counts(self) -> list[tuple[PeriodRule, int]]:
         return [(rule, getattr(self, rule.name)) for rule in PERIOD_RULES
                 if getattr(self, rule.name) > 0]
+
+    def shortest_keep(self) -> timedelta:
+        """The least time every point is kept, whatever the other points: the longer
+        of ``within`` and ``min_age`` (each at its shortest). The count rules give no
+        such bound: a point that a newer one replaces in its period (or among the
+        last N) goes at the next prune, however young."""
+        spans = [d.shortest() for d in (self.within, self.min_age) if d is not None]
+        return max(spans, default=timedelta(0))
 
     @property
     def keeps_anything(self) -> bool:

@@ -92,13 +92,16 @@ def syntax_problem(e: tomllib.TOMLDecodeError) -> Problem:
 def check_text(text: str, *, repositories: Collection[str] | None = None,
                default_repository: str | None = None,
                locked: Mapping[str, str] | None = None,
+               immutable: Mapping[str, int] | None = None,
                ) -> tuple[list[Policy], list[Problem]]:
     """The policies in ``text`` and every problem found (no policies if any).
 
     With ``repositories`` (the names a service serves), a policy's ``repository``
     and its copies' destinations must be one of them; a destination must not be the
     policy's own repository (``default_repository`` when it names none) nor one of
-    ``locked`` (name -> why it cannot be unlocked).
+    ``locked`` (name -> why it cannot be unlocked). At a repository of ``immutable``
+    (name -> its Object Lock in seconds), a retention must keep every point at least
+    as long as the lock.
     """
     try:
         raw = tomllib.loads(text)
@@ -112,7 +115,7 @@ def check_text(text: str, *, repositories: Collection[str] | None = None,
     except ValidationError as e:
         pydantic_problems(report, e)
     rule_problems(report, repositories, default_repository=default_repository,
-                  locked=locked)
+                  locked=locked, immutable=immutable)
     if report.problems or model is None:
         return [], sorted(set(report.problems))
     sources = _sources(text, lines, len(model.policy))
@@ -129,11 +132,14 @@ def _plural(n: int, word: str) -> str:
 def parse_policies(text: str, *, file: str = "policies.toml",
                    repositories: Collection[str] | None = None,
                    default_repository: str | None = None,
-                   locked: Mapping[str, str] | None = None) -> list[Policy]:
+                   locked: Mapping[str, str] | None = None,
+                   immutable: Mapping[str, int] | None = None) -> list[Policy]:
     """The policies in ``text``; :class:`PolicyError` listing every problem otherwise
-    (``repositories``, ``default_repository``, ``locked``: as :func:`check_text`)."""
+    (``repositories``, ``default_repository``, ``locked``, ``immutable``: as
+    :func:`check_text`)."""
     policies, problems = check_text(text, repositories=repositories,
-                                    default_repository=default_repository, locked=locked)
+                                    default_repository=default_repository, locked=locked,
+                                    immutable=immutable)
     if problems:
         raise PolicyError(file, _plural(len(problems), "problem"),
                           "\n".join(p.render(file) for p in problems), problems=problems)
@@ -144,9 +150,11 @@ def parse_policies(text: str, *, file: str = "policies.toml",
 
 def load_policies(path: Path | str, *, repositories: Collection[str] | None = None,
                   default_repository: str | None = None,
-                  locked: Mapping[str, str] | None = None) -> list[Policy]:
+                  locked: Mapping[str, str] | None = None,
+                  immutable: Mapping[str, int] | None = None) -> list[Policy]:
     """Read and check the policy file at ``path``; :class:`PolicyError` if it is wrong
-    (``repositories``, ``default_repository``, ``locked``: as :func:`check_text`)."""
+    (``repositories``, ``default_repository``, ``locked``, ``immutable``: as
+    :func:`check_text`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -157,4 +165,5 @@ def load_policies(path: Path | str, *, repositories: Collection[str] | None = No
         raise PolicyError(path, "it cannot be read", f"{path}: {e}",
                           problems=[Problem(0, None, f"cannot be read ({e})")]) from None
     return parse_policies(text, file=str(path), repositories=repositories,
-                          default_repository=default_repository, locked=locked)
+                          default_repository=default_repository, locked=locked,
+                          immutable=immutable)

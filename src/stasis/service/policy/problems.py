@@ -13,10 +13,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from stasis.errors import UsageError
 from stasis.protection.consistency import LEVELS, level_rank
 from stasis.service.policy.schema import KNOWN_KEYS
 from stasis.service.policy.toml_lines import KeyPath
@@ -117,12 +119,14 @@ def pydantic_problems(report: Report, error: ValidationError) -> None:
 
 def rule_problems(report: Report, repositories: Collection[str] | None = None, *,
                   default_repository: str | None = None,
-                  locked: Mapping[str, str] | None = None) -> None:
+                  locked: Mapping[str, str] | None = None,
+                  immutable: Mapping[str, int] | None = None) -> None:
     """The rules between keys, on the values that are well formed; with
     ``repositories``, each policy's ``repository`` and copy destinations must be one
     of them, and a destination must not be the policy's own repository (None: the
     ``default_repository``) nor one ``locked`` says cannot be unlocked (name ->
-    why)."""
+    why). At a repository of ``immutable`` (name -> its Object Lock in seconds), the
+    retention must keep every point at least as long as the lock (:func:`lock_problems`)."""
     policies = report.raw.get("policy")
     if not isinstance(policies, list):
         return
@@ -145,6 +149,7 @@ def rule_problems(report: Report, repositories: Collection[str] | None = None, *
             report.add((*at, "repository"), f"repository '{repository}' is not one the service "
                                             f"serves (configured: {known})")
         copy_problems(report, at, p, repositories, default_repository, locked or {})
+        lock_problems(report, at, p, default_repository, immutable or {})
         if "cron" in p and "every" in p:
             report.add((*at, "every"), "has both cron and every: give one of them")
         elif "cron" not in p and "every" not in p:
@@ -215,3 +220,72 @@ def copy_problems(report: Report, at: KeyPath, p: Mapping[str, Any],
         elif to in locked:
             report.add((*where, "to"), f"copy destination '{to}' cannot be unlocked from the "
                                        f"config: {locked[to]}")
+
+
+def lock_problems(report: Report, at: KeyPath, p: Mapping[str, Any],
+                  default_repository: str | None, immutable: Mapping[str, int]) -> None:
+    """At an immutable repository (the policy's own, or a copy's destination), a
+    retention that prunes must keep every point at least as long as the repository's
+    Object Lock: else prune is due to delete points whose lock has not ended, and
+    cannot (the lock outlives the retention). The least time a retention keeps every
+    point is :meth:`~stasis.service.retention.RetentionRules.shortest_keep`."""
+    if not immutable:
+        return
+    own = p.get("retention")
+    source = p.get("repository", default_repository)
+    if isinstance(source, str) and source in immutable:
+        _lock_problem(report, (*at, "retention") if own is not None else at, own, source,
+                      immutable[source])
+    copies = p.get("copy")
+    entries = [copies] if isinstance(copies, dict) else copies
+    for n, c in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(c, dict) or not isinstance(c.get("to"), str) \
+                or c["to"] not in immutable:
+            continue
+        where: KeyPath = (*at, "copy") if isinstance(copies, dict) else (*at, "copy", n)
+        theirs = c.get("retention")
+        _lock_problem(report, (*where, "retention") if theirs is not None else (*where, "to"),
+                      theirs if theirs is not None else own, c["to"], immutable[c["to"]])
+
+
+def _lock_problem(report: Report, where: KeyPath, raw: Any, repository: str,
+                  lock_s: int) -> None:
+    from stasis.service.policy.model import Retention
+
+    if raw is not None and not isinstance(raw, dict):
+        return  # reported as a value of the wrong type
+    try:
+        retention = Retention.from_keys(raw or {})
+        if retention.keeps_everything:
+            return  # nothing is ever pruned: every lock is renewed as long as it stays
+        shortest = retention.rules().shortest_keep()
+    except (UsageError, ValueError, TypeError):
+        return  # a malformed value, reported on its own line
+    lock = timedelta(seconds=lock_s)
+    if shortest >= lock:
+        return
+    kept = (f"keeps a point for as little as {_span(shortest)} (the longer of keep_within "
+            "and min_age)" if shortest else
+            "guarantees no time at all to a point (its count rules remove a point as soon "
+            "as a newer one replaces it in its period, however young), and sets no "
+            "keep_within or min_age")
+    report.add(where, f"retention at the immutable repository '{repository}' {kept}, "
+                      f"shorter than its Object Lock of {_span(lock)}: prune could not delete "
+                      "its points on time (the lock outlives the retention). Set min_age "
+                      f"(or keep_within) to at least the lock, e.g. min_age = "
+                      f"\"{_span_value(lock)}\", or keep every point (no retention)")
+
+
+def _span(t: timedelta) -> str:
+    s = int(t.total_seconds())
+    if s % 86400 == 0:
+        return f"{s // 86400} day{'s' if s != 86400 else ''}"
+    if s % 3600 == 0:
+        return f"{s // 3600} hour{'s' if s != 3600 else ''}"
+    return f"{s} seconds"
+
+
+def _span_value(t: timedelta) -> str:
+    """The least span of the retention grammar (h, d) that is at least ``t``."""
+    s = int(t.total_seconds())
+    return f"{-(-s // 86400)}d" if s % 86400 == 0 or s >= 86400 else f"{-(-s // 3600)}h"
