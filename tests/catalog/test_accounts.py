@@ -19,6 +19,7 @@ from stasis.catalog import Catalog
 from stasis.catalog.audit import AuditLog
 from stasis.errors import (
     AccountError,
+    AccountNotFound,
     NotAuthenticated,
     PermissionDenied,
     TooManyAttempts,
@@ -97,9 +98,9 @@ def test_users_are_added_listed_changed_and_removed(catalog: Catalog) -> None:
                                                                   False)
     with pytest.raises(AccountError, match="exists already"):
         acc.add_user(catalog, "ann", role="viewer", password=PASSWORD)
-    with pytest.raises(AccountError, match="no role"):
+    with pytest.raises(AccountNotFound, match="no role"):
         acc.add_user(catalog, "bob", role="superuser", password=PASSWORD)
-    with pytest.raises(AccountError, match="no tenant"):
+    with pytest.raises(AccountNotFound, match="no tenant"):
         acc.add_user(catalog, "bob", role="viewer", tenant="nobody", password=PASSWORD)
     with pytest.raises(UsageError, match="shorter than 8"):
         acc.add_user(catalog, "bob", role="viewer", password=b"short")
@@ -316,7 +317,7 @@ def test_tenants_edit_and_their_principal(catalog: Catalog) -> None:
         ["db1"], {"owner": "acme"}, ["p1"], ["acme-net"], "ACME")
     assert [x.name for x in acc.list_tenants(catalog)] == ["acme"]
     acc.remove_tenant(catalog, "acme")
-    with pytest.raises(AccountError, match="no tenant"):
+    with pytest.raises(AccountNotFound, match="no tenant"):
         acc.show_tenant(catalog, "acme")
     assert [a for a, _, _ in actions(catalog)] == ["tenant.add", "tenant.edit",
                                                    "tenant.remove"]

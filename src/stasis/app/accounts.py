@@ -46,6 +46,7 @@ from stasis.app.models import (
 from stasis.app.passwords import hash_password, needs_rehash, verify_password
 from stasis.errors import (
     AccountError,
+    AccountNotFound,
     NotAuthenticated,
     PermissionDenied,
     TooManyAttempts,
@@ -143,7 +144,7 @@ def _role(store: AccountStore, name: str) -> Role:
     found = store.role(name)
     if found is None:
         known = ", ".join(r.name for r in store.roles())
-        raise AccountError(f"there is no role {name!r} (the roles: {known}). Nothing was "
+        raise AccountNotFound(f"there is no role {name!r} (the roles: {known}). Nothing was "
                            "changed.")
     return found
 
@@ -225,7 +226,7 @@ def _tenant_model(store: AccountStore, t: TenantRecord) -> TenantModel:
 def _tenant(store: AccountStore, name: str) -> TenantRecord:
     found = store.tenant(name)
     if found is None:
-        raise AccountError(f"there is no tenant {name!r} ('stasis tenant list' lists them). "
+        raise AccountNotFound(f"there is no tenant {name!r} ('stasis tenant list' lists them). "
                            "Nothing was changed.")
     return found
 
@@ -331,7 +332,7 @@ def _user_model(u: User) -> UserModel:
 def _user(store: AccountStore, name: str) -> User:
     found = store.user(name)
     if found is None:
-        raise AccountError(f"there is no user {name!r} ('stasis user list' lists them). "
+        raise AccountNotFound(f"there is no user {name!r} ('stasis user list' lists them). "
                            "Nothing was changed.")
     return found
 
@@ -546,7 +547,7 @@ def revoke_token(catalog: Catalog, ident: int, *, who: Principal | None = None) 
     found = store.token(ident)
     if found is None or (who is not None and who.user != found.user
                          and (not who.can("users:admin") or who.tenant is not None)):
-        raise AccountError(f"there is no token {ident} ('stasis token list' lists them). "
+        raise AccountNotFound(f"there is no token {ident} ('stasis token list' lists them). "
                            "Nothing was changed.")
     store.revoke_token(ident, catalog.clock.now())
     _audit(catalog, who, "token.revoke", f"token:{ident}", detail={"user": found.user})
@@ -705,6 +706,8 @@ def list_audit(catalog: Catalog, *, user: str | None = None, action: str | None 
     """The newest ``limit`` lines, newest first, filtered (``action``: a prefix)."""
     from stasis.catalog.audit import AuditLog
 
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
     return [AuditLine(id=e.id, time=e.time.isoformat(), user=e.user, token=e.token,
                       address=e.address, tenant=e.tenant, action=e.action, object=e.object,
                       result=e.result, detail=e.detail)
