@@ -56,6 +56,7 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
     """The service of ``catalog`` with the policies of ``policies`` (else the catalog's)
     over the repositories ``open_repositories`` opens, while the block runs; a policy's
     ``repository`` must name one of them."""
+    from stasis.app.accounts import sync_roles
     from stasis.catalog import Catalog
     from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
@@ -65,6 +66,7 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
     opened, default = open_repositories()
     loaded = load_policy_file(policies, repositories=set(opened), default_repository=default)
     with Catalog.open(catalog) as c:
+        sync_roles(c)  # the built-in roles as this version defines them
         built = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
                         default_repository=default, connect=lambda: lv.connect(connect),
                         run_dir=run_dir(), scratch_dir=scratch_dir(),
