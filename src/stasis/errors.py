@@ -509,6 +509,12 @@ class AccountError(StasisError):
     exit_code = 65
 
 
+class AccountNotFound(StasisError):
+    """{}"""
+
+    exit_code = 66
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -600,6 +606,7 @@ EXIT_MEANINGS: dict[int, str] = {
     64: "an Idempotency-Key was used again with another request; nothing was done",
     65: "a user, token, tenant or role could not be created or changed as asked; nothing "
         "was changed",
+    66: "no such user, token, tenant or role; nothing was changed",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

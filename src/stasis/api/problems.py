@@ -34,6 +34,7 @@ STATUS: dict[type[e.StasisError], int] = {
     e.RequestTooLarge: 413,
     e.IdempotencyConflict: 422,
     e.AccountError: 409,
+    e.AccountNotFound: 404,
     e.RepositoryNotFound: 404,
     e.PointNotFound: 404,
     e.DiskNotFound: 404,
@@ -104,8 +105,11 @@ def of_error(err: e.StasisError, instance: str | None = None) -> JSONResponse:
         extra["permission"] = err.permission
     if isinstance(err, e.PolicyError):
         extra["problems"] = [str(p) for p in err.problems]
-    return problem(status_of(cls), cls.__name__, title_of(cls), err.message,
-                   code=cls.exit_code, hint=err.hint, instance=instance, **extra)
+    answer = problem(status_of(cls), cls.__name__, title_of(cls), err.message,
+                     code=cls.exit_code, hint=err.hint, instance=instance, **extra)
+    if isinstance(err, e.TooManyAttempts) and "retry_after" in err.kwargs:
+        answer.headers["Retry-After"] = str(err.kwargs["retry_after"])
+    return answer
 
 
 def install(app: FastAPI) -> None:

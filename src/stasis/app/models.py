@@ -1262,3 +1262,97 @@ class Me(Model):
                        restore_dirs=list(t.restore_dirs)),
                    permissions=[PermissionModel(name=n, description=described[n])
                                 for n in sorted(p.permissions) if n in described])
+
+
+# ------------------------------------------------------------------ accounts
+# (the auth part: users, tokens, sessions, tenants, roles, the audit log)
+
+
+class RoleModel(Model):
+    """A role: the permissions it grants; built-in ones are code, custom ones data."""
+
+    name: str
+    description: str
+    builtin: bool
+    permissions: list[str]
+
+
+class TenantModel(Model):
+    """A tenant: the VMs it owns (names, and a label selector) and where its users may
+    restore to."""
+
+    name: str
+    description: str
+    vms: list[str]
+    labels: dict[str, str]
+    restore_pools: list[str]
+    restore_networks: list[str]
+    restore_dirs: list[str]
+    created: str
+    users: list[str]
+
+
+class UserModel(Model):
+    """A local account (never its password hash)."""
+
+    name: str
+    role: str
+    tenant: str | None  # None: the whole system
+    disabled: bool
+    created: str
+    last_login: str | None
+
+
+class TokenModel(Model):
+    """An API token as listings show it: never its secret."""
+
+    id: int
+    user: str
+    name: str
+    prefix: str  # the token starts with stasis_<prefix>_
+    role: str | None  # a narrower role than the user's (None: the user's)
+    permissions: list[str] | None  # a subset of permissions (None: all of the role's)
+    created: str
+    expires: str | None  # None: never
+    revoked: str | None
+    last_used: str | None
+    last_address: str | None
+    state: Literal["active", "expired", "revoked"]
+
+
+class TokenCreated(Model):
+    """A new token, with its secret: shown this once, stored only as its hash."""
+
+    token: TokenModel
+    secret: str
+
+
+class SessionStarted(Model):
+    """A browser signed in: the cookie is set; unsafe requests must send ``csrf`` in
+    ``X-CSRF-Token``."""
+
+    csrf: str
+    expires: str
+    me: Me
+
+
+class AccountRemoved(Model):
+    """A user, token, tenant or role removed (a token: revoked)."""
+
+    kind: Literal["user", "token", "tenant", "role"]
+    name: str
+
+
+class AuditLine(Model):
+    """One line of the audit log."""
+
+    id: int
+    time: str
+    user: str | None
+    token: int | None
+    address: str | None
+    tenant: str | None
+    action: str
+    object: str
+    result: str
+    detail: dict[str, Any]

@@ -56,6 +56,7 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
     """The service of ``catalog`` with the policies of ``policies`` (else the catalog's)
     over the repositories ``open_repositories`` opens, while the block runs; a policy's
     ``repository`` must name one of them."""
+    from stasis.app.accounts import sync_roles
     from stasis.catalog import Catalog
     from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
@@ -67,6 +68,7 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
                               immutable={n: r.immutability.retain_s for n, r in opened.items()
                                          if r.immutability is not None})
     with Catalog.open(catalog) as c:
+        sync_roles(c)  # the built-in roles as this version defines them
         built = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
                         default_repository=default, connect=lambda: lv.connect(connect),
                         run_dir=run_dir(), scratch_dir=scratch_dir(),

@@ -112,6 +112,11 @@ COMMANDS: dict[str, Callable[[str], Any]] = {
     "copy": _command("copy", "copy"),
     "doctor": _command("vms", "doctor"),
     "config": _group("config"),
+    "user": _registered("accounts"),
+    "token": _registered("accounts"),
+    "tenant": _registered("accounts"),
+    "role": _registered("accounts"),
+    "audit": _registered("accounts"),
 }
 
 

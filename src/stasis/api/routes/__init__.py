@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import me
+from stasis.api.routes import accounts, audit, me, session, tokens
 
-ROUTERS: list[APIRouter] = [me.router]
+ROUTERS: list[APIRouter] = [me.router, session.router, tokens.router, accounts.router,
+                            audit.router]
