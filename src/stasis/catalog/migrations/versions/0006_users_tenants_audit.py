@@ -4,7 +4,7 @@ The REST API's users and what they may do. Groups, policies and jobs gain the te
 that owns them (None: the system's own, seen by system-wide roles only); jobs gain who
 started them; a policy can be a template that tenants may choose. Idempotency keys
 remember what a POST answered. The built-in roles are written by
-:func:`stasis.catalog.auth.sync_roles` (built-in roles are code), not here, so that a
+:func:`stasis.app.accounts.sync_roles` (built-in roles are code), not here, so that a
 new permission reaches every catalog without a migration.
 
 Revision ID: 0006_users_tenants_audit
