@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import me
+from stasis.api.routes import docs, me, metrics
 
-ROUTERS: list[APIRouter] = [me.router]
+# under /api/v1
+ROUTERS: list[APIRouter] = [me.router, docs.router]
+# at the root: /metrics, where Prometheus looks by default
+ROOT_ROUTERS: list[APIRouter] = [metrics.router]
