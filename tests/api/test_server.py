@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 
 from stasis.api.app import create_app
 from stasis.api.context import ApiContext
-from stasis.api.server import ApiServer, Listen, Tls, check_plain_http, parse_listen
+from stasis.api.server import ApiServer
 from stasis.app.auth import Tenant
+from stasis.app.listen import Listen, Tls, check_plain_http, parse_listen
 from stasis.catalog import JobStore
 from stasis.errors import UsageError
 
