@@ -84,8 +84,9 @@ key_file = "relative.key"
     assert problems_of(text) == [
         'stasis.toml:1: catalog must be an absolute path or a URL, not "relative.db"',
         "stasis.toml:2: libvirt must be a string, not 3",
-        "stasis.toml:3: unknown key 'colour' (known: catalog, default_repository, libvirt, "
-        "policies, repositories, scratch_dir, state_dir)",
+        "stasis.toml:3: unknown key 'colour' (known: catalog, default_repository, "
+        "insecure_http, libvirt, listen, policies, repositories, scratch_dir, state_dir, "
+        "tls_certificate, tls_key)",
         'stasis.toml:4: state_dir must be an absolute path, not "var/lib": a relative path '
         "would depend on the directory a command runs in",
         "stasis.toml:5: default_repository 'nowhere' is not a configured repository "
@@ -404,3 +405,17 @@ def test_policy_check_knows_the_configured_repositories(cli: Cli, tmp_path: Path
                            "the service serves (configured: local)" in r.err, r.err
     checked = cli("--config", str(config), "policy", "check", "--json", str(policies))
     assert checked.code == 29 and [p["line"] for p in checked.json()["problems"]] == [10]  # type: ignore[index]
+
+
+def test_the_api_keys_are_checked() -> None:
+    assert problems_of('listen = "8080"\ntls_certificate = "cert.pem"\n') == [
+        "stasis.toml:1: listen '8080': expected HOST:PORT, [IPV6]:PORT or unix:/PATH; "
+        "nothing was started",
+        "stasis.toml:1: tls_certificate and tls_key go together: give both, or neither",
+        'stasis.toml:2: tls_certificate must be an absolute path, not "cert.pem": a '
+        "relative path would depend on the directory a command runs in",
+    ]
+    values, problems = check_config_text(
+        'listen = "0.0.0.0:8443"\ntls_certificate = "/etc/stasis/api.crt"\n'
+        'tls_key = "/etc/stasis/api.key"\n')
+    assert problems == [] and values is not None and values.listen == "0.0.0.0:8443"

@@ -49,7 +49,10 @@ class BodyLimit:
 
 def create_app(ctx: ApiContext) -> FastAPI:
     """The API over ``ctx``: every router of :mod:`stasis.api.routes` under /api/v1."""
-    from stasis.api.routes import ROUTERS
+    from fastapi.staticfiles import StaticFiles
+
+    from stasis.api.routes import ROOT_ROUTERS, ROUTERS
+    from stasis.api.routes.docs import ASSETS, assets_dir
 
     app = FastAPI(title="Stasis", version=__version__, openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=None, redoc_url=None,
@@ -60,6 +63,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=PREFIX)
+    for router in ROOT_ROUTERS:
+        app.include_router(router)
+    app.mount(ASSETS, StaticFiles(directory=assets_dir()), name="docs-assets")
     app.add_middleware(BodyLimit, limit=ctx.max_body)
     return app
 

@@ -69,6 +69,11 @@ class ConfigFile(_Model):
     policies: Text | None = None
     default_repository: RepositoryName | None = None
     repositories: dict[RepositoryName, RepositoryConfig] = {}
+    # the REST API of stasis serve
+    listen: Text | None = None  # HOST:PORT, [IPV6]:PORT or unix:/PATH
+    tls_certificate: Text | None = None
+    tls_key: Text | None = None
+    insecure_http: bool = False  # plain HTTP on a non-loopback address (TLS in a proxy)
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
@@ -76,7 +81,7 @@ def _keys_of(model: type[BaseModel]) -> list[str]:
 
 
 KNOWN_KEYS = {"": _keys_of(ConfigFile), "repository": _keys_of(RepositoryConfig)}
-PATH_KEYS = ("state_dir", "scratch_dir", "policies")
+PATH_KEYS = ("state_dir", "scratch_dir", "policies", "tls_certificate", "tls_key")
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,17 @@ def _rule_problems(raw: Mapping[str, Any], add: Any) -> None:
         if isinstance(value, str) and not Path(value).is_absolute():
             add((key,), f"{key} must be an absolute path, not {show(value)}: a relative "
                         "path would depend on the directory a command runs in")
+    if ("tls_certificate" in raw) != ("tls_key" in raw):
+        add(("tls_key" if "tls_certificate" in raw else "tls_certificate",),
+            "tls_certificate and tls_key go together: give both, or neither")
+    listen = raw.get("listen")
+    if isinstance(listen, str):
+        from stasis.app.listen import parse_listen
+
+        try:
+            parse_listen(listen)
+        except UsageError as e:
+            add(("listen",), e.message.replace("--listen ", "listen "))
     catalog = raw.get("catalog")
     if isinstance(catalog, str) and "://" not in catalog and not Path(catalog).is_absolute():
         add(("catalog",), f"catalog must be an absolute path or a URL, not {show(catalog)}")

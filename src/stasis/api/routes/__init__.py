@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import accounts, audit, me, session, tokens
+from stasis.api.routes import accounts, audit, docs, me, metrics, session, tokens
 
+# under /api/v1
 ROUTERS: list[APIRouter] = [me.router, session.router, tokens.router, accounts.router,
-                            audit.router]
+                            audit.router, docs.router]
+# at the root: /metrics, where Prometheus looks by default
+ROOT_ROUTERS: list[APIRouter] = [metrics.router]
