@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from stasis.app.models import PointDeleted, PointDetail, PointSummary
+from stasis.errors import AmbiguousPoint, PointNotFound
 from stasis.repository import Manifest, ObjectDamaged, Repository
 
 
@@ -59,19 +60,41 @@ def find_points(repo: Repository, *, vm: str | None = None, name: str | None = N
     return found
 
 
-def show_point(repo: Repository, point: str) -> PointDetail:
+Owned = Callable[[list[str]], bool]
+
+
+def resolve_point(repo: Repository, point: str, *, owned: Owned | None = None) -> Manifest:
+    """The point ``point`` names (an id, a unique prefix or NAME@latest) among those
+    whose VMs ``owned`` says are owned (all, without it): another's point is not found,
+    and a prefix is unique or ambiguous among the owned ones alone."""
+    if owned is None:
+        return repo.resolve(point)
+    mine = [m for m in repo.points() if owned([v.name for v in m.vms])]
+    spec = point.strip()
+    if "@" in spec:
+        name, _, which = spec.rpartition("@")
+        found = [m for m in mine if m.name == name] if which == "latest" else []
+    else:
+        found = [m for m in mine if spec and m.id.startswith(spec.lower())]
+    if not found:
+        raise PointNotFound(spec)
+    if len(found) > 1 and "@" not in spec:
+        raise AmbiguousPoint(spec, len(found), ", ".join(sorted(m.id[:12]
+                                                                for m in found)[:5]))
+    return found[-1]
+
+
+def show_point(repo: Repository, point: str, *, owned: Owned | None = None) -> PointDetail:
     """One point (an id, a unique prefix or NAME@latest) in full."""
-    return PointDetail.of(repo.resolve(point))
+    return PointDetail.of(resolve_point(repo, point, owned=owned))
 
 
 def delete_point(repo: Repository, point: str, *, now: datetime | None = None,
-                 check: Callable[[Manifest], None] | None = None) -> PointDeleted:
-    """Delete one point (an id, a unique prefix or NAME@latest); ``check`` may refuse
-    it first. A held point is refused (PointHeld); its chunks stay until gc."""
+                 owned: Owned | None = None) -> PointDeleted:
+    """Delete one point (an id, a unique prefix or NAME@latest). A held point is
+    refused (PointHeld); its chunks stay until gc reclaims them."""
+    m = resolve_point(repo, point, owned=owned)
     repo.check_may_delete("the deletion of a point")
-    m = repo.resolve(point)
-    if check is not None:
-        check(m)
     with repo.shared_lock("delete"):
         repo.remove_point(m.id, now=now or datetime.now(UTC))
     return PointDeleted(id=m.id, name=m.name, time=m.time, vms=[v.name for v in m.vms])

@@ -5,6 +5,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import me
+from stasis.api.routes import (
+    groups,
+    me,
+    points,
+    policies,
+    problem_types,
+    repositories,
+    status,
+    vms,
+)
 
-ROUTERS: list[APIRouter] = [me.router]
+ROUTERS: list[APIRouter] = [me.router, vms.router, groups.router, policies.router,
+                            points.router, repositories.router, status.router,
+                            problem_types.router]
