@@ -12,7 +12,8 @@ tenant sees the policies it defined (``tenant`` = its name) and the templates th
 system published (``template``), which it may copy into a policy of its own with
 members it owns (:func:`create_from_template`). Only a principal that manages users
 (``users:admin``) publishes, edits or deletes templates. A tenant's policy may name
-only its own VMs and groups, and selectors only when they require the tenant's labels.
+only its own VMs and groups, and label selectors only when they include the tenant's
+labels (no name globs: they select whatever matches).
 """
 
 from __future__ import annotations
@@ -125,13 +126,14 @@ def _check_members(scope: Scope | None, catalog: Catalog, policy: Policy) -> Non
                           f"not a group of tenant '{t.name}'",
                           problems=[f"groups: {g!r} is not a group of tenant '{t.name}'"
                                     for g in others])
-    if (m.select or m.labels) and (not t.labels or any(
-            m.labels.get(k) != v for k, v in t.labels.items())):
+    if m.select or (m.labels and (not t.labels or any(
+            m.labels.get(k) != v for k, v in t.labels.items()))):
         raise PolicyError("the request", "its selectors could select others' VMs",
-                          f"policy '{policy.name}' selects VMs by name or label without "
-                          f"requiring the labels of tenant '{t.name}'",
-                          problems=["labels: a tenant's selectors must require its labels "
-                                    f"({' '.join(f'{k}={v}' for k, v in t.labels.items())})"])
+                          f"policy '{policy.name}' selects VMs by name, or by labels "
+                          f"that do not include those of tenant '{t.name}'",
+                          problems=["select, labels: a tenant's policy names its VMs, or "
+                                    "selects them by labels that include its own ("
+                                    f"{' '.join(f'{k}={v}' for k, v in t.labels.items())})"])
 
 
 def _may_see(scope: Scope | None, s: PolicyState) -> bool:

@@ -64,8 +64,8 @@ def _must_see(store: GroupStore, name: str, scope: Scope | None) -> StoredGroup:
 def check_tenant_group(scope: Scope | None, group: Group) -> None:
     """Refuse a group of a tenant's that could select VMs the tenant does not own: an
     explicit member not its own (a VM that does not exist is refused alike, so that the
-    answer tells nothing of other tenants' VMs), or selectors that do not require every
-    label of the tenant's own selector."""
+    answer tells nothing of other tenants' VMs), a name glob, or a label selector that
+    does not include every label of the tenant's own."""
     if scope is None or scope.everything or scope.tenant is None:
         return
     t = scope.tenant
@@ -74,12 +74,17 @@ def check_tenant_group(scope: Scope | None, group: Group) -> None:
         raise GroupError(f"group '{group.name}' names {', '.join(map(repr, foreign))}, not "
                          f"a VM of tenant '{t.name}': a tenant's group may only have its "
                          "own VMs as members. Nothing was changed.")
-    if group.has_selectors and (not t.labels or any(
-            group.labels.get(k) != v for k, v in t.labels.items())):
+    if group.name_globs:
+        raise GroupError(f"group '{group.name}' selects VMs by name ("
+                         f"{', '.join(group.name_globs)}), which could select VMs not of "
+                         f"tenant '{t.name}': a tenant's group names its VMs, or selects "
+                         "them by labels that include its own. Nothing was changed.")
+    if group.labels and (not t.labels or any(group.labels.get(k) != v
+                                             for k, v in t.labels.items())):
         need = " ".join(f"{k}={v}" for k, v in sorted(t.labels.items()))
-        raise GroupError(f"group '{group.name}' has selectors that could select VMs not of "
-                         f"tenant '{t.name}': a tenant's selectors must require its labels "
-                         f"({need or 'it has none: give members by name'}). Nothing was "
+        raise GroupError(f"group '{group.name}' selects by labels that could select VMs "
+                         f"not of tenant '{t.name}': a tenant's label selector must include "
+                         f"its labels ({need or 'it has none: name the VMs'}). Nothing was "
                          "changed.")
 
 
