@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from stasis.api.context import ApiContext
 from stasis.repository import Repository
 from tests.api.resources import ACME, GLOBEX, commit, tenant_vms  # noqa: F401
 
