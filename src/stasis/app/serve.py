@@ -55,7 +55,8 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
             keep_logs: str = "30d") -> Iterator[Serving]:
     """The service of ``catalog`` with the policies of ``policies`` (else the catalog's)
     over the repositories ``open_repositories`` opens, while the block runs; a policy's
-    ``repository`` must name one of them."""
+    ``repository`` must name one of them. Without a file the catalog's policies (those
+    the REST API stores) are run, and a change to them is taken up at the next tick."""
     from stasis.catalog import Catalog
     from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
@@ -63,15 +64,19 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
     keep = parse_keep_logs(keep_logs)
     # Opened now, so that it fails here, not at the first job, when one cannot be.
     opened, default = open_repositories()
-    loaded = load_policy_file(policies, repositories=set(opened), default_repository=default)
+    loaded = load_policy_file(policies, repositories=set(opened),
+                              default_repository=default) if policies is not None else []
     with Catalog.open(catalog) as c:
         built = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
+                        policies_from_catalog=policies is None,
                         default_repository=default, connect=lambda: lv.connect(connect),
                         run_dir=run_dir(), scratch_dir=scratch_dir(),
                         limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
                         retention=policy_retention)
+        if policies is None:
+            built.reload_policies()
         served = ", ".join(f"{n} ({r.url})" for n, r in opened.items())
-        yield Serving(built, len(loaded), served, default, c.shown)
+        yield Serving(built, len(built.policies), served, default, c.shown)
 
 
 def _opener(r: Repository) -> Callable[[], Repository]:
