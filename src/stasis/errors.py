@@ -351,6 +351,10 @@ class GroupError(StasisError):
     exit_code = 26
 
 
+class GroupNotFound(GroupError):
+    """{}"""
+
+
 class CatalogError(StasisError):
     """{}"""
 

@@ -49,6 +49,7 @@ STATUS: dict[type[e.StasisError], int] = {
     e.PolicyError: 422,
     e.ConfigFileError: 422,
     e.GroupError: 422,
+    e.GroupNotFound: 404,
     e.TargetExists: 409,
     e.FileTargetExists: 409,
     e.RepositoryExists: 409,

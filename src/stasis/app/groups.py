@@ -3,6 +3,12 @@
 Groups live in the catalog; labels in each domain's libvirt metadata. Every change
 is checked whole before anything is written: a refused part changes nothing. What a
 group resolves to now is shown when libvirt answers, and left out (None) when not.
+
+With a :class:`~stasis.app.scope.Scope` (the REST API's principal), a tenant sees and
+changes only the groups it defined, and its groups select only VMs it owns: explicit
+members of its own, and selectors only when they require the tenant's own labels (so
+that whatever they select at a run is the tenant's). The CLI passes no scope: root
+on the host sees every group.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
+from stasis.app.catalogs import using
 from stasis.app.models import GroupDeleted, GroupModel, Resolved, VmLabels
-from stasis.errors import GroupError, HypervisorError, UsageError
+from stasis.app.scope import Scope
+from stasis.errors import GroupError, GroupNotFound, HypervisorError, UsageError
 from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.consistency import (
@@ -27,15 +35,57 @@ from stasis.protection.consistency import (
 from stasis.protection.groups import Group, Resolution, check_level, check_name, resolve
 
 if TYPE_CHECKING:
-    from stasis.catalog import GroupStore, StoredGroup
+    from stasis.catalog import Catalog, GroupStore, StoredGroup
 
 
 @contextmanager
-def group_store(catalog: str | None) -> Iterator[GroupStore]:
-    from stasis.catalog import Catalog, GroupStore
+def group_store(catalog: str | Catalog | None) -> Iterator[GroupStore]:
+    from stasis.catalog import GroupStore
 
-    with Catalog.open(catalog) as c:
+    with using(catalog) as c:
         yield GroupStore(c)
+
+
+def _not_found(name: str, store: GroupStore) -> GroupNotFound:
+    """The error of a missing group (word for word the catalog's own)."""
+    return GroupNotFound(f"no group named '{name}' in the catalog {store.catalog.shown}. "
+                         "Nothing was changed. 'stasis group list' shows the groups.")
+
+
+def _must_see(store: GroupStore, name: str, scope: Scope | None) -> StoredGroup:
+    """Group ``name``, unless missing or ``scope`` may not see it: then the error of a
+    missing group."""
+    stored = store.get(name)
+    if stored is None or (scope is not None and not scope.owns_defined(stored.tenant)):
+        raise _not_found(name, store)
+    return stored
+
+
+def check_tenant_group(scope: Scope | None, group: Group) -> None:
+    """Refuse a group of a tenant's that could select VMs the tenant does not own: an
+    explicit member not its own (a VM that does not exist is refused alike, so that the
+    answer tells nothing of other tenants' VMs), a name glob, or a label selector that
+    does not include every label of the tenant's own."""
+    if scope is None or scope.everything or scope.tenant is None:
+        return
+    t = scope.tenant
+    foreign = [vm for vm in group.members if not scope.owns_vm(vm)]
+    if foreign:
+        raise GroupError(f"group '{group.name}' names {', '.join(map(repr, foreign))}, not "
+                         f"a VM of tenant '{t.name}': a tenant's group may only have its "
+                         "own VMs as members. Nothing was changed.")
+    if group.name_globs:
+        raise GroupError(f"group '{group.name}' selects VMs by name ("
+                         f"{', '.join(group.name_globs)}), which could select VMs not of "
+                         f"tenant '{t.name}': a tenant's group names its VMs, or selects "
+                         "them by labels that include its own. Nothing was changed.")
+    if group.labels and (not t.labels or any(group.labels.get(k) != v
+                                             for k, v in t.labels.items())):
+        need = " ".join(f"{k}={v}" for k, v in sorted(t.labels.items()))
+        raise GroupError(f"group '{group.name}' selects by labels that could select VMs "
+                         f"not of tenant '{t.name}': a tenant's label selector must include "
+                         f"its labels ({need or 'it has none: name the VMs'}). Nothing was "
+                         "changed.")
 
 
 def try_connect(uri: str) -> libvirt.virConnect | None:
@@ -55,7 +105,13 @@ def resolve_now(conn: libvirt.virConnect | None, group: Group) -> Resolution | N
         return None
 
 
-def group_model(stored: StoredGroup, now: Resolution | None) -> GroupModel:
+def group_model(stored: StoredGroup, now: Resolution | None,
+                scope: Scope | None = None) -> GroupModel:
+    if now is not None and scope is not None and not scope.everything:
+        # what the group would select of others' VMs is never shown to a tenant
+        now = Resolution(members=[v for v in now.members if scope.owns_vm(v)],
+                         missing=[v for v in now.missing if scope.owns_vm(v)],
+                         selected=[v for v in now.selected if scope.owns_vm(v)])
     return GroupModel(
         **stored.to_dict(),
         resolved=None if now is None else Resolved(members=now.members, missing=now.missing,
@@ -70,14 +126,15 @@ def _guest(values: list[str] | None) -> list[GuestCommand]:
     return [parse_guest_command(v) for v in values or []]
 
 
-def create_group(catalog: str | None, name: str, *, connect: str,
+def create_group(catalog: str | Catalog | None, name: str, *, connect: str,
                  vms: list[str] | None = None, select: list[str] | None = None,
                  labels: list[str] | None = None, consistency: str = "crash",
                  require: str | None = None, pre_host: list[str] | None = None,
                  post_host: list[str] | None = None, pre_guest: list[str] | None = None,
                  post_guest: list[str] | None = None, hook_timeout: float | None = None,
-                 description: str | None = None) -> GroupModel:
-    """Store a group: explicit members, selectors (``labels`` as KEY=VALUE), level, hooks."""
+                 description: str | None = None, scope: Scope | None = None) -> GroupModel:
+    """Store a group: explicit members, selectors (``labels`` as KEY=VALUE), level, hooks
+    (a group of ``scope``'s tenant when it has one)."""
     check_name(name)
     group = Group(
         name=name, members=_dedupe(vms), name_globs=_dedupe(select),
@@ -91,9 +148,11 @@ def create_group(catalog: str | None, name: str, *, connect: str,
     if not group.members and not group.has_selectors:
         raise UsageError(f"group '{name}' would have no members: give --vm, --select or "
                          "--label. Nothing was changed.")
+    check_tenant_group(scope, group)
+    tenant = scope.tenant.name if scope is not None and scope.tenant is not None else None
     with group_store(catalog) as store:
-        stored = store.create(group)
-    return group_model(stored, resolve_now(try_connect(connect), stored.group))
+        stored = store.create(group, tenant=tenant)
+    return group_model(stored, resolve_now(try_connect(connect), stored.group), scope)
 
 
 @dataclass
@@ -126,8 +185,8 @@ class GroupChange:
                 and not self.clear_hooks and not self.no_require)
 
 
-def edit_group(catalog: str | None, name: str, change: GroupChange, *,
-               connect: str) -> GroupModel:
+def edit_group(catalog: str | Catalog | None, name: str, change: GroupChange, *,
+               connect: str, scope: Scope | None = None) -> GroupModel:
     """Change a stored group; everything asked is checked first, a refused part changes
     nothing."""
     if change.require is not None and change.no_require:
@@ -184,31 +243,39 @@ def edit_group(catalog: str | None, name: str, change: GroupChange, *,
             raise UsageError(f"group '{name}' would be left with no members and no "
                              "selectors. Nothing was changed; delete it with "
                              f"'stasis group delete {name}' instead.")
+        check_tenant_group(scope, g)
         return g
 
     with group_store(catalog) as store:
+        _must_see(store, name, scope)
         stored = store.update(name, apply)
-    return group_model(stored, resolve_now(try_connect(connect), stored.group))
+    return group_model(stored, resolve_now(try_connect(connect), stored.group), scope)
 
 
-def delete_group(catalog: str | None, name: str) -> GroupDeleted:
+
+def delete_group(catalog: str | Catalog | None, name: str, *,
+                 scope: Scope | None = None) -> GroupDeleted:
     """Delete a stored group (its points stay in the repository); return what it was."""
     with group_store(catalog) as store:
+        if scope is not None:
+            _must_see(store, name, scope)
         return GroupDeleted(**store.delete(name).to_dict(), resolved=None)
 
 
-def list_groups(catalog: str | None, *, connect: str) -> list[GroupModel]:
-    """Every stored group, with the members each resolves to now."""
+def list_groups(catalog: str | Catalog | None, *, connect: str,
+                scope: Scope | None = None) -> list[GroupModel]:
+    """Every stored group (that ``scope`` sees), with the members each resolves to now."""
     with group_store(catalog) as store:
-        groups = store.list()
+        groups = [g for g in store.list() if scope is None or scope.owns_defined(g.tenant)]
     conn = try_connect(connect) if groups else None
-    return [group_model(s, resolve_now(conn, s.group)) for s in groups]
+    return [group_model(s, resolve_now(conn, s.group), scope) for s in groups]
 
 
-def show_group(catalog: str | None, name: str, *, connect: str) -> GroupModel:
+def show_group(catalog: str | Catalog | None, name: str, *, connect: str,
+               scope: Scope | None = None) -> GroupModel:
     with group_store(catalog) as store:
-        stored = store.must_get(name)
-    return group_model(stored, resolve_now(try_connect(connect), stored.group))
+        stored = _must_see(store, name, scope)
+    return group_model(stored, resolve_now(try_connect(connect), stored.group), scope)
 
 
 def vm_labels(connect: str, vm: str, *, assignments: list[str] | None = None,

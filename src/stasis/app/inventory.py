@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+from collections.abc import Callable, Mapping
 
 import libvirt
 
 from stasis.app.models import PointRef, VmDisk, VmRow
+from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
 from stasis.repository import Manifest, Repository
 
 
-def list_vms(conn: libvirt.virConnect, repo: Repository | None = None) -> list[VmRow]:
-    """Every VM of ``conn`` by name; with ``repo``, whether it is protected there (a
-    point of it, or a checkpoint chain of the repository) and its newest point."""
+def list_vms(conn: libvirt.virConnect, repo: Repository | None = None, *,
+             only: Callable[[libvirt.virDomain], bool] | None = None) -> list[VmRow]:
+    """Every VM of ``conn`` by name (those ``only`` keeps); with ``repo``, whether it is
+    protected there (a point of it, or a checkpoint chain of the repository) and its
+    newest point."""
     latest: dict[str, Manifest] = {}
     if repo is not None:
         for p in repo.points():
@@ -24,6 +29,8 @@ def list_vms(conn: libvirt.virConnect, repo: Repository | None = None) -> list[V
     rows = []
     for dom in sorted(conn.listAllDomains(), key=lambda d: d.name()):
         try:
+            if only is not None and not only(dom):
+                continue
             rows.append(_row(dom, repo, latest.get(dom.name())))
         except libvirt.libvirtError as e:
             if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
@@ -49,3 +56,27 @@ def _row(dom: libvirt.virDomain, repo: Repository | None, point: Manifest | None
         checkpoint=chain[-1].name if chain else None,
         newest_point=PointRef(id=point.id, time=point.time) if point else None,
     )
+
+
+def find_vms(conn: libvirt.virConnect, repo: Repository | None = None, *,
+             name: str | None = None, labels: Mapping[str, str] | None = None,
+             state: str | None = None, protected: bool | None = None,
+             owned: Callable[[str], bool] | None = None) -> list[VmRow]:
+    """The VMs of :func:`list_vms` whose name matches the glob ``name``, that carry every
+    one of ``labels``, are in ``state`` and (with ``repo``) are ``protected`` or not;
+    with ``owned``, only those it says are owned."""
+
+    def keep(dom: libvirt.virDomain) -> bool:
+        vm = dom.name()
+        if name is not None and not fnmatch.fnmatchcase(vm, name):
+            return False
+        if owned is not None and not owned(vm):
+            return False
+        if labels:
+            have = lb.get_labels(dom)
+            return all(have.get(k) == v for k, v in labels.items())
+        return True
+
+    rows = list_vms(conn, repo, only=keep)
+    return [r for r in rows if (state is None or r.state == state)
+            and (protected is None or r.protected == protected)]

@@ -1356,3 +1356,65 @@ class AuditLine(Model):
     object: str
     result: str
     detail: dict[str, Any]
+
+
+# ------------------------------------------------------------------ part "read": resources
+# (VMs, groups, policies, points, repositories, status, problems of the REST API)
+
+
+class PointDeleted(Model):
+    """A point deleted (its chunks stay until gc reclaims them)."""
+
+    id: str
+    name: str
+    time: str
+    vms: list[str]
+
+
+class StoredPolicy(Model):
+    """A policy stored in the catalog: who defined it, whether it is a template offered
+    to tenants, its schedule's state, and the policy as it runs (with its next runs in
+    its own time zone)."""
+
+    name: str
+    tenant: str | None  # the tenant that defined it; None: the system's
+    template: bool
+    updated: str
+    last_run: str | None
+    next_run: str | None  # as the service scheduled it (None: not scheduled yet)
+    policy: PolicySummary
+
+
+class RetentionPreview(Model):
+    """Which existing points a policy's retention keeps and which it would remove now."""
+
+    policy: str
+    repository: str
+    now: str
+    chains: list[str]
+    points: list[PointDecision]
+    kept: list[str]
+    removed: list[str]
+
+
+class ServedRepository(Model):
+    """A repository the server serves: its name, URL (no secrets) and ``stasis repo
+    info``."""
+
+    name: str
+    url: str
+    id: str
+    default: bool
+    info: RepoInfoModel
+
+
+class ProblemKind(Model):
+    """What an error class means: the page a problem's ``type`` names."""
+
+    kind: str
+    type: str
+    title: str
+    status: int
+    code: int  # the CLI's exit code
+    meaning: str  # of the exit code, as ``stasis --help`` lists it
+    description: str

@@ -18,6 +18,7 @@ from stasis.app.models import (
     RepoCreated,
     RepoInfoModel,
     RepoUpgraded,
+    ServedRepository,
 )
 from stasis.backends import open_backend
 from stasis.errors import KeyMismatch, StasisError, UsageError
@@ -95,6 +96,22 @@ def _refuse_other_key(location: str, source: Repository) -> None:
 def info(open_repo: RepoOpener) -> RepoInfoModel:
     """Sizes, deduplication and compression of the repository."""
     return RepoInfoModel.model_validate(repo_info(open_repo()).to_dict())
+
+
+def without_secrets(url: str) -> str:
+    """``url`` without a user or password it may carry (``s3://key:secret@...``)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def served(name: str, repo: Repository, *, default: bool) -> ServedRepository:
+    """A repository a server serves under ``name``, with its info."""
+    return ServedRepository(name=name, url=without_secrets(repo.url), id=repo.id,
+                            default=default, info=info(lambda: repo))
 
 
 def upgrade(open_repo: RepoOpener) -> RepoUpgraded:

@@ -55,7 +55,8 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
             keep_logs: str = "30d") -> Iterator[Serving]:
     """The service of ``catalog`` with the policies of ``policies`` (else the catalog's)
     over the repositories ``open_repositories`` opens, while the block runs; a policy's
-    ``repository`` must name one of them."""
+    ``repository`` must name one of them. Without a file the catalog's policies (those
+    the REST API stores) are run, and a change to them is taken up at the next tick."""
     from stasis.app.accounts import sync_roles
     from stasis.catalog import Catalog
     from stasis.service.prune import policy_retention
@@ -66,16 +67,20 @@ def service(open_repositories: Callable[[], Opened], *, policies: Path | None,
     opened, default = open_repositories()
     loaded = load_policy_file(policies, repositories=set(opened), default_repository=default,
                               immutable={n: r.immutability.retain_s for n, r in opened.items()
-                                         if r.immutability is not None})
+                                         if r.immutability is not None}
+                              ) if policies is not None else []
     with Catalog.open(catalog) as c:
         sync_roles(c)  # the built-in roles as this version defines them
         built = Service(c, loaded, repositories={n: _opener(r) for n, r in opened.items()},
+                        policies_from_catalog=policies is None,
                         default_repository=default, connect=lambda: lv.connect(connect),
                         run_dir=run_dir(), scratch_dir=scratch_dir(),
                         limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
                         retention=policy_retention)
+        if policies is None:
+            built.reload_policies()
         served = ", ".join(f"{n} ({r.url})" for n, r in opened.items())
-        yield Serving(built, len(loaded), served, default, c.shown)
+        yield Serving(built, len(built.policies), served, default, c.shown)
 
 
 def _opener(r: Repository) -> Callable[[], Repository]:

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from stasis.app.catalogs import using
 from stasis.app.kinds import Env, Params, Plan, PolicyParams, Where, opened, run_here
 from stasis.app.models import JobModel, Queued, VmStatusRow, job_model
 from stasis.app.policies import find_policy, load_policy_file
@@ -17,8 +18,12 @@ from stasis.errors import StasisError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
 
+if TYPE_CHECKING:
+    from stasis.catalog import Catalog
 
-def vm_status(catalog: str | None, *, open_repo: Callable[[], Repository] | None = None,
+
+def vm_status(catalog: str | Catalog | None, *,
+              open_repo: Callable[[], Repository] | None = None,
               policies: Path | None = None,
               on_damaged: Callable[[str, Exception], None] | None = None,
               ) -> list[VmStatusRow]:
@@ -27,10 +32,10 @@ def vm_status(catalog: str | None, *, open_repo: Callable[[], Repository] | None
     With ``open_repo`` the points index is brought up to date from that repository
     first, and only its points count.
     """
-    from stasis.catalog import Catalog, PointIndex
+    from stasis.catalog import PointIndex
     from stasis.service.status import vm_status as rows_of
 
-    with Catalog.open(catalog) as c:
+    with using(catalog) as c:
         repo_id = None
         if open_repo is not None:
             r = open_repo()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from stasis.catalog.db import Catalog
 from stasis.catalog.models import GroupRow
-from stasis.errors import GroupError
+from stasis.errors import GroupError, GroupNotFound
 from stasis.protection.consistency import Hooks
 from stasis.protection.groups import Group, validate
 
@@ -29,6 +29,7 @@ class StoredGroup:
     group: Group
     created: datetime
     updated: datetime
+    tenant: str | None = None  # the tenant that defined it (None: the system's)
 
     @property
     def name(self) -> str:
@@ -61,7 +62,7 @@ def _from_row(row: GroupRow) -> StoredGroup:
         hooks=Hooks.from_dict(row.hooks),
         description=row.description,
     )
-    return StoredGroup(group, row.created, row.updated)
+    return StoredGroup(group, row.created, row.updated, row.tenant)
 
 
 def _fill(row: GroupRow, g: Group) -> None:
@@ -88,18 +89,19 @@ class GroupStore:
     def _must(self, session: Session, name: str) -> GroupRow:
         row = self._row(session, name)
         if row is None:
-            raise GroupError(f"no group named '{name}' in the catalog {self.catalog.shown}. "
+            raise GroupNotFound(f"no group named '{name}' in the catalog {self.catalog.shown}. "
                              "Nothing was changed. 'stasis group list' shows the groups.")
         return row
 
-    def create(self, group: Group) -> StoredGroup:
+    def create(self, group: Group, *, tenant: str | None = None) -> StoredGroup:
+        """Store ``group``, defined by ``tenant`` (None: the system)."""
         validate(group)
         now = self.catalog.clock.now()
         with self.catalog.session() as session:
             if self._row(session, group.name) is not None:
                 raise GroupError(f"a group named '{group.name}' exists already. Nothing was "
                                  f"changed; change it with 'stasis group edit {group.name}'.")
-            row = GroupRow(created=now, updated=now)
+            row = GroupRow(created=now, updated=now, tenant=tenant)
             _fill(row, group)
             session.add(row)
             try:

@@ -25,10 +25,13 @@ class PolicyState:
     last_run: datetime | None
     next_run: datetime | None
     updated: datetime
+    tenant: str | None = None  # the tenant that defined it (None: the system's)
+    template: bool = False  # offered to tenants to make policies of their own from
 
 
 def _state(r: PolicyRow) -> PolicyState:
-    return PolicyState(r.name, r.source, r.last_run, r.next_run, r.updated)
+    return PolicyState(r.name, r.source, r.last_run, r.next_run, r.updated, r.tenant,
+                       bool(r.template))
 
 
 class PolicyStore:
@@ -44,17 +47,46 @@ class PolicyStore:
         with self.catalog.session(write=False) as session:
             return [_state(r) for r in session.scalars(select(PolicyRow).order_by(PolicyRow.name))]
 
-    def store(self, name: str, source: str) -> PolicyState:
-        """Record policy ``name`` with its TOML source (its run times are kept)."""
+    def store(self, name: str, source: str, *, tenant: str | None = None,
+              template: bool | None = None) -> PolicyState:
+        """Record policy ``name`` with its TOML source (its run times are kept); a new
+        one is ``tenant``'s (None: the system's), a template when ``template`` (None:
+        as it was)."""
         with self.catalog.session() as session:
             row = session.get(PolicyRow, name)
             if row is None:
-                row = PolicyRow(name=name, source=source, updated=self.catalog.clock.now())
+                row = PolicyRow(name=name, source=source, updated=self.catalog.clock.now(),
+                                tenant=tenant, template=bool(template))
                 session.add(row)
-            elif row.source != source:
-                row.source, row.updated = source, self.catalog.clock.now()
+            else:
+                if row.source != source:
+                    row.source, row.updated = source, self.catalog.clock.now()
+                if template is not None and bool(row.template) != template:
+                    row.template, row.updated = template, self.catalog.clock.now()
             session.flush()
             return _state(row)
+
+    def create(self, name: str, source: str, *, tenant: str | None = None,
+               template: bool = False) -> PolicyState | None:
+        """Record a new policy ``name``; None (nothing written) when one exists."""
+        with self.catalog.session() as session:
+            if session.get(PolicyRow, name) is not None:
+                return None
+            row = PolicyRow(name=name, source=source, updated=self.catalog.clock.now(),
+                            tenant=tenant, template=template)
+            session.add(row)
+            session.flush()
+            return _state(row)
+
+    def delete(self, name: str) -> PolicyState | None:
+        """Forget policy ``name``; what it was, or None when there was none."""
+        with self.catalog.session() as session:
+            row = session.get(PolicyRow, name)
+            if row is None:
+                return None
+            gone = _state(row)
+            session.delete(row)
+            return gone
 
     def set_runs(self, name: str, *, last_run: datetime | None = None,
                  next_run: datetime | None = None) -> None:

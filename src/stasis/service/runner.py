@@ -112,8 +112,13 @@ class Service:
         retention: Retention | None = None,
         notifier: Notifier | None = None,
         unit_progress: UnitProgress | None = None,
+        policies_from_catalog: bool = False,
     ) -> None:
         self.catalog = catalog
+        # The catalog's policies are the truth (they are edited through the API) rather
+        # than a file's: each tick takes up what changed there since the last.
+        self.policies_from_catalog = policies_from_catalog
+        self._sources: dict[str, str] = {p.name: p.source for p in policies}
         self.clock: Clock = catalog.clock
         self.policies = {p.name: p for p in policies}
         if not repositories:
@@ -239,11 +244,13 @@ class Service:
     def schedule_policies(self) -> None:
         """Store each policy's source; queue once those whose slots passed unrun."""
         now = self.clock.now()
-        for name in self.states.retire(set(self.policies)):
-            self.notifier.forget(name)
+        if not self.policies_from_catalog:
+            for name in self.states.retire(set(self.policies)):
+                self.notifier.forget(name)
         for p in self.policies.values():
             state = self.states.get(p.name)
-            self.states.store(p.name, p.source)
+            if not self.policies_from_catalog:
+                self.states.store(p.name, p.source)
             next_run = p.schedule.next_after(now)
             last = state.last_run if state else None
             missed = p.schedule.missed(last, now) if last is not None else None
@@ -505,8 +512,42 @@ class Service:
 
     # ------------------------------------------------------------ the loop
 
+    def reload_policies(self) -> None:
+        """Take up the catalog's policies as they are now: a new or changed one is
+        scheduled from now on, a deleted one is no longer run; templates are not run,
+        and a source that does not check any more is logged and left out."""
+        from stasis.errors import PolicyError
+        from stasis.service.policy import parse_policies
+
+        now = self.clock.now()
+        loaded: dict[str, Policy] = {}
+        sources: dict[str, str] = {}
+        for s in self.states.list():
+            if s.template:
+                continue
+            current = self.policies.get(s.name)
+            if current is not None and self._sources.get(s.name) == s.source:
+                loaded[s.name], sources[s.name] = current, s.source
+                continue
+            try:
+                p = parse_policies(s.source, file=f"catalog:{s.name}",
+                                   repositories=set(self.repositories),
+                                   default_repository=self.default_repository)[0]
+            except (PolicyError, UsageError) as e:
+                log.error("policy %s in the catalog is not run: %s", s.name, e)
+                continue
+            loaded[s.name], sources[s.name] = p, s.source
+            self.states.set_runs(s.name, next_run=p.schedule.next_after(now))
+            log.info("policy %s %s", s.name, "changed" if current else "added")
+        for gone in set(self.policies) - set(loaded):
+            self.notifier.forget(gone)
+            log.info("policy %s is no longer run", gone)
+        self.policies, self._sources = loaded, sources
+
     def tick(self) -> None:
         self.poll_cancels()
+        if self.policies_from_catalog:
+            self.reload_policies()
         self.due()
         self.dispatch()
         now = self.clock.now()

@@ -5,10 +5,28 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import accounts, audit, docs, me, metrics, session, tokens
+from stasis.api.routes import (
+    accounts,
+    audit,
+    docs,
+    groups,
+    me,
+    metrics,
+    points,
+    policies,
+    problem_types,
+    repositories,
+    session,
+    status,
+    tokens,
+    vms,
+)
 
 # under /api/v1
-ROUTERS: list[APIRouter] = [me.router, session.router, tokens.router, accounts.router,
-                            audit.router, docs.router]
+ROUTERS: list[APIRouter] = [
+    me.router, session.router, tokens.router, accounts.router, audit.router,
+    vms.router, groups.router, policies.router, points.router, repositories.router,
+    status.router, problem_types.router, docs.router,
+]
 # at the root: /metrics, where Prometheus looks by default
 ROOT_ROUTERS: list[APIRouter] = [metrics.router]
