@@ -468,6 +468,17 @@ class PermissionDenied(StasisError):
         return str(self.args[0])
 
 
+class TargetNotAllowed(PermissionDenied):
+    """Tenant '{}' may not restore to the {} {}: it restores only to {}. Nothing was restored."""
+
+    exit_code = 66
+    cli_hint = "An admin sets where a tenant may restore to (its restore dirs and networks)."
+
+    @property
+    def permission(self) -> str:
+        return "restores:run"
+
+
 class TooManyAttempts(StasisError):
     """{}"""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import me
+from stasis.api.routes import backups, jobs, maintenance, me, restores
 
-ROUTERS: list[APIRouter] = [me.router]
+ROUTERS: list[APIRouter] = [me.router, backups.router, restores.router,
+                            maintenance.router, jobs.router]
