@@ -583,6 +583,8 @@ EXIT_MEANINGS: dict[int, str] = {
     64: "an Idempotency-Key was used again with another request; nothing was done",
     65: "a user, token, tenant or role could not be created or changed as asked; nothing "
         "was changed",
+    66: "a tenant asked to restore to a place (path, storage or network) it is not "
+        "allowed to; nothing was restored",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -353,3 +353,54 @@ def test_a_verify_runs_in_the_service_and_its_stream_follows_it_to_the_end(
     assert point in end["data"]["result"]
     assert any(e["event"] == "log" for e in events)
     assert c.get(f"/api/v1/jobs/{job}").json()["state"] == "succeeded"
+
+
+def test_a_client_that_goes_away_stops_the_streams_polling(
+        api_ctx: ApiContext, accounts: Any) -> None:
+    import socket
+    import time
+
+    import uvicorn
+    from sqlalchemy import event
+
+    from stasis.api.app import create_app
+
+    job = JobStore(api_ctx.catalog).create("gc", "gc")  # queued: no service takes it
+    server = uvicorn.Server(uvicorn.Config(create_app(api_ctx), host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    polls: list[int] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "job_logs" in statement:
+            polls.append(1)
+
+    event.listen(api_ctx.catalog.engine, "before_cursor_execute", seen)
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"GET /api/v1/jobs/{job.id}/events HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {accounts.add('viewer')}\r\n\r\n".encode())
+        got = b""
+        while b"event: progress" not in got:
+            got += sock.recv(4096)
+        assert b"200 OK" in got
+        while len(polls) < 3:  # it keeps looking while the client listens
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sock.close()
+        # once the client is gone its polling ends: the count of polls stands still
+        before = -1
+        while before != len(polls):
+            assert time.monotonic() < deadline, "the stream kept polling"
+            before = len(polls)
+            time.sleep(1.5)
+    finally:
+        event.remove(api_ctx.catalog.engine, "before_cursor_execute", seen)
+        server.should_exit = True
+        thread.join(20)
