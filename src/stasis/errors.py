@@ -489,6 +489,17 @@ class PermissionDenied(StasisError):
         return str(self.args[0])
 
 
+class TargetNotAllowed(PermissionDenied):
+    """Tenant '{}' may not restore to the {} {}: it restores only to {}. Nothing was restored."""
+
+    exit_code = 67
+    cli_hint = "An admin sets where a tenant may restore to (its restore dirs and networks)."
+
+    @property
+    def permission(self) -> str:
+        return "restores:run"
+
+
 class TooManyAttempts(StasisError):
     """{}"""
 
@@ -611,6 +622,8 @@ EXIT_MEANINGS: dict[int, str] = {
     65: "a user, token, tenant or role could not be created or changed as asked; nothing "
         "was changed",
     66: "no such user, token, tenant or role; nothing was changed",
+    67: "a tenant asked to restore to a place (path, storage or network) it is not "
+        "allowed to; nothing was restored",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -512,6 +512,8 @@ class JobBase(Model):
     exit_code: int | None
     host: str | None
     pid: int | None
+    tenant: str | None = None  # whose job (None: the system's)
+    by: str | None = None  # who started it
     log: list[dict[str, Any]] | None = None  # with ``job show``: its log lines
 
     def to_json(self) -> Any:
@@ -1418,3 +1420,34 @@ class ProblemKind(Model):
     code: int  # the CLI's exit code
     meaning: str  # of the exit code, as ``stasis --help`` lists it
     description: str
+
+
+# ------------------------------------------------------------------ jobs part (issue 15):
+# work started through the API, and a job's log read by offset
+
+
+class JobStarted(Model):
+    """Work started: the job queued for the service (202), or the job of the same
+    work already queued or running (``existing``, 200), so nothing was queued twice."""
+
+    job: JobModel
+    existing: bool = False
+
+
+class JobLogLine(Model):
+    offset: int  # its place in the job's log (0 first): the SSE event's id
+    time: str | None
+    level: str
+    text: str
+
+
+class JobLogPage(Model):
+    """A job's log lines from ``offset``; ``next`` is the offset to ask for next, and
+    ``ended`` says whether the job ended (no line will follow)."""
+
+    job: int
+    offset: int
+    lines: list[JobLogLine]
+    next: int
+    state: str
+    ended: bool

@@ -23,7 +23,7 @@ from stasis.app.models import CancelResult, Queued
 from stasis.errors import JobStateError, UsageError
 
 if TYPE_CHECKING:
-    from stasis.catalog import JobStore
+    from stasis.catalog import Catalog, JobStore
     from stasis.catalog.jobs import Service
     from stasis.catalog.quick import QuickCatalog
 
@@ -37,10 +37,17 @@ def repository_id(location: str) -> str:
 
 
 @contextmanager
-def _jobs(catalog: str | None) -> Iterator[tuple[JobStore | QuickCatalog, str]]:
-    """The catalog's jobs to queue in, and the catalog as shown: with sqlite3 alone
-    where it can (:mod:`stasis.catalog.quick`), else with SQLAlchemy (migrated)."""
+def _jobs(catalog: str | Catalog | None) -> Iterator[tuple[JobStore | QuickCatalog, str]]:
+    """The catalog's jobs to queue in, and the catalog as shown: an open catalog as
+    it is; else with sqlite3 alone where it can (:mod:`stasis.catalog.quick`), else
+    with SQLAlchemy (migrated)."""
     from stasis.catalog.quick import QuickCatalog
+
+    if catalog is not None and not isinstance(catalog, str):
+        from stasis.catalog import JobStore
+
+        yield JobStore(catalog), catalog.shown
+        return
 
     quick = QuickCatalog.open(catalog)
     if quick is not None:
@@ -60,12 +67,14 @@ def live_services(store: JobStore | QuickCatalog) -> list[Service]:
     return [s for s in store.services() if runner_alive(s.host, s.pid, s.pid_start)]
 
 
-def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
-           by: str = "submit") -> int:
+def submit(catalog: str | Catalog | None, kind: str, params: dict[str, Any] | Params, *,
+           by: str = "submit", tenant: str | None = None, repo_id: str | None = None) -> int:
     """Queue a job of ``kind`` (a key of :data:`~stasis.app.kinds.KINDS`) with
     ``params``, validated first: bad parameters are refused (UsageError) before
-    anything is queued. ``params["repo"]`` names the repository (a path or URL).
-    Returns the job's id."""
+    anything is queued. ``params["repo"]`` names the repository (a path or URL; its
+    id is read from it unless ``repo_id`` gives it). ``by`` is who queued it and
+    ``tenant`` whose job it is (None: the system's), both kept in the job.
+    ``catalog`` is a URL (None: the default) or an open catalog. Returns the job's id."""
     data = params.model_dump(mode="json") if isinstance(params, Params) else dict(params)
     if data.setdefault("op", kind) != kind:
         raise UsageError(f"the parameters are of a {data['op']} job, not of a {kind} job")
@@ -75,13 +84,24 @@ def submit(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
     if p.repo is None:
         raise UsageError("a queued job names its repository (a path or URL); nothing was "
                          "queued")
-    repo_id = repository_id(p.repo)
+    repo_id = repo_id or repository_id(p.repo)
     with _jobs(catalog) as (store, _shown):
-        job = store.create(k.job_kind, k.title(p), repo=repo_id,
+        job = store.create(k.job_kind, k.title(p), repo=repo_id, vms=named_vms(p),
                            policy=p.policy if isinstance(p, PolicyParams) else None,
-                           params=p.model_dump(mode="json"))
+                           params=p.model_dump(mode="json"), tenant=tenant, by=by)
         store.log(job.id, "info", f"queued by {by}")
     return job.id
+
+
+def named_vms(p: Params) -> list[str]:
+    """The VMs a job's parameters name (its plan may find more: a group's members)."""
+    from stasis.app.kinds import BackupVmsParams, RestoreDiskParams, RestoreVmParams
+
+    if isinstance(p, BackupVmsParams):
+        return list(dict.fromkeys(p.vms))
+    if isinstance(p, RestoreVmParams | RestoreDiskParams) and p.vm is not None:
+        return [p.vm]
+    return []
 
 
 def queue(catalog: str | None, kind: str, params: dict[str, Any] | Params, *,
@@ -107,15 +127,26 @@ def _wake(services: list[Service]) -> None:
         wake(s.pid, s.pid_start)
 
 
-def cancel_job(catalog: str | None, job_id: int) -> CancelResult:
+@contextmanager
+def _open(catalog: str | Catalog | None) -> Iterator[Catalog]:
+    if catalog is not None and not isinstance(catalog, str):
+        yield catalog
+        return
+    from stasis.catalog import Catalog
+
+    with Catalog.open(catalog) as c:
+        yield c
+
+
+def cancel_job(catalog: str | Catalog | None, job_id: int) -> CancelResult:
     """Stop job ``job_id``: a queued job ends interrupted at once (never started); a
     job that a service runs is flagged, and the service interrupts it at its next
     tick; a job that a command runs on this host gets SIGTERM. A job that ended, or
     runs on another host outside a service, is refused (JobStateError)."""
-    from stasis.catalog import Catalog, JobStore
+    from stasis.catalog import JobStore
     from stasis.service.jobs import runner_alive
 
-    with Catalog.open(catalog) as c:
+    with _open(catalog) as c:
         store = JobStore(c)
         job = store.get(job_id)
         if job.state == "queued" and store.cancel_queued(job_id, "cancelled before it "

@@ -35,7 +35,7 @@ def _job(r: JobRow) -> Job:
     return Job(r.id, r.kind, r.name, r.policy, list(r.vms), r.repo, r.state, r.queued,
                r.started, r.ended, r.bytes_read, r.bytes_written, dict(r.result), r.error,
                r.exit_code, dict(r.params), r.host, r.pid, r.pid_start,
-               bool(r.cancel_requested))
+               bool(r.cancel_requested), r.tenant, r.by)
 
 
 class JobStore:
@@ -49,9 +49,10 @@ class JobStore:
     def create(self, kind: str, name: str, *, vms: list[str] | None = None,
                policy: str | None = None, repo: str | None = None,
                params: dict[str, Any] | None = None, state: str = "queued",
-               runner: tuple[str, int, int] | None = None) -> Job:
+               runner: tuple[str, int, int] | None = None, tenant: str | None = None,
+               by: str | None = None) -> Job:
         """A new job, ``queued`` (for a runner to take) or ``running`` (by ``runner``:
-        host, pid, process start time)."""
+        host, pid, process start time); ``tenant`` owns it, ``by`` started it."""
         if kind not in JOB_KINDS:
             raise UsageError(f"'{kind}' is not a job kind ({', '.join(JOB_KINDS)})")
         if state not in ("queued", "running"):
@@ -59,7 +60,8 @@ class JobStore:
         now = self.catalog.clock.now()
         row = JobRow(kind=kind, name=name, policy=policy, vms=list(vms or []), repo=repo,
                      state=state, queued=now, bytes_read=0, bytes_written=0, result={},
-                     params=dict(params or {}), cancel_requested=False)
+                     params=dict(params or {}), cancel_requested=False, tenant=tenant,
+                     by=by)
         if state == "running":
             row.started = now
             if runner is not None:
@@ -108,6 +110,14 @@ class JobStore:
             return set(session.scalars(select(JobRow.id).where(
                 JobRow.id.in_(job_ids), JobRow.cancel_requested.is_(True))))
 
+    def set_progress(self, job_id: int, *, bytes_read: int, bytes_written: int) -> None:
+        """The bytes a running job has read and written so far (its end writes the
+        final figures)."""
+        with self.catalog.session() as session:
+            session.execute(update(JobRow).where(
+                JobRow.id == job_id, JobRow.state == "running").values(
+                bytes_read=bytes_read, bytes_written=bytes_written))
+
     def set_vms(self, job_id: int, vms: list[str]) -> None:
         with self.catalog.session() as session:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(vms=list(vms)))
@@ -151,14 +161,21 @@ class JobStore:
 
     def list(self, *, state: str | None = None, kind: str | None = None,
              policy: str | None = None, limit: int | None = None,
-             newest_first: bool = True) -> list[Job]:
+             newest_first: bool = True, since: datetime | None = None,
+             states: tuple[str, ...] | None = None) -> list[Job]:
+        """Jobs by ``state`` (or any of ``states``), ``kind``, ``policy``, queued at or
+        after ``since``."""
         if state is not None and state not in JOB_STATES:
             raise UsageError(f"'{state}' is not a job state ({', '.join(JOB_STATES)})")
         query = select(JobRow)
         if state is not None:
             query = query.where(JobRow.state == state)
+        if states is not None:
+            query = query.where(JobRow.state.in_(states))
         if kind is not None:
             query = query.where(JobRow.kind == kind)
+        if since is not None:
+            query = query.where(JobRow.queued >= since)
         if policy is not None:
             query = query.where(JobRow.policy == policy)
         query = query.order_by(JobRow.id.desc() if newest_first else JobRow.id)
@@ -167,10 +184,11 @@ class JobStore:
         with self.catalog.session(write=False) as session:
             return [_job(r) for r in session.scalars(query)]
 
-    def logs(self, job_id: int) -> builtins.list[LogLine]:
+    def logs(self, job_id: int, offset: int = 0) -> builtins.list[LogLine]:
+        """The job's log lines, oldest first, from the ``offset``-th on."""
         with self.catalog.session(write=False) as session:
             rows = session.scalars(select(JobLogRow).where(JobLogRow.job == job_id)
-                                   .order_by(JobLogRow.time, JobLogRow.id))
+                                   .order_by(JobLogRow.time, JobLogRow.id).offset(offset))
             return [LogLine(r.time, r.level, r.text) for r in rows]
 
     def log_count(self) -> int:

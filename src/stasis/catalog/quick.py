@@ -165,7 +165,8 @@ class QuickCatalog:
     def create(self, kind: str, name: str, *, vms: list[str] | None = None,
                policy: str | None = None, repo: str | None = None,
                params: dict[str, Any] | None = None, state: str = "queued",
-               runner: tuple[str, int, int] | None = None) -> Job:
+               runner: tuple[str, int, int] | None = None, tenant: str | None = None,
+               by: str | None = None) -> Job:
         """As :meth:`JobStore.create <stasis.catalog.JobStore.create>`."""
         if kind not in JOB_KINDS:
             raise UsageError(f"'{kind}' is not a job kind ({', '.join(JOB_KINDS)})")
@@ -176,16 +177,17 @@ class QuickCatalog:
         host, pid, pid_start = (None, None, None) if runner is None or started is None \
             else runner
         job = Job(0, kind, name, policy, list(vms or []), repo, state, now, started,
-                  params=dict(params or {}), host=host, pid=pid, pid_start=pid_start)
+                  params=dict(params or {}), host=host, pid=pid, pid_start=pid_start,
+                  tenant=tenant, by=by)
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO jobs (kind, policy, name, vms, repo, state, queued, started, "
                 "ended, bytes_read, bytes_written, result, error, exit_code, params, host, "
-                "pid, pid_start, cancel_requested) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, 0, ?, NULL, NULL, ?, ?, ?, ?, 0)",
+                "pid, pid_start, cancel_requested, tenant, \"by\") "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, 0, ?, NULL, NULL, ?, ?, ?, ?, 0, ?, ?)",
                 (kind, policy, name, _json(job.vms), repo, state, _time(now),
                  None if started is None else _time(started), _json({}), _json(job.params),
-                 host, pid, pid_start))
+                 host, pid, pid_start, tenant, by))
             assert cursor.lastrowid is not None
             job.id = cursor.lastrowid
         return job

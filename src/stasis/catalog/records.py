@@ -40,6 +40,8 @@ class Job:
     pid: int | None = None
     pid_start: int | None = None
     cancel_requested: bool = False
+    tenant: str | None = None  # whose job (None: the system's)
+    by: str | None = None  # who started it
 
     @property
     def duration_s(self) -> float | None:
@@ -55,7 +57,7 @@ class Job:
             "ended": _iso(self.ended), "duration_s": self.duration_s,
             "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
             "result": self.result, "error": self.error, "exit_code": self.exit_code,
-            "host": self.host, "pid": self.pid,
+            "host": self.host, "pid": self.pid, "tenant": self.tenant, "by": self.by,
         }
 
 

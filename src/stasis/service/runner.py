@@ -54,11 +54,13 @@ from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
 from stasis.clock import Clock
 from stasis.errors import HypervisorError, PolicyNotFound, StasisError, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
+from stasis.progress import Progress
 from stasis.protection.doctor import clean_vm
 from stasis.repository import Repository
 from stasis.rundirs import remove_dead_debris
 from stasis.service.jobs import (
     JobRun,
+    LiveProgress,
     dead_jobs,
     expire_logs,
     fail_dead_job,
@@ -418,11 +420,18 @@ class Service:
             return recorded(self.catalog, KINDS[params.op].job_kind, job.name, job_id=job.id,
                             vms=plan.vms, policy=job.policy)
 
+        # The job's progress in its row as it runs (what a client following it sees).
+        live = LiveProgress(self.jobs, job.id, written=job.kind == "restore")
+        heard = self.unit_progress
+
+        def unit_progress(cancel: threading.Event) -> Progress:
+            return live.sink(heard(cancel) if heard is not None else None)
+
         return Env(open_repo=lambda: self.repo_for(job), connect=self.conn,
                    catalog=lambda: opened(self.catalog), record=record,
                    dirs=lambda: Where(self.run_dir, self.scratch_dir), clock=self.clock,
                    find_policy=self._find_policy, retention=self.retention,
-                   unit_progress=self.unit_progress, open_destination=self._destination)
+                   unit_progress=unit_progress, open_destination=self._destination)
 
     def _destination(self, name: str) -> Repository:
         """A copy's destination: one of the service's repositories, by name (opened

@@ -8,14 +8,18 @@ from fastapi import APIRouter
 from stasis.api.routes import (
     accounts,
     audit,
+    backups,
     docs,
     groups,
+    jobs,
+    maintenance,
     me,
     metrics,
     points,
     policies,
     problem_types,
     repositories,
+    restores,
     session,
     status,
     tokens,
@@ -26,7 +30,8 @@ from stasis.api.routes import (
 ROUTERS: list[APIRouter] = [
     me.router, session.router, tokens.router, accounts.router, audit.router,
     vms.router, groups.router, policies.router, points.router, repositories.router,
-    status.router, problem_types.router, docs.router,
+    status.router, backups.router, restores.router, maintenance.router, jobs.router,
+    problem_types.router, docs.router,
 ]
 # at the root: /metrics, where Prometheus looks by default
 ROOT_ROUTERS: list[APIRouter] = [metrics.router]
