@@ -492,6 +492,13 @@ class AccountError(StasisError):
     exit_code = 65
 
 
+class RangeNotSatisfiable(StasisError):
+    """The range asked for is outside the file: {}. Nothing was sent."""
+
+    exit_code = 66
+    cli_hint = "Ask for bytes below the file's size, or for the whole file."
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -572,6 +579,7 @@ EXIT_MEANINGS: dict[int, str] = {
     64: "an Idempotency-Key was used again with another request; nothing was done",
     65: "a user, token, tenant or role could not be created or changed as asked; nothing "
         "was changed",
+    66: "the byte range asked for is outside the file; nothing was sent",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

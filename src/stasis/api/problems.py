@@ -34,6 +34,7 @@ STATUS: dict[type[e.StasisError], int] = {
     e.RequestTooLarge: 413,
     e.IdempotencyConflict: 422,
     e.AccountError: 409,
+    e.RangeNotSatisfiable: 416,
     e.RepositoryNotFound: 404,
     e.PointNotFound: 404,
     e.DiskNotFound: 404,
