@@ -417,6 +417,10 @@ class InstantError(StasisError):
     exit_code = 31
 
 
+class InstantNotFound(InstantError):
+    """{}"""
+
+
 class CloneSourceNotFound(StasisError):
     """'{}' is neither a recovery point (id, unique id prefix, NAME@latest) nor a VM at {}. Nothing was made."""
 

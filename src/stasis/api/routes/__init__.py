@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stasis.api.routes import files, me
+from stasis.api.routes import files, instant, me
 
-ROUTERS: list[APIRouter] = [me.router, files.router]
+ROUTERS: list[APIRouter] = [me.router, files.router, instant.router]
