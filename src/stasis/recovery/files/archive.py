@@ -146,8 +146,9 @@ def _zip(entries: Iterator[Member]) -> Iterator[bytes]:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 # A download: speed over the last percent of size (the attribute is
                 # _compresslevel before Python 3.13, compress_level since).
-                for attr in ("_compresslevel", "compress_level"):
-                    setattr(info, attr, 1)
+                level = "compress_level" if hasattr(info, "compress_level") \
+                    else "_compresslevel"
+                setattr(info, level, 1)
                 info.file_size = node.size  # decides ZIP64 for this entry
                 with zf.open(info, "w") as w:
                     for block in blocks(node, node.size):
