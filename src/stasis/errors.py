@@ -421,6 +421,10 @@ class InstantError(StasisError):
     exit_code = 31
 
 
+class InstantNotFound(InstantError):
+    """{}"""
+
+
 class CloneSourceNotFound(StasisError):
     """'{}' is neither a recovery point (id, unique id prefix, NAME@latest) nor a VM at {}. Nothing was made."""
 
@@ -530,6 +534,13 @@ class AccountNotFound(StasisError):
     exit_code = 66
 
 
+class RangeNotSatisfiable(StasisError):
+    """The range asked for is outside the file: {}. Nothing was sent."""
+
+    exit_code = 68
+    cli_hint = "Ask for bytes below the file's size, or for the whole file."
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -624,6 +635,7 @@ EXIT_MEANINGS: dict[int, str] = {
     66: "no such user, token, tenant or role; nothing was changed",
     67: "a tenant asked to restore to a place (path, storage or network) it is not "
         "allowed to; nothing was restored",
+    68: "the byte range asked for is outside the file; nothing was sent",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

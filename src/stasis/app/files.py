@@ -1,18 +1,33 @@
-"""Files of a point, read straight from the repository: list, find, extract.
+"""Files of a point, read straight from the repository: list, find, extract, and
+download (one file, or an archive streamed as it is read).
 
 Every operation holds a shared lock of the repository while it reads, so gc cannot
-sweep the chunks it reads meanwhile.
+sweep the chunks it reads meanwhile; a :class:`Download` holds it until it is closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stasis.app.models import ExtractReport, FileEntry, VolumeRow
-from stasis.errors import DiskNotFound
+from stasis.errors import (
+    AmbiguousPoint,
+    DiskNotFound,
+    FileNotInPoint,
+    PointNotFound,
+    RangeNotSatisfiable,
+)
 from stasis.recovery.files import DiskFiles, Entry, Volume, extract
-from stasis.repository import Repository
+from stasis.recovery.files import archive as archive_mod
+from stasis.repository import Manifest, Repository
+
+if TYPE_CHECKING:
+    from stasis.app.scope import Scope
 
 
 def _entry(e: Entry, *, vm: str | None = None, disk: str | None = None) -> FileEntry:
@@ -69,3 +84,142 @@ def find_files(repo: Repository, point: str, pattern: str, *, vm: str | None = N
                 if on_found is not None:
                     on_found(entry, len(pairs) > 1)
     return found
+
+
+# ------------------------------------------------------------------ for a principal
+
+
+def point_for(repo: Repository, ref: str, where: Scope) -> Manifest:
+    """The point ``ref`` (id, unique prefix, NAME@latest) as ``where`` sees it: another
+    tenant's point is not found, exactly like a missing one, and a prefix is unique
+    among the points the principal may see (so an ambiguity names none of the others)."""
+    try:
+        m = repo.resolve(ref)
+    except AmbiguousPoint:
+        if where.everything:
+            raise
+        spec = ref.strip().lower()
+        mine = [m for m in (repo.load_manifest(i) for i in repo.point_ids()
+                            if i.startswith(spec))
+                if where.owns_vms(v.name for v in m.vms)]
+        if len(mine) != 1:
+            raise PointNotFound(ref) from None
+        return mine[0]
+    where.check_point(ref, [v.name for v in m.vms])
+    return m
+
+
+# ------------------------------------------------------------------ downloads
+
+
+class Download:
+    """A download being read: its pieces, and the repository's shared lock held until
+    :meth:`close` (which stops the reading: call it however the download ends)."""
+
+    def __init__(self, lock: contextlib.AbstractContextManager[object],
+                 pieces: Iterator[bytes], *, filename: str, size: int | None,
+                 media_type: str, etag: str) -> None:
+        self._lock = lock
+        self._pieces = pieces
+        self._closed = False
+        self._guard = threading.Lock()
+        self.filename = filename
+        self.size = size
+        self.media_type = media_type
+        self.etag = etag
+        self.range: tuple[int, int] | None = None  # the bytes sent (inclusive), if a range
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._guard:
+            if self._closed:
+                raise StopIteration
+            piece = next(self._pieces)
+            self.sent += len(piece)
+            return piece
+
+    def close(self) -> None:
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                close = getattr(self._pieces, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                self._lock.__exit__(None, None, None)
+
+
+def _etag(point: str, *parts: str) -> str:
+    digest = hashlib.sha256("\0".join((point, *parts)).encode("utf-8", "surrogateescape"))
+    return f'"{digest.hexdigest()[:32]}"'
+
+
+def _opened(repo: Repository, m: Manifest, purpose: str) -> \
+        contextlib.AbstractContextManager[object]:
+    lock = repo.shared_lock(f"{purpose} {m.id[:12]}")
+    lock.__enter__()
+    return lock
+
+
+def download_file(repo: Repository, point: str, path: str, *, vm: str | None = None,
+                  disk: str | None = None, first: int | None = None,
+                  last: int | None = None) -> Download:
+    """One regular file of ``point``, read as it is sent; with a byte range as HTTP
+    names one (``first``-``last`` inclusive, ``last`` None: to the end; ``first`` None:
+    the last ``last`` bytes), only those (:attr:`Download.range`). It is looked up
+    before this returns, so a missing file raises here, not half-way through."""
+    m = repo.resolve(point)
+    lock = _opened(repo, m, "files download")
+    try:
+        files = DiskFiles.open(repo, m, vm=vm, disk=disk)
+        _vol, node, shown = files.lookup(path)
+        if node.kind != "file":
+            raise FileNotInPoint(f"'{shown}' in {files.label} is a {node.kind}, not a file.")
+        size = node.size
+        start, stop = 0, size
+        ranged = first is not None or last is not None
+        if first is None and last is not None:
+            start = max(0, size - last)
+        elif first is not None:
+            start, stop = first, size if last is None else min(last + 1, size)
+        if ranged and (start >= stop or (first is None and last == 0)):
+            raise RangeNotSatisfiable(f"bytes {first if first is not None else ''}-"
+                                      f"{last if last is not None else ''} of '{shown}', "
+                                      f"which has {size} bytes")
+        download = Download(lock, archive_mod.blocks(node, stop, start=start),
+                            filename=shown.rsplit("/", 1)[1], size=size,
+                            media_type="application/octet-stream", etag=_etag(m.id, shown))
+        if ranged:
+            download.range = (start, stop - 1)
+        return download
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+
+
+MEDIA_TYPES = {"zip": "application/zip", "tar.zst": "application/zstd"}
+
+
+def download_archive(repo: Repository, point: str, paths: list[str],
+                     fmt: archive_mod.Format, *, vm: str | None = None,
+                     disk: str | None = None) -> Download:
+    """Files and directories (recursively) of ``point`` as one archive in ``fmt``,
+    streamed as they are read. Every path is looked up before this returns."""
+    m = repo.resolve(point)
+    lock = _opened(repo, m, "files archive")
+    try:
+        files = DiskFiles.open(repo, m, vm=vm, disk=disk)
+        roots = archive_mod.resolve(files, paths)
+        names = [n for _node, n in roots if n]
+        stem = names[0] if len(names) == 1 and len(roots) == 1 else f"point-{m.id[:12]}"
+        return Download(lock, archive_mod.archive(roots, fmt), filename=f"{stem}.{fmt}",
+                        size=None, media_type=MEDIA_TYPES[fmt],
+                        etag=_etag(m.id, fmt, *paths))
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise

@@ -1,5 +1,6 @@
 """Disks and VMs served straight from a point: ``export``, instant VMs (start, list,
-finalize, discard) and disks attached to running VMs.
+finalize, discard), disks attached to running VMs, and disks served for the server's
+clients until stopped (:func:`serve_disk`).
 
 Each is an export of the point (:mod:`stasis.recovery.export`); the detached ones
 (:mod:`stasis.recovery.instant`) outlive the command, so their repository opener
@@ -12,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from stasis.app.auth import Tenant
 from stasis.app.models import (
     Attached,
     Detached,
@@ -20,7 +22,10 @@ from stasis.app.models import (
     Finalized,
     InstantStarted,
     RunningFromRepo,
+    RunningOwned,
+    ServedExport,
 )
+from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.recovery import export as export_mod
 from stasis.recovery import instant as instant_mod
@@ -90,3 +95,94 @@ def attach(connect: str, open_repo: ExportOpener, point: str, *, vm: str, disk: 
 def detach(connect: str, vm: str, target: str | None = None) -> Detached:
     """Detach a disk attached from a point and stop its export."""
     return Detached.model_validate(instant_mod.detach(lv.connect(connect), vm, target))
+
+
+# ------------------------------------------------------------ for the server
+
+
+def serve_disk(open_repo: ExportOpener, point: str, *, vm: str | None = None,
+               disk: str | None = None) -> ServedExport:
+    """Serve a disk of ``point`` read-only over NBD (a unix socket) until
+    :func:`stop_served`: a detached export, so it outlives the request."""
+    r, creds = open_repo()
+    m = r.resolve(point)
+    return _served(instant_mod.serve_disk(r, creds, m, vm=vm, disk=disk))
+
+
+def _served(e: instant_mod.Entry) -> ServedExport:
+    return ServedExport(id=e.name, point=e.point, vm=e.vm, disk=e.disk, repo=e.repo,
+                        uri=instant_mod.uri_of(e), socket=e.socket, export_pid=e.export_pid,
+                        export_alive=e.export_alive, created=e.created,
+                        tenant=e.tenant or None, by=e.by or None)
+
+
+def served() -> list[ServedExport]:
+    """The disks served by :func:`serve_disk`."""
+    return [_served(e) for e in instant_mod.entries("export")]
+
+
+def find_served(export_id: str) -> ServedExport:
+    return _served(instant_mod.find_served(export_id))
+
+
+def stop_served(export_id: str) -> ServedExport:
+    """Stop serving ``export_id``."""
+    return _served(instant_mod.stop_served(export_id))
+
+
+def running_owned(connect: str) -> list[RunningOwned]:
+    """What runs from a repository (as :func:`running`), with who started each."""
+    owners = {(e.kind, e.name, e.target): (e.tenant, e.by) for e in instant_mod.entries()}
+    rows = []
+    for row in instant_mod.listing(lv.connect(connect)):
+        if row["kind"] == "export":
+            continue
+        tenant, by = owners.get((row["kind"], row["name"], row["target"] or ""), ("", ""))
+        rows.append(RunningOwned.model_validate({**row, "tenant": tenant or None,
+                                                 "by": by or None}))
+    return rows
+
+
+def owner_of(kind: str, key: str) -> str | None:
+    """The tenant that started the entry ``kind``/``key`` (None: the system, or none
+    such)."""
+    for e in instant_mod.entries(kind):
+        if e.key == key:
+            return e.tenant or None
+    return None
+
+
+def owners(kind: str) -> dict[str, str | None]:
+    """The tenant that started each entry of ``kind``, by key (None: the system)."""
+    return {e.key: e.tenant or None for e in instant_mod.entries(kind)}
+
+
+def set_owner(kind: str, key: str, *, tenant: str | None, by: str) -> None:
+    """Record who started the entry ``kind``/``key``."""
+    instant_mod.set_owner(kind, key, tenant=tenant, by=by)
+
+
+def check_targets(tenant: Tenant | None, *, storage: Path | None,
+                  network: str | None, pool: str | None = None) -> None:
+    """Refuse, before anything is made, a place a tenant may not restore to: the
+    storage directory must lie in one of its ``restore_dirs``, the network be one of
+    its ``restore_networks`` (and be named: a VM's own networks are not the tenant's
+    to choose), a pool one of its ``restore_pools``. The system may restore anywhere."""
+    if tenant is None:
+        return
+    from stasis.recovery.vm import DEFAULT_STORAGE
+
+    where = (storage or DEFAULT_STORAGE).absolute()
+    if not any(where == Path(d) or Path(d) in where.parents for d in tenant.restore_dirs):
+        raise UsageError(f"tenant {tenant.name} may not restore to {where}: its storage "
+                         f"directories are {', '.join(tenant.restore_dirs) or 'none'}. "
+                         "Nothing was made.")
+    if network is None or network not in tenant.restore_networks:
+        shown = f"network {network}" if network is not None else "the VM's own networks"
+        raise UsageError(f"tenant {tenant.name} may not connect a VM to {shown}: give a "
+                         f"network among {', '.join(tenant.restore_networks) or 'none'}. "
+                         "Nothing was made.")
+    if pool is not None and pool not in tenant.restore_pools:
+        raise UsageError(f"tenant {tenant.name} may not restore to storage pool {pool}: "
+                         f"its pools are {', '.join(tenant.restore_pools) or 'none'}. "
+                         "Nothing was made.")

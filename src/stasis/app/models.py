@@ -1451,3 +1451,39 @@ class JobLogPage(Model):
     next: int
     state: str
     ended: bool
+
+
+# ------------------------------------------------------------------ files, instant, exports,
+# clones through the API (part "files")
+
+
+class ServedExport(Model):
+    """A disk of a point served over NBD by the server until deleted (``POST
+    /exports``); ``tenant``/``by``: who started it."""
+
+    id: str
+    point: str
+    vm: str
+    disk: str
+    repo: str
+    uri: str
+    socket: str
+    export_pid: int
+    export_alive: bool
+    created: float
+    tenant: str | None = None
+    by: str | None = None
+
+
+class RunningOwned(RunningFromRepo):
+    """What runs from a repository, with who started it through the API."""
+
+    tenant: str | None = None
+    by: str | None = None
+
+
+class CloneOwned(CloneRow):
+    """A linked clone, with who made it through the API."""
+
+    tenant: str | None = None
+    by: str | None = None

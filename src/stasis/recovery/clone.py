@@ -38,7 +38,7 @@ from stasis.backends import open_backend
 from stasis.errors import (
     AmbiguousPoint,
     CloneSourceNotFound,
-    InstantError,
+    InstantNotFound,
     PointNotFound,
     StasisError,
     UsageError,
@@ -221,7 +221,7 @@ def find_clone(name: str) -> instant.Entry:
     for e in instant.entries("clone"):
         if e.name == name:
             return e
-    raise InstantError(f"No linked clone named '{name}' was made here. 'stasis clone list' "
+    raise InstantNotFound(f"No linked clone named '{name}' was made here. 'stasis clone list' "
                        "shows them.")
 
 

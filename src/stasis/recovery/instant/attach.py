@@ -15,7 +15,7 @@ from typing import Any
 
 import libvirt
 
-from stasis.errors import HypervisorError, InstantError, UsageError, VmState
+from stasis.errors import HypervisorError, InstantError, InstantNotFound, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
 from stasis.recovery.instant.detached_export import qemu_owner, start_export, stop_export
 from stasis.recovery.instant.state import Entry, entries, entry_path, forget, new_entry, save
@@ -100,7 +100,7 @@ def _find_attached(vm: str, target: str | None) -> Entry:
              and (target is None or e.target == target)]
     if not found:
         what = f"{vm} as {target}" if target else vm
-        raise InstantError(f"No disk from a point is attached to {what}. 'stasis instant list' "
+        raise InstantNotFound(f"No disk from a point is attached to {what}. 'stasis instant list' "
                            "shows what is.")
     if len(found) > 1:
         raise UsageError(f"{len(found)} disks from points are attached to {vm} ("

@@ -41,6 +41,13 @@ def debris(conn: libvirt.virConnect | None, *, fix: bool) -> Iterator[tuple[str,
                     forget(entry)
                 yield ("attached disk", f"{entry.key}: {st['state']}, {st['vm_state']}", fix)
             continue
+        if entry.kind == "export":
+            if interrupted or not entry.export_alive:
+                if fix:
+                    stop_export(entry)
+                    forget(entry)
+                yield ("served export", f"{entry.name}: {st['state']}", fix)
+            continue
         if entry.kind == "clone":
             # A clone lives on, shut off or not: only one whose making was interrupted
             # is debris. One whose export died (a host reboot) is the user's to delete.

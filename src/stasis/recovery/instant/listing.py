@@ -14,7 +14,7 @@ from stasis.recovery.instant.state import Entry, entries
 def status(conn: libvirt.virConnect | None, entry: Entry) -> dict[str, Any]:
     """An entry as ``stasis instant list`` shows it, with what is true right now."""
     dom_state = "unknown"
-    if conn is not None:
+    if conn is not None and entry.kind != "export":  # an export serves no VM
         dom_state = "missing"
         with contextlib.suppress(libvirt.libvirtError):
             dom = conn.lookupByName(entry.name)

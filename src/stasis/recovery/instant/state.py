@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stasis.errors import InstantError
+from stasis.errors import InstantNotFound
 from stasis.recovery.export import alive
 from stasis.repository import Manifest, Repository
 from stasis.repository.process import start_token
@@ -29,8 +29,9 @@ VM_KINDS = ("instant", "clone")  # entries that are a VM of their own
 
 @dataclass
 class Entry:
-    """One instant VM (``kind`` instant), linked clone (``kind`` clone) or attached disk
-    (``kind`` attach)."""
+    """One instant VM (``kind`` instant), linked clone (``kind`` clone), attached disk
+    (``kind`` attach) or disk served over NBD for the server's clients (``kind`` export,
+    named by its id)."""
 
     kind: str
     name: str  # instant, clone: the new VM; attach: the VM the disk is attached to
@@ -52,11 +53,15 @@ class Entry:
     files: list[str] = field(default_factory=list)  # restored kernel, NVRAM, ...
     copies: dict[str, str] = field(default_factory=dict)  # disk -> finalize destination
     target: str = ""  # attach: the guest's device name
-    disk: str = ""  # attach: the disk of the point
+    disk: str = ""  # attach, export: the disk of the point
+    tenant: str = ""  # who started it, when started for a tenant through the API
+    by: str = ""  # the user who started it through the API
 
     @property
     def key(self) -> str:
-        return self.name if self.kind in VM_KINDS else f"{self.name}@{self.target}"
+        if self.kind in VM_KINDS or self.kind == "export":
+            return self.name
+        return f"{self.name}@{self.target}"
 
     @property
     def export_alive(self) -> bool:
@@ -94,6 +99,15 @@ def forget(entry: Entry) -> None:
     entry_path(entry.kind, entry.key).unlink(missing_ok=True)
 
 
+def set_owner(kind: str, key: str, *, tenant: str | None, by: str) -> None:
+    """Record who started the entry ``kind``/``key`` (its tenant, None: the system)."""
+    for e in entries(kind):
+        if e.key == key:
+            e.tenant, e.by = tenant or "", by
+            save(e)
+            return
+
+
 def entries(kind: str | None = None) -> list[Entry]:
     found = []
     for path in sorted(entries_dir().glob("*.json")):
@@ -110,7 +124,7 @@ def find_instant(name: str) -> Entry:
     for e in entries("instant"):
         if e.name == name:
             return e
-    raise InstantError(f"No instant VM named '{name}' was started here. 'stasis instant list' "
+    raise InstantNotFound(f"No instant VM named '{name}' was started here. 'stasis instant list' "
                        "shows them.")
 
 
