@@ -173,7 +173,7 @@ def test_instant_vm_started_listed_and_discarded(client: Client, served_ctx: Api
         m = back_up_vm(kit.conn, repo, g.name, run_dir=tmp_path / "run",
                        scratch_dir=scratch)
         served_ctx.connect = "qemu:///system"
-        c = client("restore")
+        c = client("restore", user="ops")
         r = c.post("/api/v1/instant", json={"point": m.id, "name": name,
                                             "storage": str(storage)})
         assert r.status_code == 201, r.text
@@ -182,7 +182,7 @@ def test_instant_vm_started_listed_and_discarded(client: Client, served_ctx: Api
         _wait_marker(_instant_guest(kit, g, name))
         (row,) = c.get("/api/v1/instant").json()["items"]
         assert (row["kind"], row["name"], row["state"]) == ("instant", name, "running")
-        assert row["export_alive"] and row["by"] == "restore-0"
+        assert row["export_alive"] and row["by"] == "ops"
         again = c.post("/api/v1/instant", json={"point": m.id, "name": name,
                                                 "storage": str(storage)})
         assert again.status_code == 422 and "already exists" in again.json()["detail"]
