@@ -541,6 +541,15 @@ class RangeNotSatisfiable(StasisError):
     cli_hint = "Ask for bytes below the file's size, or for the whole file."
 
 
+class ServerUnreachable(StasisError):
+    """The Stasis server at {} cannot be reached ({}). Nothing was done."""
+
+    exit_code = 69
+    cli_hint = ("Check --server / $STASIS_SERVER, that 'stasis serve --listen' runs there, "
+                "and --ca-bundle / $STASIS_CA_BUNDLE for a server whose certificate a "
+                "private CA signed.")
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -636,6 +645,8 @@ EXIT_MEANINGS: dict[int, str] = {
     67: "a tenant asked to restore to a place (path, storage or network) it is not "
         "allowed to; nothing was restored",
     68: "the byte range asked for is outside the file; nothing was sent",
+    69: "the Stasis server (--server) cannot be reached or answered something that is not "
+        "its API (wrong URL, server down, TLS refused); nothing was done",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -22,8 +22,9 @@ import typer
 from rich.table import Table
 
 from stasis.app import accounts as ops
-from stasis.app.models import TenantModel, TokenModel
+from stasis.app.models import TenantModel, TokenCreated, TokenModel
 from stasis.cli.common import CatalogOpt, JsonOpt, err, out, print_model
+from stasis.cli.remote import remote
 from stasis.errors import UsageError
 
 if TYPE_CHECKING:
@@ -165,7 +166,9 @@ def _token_row(table: Table, t: TokenModel) -> None:
 @tokens.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="A name saying what the token is for.")],
-    user: Annotated[str, typer.Option("--user", help="The user it acts for.")],
+    user: Annotated[str | None, typer.Option(
+        "--user", help="The user it acts for (against a server: default the token's own "
+                       "user).")] = None,
     expires: Annotated[str, typer.Option(
         "--expires", help="30d, 12h, 90m, 2w, a date (2027-01-31), or never.")] = "90d",
     role: Annotated[str | None, typer.Option(
@@ -176,9 +179,18 @@ def token_create(
     catalog: CatalogOpt = None, json_output: JsonOpt = False,
 ) -> None:
     """Make a token; its secret is printed now and never again."""
-    with _catalog(catalog) as c:
-        made = ops.create_token(c, user, name, expires=expires, role=role,
-                                permissions=permission or None)
+    server = remote()
+    if server is not None:
+        made = server.post("/tokens", TokenCreated.model_validate, {
+            "name": name, "expires": expires, "role": role, "permissions": permission or None,
+            "user": user})
+        user = made.token.user
+    else:
+        if user is None:
+            raise UsageError("--user: name the user the token acts for; nothing was made")
+        with _catalog(catalog) as c:
+            made = ops.create_token(c, user, name, expires=expires, role=role,
+                                    permissions=permission or None)
     if json_output:
         print_model(made)
         return
@@ -192,9 +204,14 @@ def token_create(
 def token_list(user: Annotated[str | None, typer.Option(
                    "--user", help="Only this user's.")] = None,
                catalog: CatalogOpt = None, json_output: JsonOpt = False) -> None:
-    """List tokens (never their secrets)."""
-    with _catalog(catalog) as c:
-        found = ops.list_tokens(c, user)
+    """List tokens (never their secrets); against a server, the token's own user's
+    unless --user names another."""
+    server = remote()
+    if server is not None:
+        found = server.items("/tokens", TokenModel.model_validate, user=user)
+    else:
+        with _catalog(catalog) as c:
+            found = ops.list_tokens(c, user)
     if json_output:
         print_model(found)
         return
@@ -211,8 +228,12 @@ def token_list(user: Annotated[str | None, typer.Option(
 def token_revoke(ident: Annotated[int, typer.Argument(help="The token's id.")],
                  catalog: CatalogOpt = None, json_output: JsonOpt = False) -> None:
     """Revoke a token: it stops working at once."""
-    with _catalog(catalog) as c:
-        done = ops.revoke_token(c, ident)
+    server = remote()
+    if server is not None:
+        done = server.delete(f"/tokens/{ident}", TokenModel.model_validate)
+    else:
+        with _catalog(catalog) as c:
+            done = ops.revoke_token(c, ident)
     if json_output:
         print_model(done)
         return

@@ -13,6 +13,7 @@ from stasis.cli.common import (
     ConsistencyOpt,
     JsonOpt,
     KeyFileOpt,
+    NoWaitOpt,
     PassFileOpt,
     ProgressBoard,
     QueueOpt,
@@ -21,12 +22,15 @@ from stasis.cli.common import (
     TagOpt,
     err,
     open_repo,
+    print_json,
     print_model,
     print_queued,
     progress_for,
     repo_opener,
     warn_unrecorded,
 )
+from stasis.cli.remote import Remote, backup_results, remote, start_job
+from stasis.errors import StasisError
 from stasis.hypervisor import DEFAULT_URI
 
 app = typer.Typer(help="Make recovery points.", no_args_is_help=True)
@@ -49,8 +53,17 @@ def image(
     key_file: KeyFileOpt = None,
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Back up disk images or block devices (recorded as a job)."""
+    server = remote()
+    if server is not None:  # images of the server's host, by their paths there
+        from stasis.app import backup as ops
+
+        _remote_backup(server, {"images": [str(p) for p in paths], "name": name,
+                                "format": fmt, "tags": ops.parse_tags(tag or []) or None},
+                       repo, wait=not no_wait, json_output=json_output, several=False)
+        return
     opener = repo_opener(repo, passphrase_file, key_file)
     from stasis.app import backup as ops
     from stasis.cli.render import print_backup
@@ -83,6 +96,7 @@ def backup_vm(
     catalog: CatalogOpt = None,
     json_output: JsonOpt = False,
     queue: QueueOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Back up VMs, live and incremental where a checkpoint chain allows.
 
@@ -92,6 +106,15 @@ def backup_vm(
     instant; a VM without an agent is crash consistent instead (recorded in the
     point), and fails only when --require asks for more.
     """
+    server = remote()
+    if server is not None:
+        from stasis.app import backup as ops
+
+        _remote_backup(server, {"vms": names, "tags": ops.parse_tags(tag or []) or None,
+                                "parallel": parallel, "consistency": consistency,
+                                "require": require}, repo, wait=not (no_wait or queue),
+                       json_output=json_output, several=len(names) > 1)
+        return
     opener = None if queue else repo_opener(repo, passphrase_file, key_file)
     from stasis.app import backup as ops
     from stasis.app.submit import queue as queue_job
@@ -149,6 +172,7 @@ def backup_group(
     key_file: KeyFileOpt = None,
     json_output: JsonOpt = False,
     queue: QueueOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Back up a group of VMs into one point at one instant.
 
@@ -164,6 +188,13 @@ def backup_group(
     from stasis.cli.render import print_group_backup
 
     tags = ops.parse_tags(tag or [])
+    server = remote()
+    if server is not None:
+        _remote_backup(server, {"group": name, "vms": vm or None, "consistency": consistency,
+                                "require": require, "tags": tags or None}, repo,
+                       wait=not (no_wait or queue), json_output=json_output, several=False,
+                       group=True)
+        return
     if queue:
         print_queued(queue_job(catalog, "backup.group", {
             "repo": repo, "group": name, "vms": vm or [], "consistency": consistency,
@@ -181,3 +212,36 @@ def backup_group(
         print_model(result)
     else:
         print_group_backup(result)
+
+
+def _remote_backup(server: Remote, body: dict[str, object], repo: str | None, *, wait: bool,
+                   json_output: bool, several: bool, group: bool = False) -> None:
+    """A backup through the server: its job followed to the end, then each point
+    shown as a local backup shows it; the exit code the first failure's."""
+    from stasis.cli.render import print_backup, print_group_backup
+
+    job = start_job(server, "/backups", body, wait=wait, json_output=json_output,
+                    repository=repo or None)
+    if job is None:
+        return
+    results = backup_results(server, job, repo)
+    failed = [(n, r) for n, r in results if isinstance(r, StasisError)]
+    if json_output:
+        dumped = [r.to_json() if not isinstance(r, StasisError) else
+                  {"name": n, "error": r.message, "exit_code": r.exit_code}
+                  for n, r in results]
+        print_json(dumped[0] if len(dumped) == 1 and not failed and not several else dumped)
+    else:
+        for _n, r in results:
+            if not isinstance(r, StasisError):
+                (print_group_backup if group else print_backup)(r)
+    for n, e in failed[1:] if json_output else failed:
+        err.print(f"[bold red]error:[/] {n}: {e.message}", highlight=False)
+    if failed:
+        if not several:
+            raise failed[0][1]
+        raise typer.Exit(failed[0][1].exit_code)
+    if not results:  # the job failed before any VM: its error, with its code
+        from stasis.cli.remote import show_ended_job
+
+        show_ended_job(job, json_output)

@@ -88,6 +88,14 @@ def config_source(ctx: typer.Context) -> str | None:
     return None if loaded is None else loaded[1]
 
 
+def is_remote(ctx: typer.Context | None = None) -> bool:
+    """Whether the command runs against a server (``--server``), not on this host."""
+    from stasis.cli.remote import META
+
+    ctx = ctx or _current_context()
+    return ctx is not None and ctx.meta.get(META) is not None
+
+
 class ConfigContext(typer.Context):
     """A command context whose defaults come from the config file: ``--catalog``
     (``catalog``), ``--connect`` (``libvirt``), ``--policies`` (``policies``) and a
@@ -98,10 +106,14 @@ class ConfigContext(typer.Context):
         if value is not None:
             return value
         config = current_config(self)
+        required = name == "repo" and any(p.name == "repo" and p.required
+                                          for p in self.command.params)
         if config is None:
-            return None
+            # Against a server (--server), no --repo is the server's default repository.
+            return "" if required and is_remote(self) else None
         if name == "repo":
-            required = any(p.name == "repo" and p.required for p in self.command.params)
+            if required and config.default_repository is None and is_remote(self):
+                return ""
             return config.default_repository if required else None
         key = {"catalog": "catalog", "connect": "libvirt", "policies": "policies"}.get(name)
         return None if key is None else getattr(config.values, key)
@@ -121,7 +133,7 @@ def named_repository(ctx: typer.Context, _param: typer.CallbackParam, value: str
     (and its key file or passphrase file, used by :func:`credentials`)."""
     config = current_config(ctx)
     found = None if config is None else config.repository(value)
-    if found is None:
+    if found is None or is_remote(ctx):  # a server knows its repositories by name
         return value
     ctx.meta[REPOSITORY_META] = found
     return found[1].url
@@ -178,6 +190,11 @@ RequireOpt = Annotated[str | None, typer.Option(
 QueueOpt = Annotated[bool, typer.Option(
     "--queue", help="Queue it for the service running on the catalog ('stasis serve', with "
                     "its own repository credentials) instead of running it here.")]
+
+NoWaitOpt = Annotated[bool, typer.Option(
+    "--no-wait", help="With --server: print the job the server started and return, instead "
+                      "of following it to its end.")]
+
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
+from pydantic import TypeAdapter
 from rich.markup import escape
 
 from stasis.app import files as ops
@@ -25,9 +27,12 @@ from stasis.cli.common import (
     plural,
     print_model,
 )
+from stasis.cli.remote import remote
 
 app = typer.Typer(help="Files from a point, read straight from the repository (no restore, "
                   "no mount).", no_args_is_help=True)
+
+_ROW: TypeAdapter[FileEntry | VolumeRow] = TypeAdapter(FileEntry | VolumeRow)
 
 DiskOpt = Annotated[str | None, typer.Option("--disk", help="Disk of the VM (if it has "
                                              "several).")]
@@ -65,8 +70,11 @@ def ls(
     json_output: JsonOpt = False,
 ) -> None:
     """List a directory of a disk of a point (its volumes at the top of a disk of several)."""
+    server = remote()
     listing = ops.list_files(open_repo(repo, passphrase_file, key_file), point, path, vm=vm,
-                             disk=disk)
+                             disk=disk) if server is None else server.items(
+        f"/points/{quote(point, safe='')}/files", _ROW.validate_python, path=path, vm=vm,
+        disk=disk, repo=repo or None, sort="name")
     if json_output:
         print_model(listing)
         return
@@ -133,7 +141,16 @@ def find(
             out.print(f"{where}{e.path}" + ("/" if e.type == "dir" else ""),
                       markup=False, highlight=False)
 
-    found = ops.find_files(open_repo(repo, passphrase_file, key_file), point, pattern, vm=vm,
-                           disk=disk, on_found=show)
+    server = remote()
+    if server is not None:
+        found = server.items(f"/points/{quote(point, safe='')}/files/find",
+                             FileEntry.model_validate, pattern=pattern, vm=vm, disk=disk,
+                             repo=repo or None)
+        several = len({(e.vm, e.disk) for e in found}) > 1  # the disks it found on
+        for e in found:
+            show(e, several)
+    else:
+        found = ops.find_files(open_repo(repo, passphrase_file, key_file), point, pattern,
+                               vm=vm, disk=disk, on_found=show)
     if json_output:
         print_model(found)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -25,6 +26,7 @@ from stasis.cli.common import (
     out,
     print_model,
 )
+from stasis.cli.remote import remote
 from stasis.hypervisor import libvirt_api as lv
 from stasis.protection.consistency import DEFAULT_HOOK_TIMEOUT_S
 
@@ -150,7 +152,9 @@ def list_groups(
     json_output: JsonOpt = False,
 ) -> None:
     """List the stored groups, with the members each resolves to now."""
-    groups = ops.list_groups(catalog, connect=connect)
+    server = remote()
+    groups = ops.list_groups(catalog, connect=connect) if server is None else server.items(
+        "/groups", GroupModel.model_validate)
     if json_output:
         print_model(groups)
         return
@@ -174,7 +178,9 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show a group's definition and the members it resolves to now."""
-    g = ops.show_group(catalog, name, connect=connect)
+    server = remote()
+    g = ops.show_group(catalog, name, connect=connect) if server is None else server.get(
+        f"/groups/{quote(name, safe='')}", GroupModel.model_validate)
     if json_output:
         print_model(g)
     else:

@@ -132,7 +132,10 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in COMMANDS:
             if cmd_name not in self._built:
-                self._built[cmd_name] = use_config_context(COMMANDS[cmd_name](cmd_name))
+                from stasis.cli.remote import guard
+
+                self._built[cmd_name] = guard(use_config_context(COMMANDS[cmd_name](cmd_name)),
+                                              cmd_name)
             return self._built[cmd_name]
         return super().get_command(ctx, cmd_name)
 
@@ -154,9 +157,25 @@ def _root(
     config: Annotated[Path | None, typer.Option(
         "--config", show_default=False, help="The config file (TOML; docs/config.md) "
         "($STASIS_CONFIG; default /etc/stasis/stasis.toml when it exists).")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", envvar="STASIS_SERVER", show_default=False,
+        help="Run the command on this Stasis server, through its API: https://HOST:PORT, "
+             "http://127.0.0.1:PORT (loopback only) or unix:/PATH ($STASIS_SERVER).")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", envvar="STASIS_TOKEN_FILE", show_default=False,
+        help="With --server: the API token, from this file ($STASIS_TOKEN_FILE; else "
+             "$STASIS_TOKEN, else a prompt).")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(
+        "--ca-bundle", envvar="STASIS_CA_BUNDLE", show_default=False,
+        help="With --server: trust the server's certificate if this CA bundle (PEM) "
+             "signed it ($STASIS_CA_BUNDLE).")] = None,
 ) -> None:
     # Flags and environment variables beat the file's values (docs/config.md).
     use_config(ctx, config)
+    if server:
+        from stasis.cli.remote import META, RemoteOptions
+
+        ctx.meta[META] = RemoteOptions(server, token_file, ca_bundle)
 
 
 @app.command("version")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
 from stasis.app import points as ops
+from stasis.app.models import PointDetail, PointSummary
 from stasis.cli.common import (
     JsonOpt,
     KeyFileOpt,
@@ -20,6 +22,7 @@ from stasis.cli.common import (
     out,
     print_model,
 )
+from stasis.cli.remote import remote
 from stasis.repository import ObjectDamaged
 
 
@@ -36,8 +39,10 @@ def list_points(
     json_output: JsonOpt = False,
 ) -> None:
     """List recovery points, oldest first."""
+    server = remote()
     points = ops.list_points(open_repo(repo, passphrase_file, key_file), name=name,
-                             on_damaged=_warn_damaged)
+                             on_damaged=_warn_damaged) if server is None else server.items(
+        "/points", PointSummary.model_validate, repository=repo or None, name=name)
     if json_output:
         print_model(points)
         return
@@ -59,7 +64,10 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """Show one recovery point in full."""
-    m = ops.show_point(open_repo(repo, passphrase_file, key_file), point)
+    server = remote()
+    m = ops.show_point(open_repo(repo, passphrase_file, key_file), point) if server is None \
+        else server.get(f"/points/{quote(point, safe='')}", PointDetail.model_validate,
+                        repository=repo or None)
     if json_output:
         print_model(m)
         return

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from stasis.app import prune as ops
-from stasis.app.models import PruneReport
+from stasis.app.models import HoldRow, PruneReport, Released
 from stasis.app.submit import queue as queue_job
 from stasis.cli.common import (
     CatalogOpt,
@@ -32,6 +33,8 @@ from stasis.cli.common import (
     print_queued,
     warn_unrecorded,
 )
+from stasis.cli.remote import remote, show_ended_job, start_job
+from stasis.errors import UsageError
 from stasis.repository import ObjectDamaged
 from stasis.service.retention import PERIOD_RULES, zone_named
 
@@ -98,6 +101,23 @@ def prune(
 
     A real prune (not --dry-run) is recorded as a job with each point's fate."""
     rules = ops.retention_rules(counts, within=keep_within, min_age=min_age, timezone=timezone)
+    server = remote()
+    if server is not None:
+        if policies is not None:
+            raise UsageError("--policies names a file of this host; against a server, "
+                             "--policy names one of the server's; nothing was pruned")
+        body = {**ops.rule_params(rules), "policy": policy, "name": name, "vm": vm}
+        if dry_run:
+            print_or_show(server.post("/prunes", PruneReport.model_validate,
+                                      {**{k: v for k, v in body.items() if v is not None},
+                                       "dry_run": True}, repository=repo or None),
+                          json_output)
+            return
+        job = start_job(server, "/prunes", body, wait=not queue, json_output=json_output,
+                        repository=repo or None)
+        if job is not None:
+            show_ended_job(job, json_output)
+        return
     if queue:
         print_queued(queue_job(catalog, "prune", {
             "repo": repo, **ops.rule_params(rules), "policy": policy, "name": name, "vm": vm,
@@ -106,6 +126,10 @@ def prune(
     report = ops.prune(lambda: open_repo(repo, passphrase_file, key_file), rules=rules,
                        catalog=catalog, warn=warn_unrecorded, policy=policy, policies=policies,
                        name=name, vm=vm, dry_run=dry_run, on_damaged=_warn_damaged)
+    print_or_show(report, json_output)
+
+
+def print_or_show(report: PruneReport, json_output: bool) -> None:
     if json_output:
         print_model(report)
     else:
@@ -146,8 +170,11 @@ def hold(
     json_output: JsonOpt = False,
 ) -> None:
     """Keep a point past retention: prune never removes it while the hold lasts."""
+    server = remote()
     row = ops.hold(lambda: open_repo(repo, passphrase_file, key_file), point, until=until,
-                   reason=reason, timezone=timezone)
+                   reason=reason, timezone=timezone) if server is None else server.post(
+        f"/points/{quote(point, safe='')}/hold", HoldRow.model_validate,
+        {"reason": reason, "until": until, "timezone": timezone}, repository=repo or None)
     if json_output:
         print_model(row)
         return
@@ -163,7 +190,11 @@ def release(
     json_output: JsonOpt = False,
 ) -> None:
     """Lift a point's hold: retention decides about it again."""
-    result = ops.release(lambda: open_repo(repo, passphrase_file, key_file), point)
+    server = remote()
+    result = ops.release(lambda: open_repo(repo, passphrase_file, key_file), point
+                         ) if server is None else server.delete(
+        f"/points/{quote(point, safe='')}/hold", Released.model_validate,
+        repository=repo or None)
     if json_output:
         print_model(result)
         return

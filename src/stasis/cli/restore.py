@@ -30,6 +30,7 @@ from stasis.cli.common import (
     progress_for,
     warn_unrecorded,
 )
+from stasis.cli.remote import remote, show_ended_job, start_job
 from stasis.hypervisor import libvirt_api as lv
 from stasis.recovery.group import DEFAULT_SUFFIX
 
@@ -92,6 +93,16 @@ def restore_vm_cmd(
     queue: QueueOpt = False,
 ) -> None:
     """Restore a whole VM, as a new VM or in place."""
+    server = remote()
+    if server is not None:  # the storage is a directory of the server's host
+        job = start_job(server, "/restores", {
+            "what": "vm", "point": point, "vm": vm, "name": name,
+            "storage": str(storage) if storage else None, "network": network,
+            "start": start, "in_place": in_place}, wait=not queue, json_output=json_output,
+            repository=repo or None)
+        if job is not None:
+            show_ended_job(job, json_output)
+        return
     if queue:
         print_queued(queue_job(catalog, "restore.vm", {
             "repo": repo, "point": point, "vm": vm, "name": name,

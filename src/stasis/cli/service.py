@@ -169,11 +169,16 @@ def status(
     json_output: JsonOpt = False,
 ) -> None:
     """Per VM: newest point and its age, next run, RPO met or breached, last verification."""
+    from stasis.app.models import VmStatusRow
+    from stasis.cli.remote import remote
     from stasis.service.status import age_text
 
+    server = remote()
     rows = vm_status(catalog, policies=policies, on_damaged=lambda pid, e: err.print(
         f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})", highlight=False),
-        open_repo=(lambda: open_repo(repo, passphrase_file, key_file)) if repo else None)
+        open_repo=(lambda: open_repo(repo, passphrase_file, key_file)) if repo else None
+    ) if server is None else server.items("/status", VmStatusRow.model_validate,
+                                          repository=repo)
     if json_output:
         print_model(rows)
         return

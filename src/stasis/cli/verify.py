@@ -28,6 +28,7 @@ from stasis.cli.common import (
     progress_for,
     warn_unrecorded,
 )
+from stasis.cli.remote import remote, show_ended_job, start_job
 from stasis.repository import Repository
 
 
@@ -60,6 +61,14 @@ def verify(
     shows it as the last verification of the point's VMs. With --repair-from, each
     chunk found damaged or missing is replaced by the other repository's, opened and
     authenticated with this repository's key once written."""
+    server = remote()
+    if server is not None:  # --repair-from names one of the server's repositories
+        job = start_job(server, "/verifications", {"points": points or None, "deep": deep,
+                                                   "repair_from": repair_from},
+                        wait=not queue, json_output=json_output, repository=repo or None)
+        if job is not None:
+            show_ended_job(job, json_output)
+        return
     if queue:
         print_queued(queue_job(catalog, "verify", {"repo": repo, "points": points or None,
                                                    "deep": deep, "repair_from": repair_from},

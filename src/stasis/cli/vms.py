@@ -9,6 +9,7 @@ from rich.table import Table
 
 from stasis.app.doctor import doctor as run_doctor
 from stasis.app.inventory import list_vms
+from stasis.app.models import VmRow
 from stasis.cli.common import (
     ConnectOpt,
     JsonOpt,
@@ -20,6 +21,7 @@ from stasis.cli.common import (
     out,
     print_model,
 )
+from stasis.cli.remote import remote
 from stasis.hypervisor import libvirt_api as lv
 
 
@@ -33,8 +35,12 @@ def vms(
     json_output: JsonOpt = False,
 ) -> None:
     """List libvirt VMs with their disks and newest point."""
-    conn = lv.connect(connect)
-    rows = list_vms(conn, open_repo(repo, passphrase_file, key_file) if repo else None)
+    server = remote()
+    if server is not None:  # the server's VMs, told from its (or --repo's) repository
+        rows = server.items("/vms", VmRow.model_validate, repository=repo)
+    else:
+        rows = list_vms(lv.connect(connect),
+                        open_repo(repo, passphrase_file, key_file) if repo else None)
     if json_output:
         print_model(rows)
         return

@@ -96,7 +96,7 @@ def _range(header: str | None) -> tuple[int | None, int | None] | None:
 
 
 @router.get("/points/{point}/files", openapi_extra=needs(PERMISSION),
-            response_model=Page[FileEntry | VolumeRow])
+            response_model=Page[FileEntry | VolumeRow], response_model_exclude_unset=True)
 def list_files(request: Request, point: str,
                path: str = Query("/", description="directory or file; VOLUME:/PATH on a "
                                                   "disk of several volumes"),
