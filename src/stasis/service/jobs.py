@@ -361,8 +361,9 @@ def recorded(
         job, st = run.job, run.store
         if job is not None and st is not None:
             final = state
-            # A job that did not succeed keeps the bytes its progress wrote as it ran
-            # (None) where it committed none: what it did read is not unsaid.
+            # A job that did not succeed and committed nothing keeps the bytes its
+            # progress wrote as it ran (None): a client that followed it does not see
+            # them fall back to 0.
             kept = None if final != "succeeded" else 0
             run._catalog(lambda: st.finish(
                 job.id, final, result=run.result, error=error, exit_code=code,
