@@ -123,15 +123,17 @@ class JobStore:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(vms=list(vms)))
 
     def finish(self, job_id: int, state: str, *, result: dict[str, Any] | None = None,
-               error: str | None = None, exit_code: int | None = None, bytes_read: int = 0,
-               bytes_written: int = 0) -> None:
+               error: str | None = None, exit_code: int | None = None,
+               bytes_read: int | None = 0, bytes_written: int | None = 0) -> None:
+        """End the job in ``state``; a byte count None keeps the one its progress wrote."""
         if state not in FINAL_STATES:
             raise UsageError(f"a job ends {', '.join(FINAL_STATES)}, not {state}")
+        counts = {k: v for k, v in (("bytes_read", bytes_read),
+                                    ("bytes_written", bytes_written)) if v is not None}
         with self.catalog.session() as session:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(
                 state=state, ended=self.catalog.clock.now(), result=dict(result or {}),
-                error=error, exit_code=exit_code, bytes_read=bytes_read,
-                bytes_written=bytes_written))
+                error=error, exit_code=exit_code, **counts))
 
     def log(self, job_id: int, level: str, text: str, time: datetime | None = None) -> None:
         self.log_many(job_id, [(time or self.catalog.clock.now(), level, text)])

@@ -197,15 +197,16 @@ class QuickCatalog:
             conn.execute("UPDATE jobs SET vms = ? WHERE id = ?", (_json(list(vms)), job_id))
 
     def finish(self, job_id: int, state: str, *, result: dict[str, Any] | None = None,
-               error: str | None = None, exit_code: int | None = None, bytes_read: int = 0,
-               bytes_written: int = 0) -> None:
+               error: str | None = None, exit_code: int | None = None,
+               bytes_read: int | None = 0, bytes_written: int | None = 0) -> None:
         """As :meth:`JobStore.finish <stasis.catalog.JobStore.finish>`."""
         if state not in FINAL_STATES:
             raise UsageError(f"a job ends {', '.join(FINAL_STATES)}, not {state}")
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET state = ?, ended = ?, result = ?, error = ?, exit_code = ?, "
-                "bytes_read = ?, bytes_written = ? WHERE id = ?",
+                "bytes_read = COALESCE(?, bytes_read), bytes_written = COALESCE(?, "
+                "bytes_written) WHERE id = ?",
                 (state, _time(self.clock.now()), _json(dict(result or {})), error, exit_code,
                  bytes_read, bytes_written, job_id))
 

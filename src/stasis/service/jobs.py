@@ -240,14 +240,29 @@ class _LiveSink:
         self.live.flush()
 
 
-def _interrupt_reason(e: BaseException) -> str:
+def _interrupt_reason(e: BaseException, run: JobRun) -> str:
     if isinstance(e, Interrupted):
         return e.message
     if isinstance(e, Terminated):
         return "interrupted by SIGTERM"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted by Ctrl-C"
+    if _cancel_asked(run):
+        return "interrupted: cancelled on request (job cancel)"
     return "interrupted: the service is stopping"
+
+
+def _cancel_asked(run: JobRun) -> bool:
+    """Whether the job was asked to stop (``stasis job cancel``, the API), not its
+    service stopping: both set the same cancel event, the catalog tells them apart."""
+    from stasis.catalog import JobStore
+
+    if run.job is None or not isinstance(run.store, JobStore):
+        return False
+    try:
+        return run.job.id in run.store.cancels_requested([run.job.id])
+    except CatalogError:
+        return False
 
 
 @contextlib.contextmanager
@@ -327,7 +342,7 @@ def recorded(
         if run.failure is not None:
             state, error, code = "failed", run.failure.message, run.failure.exit_code
     except (KeyboardInterrupt, Cancelled, Interrupted) as e:
-        state, error = "interrupted", _interrupt_reason(e)
+        state, error = "interrupted", _interrupt_reason(e, run)
         code = 143 if isinstance(e, Terminated | Cancelled) else 130
         raise
     except StasisError as e:
@@ -346,9 +361,13 @@ def recorded(
         job, st = run.job, run.store
         if job is not None and st is not None:
             final = state
+            # A job that did not succeed and committed nothing keeps the bytes its
+            # progress wrote as it ran (None): a client that followed it does not see
+            # them fall back to 0.
+            kept = None if final != "succeeded" else 0
             run._catalog(lambda: st.finish(
                 job.id, final, result=run.result, error=error, exit_code=code,
-                bytes_read=run.bytes_read, bytes_written=run.bytes_written))
+                bytes_read=run.bytes_read or kept, bytes_written=run.bytes_written or kept))
             job.state = final
 
 
