@@ -55,8 +55,10 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
                  frozenset(PERMISSIONS) - {"users:admin"}),
     "backup": ("start backups and see their results",
                frozenset(_READ | {"backups:run", "jobs:cancel", "tokens:own"})),
-    "restore": ("restore, browse files, instant recovery and clones within its scope",
-                frozenset(_READ | {"restores:run", "files:read", "tokens:own"})),
+    "restore": ("restore, browse files, instant recovery and clones within its scope, "
+                "and cancel the jobs it sees",
+                frozenset(_READ | {"restores:run", "files:read", "jobs:cancel",
+                                   "tokens:own"})),
     "auditor": ("sees metadata, logs and the audit log; reads no backup data",
                 frozenset(_READ | {"metrics:read", "audit:read", "tokens:own"})),
     "viewer": ("sees metadata", frozenset(_READ | {"tokens:own"})),
