@@ -36,7 +36,7 @@ def running(pid: int) -> bool:
 def served_ctx(api_ctx: ApiContext) -> ApiContext:
     # What serve gives the API: the credentials an export process opens the repository
     # with.
-    api_ctx.extra["credentials"] = {"main": Credentials(passphrase=PASSPHRASE.encode())}
+    api_ctx.credentials = {"main": Credentials(passphrase=PASSPHRASE.encode())}
     return api_ctx
 
 

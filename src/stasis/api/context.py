@@ -11,7 +11,7 @@ from stasis.clock import SYSTEM_CLOCK, Clock
 if TYPE_CHECKING:
     from stasis.app.auth import Principal
     from stasis.catalog import Catalog
-    from stasis.repository import Repository
+    from stasis.repository import Credentials, Repository
 
 
 class Authenticator(Protocol):
@@ -26,7 +26,10 @@ class Authenticator(Protocol):
 @dataclass
 class ApiContext:
     """The open catalog, the served repositories by name (opened once, by serve) and
-    the libvirt URI; ``wake`` tells the service to look at its queue now."""
+    the libvirt URI; ``wake`` tells the service to look at its queue now.
+    ``credentials`` are what serve opened each served repository with, by name: an
+    export process (instant VMs, exports, clones) opens the repository again with
+    them."""
 
     catalog: Catalog
     repositories: Mapping[str, Repository]
@@ -34,6 +37,7 @@ class ApiContext:
     connect: str
     authenticator: Authenticator
     wake: Callable[[], None] = lambda: None
+    credentials: Mapping[str, Credentials] = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
     max_body: int = 1 << 20  # bytes a request body may have (uploads have their own)
     session_cookie: str = "stasis_session"

@@ -1,10 +1,18 @@
 """The API's HTTP server inside ``stasis serve``: uvicorn in a thread of its own,
-listening where :mod:`stasis.app.listen` says."""
+listening where :mod:`stasis.app.listen` says.
+
+:func:`serve_api` starts it over what serve opened (:class:`~stasis.app.serve.Serving`):
+the service's catalog, its repositories and their credentials, its libvirt URI, the
+catalog's accounts, and the service's wake-up, so that a job an API request queues
+starts at once. :meth:`ApiServer.stop` lets requests in flight finish for a few
+seconds, then ends what still runs (an event stream, a download).
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from stasis.app.listen import Listen, Tls
@@ -13,6 +21,9 @@ from stasis.errors import UsageError
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
+
+    from stasis.api.context import ApiContext
+    from stasis.app.serve import ApiEndpoint, Serving
 
 
 class ApiServer:
@@ -46,7 +57,11 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return self.listen.url(self.tls is not None)
+        """Where it listens (with the port the system chose, for port 0, once started)."""
+        listen = self.listen
+        if listen.port == 0 and self.port is not None:
+            listen = replace(listen, port=self.port)
+        return listen.url(self.tls is not None)
 
     def start(self, timeout: float = 10.0) -> None:
         """Start serving; returns once the socket listens (or raises if it cannot)."""
@@ -82,3 +97,23 @@ class ApiServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def serve_context(run: Serving) -> ApiContext:
+    """The API's context over what ``serve`` opened."""
+    from stasis.api.context import ApiContext
+    from stasis.app.accounts import CatalogAuthenticator
+
+    return ApiContext(catalog=run.catalog_db, repositories=run.opened,
+                      default_repository=run.default, connect=run.connect,
+                      authenticator=CatalogAuthenticator(run.catalog_db),
+                      wake=run.service.wake, credentials=run.credentials)
+
+
+def serve_api(run: Serving, endpoint: ApiEndpoint) -> ApiServer:
+    """The API of ``run`` served at ``endpoint``, listening once this returns."""
+    from stasis.api.app import create_app
+
+    server = ApiServer(create_app(serve_context(run)), endpoint.listen, endpoint.tls)
+    server.start()
+    return server

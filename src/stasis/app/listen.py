@@ -42,7 +42,8 @@ class Listen:
 
 
 def parse_listen(text: str) -> Listen:
-    """``127.0.0.1:8080``, ``[::1]:8080``, ``0.0.0.0:8443`` or ``unix:/run/stasis.sock``."""
+    """``127.0.0.1:8080``, ``[::1]:8080``, ``0.0.0.0:8443`` or ``unix:/run/stasis.sock``;
+    port 0 lets the system choose a free port (``serve`` says which in its first words)."""
     if text.startswith("unix:"):
         path = Path(text.removeprefix("unix:"))
         if not path.is_absolute():
@@ -50,7 +51,7 @@ def parse_listen(text: str) -> Listen:
                              "(unix:/run/stasis/api.sock); nothing was started")
         return Listen(socket=path)
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT, [IPV6]:PORT or "
                          "unix:/PATH; nothing was started")
     host = host.removeprefix("[").removesuffix("]")

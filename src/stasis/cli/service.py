@@ -13,12 +13,13 @@ import sys
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from stasis.app.models import UnrecordedRun
+from stasis.app.serve import ApiEndpoint, Opened, Serving, api_endpoint
 from stasis.app.serve import service as serving
 from stasis.app.status import run_policy_now, vm_status
 from stasis.backends import open_backend
@@ -31,17 +32,20 @@ from stasis.cli.common import (
     RepoOpt,
     chosen_repository,
     configured_credentials,
-    credentials,
     current_config,
     err,
     named_repository,
     open_repo,
+    open_repo_for_export,
     out,
     print_model,
 )
 from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Repository
+
+if TYPE_CHECKING:
+    from stasis.api.server import ApiServer
 
 PoliciesOpt = Annotated[Path | None, typer.Option(
     "--policies", envvar="STASIS_POLICIES", show_default=False,
@@ -65,8 +69,23 @@ def serve(
     tick: Annotated[float, typer.Option(help="Seconds between scheduler passes.")] = 1.0,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    listen: Annotated[str | None, typer.Option(
+        "--listen", envvar="STASIS_LISTEN", show_default=False,
+        help="Serve the REST API here: HOST:PORT, [IPV6]:PORT or unix:/PATH "
+             "($STASIS_LISTEN; else the config's listen; none: no API).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", envvar="STASIS_TLS_CERT", show_default=False,
+        help="The API's certificate, PEM with its chain ($STASIS_TLS_CERT; else the "
+             "config's tls_certificate).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", envvar="STASIS_TLS_KEY", show_default=False,
+        help="The certificate's private key, readable by its owner only "
+             "($STASIS_TLS_KEY; else the config's tls_key).")] = None,
+    insecure_http: Annotated[bool, typer.Option(
+        "--insecure-http", help="Allow plain HTTP on an address that is not loopback "
+                                "(only behind a proxy that does TLS).")] = False,
 ) -> None:
-    """Run the scheduler and the job runner until SIGTERM or Ctrl-C.
+    """Run the scheduler, the job runner and the REST API until SIGTERM or Ctrl-C.
 
     It serves the repositories of the config file (each unlocked by its own key file
     or passphrase file; a policy's ``repository`` says which one it backs up into,
@@ -74,7 +93,14 @@ def serve(
     service that died are marked failed and their debris cleaned, and each policy
     whose runs were missed meanwhile runs once. SIGTERM interrupts the running jobs
     cleanly (nothing half committed) and exits.
+
+    With --listen (or the config's listen) it serves the REST API there too
+    (docs/api.md): HTTPS with --tls-cert and --tls-key, plain HTTP only on a loopback
+    address or a unix socket unless --insecure-http. On SIGTERM the jobs are
+    interrupted first (a client following one sees it end), then requests in flight
+    get a few seconds.
     """
+    endpoint = _api_endpoint(ctx, listen, tls_cert, tls_key, insecure_http)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with serving(lambda: _served_repositories(ctx, repo, passphrase_file, key_file),
@@ -82,25 +108,62 @@ def serve(
                  max_repo_jobs=max_repo_jobs, keep_logs=keep_logs) as run:
         stop = threading.Event()
         run.service.start()
-        err.print(f"stasis serve: {run.policies} policies, repositories {run.repositories} "
-                  f"(default {run.default}), catalog {run.catalog}", highlight=False)
+        api = _start_api(run, endpoint)
         try:
-            run.service.serve(stop, tick_s=tick)
-        except KeyboardInterrupt:  # SIGTERM or Ctrl-C: serve() stopped the jobs
-            err.print("stasis serve: stopped; running jobs were interrupted cleanly",
-                      highlight=False)
+            where = f", API at {api.url}" if api is not None else ""
+            err.print(f"stasis serve: {run.policies} policies, repositories "
+                      f"{run.repositories} (default {run.default}), catalog {run.catalog}"
+                      f"{where}", highlight=False)
+            try:
+                run.service.serve(stop, tick_s=tick)
+            except KeyboardInterrupt:  # SIGTERM or Ctrl-C: serve() stopped the jobs
+                err.print("stasis serve: stopped; running jobs were interrupted cleanly",
+                          highlight=False)
+        finally:
+            if api is not None:
+                api.stop()
+
+
+def _api_endpoint(ctx: typer.Context, listen: str | None, tls_cert: Path | None,
+                  tls_key: Path | None, insecure_http: bool) -> ApiEndpoint | None:
+    """Where the API listens: each setting from its flag, else its environment
+    variable, else the config file; checked before anything is opened."""
+    config = current_config(ctx)
+    values = config.values if config is not None else None
+    if values is not None:
+        listen = listen if listen is not None else values.listen
+        if tls_cert is None and tls_key is None and values.tls_certificate is not None:
+            tls_cert, tls_key = Path(values.tls_certificate), Path(values.tls_key or "")
+        insecure_http = insecure_http or values.insecure_http
+    return api_endpoint(listen, tls_certificate=tls_cert, tls_key=tls_key,
+                        insecure_http=insecure_http)
+
+
+def _start_api(run: Serving, endpoint: ApiEndpoint | None) -> ApiServer | None:
+    """The API server listening at ``endpoint`` (None: none); if it cannot listen, the
+    service, registered already, is stopped and unregistered before the error."""
+    if endpoint is None:
+        return None
+    from stasis.api.server import serve_api
+
+    try:
+        return serve_api(run, endpoint)
+    except BaseException:
+        run.service.stop()
+        raise
 
 
 def _served_repositories(ctx: typer.Context, repo: str | None, passphrase_file: Path | None,
-                         key_file: Path | None) -> tuple[dict[str, Repository], str]:
-    """The repositories ``serve`` serves, opened, by name, and the default one's name:
-    the one --repo names (its config name if it has one), else the config file's, each
-    unlocked by the file it names."""
+                         key_file: Path | None) -> Opened:
+    """The repositories ``serve`` serves, opened, by name, the default one's name and
+    their credentials: the one --repo names (its config name if it has one; a
+    passphrase asked once, on a terminal), else the config file's, each unlocked by the
+    file it names."""
     if repo is not None:
         chosen = chosen_repository()
         name = chosen[0] if chosen else repo
-        return {name: Repository.open(open_backend(repo),
-                                      credentials(passphrase_file, key_file))}, name
+        one, creds = open_repo_for_export(repo, passphrase_file, key_file)
+        return Opened({name: one}, name, {name: creds})
     config = current_config(ctx)
     if config is None or not config.repositories:
         raise UsageError("no repository to serve; nothing was started",
@@ -110,9 +173,10 @@ def _served_repositories(ctx: typer.Context, repo: str | None, passphrase_file: 
         raise UsageError("--passphrase-file and --key-file open the one repository --repo "
                          "names; the config file's repositories are each unlocked by the "
                          "file it names; nothing was started")
-    opened = {name: Repository.open(open_backend(r.url), configured_credentials(r))
+    keys = {name: configured_credentials(r) for name, r in config.repositories.items()}
+    opened = {name: Repository.open(open_backend(r.url), keys[name])
               for name, r in config.repositories.items()}
-    return opened, config.default_repository or next(iter(opened))
+    return Opened(opened, config.default_repository or next(iter(opened)), keys)
 
 
 def policy_run(

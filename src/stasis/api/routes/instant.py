@@ -96,9 +96,8 @@ def _ctx(request: Request) -> ApiContext:
 
 def _credentials(ctx: ApiContext, name: str | None) -> Credentials:
     key = ctx.default_repository if name is None else name
-    given = ctx.extra.get("credentials")
-    creds = given.get(key) if isinstance(given, dict) else None
-    if not isinstance(creds, Credentials):
+    creds = ctx.credentials.get(key)
+    if creds is None:
         raise ExportError(f"repository {key}", "the server holds no credentials to give "
                           "an export process")
     return creds
