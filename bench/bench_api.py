@@ -260,10 +260,9 @@ def running(command: list[str], url: str, env: dict[str, str], log: Path,
             if proc.poll() is not None:
                 raise RuntimeError(f"the server exited ({proc.returncode}):\n"
                                    + log.read_text(errors="replace")[-3000:])
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer {url} in {timeout:.0f} s")
             time.sleep(0.1)
@@ -376,16 +375,37 @@ def wrk(url: str, connections: int, seconds: float, script: Path | None,
     return parse_wrk(proc.stdout)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, timeout: float = 300.0) -> None:
+    """Wait until the server is idle: wrk leaves the requests it had in flight when it
+    stopped, and the server answers them after it, into the next run."""
+    deadline = time.monotonic() + timeout
+    before = cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_s(pid)
+        if now - before < 0.05:  # under 10 % of a core: only the scheduler's tick
+            return
+        before = now
+
+
 def load_routes(catalog: str, base: str, routes: dict[str, tuple[str, bool]],
                 connections: list[int], args: argparse.Namespace, script: Path,
-                env: dict[str, str]) -> list[Run]:
+                env: dict[str, str], pid: int) -> list[Run]:
     runs = []
     for name, (path, authed) in routes.items():
         for c in connections:
             if args.warmup > 0:
                 wrk(base + path, c, args.warmup, script if authed else None, env)
+                settle(pid)
             load = os.getloadavg()[0]
             got = wrk(base + path, c, args.duration, script if authed else None, env)
+            settle(pid)
             runs.append(Run(catalog, name, c, got["rps"], got["p50_ms"], got["p99_ms"],
                             int(got["requests"]), int(got["errors"]), load))
             print(f"  {catalog} {name} c={c}: {got['rps']:.1f} req/s, p50 "
@@ -450,12 +470,13 @@ def bench_catalog(kind: str, url: str, work: Path, args: argparse.Namespace,
               "vms?limit=100": ("/api/v1/vms?limit=100", True),
               "trivial route": ("/api/v1/problems/usage-error", False)}
     with running(command, base + "/api/v1/problems/usage-error", env,
-                 work / f"server-{kind}.log"):
+                 work / f"server-{kind}.log") as server:
         check(base, token, "/api/v1/points?limit=100", min(100, args.points))
         check(base, token, f"/api/v1/points?vm={vm}&limit=100",
               min(100, len(range(v, args.points, args.vms))))
         check(base, token, "/api/v1/vms?limit=100", min(100, args.vms))
-        return load_routes(kind, base, routes, args.connections, args, script, env)
+        return load_routes(kind, base, routes, args.connections, args, script, env,
+                           server.pid)
 
 
 def main() -> None:
@@ -481,6 +502,8 @@ def main() -> None:
         serve(args)
         return
     args.connections = [int(c) for c in str(args.connections).split(",")]
+    # SIGTERM (a timeout, Ctrl-C's cousin) stops the servers and removes the work dir.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk; ./scripts/setup does)")
 
@@ -510,9 +533,9 @@ def main() -> None:
                 sys.exit(f"--catalogs: {kind!r} is sqlite or postgresql")
         port = free_port()
         with running([sys.executable, "-c", HELLO, str(port)], f"http://127.0.0.1:{port}/",
-                     env, work / "hello.log"):
+                     env, work / "hello.log") as hello:
             runs += load_routes("–", f"http://127.0.0.1:{port}", {"bare uvicorn": ("/", False)},
-                                args.connections, args, work / "token.lua", env)
+                                args.connections, args, work / "token.lua", env, hello.pid)
     report = {"vms": args.vms, "points": args.points, "jobs": args.jobs,
               "duration_s": args.duration, "warmup_s": args.warmup, "cores": os.cpu_count(),
               "runs": [asdict(r) for r in runs],
