@@ -9,10 +9,11 @@ from collections.abc import Callable, Mapping
 import libvirt
 
 from stasis.app.models import PointRef, VmDisk, VmRow
+from stasis.app.points import KnownPoint, known_points
 from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
-from stasis.repository import Manifest, Repository
+from stasis.repository import Repository
 
 
 def list_vms(conn: libvirt.virConnect, repo: Repository | None = None, *,
@@ -20,12 +21,12 @@ def list_vms(conn: libvirt.virConnect, repo: Repository | None = None, *,
     """Every VM of ``conn`` by name (those ``only`` keeps); with ``repo``, whether it is
     protected there (a point of it, or a checkpoint chain of the repository) and its
     newest point."""
-    latest: dict[str, Manifest] = {}
+    latest: dict[str, KnownPoint] = {}
     if repo is not None:
-        for p in repo.points():
-            for vm in p.vms:
-                if vm.kind == "vm":
-                    latest[vm.name] = p
+        for p in known_points(repo):  # each manifest decoded once, not per listing
+            for vm, kind in p.vm_kinds:
+                if kind == "vm":
+                    latest[vm] = p
     rows = []
     for dom in sorted(conn.listAllDomains(), key=lambda d: d.name()):
         try:
@@ -39,7 +40,8 @@ def list_vms(conn: libvirt.virConnect, repo: Repository | None = None, *,
     return rows
 
 
-def _row(dom: libvirt.virDomain, repo: Repository | None, point: Manifest | None) -> VmRow:
+def _row(dom: libvirt.virDomain, repo: Repository | None, point: KnownPoint | None
+         ) -> VmRow:
     running = dom.isActive()
     info = parse(lv.domain_xml(dom, inactive=not running))
     disks = []
