@@ -151,6 +151,11 @@ def create_group(catalog: str | Catalog | None, name: str, *, connect: str,
     check_tenant_group(scope, group)
     tenant = scope.tenant.name if scope is not None and scope.tenant is not None else None
     with group_store(catalog) as store:
+        if tenant is not None and store.get(name) is not None:
+            # names are shared by every tenant: the answer is the same whoever holds
+            # the name, and tells nothing more of its group
+            raise GroupError(f"a group named '{name}' exists already (group names are "
+                             "shared by every tenant: choose another). Nothing was changed.")
         stored = store.create(group, tenant=tenant)
     return group_model(stored, resolve_now(try_connect(connect), stored.group), scope)
 

@@ -17,7 +17,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
@@ -41,6 +41,7 @@ from stasis.app.models import (
     VmRestore,
     WarningModel,
 )
+from stasis.app.tenants import claim_vm, owner_scope
 from stasis.clock import SYSTEM_CLOCK, Clock
 from stasis.errors import (
     BackendAccessDenied,
@@ -516,14 +517,20 @@ def _plan_group(p: BackupGroupParams, env: Env) -> Plan:
     _check_group(p)
     extra = list(dict.fromkeys(p.vms))
     name = p.group
+    conn = env.conn()
     with env.catalog() as c:
         stored = GroupStore(c).get(name)
-    conn = env.conn()
+        owner = owner_scope(c, stored.tenant, conn) if stored is not None else None
     if stored is not None:
         g = stored.group
         gp = plan_backup(conn, g, consistency=p.consistency or g.consistency,
                          require=p.require if p.require is not None else g.require,
                          hooks=g.hooks, extra=extra)
+        if owner is not None:
+            # a tenant's group acts on the tenant's VMs of now only (see app.tenants)
+            gp = replace(gp, vms=[v for v in gp.vms if owner.owns_vm(v)],
+                         missing=gp.missing + [v for v in g.members + extra
+                                               if v in gp.vms and not owner.owns_vm(v)])
         if gp.missing:
             raise GroupError(
                 f"group '{name}' names VMs that do not exist: {', '.join(gp.missing)}. "
@@ -569,6 +576,16 @@ def _record_vm(job: JobRun, m: Manifest, v: VmRestoreResult) -> None:
     job.bytes_written += written
 
 
+def _claim(job: JobRun, env: Env, vms: list[str]) -> None:
+    """The VMs a tenant's job defined are the tenant's (see app.tenants)."""
+    tenant = job.job.tenant if job.job is not None else None
+    if tenant is None or not vms:
+        return
+    with env.catalog() as c:
+        for vm in vms:
+            claim_vm(c, tenant, vm)
+
+
 def _plan_disk(p: RestoreDiskParams, env: Env) -> Plan:
     r = env.repo()
     m = r.resolve(p.point)
@@ -608,6 +625,8 @@ def _run_restore_vm(p: RestoreVmParams, plan: Plan, job: JobRun, env: Env) -> Vm
                         run_dir=env.where().run)
     job.set_vms([result.vm])
     _record_vm(job, plan.state, result)
+    if not result.in_place:
+        _claim(job, env, [result.name])
     return VmRestore.model_validate(result.to_dict())
 
 
@@ -628,6 +647,7 @@ def _run_restore_group(p: RestoreGroupParams, plan: Plan, job: JobRun,
                            run_dir=env.where().run)
     for v in result.vms:
         _record_vm(job, plan.state, v)
+    _claim(job, env, [v.name for v in result.vms if not v.in_place])
     return GroupRestore.model_validate(result.to_dict())
 
 
@@ -1000,6 +1020,7 @@ def _index_destination(dst: Repository, job: JobRun, env: Env) -> None:
 
 
 def _plan_policy(p: PolicyParams, env: Env) -> Plan:
+    from stasis.catalog import PolicyStore
     from stasis.service.policy_run import plan_units
 
     if env.find_policy is None:
@@ -1009,6 +1030,13 @@ def _plan_policy(p: PolicyParams, env: Env) -> Plan:
     with env.catalog() as c:
         policy = env.find_policy(c, p.policy)
         units = plan_units(conn, c, policy)
+        stored = PolicyStore(c).get(p.policy)
+        owner = owner_scope(c, stored.tenant, conn) if stored is not None else None
+    if owner is not None:
+        # a tenant's policy acts on the tenant's VMs of now only (see app.tenants)
+        kept = [replace(u, vms=[v for v in u.vms if owner.owns_vm(v)]) for u in units.units]
+        units = replace(units, units=[u for u in kept if u.vms],
+                        missing=[v for v in units.missing if owner.owns_vm(v)])
     return Plan(p.policy, list(units.vms), repo, policy=p.policy, state=(policy, units))
 
 

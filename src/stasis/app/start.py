@@ -45,6 +45,7 @@ from stasis.app.kinds import (
     run_here,
 )
 from stasis.app.models import JobStarted, PruneReport, job_model
+from stasis.app.points import resolve_point
 from stasis.app.scope import Scope
 from stasis.errors import (
     GroupError,
@@ -150,8 +151,9 @@ def check_scope(catalog: Catalog, where: Scope, p: Params, repo: Repository) -> 
             raise PolicyNotFound(f"No policy named {p.policy!r}.")
         where.check_policy(p.policy, tenant)
     elif isinstance(p, RestoreVmParams | RestoreDiskParams | RestoreGroupParams):
-        m = repo.resolve(p.point)
-        where.check_point(p.point, [vm.name for vm in m.vms])
+        # among the tenant's points alone: a prefix shared with another tenant's point
+        # is neither ambiguous nor a hint of it (the job gets the full id, below)
+        resolve_point(repo, p.point, owned=where.owns_vms)
         if isinstance(p, RestoreVmParams | RestoreDiskParams) and p.vm is not None:
             where.check_vm(p.vm, "this server")
         check_restore_target(who.tenant, p)
@@ -190,6 +192,10 @@ def start_job(catalog: Catalog, where: Scope, op: str, params: dict[str, Any], *
     kind.check(p)
     try:
         check_scope(catalog, where, p, repo)
+        if not where.everything and isinstance(p, RestoreVmParams | RestoreDiskParams
+                                               | RestoreGroupParams):
+            p = p.model_copy(update={"point": resolve_point(repo, p.point,
+                                                            owned=where.owns_vms).id})
     except PermissionDenied as e:
         record(catalog, who, f"{kind.job_kind}.start", f"repository:{repo.id}",
                result="denied", detail={"op": op, "error": e.message})

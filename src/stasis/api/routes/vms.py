@@ -16,6 +16,7 @@ from stasis.app.groups import vm_labels
 from stasis.app.inventory import find_vms
 from stasis.app.models import VmLabels, VmRow
 from stasis.app.scope import Scope
+from stasis.app.tenants import check_label_change
 from stasis.errors import VmNotFound
 from stasis.hypervisor import libvirt_api as lv
 
@@ -90,6 +91,7 @@ def put_labels(request: Request, body: LabelsPut, name: str = Path(),
     ctx = context(request)
     where.check_vm(name, ctx.connect)
     now = vm_labels(ctx.connect, name)
+    check_label_change(ctx.catalog, who, name, now.labels, body.labels)
     done = vm_labels(ctx.connect, name, assignments=[f"{k}={v}" for k, v in body.labels.items()],
                      remove=[k for k in now.labels if k not in body.labels])
     audit.record(ctx.catalog, who, "vm.labels", f"vm:{name}", detail={"labels": done.labels})
@@ -104,6 +106,9 @@ def patch_labels(request: Request, body: LabelsPatch = Body(), name: str = Path(
     """Set some labels and remove others (as ``stasis label``)."""
     ctx = context(request)
     where.check_vm(name, ctx.connect)
+    now = vm_labels(ctx.connect, name).labels
+    after = {k: v for k, v in (now | body.set).items() if k not in body.remove}
+    check_label_change(ctx.catalog, who, name, now, after)
     done = vm_labels(ctx.connect, name, assignments=[f"{k}={v}" for k, v in body.set.items()],
                      remove=body.remove)
     audit.record(ctx.catalog, who, "vm.labels", f"vm:{name}", detail={"labels": done.labels})
