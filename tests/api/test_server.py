@@ -145,3 +145,9 @@ def test_metrics_report_jobs_vms_and_repositories(client: Callable[..., TestClie
     # a viewer lacks metrics:read
     denied = client("viewer").get("/metrics")
     assert denied.status_code == 403 and denied.json()["permission"] == "metrics:read"
+
+
+def test_a_unix_socket_path_the_kernel_cannot_hold_is_refused() -> None:
+    long = "/tmp/" + "d" * 100 + "/api.sock"
+    with pytest.raises(UsageError, match="at most 107 bytes"):
+        parse_listen(f"unix:{long}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,23 +187,26 @@ def test_https_from_the_config_file_and_me_over_it(
 def test_the_flag_beats_the_environment_which_beats_the_file(
         cli_repo: Cli, tmp_path: Path, serving: list[Served]) -> None:
     config = tmp_path / "stasis.toml"
-    config.write_text(f'listen = "unix:{tmp_path}/file.sock"\nlibvirt = "{TEST_URI}"\n')
-    env = {"STASIS_CONFIG": str(config), "STASIS_LISTEN": f"unix:{tmp_path}/env.sock"}
+    # a short directory for the sockets: a unix socket's path is at most 107 bytes
+    short = Path(tempfile.mkdtemp(prefix="st-"))
+    config.write_text(f'listen = "unix:{short}/file.sock"\nlibvirt = "{TEST_URI}"\n')
+    env = {"STASIS_CONFIG": str(config), "STASIS_LISTEN": f"unix:{short}/env.sock"}
     served = start_serve(cli_repo, tmp_path, env=env)
     serving.append(served)
-    assert served.url == f"unix:{tmp_path}/env.sock", served.text()
+    assert served.url == f"unix:{short}/env.sock", served.text()
     assert stop_serve(served) == 0
-    served = start_serve(cli_repo, tmp_path, "--listen", f"unix:{tmp_path}/flag.sock",
+    served = start_serve(cli_repo, tmp_path, "--listen", f"unix:{short}/flag.sock",
                          env=env)
     serving.append(served)
-    assert served.url == f"unix:{tmp_path}/flag.sock", served.text()
-    with httpx.Client(transport=httpx.HTTPTransport(uds=f"{tmp_path}/flag.sock")) as c:
+    assert served.url == f"unix:{short}/flag.sock", served.text()
+    with httpx.Client(transport=httpx.HTTPTransport(uds=f"{short}/flag.sock")) as c:
         assert c.get("http://stasis/api/v1/me").status_code == 401
     assert stop_serve(served) == 0
     served = start_serve(cli_repo, tmp_path, env={"STASIS_CONFIG": str(config)})
     serving.append(served)
-    assert served.url == f"unix:{tmp_path}/file.sock", served.text()
+    assert served.url == f"unix:{short}/file.sock", served.text()
     assert stop_serve(served) == 0
+    shutil.rmtree(short)
 
 
 @pytest.mark.parametrize(("args", "config", "message"), [

@@ -9,10 +9,14 @@ a password given away. With a certificate and its key the server speaks TLS only
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from stasis.errors import UsageError
+
+# sockaddr_un.sun_path holds 108 bytes with the terminating NUL
+MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ def parse_listen(text: str) -> Listen:
         if not path.is_absolute():
             raise UsageError(f"--listen {text!r}: a unix socket is an absolute path "
                              "(unix:/run/stasis/api.sock); nothing was started")
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise UsageError(f"--listen {text!r}: a unix socket's path is at most "
+                             f"{MAX_SOCKET_PATH} bytes (the kernel's limit), this one has "
+                             f"{len(os.fsencode(path))}; nothing was started")
         return Listen(socket=path)
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
