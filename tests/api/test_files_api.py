@@ -115,6 +115,21 @@ def test_find_by_name_and_by_path(client: Client, point: Manifest) -> None:
     assert [f["path"] for f in deep] == ["/deep/a/b"]
 
 
+def test_find_over_every_disk_passes_a_disk_without_a_file_system(
+        client: Client, repo: Repository, image: Path, tmp_path: Path) -> None:
+    blank = tmp_path / "blank.img"
+    with open(blank, "wb") as f:
+        f.truncate(4 << 20)
+    two = back_up_images(repo, [blank, image], name="web1")
+    c = client("restore")
+    found = c.get(url(two, "files/find"), params={"pattern": "log.txt"})
+    assert found.status_code == 200
+    assert [(f["disk"], f["path"]) for f in found.json()["items"]] == [
+        ("web1.img", "/data/log.txt")]
+    only_blank = c.get(url(two, "files/find"), params={"pattern": "*", "disk": "blank.img"})
+    assert only_blank.status_code == 400 and only_blank.json()["kind"] == "FilesystemUnknown"
+
+
 # ------------------------------------------------------------------ one file
 
 

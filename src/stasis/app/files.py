@@ -19,6 +19,7 @@ from stasis.errors import (
     AmbiguousPoint,
     DiskNotFound,
     FileNotInPoint,
+    FilesystemUnknown,
     PointNotFound,
     RangeNotSatisfiable,
 )
@@ -76,13 +77,23 @@ def find_files(repo: Repository, point: str, pattern: str, *, vm: str | None = N
         raise DiskNotFound(f"point {m.id[:12]} has no disk matching --vm {vm} --disk {disk} "
                            f"(it has: {listing})")
     found: list[FileEntry] = []
+    unreadable: list[FilesystemUnknown] = []
     with repo.shared_lock(f"files find {m.id[:12]}"):
         for v, d in pairs:
-            for e in DiskFiles.of_disk(repo, m, v, d).find(pattern):
-                entry = _entry(e, vm=v.name, disk=d.name)
-                found.append(entry)
-                if on_found is not None:
-                    on_found(entry, len(pairs) > 1)
+            try:
+                for e in DiskFiles.of_disk(repo, m, v, d).find(pattern):
+                    entry = _entry(e, vm=v.name, disk=d.name)
+                    found.append(entry)
+                    if on_found is not None:
+                        on_found(entry, len(pairs) > 1)
+            except FilesystemUnknown as e:
+                # A search over several disks passes a disk with no file system it
+                # reads (a blank disk, swap): the others are still searched.
+                if len(pairs) == 1:
+                    raise
+                unreadable.append(e)
+    if len(unreadable) == len(pairs):
+        raise unreadable[0]
     return found
 
 
