@@ -69,3 +69,12 @@ def test_every_route_declares_its_permission_in_the_openapi(
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert "x-permission" in op, f"{method.upper()} {path}"
+
+
+def test_requests_share_one_libvirt_connection_opened_again_when_dropped(
+        api_ctx: ApiContext) -> None:
+    first = api_ctx.libvirt()
+    assert api_ctx.libvirt() is first and first.isAlive()
+    first.close()  # libvirtd dropped it, say
+    again = api_ctx.libvirt()
+    assert again is not first and again.isAlive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -9,9 +10,20 @@ from typing import TYPE_CHECKING, Protocol
 from stasis.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    import libvirt
+
     from stasis.app.auth import Principal
     from stasis.catalog import Catalog
     from stasis.repository import Credentials, Repository
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    import libvirt
+
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
 
 class Authenticator(Protocol):
@@ -42,6 +54,21 @@ class ApiContext:
     max_body: int = 1 << 20  # bytes a request body may have (uploads have their own)
     session_cookie: str = "stasis_session"
     extra: dict[str, object] = field(default_factory=dict)
+    _conn: libvirt.virConnect | None = field(default=None, init=False, repr=False)
+    _conn_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                       repr=False)
+
+    def libvirt(self) -> libvirt.virConnect:
+        """One libvirt connection shared by the requests (a connection is thread-safe),
+        opened again when libvirtd dropped it: opening one per request cost a listing
+        of VMs most of its time."""
+        from stasis.hypervisor import libvirt_api as lv
+
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None or not _alive(conn):
+                conn = self._conn = lv.connect(self.connect)
+            return conn
 
     def repository(self, name: str | None = None) -> Repository:
         """The served repository ``name`` (the default one when None)."""

@@ -115,6 +115,6 @@ def scope(request: Request) -> Scope:
     known = getattr(request.state, "scope", None)
     if isinstance(known, Scope):
         return known
-    made = Scope.of(authenticate(request), request.app.state.ctx.connect)
+    made = Scope.of(authenticate(request), request.app.state.ctx.libvirt)
     request.state.scope = made
     return made

@@ -14,9 +14,13 @@ labels are gone with it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from stasis.app.auth import Principal, Tenant
 from stasis.errors import JobNotFound, PointNotFound, PolicyNotFound, VmNotFound
+
+if TYPE_CHECKING:
+    import libvirt
 
 
 class Scope:
@@ -30,8 +34,10 @@ class Scope:
         self._owned: dict[str, bool] = {}
 
     @classmethod
-    def of(cls, principal: Principal, connect: str) -> Scope:
-        """The scope of ``principal`` over the VMs of the libvirt at ``connect``."""
+    def of(cls, principal: Principal,
+           connect: str | Callable[[], libvirt.virConnect]) -> Scope:
+        """The scope of ``principal`` over the VMs of the libvirt at ``connect`` (a URI,
+        or what gives an open connection), connected only when a label is needed."""
         conn = None
 
         def labels_of(vm: str) -> dict[str, str] | None:
@@ -42,7 +48,7 @@ class Scope:
             from stasis.hypervisor import libvirt_api as lv
 
             if conn is None:
-                conn = lv.connect(connect)
+                conn = lv.connect(connect) if isinstance(connect, str) else connect()
             try:
                 return lb.get_labels(conn.lookupByName(vm))
             except libvirt.libvirtError:

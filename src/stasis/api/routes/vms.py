@@ -18,7 +18,6 @@ from stasis.app.models import VmLabels, VmRow
 from stasis.app.scope import Scope
 from stasis.app.tenants import check_label_change
 from stasis.errors import VmNotFound
-from stasis.hypervisor import libvirt_api as lv
 
 router = APIRouter(route_class=GuardedRoute, tags=["vms"])
 
@@ -58,7 +57,7 @@ def list_vms(request: Request, where: Scope = Depends(scope),
     """The VMs (a tenant's only, for a tenant), with their disks and protection."""
     ctx = context(request)
     labels = label_filter(label)
-    rows = find_vms(lv.connect(ctx.connect), ctx.repository(), name=name, labels=labels,
+    rows = find_vms(ctx.libvirt(), ctx.repository(), name=name, labels=labels,
                     state=state, protected=protected,
                     owned=None if where.everything else where.owns_vm)
     return paginate(rows, q, sorts=SORTS, default="name", ident=lambda r: r.name)
@@ -68,7 +67,7 @@ def list_vms(request: Request, where: Scope = Depends(scope),
 def get_vm(request: Request, name: str = Path(), where: Scope = Depends(scope)) -> VmRow:
     ctx = context(request)
     where.check_vm(name, ctx.connect)
-    rows = [r for r in find_vms(lv.connect(ctx.connect), ctx.repository(),
+    rows = [r for r in find_vms(ctx.libvirt(), ctx.repository(),
                                 owned=lambda vm: vm == name)]
     if not rows:
         raise VmNotFound(name, ctx.connect)
