@@ -550,6 +550,14 @@ class ServerUnreachable(StasisError):
                 "private CA signed.")
 
 
+class PoliciesFromFile(StasisError):
+    """The service runs the policies of the file {}: a policy changed here would be undone by that file at the next start, so nothing was changed."""
+
+    exit_code = 70
+    cli_hint = ("Edit the file (and restart serve), or run 'stasis serve' without "
+                "--policies to keep the policies in the catalog, where the API edits them.")
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -647,6 +655,8 @@ EXIT_MEANINGS: dict[int, str] = {
     68: "the byte range asked for is outside the file; nothing was sent",
     69: "the Stasis server (--server) cannot be reached or answered something that is not "
         "its API (wrong URL, server down, TLS refused); nothing was done",
+    70: "the service runs the policies of a file: policies are edited there, not through "
+        "the API; nothing was changed",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

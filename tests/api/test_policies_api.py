@@ -3,6 +3,7 @@ files are, exported, edited, deleted; templates offered to tenants."""
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Callable
 
 import pytest
@@ -162,3 +163,20 @@ def test_roles_without_the_permission_get_403(client: Client) -> None:
     assert r.status_code == 403 and r.json()["permission"] == "policies:write"
     for method in ("put", "patch", "delete"):
         assert v.request(method, "/api/v1/policies/x", json={}).status_code == 403
+
+
+def test_policy_writes_are_refused_when_serve_runs_a_policy_file(
+        client: Client, api_ctx: ApiContext, tmp_path: pathlib.Path) -> None:
+    op = client("operator")
+    body = {"name": "web", "vms": ["acme-web"], "every": "6h"}
+    assert op.post("/api/v1/policies", json=body).status_code == 201
+    api_ctx.policy_file = tmp_path / "policies.toml"
+    for r in (op.post("/api/v1/policies", json=body),
+              op.put("/api/v1/policies/web", json=body),
+              op.patch("/api/v1/policies/web", json={"every": "1h"}),
+              op.delete("/api/v1/policies/web")):
+        assert r.status_code == 409, r.text
+        assert r.json()["kind"] == "PoliciesFromFile" and r.json()["code"] == 70
+        assert str(api_ctx.policy_file) in r.json()["detail"]
+    assert op.get("/api/v1/policies/web").status_code == 200  # reads still answer
+    assert client("viewer").delete("/api/v1/policies/web").status_code == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from stasis.clock import SYSTEM_CLOCK, Clock
@@ -54,6 +55,9 @@ class ApiContext:
     max_body: int = 1 << 20  # bytes a request body may have (uploads have their own)
     session_cookie: str = "stasis_session"
     extra: dict[str, object] = field(default_factory=dict)
+    # serve runs the policies of this file: the API's policy writes are refused, since
+    # the file would undo them at the next start
+    policy_file: Path | None = None
     _conn: libvirt.virConnect | None = field(default=None, init=False, repr=False)
     _conn_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
                                        repr=False)

@@ -59,6 +59,7 @@ STATUS: dict[type[e.StasisError], int] = {
     e.RepositoryExists: 409,
     e.Locked: 409,
     e.JobStateError: 409,
+    e.PoliciesFromFile: 409,
     e.JobNotEnded: 409,
     e.VmState: 409,
     e.PointHeld: 409,

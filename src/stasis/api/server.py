@@ -107,7 +107,8 @@ def serve_context(run: Serving) -> ApiContext:
     return ApiContext(catalog=run.catalog_db, repositories=run.opened,
                       default_repository=run.default, connect=run.connect,
                       authenticator=CatalogAuthenticator(run.catalog_db),
-                      wake=run.service.wake, credentials=run.credentials)
+                      wake=run.service.wake, credentials=run.credentials,
+                      policy_file=run.policy_file)
 
 
 def serve_api(run: Serving, endpoint: ApiEndpoint) -> ApiServer:

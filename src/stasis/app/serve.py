@@ -96,6 +96,7 @@ class Serving:
     credentials: dict[str, Credentials]  # what opened them (for export processes)
     catalog_db: Catalog  # the service's open catalog
     connect: str  # the libvirt URI
+    policy_file: Path | None = None  # the policies come from this file, not the catalog
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def service(open_repositories: Opener, *, policies: Path | None,
             built.reload_policies()
         shown = ", ".join(f"{n} ({r.url})" for n, r in opened.items())
         yield Serving(built, len(built.policies), shown, default, c.shown, opened=opened,
-                      credentials=dict(served.credentials), catalog_db=c, connect=connect)
+                      credentials=dict(served.credentials), catalog_db=c, connect=connect,
+                      policy_file=policies)
 
 
 def _opener(r: Repository) -> Callable[[], Repository]:

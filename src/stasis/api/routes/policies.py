@@ -26,7 +26,7 @@ from stasis.app import catalog_policies as ops
 from stasis.app.auth import Principal
 from stasis.app.models import RetentionPreview, StoredPolicy
 from stasis.app.scope import Scope
-from stasis.errors import UsageError
+from stasis.errors import PoliciesFromFile, UsageError
 from stasis.repository import Repository
 
 router = APIRouter(route_class=GuardedRoute, tags=["policies"])
@@ -72,6 +72,16 @@ async def body(request: Request) -> Body:
         raise UsageError("the body must be a JSON object: the keys of a [[policy]] table. "
                          "Nothing was changed.")
     return Body(None, fields)
+
+
+def _writable(request: Request) -> None:
+    """Refuse a policy write when the service runs the policies of a file."""
+    ctx = context(request)
+    if ctx.policy_file is not None:
+        raise PoliciesFromFile(ctx.policy_file)
+
+
+WRITABLE = [Depends(_writable)]
 
 
 def _rules(request: Request) -> ops.Rules:
@@ -128,6 +138,7 @@ def retention_preview(request: Request, name: str = Path(), where: Scope = Depen
 
 
 @router.post("/policies", status_code=201, response_model=list[StoredPolicy],
+             dependencies=WRITABLE,
              openapi_extra=_with_body("policies:write", "one policy as JSON (the keys of a "
                                       "[[policy]] table; from_template: a template's name "
                                       "to start from), or a policy file as TOML"))
@@ -155,7 +166,7 @@ def create_policies(request: Request, got: Body = Depends(body),
     return made
 
 
-@router.put("/policies/{name}", response_model=StoredPolicy,
+@router.put("/policies/{name}", response_model=StoredPolicy, dependencies=WRITABLE,
             openapi_extra=_with_body("policies:write", "the whole policy, as JSON or TOML"))
 def put_policy(request: Request, name: str = Path(), got: Body = Depends(body),
                template: bool | None = Query(None, description="make it a template, or "
@@ -172,7 +183,7 @@ def put_policy(request: Request, name: str = Path(), got: Body = Depends(body),
     return done
 
 
-@router.patch("/policies/{name}", response_model=StoredPolicy,
+@router.patch("/policies/{name}", response_model=StoredPolicy, dependencies=WRITABLE,
               openapi_extra={**needs("policies:write"), "requestBody": {
                   "required": True, "description": "a JSON merge patch (RFC 7396) of the "
                   "policy's fields: null removes a key", "content": {
@@ -199,7 +210,7 @@ async def patch_policy(request: Request, name: str = Path(),
     return done
 
 
-@router.delete("/policies/{name}", openapi_extra=needs("policies:write"),
+@router.delete("/policies/{name}", openapi_extra=needs("policies:write"), dependencies=WRITABLE,
                 response_model=StoredPolicy)
 def delete_policy(request: Request, name: str = Path(), who: Principal = Depends(principal),
                   where: Scope = Depends(scope)) -> StoredPolicy:
