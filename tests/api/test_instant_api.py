@@ -1,6 +1,9 @@
 """Instant VMs, exports, attached disks and clones through the API: an export of a
 point of an image read back over NBD (real nbdkit), who may and which tenant sees
-what, and on a real TCG guest an instant VM started, listed and discarded."""
+what, a full clone and a finalize started as jobs (202, the job as the service will
+run it, one job per Idempotency-Key), and on a real TCG guest an instant VM started,
+listed and discarded. tests/api/test_instant_jobs_vm.py runs those jobs on real
+guests."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from fastapi.testclient import TestClient
 
 from stasis.api.context import ApiContext
 from stasis.app.auth import Tenant
+from stasis.catalog import JobStore
 from stasis.catalog.audit import AuditLog
 from stasis.protection.backup import back_up_images
 from stasis.repository import Credentials, Manifest, Repository
+from tests.api.resources import commit, tenant_vms  # noqa: F401  (a fixture)
 from tests.conftest import PASSPHRASE, mixed_image, remove_domain
 
 Client = Callable[..., TestClient]
@@ -148,6 +153,68 @@ def test_roles_without_restores_run_are_refused(client: Client, served_ctx: ApiC
         r = c.request(method.upper(), path, json={} if method == "post" else None)
         assert r.status_code == 403, (method, path)
         assert r.json()["permission"] == "restores:run"
+
+
+# ------------------------------------------------------------------ jobs
+
+
+@pytest.mark.usefixtures("tenant_vms")
+def test_a_full_clone_is_a_job_of_the_tenant_once_per_idempotency_key(
+        client: Client, served_ctx: ApiContext, repo: Repository, tmp_path: Path) -> None:
+    m = commit(repo, 1, ["acme-web"])
+    acme = Tenant("acme", vms=frozenset({"acme-web", "acme-copy"}),
+                  restore_dirs=(str(tmp_path),), restore_networks=("default",))
+    c = client("restore", tenant=acme, user="ann")
+    body = {"point": m.id[:8], "name": "acme-copy", "storage": str(tmp_path),
+            "network": "default"}
+    r = c.post("/api/v1/clones", json=body, headers={"Idempotency-Key": "k1"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    assert r.headers["location"] == f"/api/v1/jobs/{job['id']}" and not r.json()["existing"]
+    (queued,) = JobStore(served_ctx.catalog).list()
+    assert (queued.id, queued.kind, queued.state, queued.tenant) == (
+        job["id"], "restore", "queued", "acme")
+    assert queued.by.startswith("ann ") and queued.vms == ["acme-copy"]
+    assert queued.repo == repo.id
+    # the full id, resolved among the tenant's points
+    assert queued.params == {"op": "clone", "repo": repo.url, "point": m.id,
+                             "name": "acme-copy", "storage": str(tmp_path),
+                             "network": "default", "start": False, "vm": None}
+    again = c.post("/api/v1/clones", json=body, headers={"Idempotency-Key": "k1"})
+    assert (again.status_code, again.json()["job"]["id"]) == (202, job["id"])
+    assert len(JobStore(served_ctx.catalog).list()) == 1
+    assert c.get(f"/api/v1/jobs/{job['id']}").status_code == 200
+    # another tenant sees neither the job nor the point
+    o = client("restore", tenant=OTHER)
+    assert o.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+    theirs = o.post("/api/v1/clones", json={**body, "name": "db1"})
+    assert theirs.status_code == 404 and theirs.json()["kind"] == "PointNotFound"
+    starts = AuditLog(served_ctx.catalog).list(action="restore.start")
+    assert [(e.object, e.detail["op"]) for e in starts] == [(f"job:{job['id']}", "clone")]
+
+
+@pytest.mark.usefixtures("tenant_vms")
+def test_a_full_clone_refused_before_any_job(client: Client, served_ctx: ApiContext,
+                                             repo: Repository, tmp_path: Path) -> None:
+    m = commit(repo, 1, ["acme-web"])
+    c = client("restore")
+    taken = c.post("/api/v1/clones", json={"point": m.id, "name": "globex-db",
+                                           "storage": str(tmp_path)})
+    assert taken.status_code == 422 and "already exists" in taken.json()["detail"]
+    nowhere = c.post("/api/v1/clones", json={"point": m.id, "name": "new1",
+                                             "storage": str(tmp_path / "none")})
+    assert nowhere.status_code == 422 and "does not exist" in nowhere.json()["detail"]
+    wrong_vm = c.post("/api/v1/clones", json={"point": m.id, "name": "new1", "vm": "db9",
+                                              "storage": str(tmp_path)})
+    assert wrong_vm.status_code in (404, 422), wrong_vm.text
+    assert JobStore(served_ctx.catalog).list() == []
+
+
+def test_a_finalize_of_no_instant_vm_starts_no_job(client: Client,
+                                                   served_ctx: ApiContext) -> None:
+    r = client("restore").post("/api/v1/instant/nothing-here/finalize")
+    assert r.status_code == 404 and r.json()["kind"] == "InstantNotFound"
+    assert JobStore(served_ctx.catalog).list() == []
 
 
 # ------------------------------------------------------------------ a real guest

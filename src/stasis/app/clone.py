@@ -20,7 +20,7 @@ from stasis.protection.vm import back_up_vm
 from stasis.recovery import clone as clone_mod
 from stasis.recovery.clone import check_clone, clone_point
 from stasis.recovery.vm import DEFAULT_STORAGE
-from stasis.repository import Credentials
+from stasis.repository import Credentials, Repository
 from stasis.settings import run_dir, scratch_dir
 
 
@@ -54,6 +54,18 @@ def clone(
     result.point_taken = taken
     result.duration_s = round(time.time() - began, 3)
     return CloneModel.model_validate(result.to_dict())
+
+
+def refuse_full_clone(connect: str, repo: Repository, point: str, *, name: str,
+                      vm: str | None = None, storage: Path | None = None,
+                      network: str | None = None) -> None:
+    """What a full clone of ``point`` would refuse, refused now, before a job is queued:
+    the new VM's name, storage and network, the point's VM."""
+    from stasis.recovery.instant import check_new_vm
+    from stasis.recovery.vm import select_vm
+
+    check_new_vm(lv.connect(connect), name, (storage or DEFAULT_STORAGE).absolute(), network)
+    select_vm(repo.resolve(point), vm)
 
 
 def list_clones(connect: str) -> list[CloneRow]:

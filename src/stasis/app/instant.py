@@ -27,6 +27,7 @@ from stasis.app.models import (
 )
 from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
+from stasis.progress import Progress
 from stasis.recovery import export as export_mod
 from stasis.recovery import instant as instant_mod
 from stasis.repository import Credentials, Repository
@@ -70,11 +71,19 @@ def running(connect: str) -> list[RunningFromRepo]:
             for row in instant_mod.listing(lv.connect(connect))]
 
 
-def finalize(connect: str, open_repo: ExportOpener, name: str) -> Finalized:
-    """Copy the instant VM's disks to local storage while it runs; then stop its export."""
+def finalize(connect: str, open_repo: ExportOpener, name: str,
+             progress: Progress | None = None) -> Finalized:
+    """Copy the instant VM's disks to local storage while it runs; then stop its export
+    (what the job kind ``instant.finalize`` runs, here in the foreground)."""
     conn = lv.connect(connect)
     r, _creds = open_repo()
-    return Finalized.model_validate(instant_mod.finalize(conn, r, name).to_dict())
+    return Finalized.model_validate(instant_mod.finalize(conn, r, name, progress).to_dict())
+
+
+def instant_repository(name: str) -> str:
+    """The location of the repository the instant VM ``name`` runs from
+    (InstantNotFound: none of that name was started here)."""
+    return instant_mod.find_instant(name).repo
 
 
 def discard(connect: str, name: str) -> Discarded:

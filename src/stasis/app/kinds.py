@@ -27,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, Validati
 from stasis.app.models import (
     BackupFailure,
     BackupResult,
+    CloneModel,
     CopiedPoint,
     CopyResult,
     DiskRestore,
+    Finalized,
     GcResult,
     GroupRestore,
     PointDecision,
@@ -140,6 +142,21 @@ class RestoreGroupParams(Params):
     order: list[str] | None = None
 
 
+class FinalizeParams(Params):
+    op: Literal["instant.finalize"] = "instant.finalize"
+    name: str  # the instant VM
+
+
+class CloneParams(Params):
+    op: Literal["clone"] = "clone"  # a full clone of a point (a linked one is instant)
+    point: str
+    name: str  # the new VM
+    vm: str | None = None
+    storage: Path | None = None
+    network: str | None = None
+    start: bool = False
+
+
 class VerifyParams(Params):
     op: Literal["verify"] = "verify"
     points: list[str] | None = None  # None: every point
@@ -190,7 +207,7 @@ class PolicyParams(Params):
 AnyParams = Annotated[
     BackupImagesParams | BackupVmsParams | BackupGroupParams | RestoreDiskParams
     | RestoreVmParams | RestoreGroupParams | VerifyParams | PruneParams | GcParams
-    | CopyParams | PolicyParams,
+    | CopyParams | PolicyParams | FinalizeParams | CloneParams,
     Discriminator("op"),
 ]
 PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams, config=ConfigDict(defer_build=True))
@@ -651,6 +668,54 @@ def _run_restore_group(p: RestoreGroupParams, plan: Plan, job: JobRun,
     return GroupRestore.model_validate(result.to_dict())
 
 
+# ------------------------------------------------------------------ instant finalize, clones
+
+
+def _plan_finalize(p: FinalizeParams, env: Env) -> Plan:
+    from stasis.recovery.instant import find_instant
+
+    find_instant(p.name)  # InstantNotFound: nothing to finalize
+    env.conn()
+    return Plan(p.name, [p.name], env.repo())
+
+
+def _run_finalize(p: FinalizeParams, plan: Plan, job: JobRun, env: Env) -> Finalized:
+    from stasis.recovery.instant import finalize
+
+    # Cancelled before the pivots, the VM runs on from the export, no copy left.
+    result = finalize(env.conn(), env.repo(), p.name, progress=env.sink(job.cancel))
+    job.result[p.name] = {"finalized": p.name, "disks": dict(result.disks), "error": None}
+    _claim(job, env, [p.name])
+    return Finalized.model_validate(result.to_dict())
+
+
+def _plan_clone(p: CloneParams, env: Env) -> Plan:
+    from stasis.recovery.instant import check_new_vm
+    from stasis.recovery.vm import DEFAULT_STORAGE, select_vm
+
+    r = env.repo()
+    m = r.resolve(p.point)
+    check_new_vm(env.conn(), p.name, (p.storage or DEFAULT_STORAGE).absolute(), p.network)
+    source = select_vm(m, p.vm).name
+    # The source VM, as a restore's, and the new name: never two jobs making one VM.
+    return Plan(p.name, list(dict.fromkeys([source, p.name])), r, state=m)
+
+
+def _run_clone(p: CloneParams, plan: Plan, job: JobRun, env: Env) -> CloneModel:
+    from stasis.recovery.clone import full_clone
+
+    m = plan.state
+    result = full_clone(env.conn(), env.repo(), m, name=p.name, vm=p.vm, storage=p.storage,
+                        network=p.network, start=p.start, run_dir=env.where().run,
+                        progress=env.sink(job.cancel))
+    job.result[result.vm] = {"point": m.id, "point_name": m.name, "cloned_as": result.name,
+                             "started": result.started, "disks": dict(result.disks),
+                             "bytes_written": result.bytes_written, "error": None}
+    job.bytes_written += result.bytes_written
+    _claim(job, env, [result.name])
+    return CloneModel.model_validate(result.to_dict())
+
+
 # ------------------------------------------------------------------ verify, prune, gc
 
 
@@ -1065,6 +1130,9 @@ KINDS: dict[str, Kind[Any]] = {k.op: k for k in (
          _run_restore_vm),
     Kind("restore.group", "restore", RestoreGroupParams, lambda p: p.point,
          _plan_restore_group, _run_restore_group),
+    Kind("instant.finalize", "restore", FinalizeParams, lambda p: p.name, _plan_finalize,
+         _run_finalize),
+    Kind("clone", "restore", CloneParams, lambda p: p.name, _plan_clone, _run_clone),
     Kind("verify", "verify", VerifyParams,
          lambda p: ",".join(p.points) if p.points else "all points", _plan_verify,
          _run_verify, occupies_vms=False),

@@ -13,8 +13,9 @@ is, audited, and never queued twice.
 - Verify, prune, gc and copies work on a whole repository, which is the system's:
   a tenant's principal is refused them (403, PermissionDenied), whatever its role.
 - A backup asked again while one of the same VMs (the same group, the same policy)
-  on the same repository is queued or running is not queued again: the job that
-  waits or runs is the answer (``existing``). Within one process the check and the
+  on the same repository is queued or running is not queued again, nor a finalize
+  of an instant VM being finalized: the job that waits or runs is the answer
+  (``existing``). Within one process the check and the
   queueing are one step, so two requests at once make one job.
 """
 
@@ -32,7 +33,9 @@ from stasis.app.kinds import (
     BackupGroupParams,
     BackupImagesParams,
     BackupVmsParams,
+    CloneParams,
     Env,
+    FinalizeParams,
     Params,
     PolicyParams,
     PruneParams,
@@ -49,6 +52,7 @@ from stasis.app.points import resolve_point
 from stasis.app.scope import Scope
 from stasis.errors import (
     GroupError,
+    InstantNotFound,
     PermissionDenied,
     PolicyNotFound,
     TargetNotAllowed,
@@ -157,6 +161,25 @@ def check_scope(catalog: Catalog, where: Scope, p: Params, repo: Repository) -> 
         if isinstance(p, RestoreVmParams | RestoreDiskParams) and p.vm is not None:
             where.check_vm(p.vm, "this server")
         check_restore_target(who.tenant, p)
+    elif isinstance(p, CloneParams):
+        from stasis.app.instant import check_targets
+
+        resolve_point(repo, p.point, owned=where.owns_vms)
+        check_targets(who.tenant, storage=p.storage, network=p.network)
+        if p.name not in who.tenant.vms:
+            # The clone must be the tenant's once made: by its name (labels are not
+            # copied).
+            raise UsageError(f"tenant {who.tenant.name} owns VMs by name or label; a clone "
+                             f"named {p.name!r} would not be its own. Nothing was made.")
+    elif isinstance(p, FinalizeParams) and _instant_owner(p.name) != who.tenant.name:
+        raise InstantNotFound(f"No instant VM named '{p.name}' was started here. 'stasis "
+                              "instant list' shows them.")
+
+
+def _instant_owner(name: str) -> str | None:
+    from stasis.app.instant import owner_of
+
+    return owner_of("instant", name)
 
 
 def _same_work(p: Params, job: Job, repo_id: str) -> bool:
@@ -173,6 +196,8 @@ def _same_work(p: Params, job: Job, repo_id: str) -> bool:
                     and sorted(job.params.get("vms") or []) == sorted(p.vms))
     if isinstance(p, PolicyParams):
         return job.policy == p.policy
+    if isinstance(p, FinalizeParams):
+        return bool(job.params.get("name") == p.name)
     return False
 
 
@@ -193,7 +218,7 @@ def start_job(catalog: Catalog, where: Scope, op: str, params: dict[str, Any], *
     try:
         check_scope(catalog, where, p, repo)
         if not where.everything and isinstance(p, RestoreVmParams | RestoreDiskParams
-                                               | RestoreGroupParams):
+                                               | RestoreGroupParams | CloneParams):
             p = p.model_copy(update={"point": resolve_point(repo, p.point,
                                                             owned=where.owns_vms).id})
     except PermissionDenied as e:
@@ -205,7 +230,8 @@ def start_job(catalog: Catalog, where: Scope, op: str, params: dict[str, Any], *
     with _QUEUEING:
         same = [j for j in store.list(states=("queued", "running"), kind=kind.job_kind,
                                       newest_first=False)
-                if kind.job_kind == "backup" and _same_work(p, j, repo.id)]
+                if (kind.job_kind == "backup" or isinstance(p, FinalizeParams))
+                and _same_work(p, j, repo.id)]
         if same:
             job = same[0]
             existing = True

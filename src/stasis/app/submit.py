@@ -95,10 +95,20 @@ def submit(catalog: str | Catalog | None, kind: str, params: dict[str, Any] | Pa
 
 def named_vms(p: Params) -> list[str]:
     """The VMs a job's parameters name (its plan may find more: a group's members)."""
-    from stasis.app.kinds import BackupVmsParams, RestoreDiskParams, RestoreVmParams
+    from stasis.app.kinds import (
+        BackupVmsParams,
+        CloneParams,
+        FinalizeParams,
+        RestoreDiskParams,
+        RestoreVmParams,
+    )
 
     if isinstance(p, BackupVmsParams):
         return list(dict.fromkeys(p.vms))
+    if isinstance(p, FinalizeParams):
+        return [p.name]
+    if isinstance(p, CloneParams):
+        return list(dict.fromkeys([*([p.vm] if p.vm else []), p.name]))
     if isinstance(p, RestoreVmParams | RestoreDiskParams) and p.vm is not None:
         return [p.vm]
     return []

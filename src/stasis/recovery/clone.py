@@ -151,16 +151,33 @@ def clone_point(
         result = _linked(conn, repo, creds, point, rec.name, name=name, storage=storage,
                          network=network, start=start)
     else:
-        restored = restore_vm(conn, repo, point, vm=rec.name, name=name, storage=storage,
-                              network=network, start=start, progress=progress,
-                              run_dir=run_dir)
-        uuid, macs = _identity(conn, name)
-        result = CloneResult(name, "point", point.id, False, rec.name, False, restored.started,
-                             uuid, macs, str(storage),
-                             {d.disk: str(d.target) for d in restored.disks},
-                             dict(restored.files),
-                             sum(d.bytes_written for d in restored.disks)
-                             + sum(_allocated(f) for f in restored.files.values()))
+        result = full_clone(conn, repo, point, name=name, vm=rec.name, storage=storage,
+                            network=network, start=start, run_dir=run_dir,
+                            progress=progress)
+    result.duration_s = round(time.time() - began, 3)
+    return result
+
+
+def full_clone(
+    conn: libvirt.virConnect, repo: Repository, point: Manifest, *, name: str,
+    vm: str | None = None, storage: Path | None = None, network: str | None = None,
+    start: bool = False, run_dir: Path, progress: Progress | None = None,
+) -> CloneResult:
+    """Make the VM ``name`` as a full sparse copy of ``vm`` of ``point`` (no export, so
+    no credentials); work stopped midway (Cancelled by ``progress``) leaves no domain
+    and no image, as a restore as new."""
+    began = time.time()
+    storage = (storage or DEFAULT_STORAGE).absolute()
+    rec = select_vm(point, vm)
+    restored = restore_vm(conn, repo, point, vm=rec.name, name=name, storage=storage,
+                          network=network, start=start, progress=progress, run_dir=run_dir)
+    uuid, macs = _identity(conn, name)
+    result = CloneResult(name, "point", point.id, False, rec.name, False, restored.started,
+                         uuid, macs, str(storage),
+                         {d.disk: str(d.target) for d in restored.disks},
+                         dict(restored.files),
+                         sum(d.bytes_written for d in restored.disks)
+                         + sum(_allocated(f) for f in restored.files.values()))
     result.duration_s = round(time.time() - began, 3)
     return result
 

@@ -3,10 +3,12 @@ export``, ``stasis attach``/``detach``, ``stasis clone``), all needing ``restore
 
 Each is served by a detached export (an nbdkit in a session of its own), so it
 outlives the request that started it and the server process too; a request waits
-only for it to be set up. Finalizing an instant VM and making a full clone copy
-whole disks: no job kind runs them yet, so they are synchronous calls that last as
-long as the copy (the request's worker thread is held meanwhile; a client that goes
-away does not stop them, and they leave nothing half made).
+only for it to be set up (a linked clone too: 201 with the clone). Finalizing an
+instant VM and making a full clone copy whole disks: they are jobs (kinds
+``instant.finalize`` and ``clone``, of the catalog's kind ``restore``), answered 202
+with the job, followed and cancelled as any job. A cancelled finalize leaves the VM
+running from the repository with no copy left; a cancelled clone leaves no domain
+and no image.
 
 Tenants act only on their own points and VMs and restore only where their tenant
 allows (:func:`stasis.app.instant.check_targets`); what they start is recorded as
@@ -19,11 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stasis.api.context import ApiContext
 from stasis.api.guard import GuardedRoute, needs, principal, scope
 from stasis.api.listing import ListQuery, Page, list_query, paginate
+from stasis.api.routes._work import REPOSITORY_QUERY, STARTED
+from stasis.api.started import answer_started
 from stasis.app import audit
 from stasis.app import clone as clone_ops
 from stasis.app import files as file_ops
@@ -37,8 +42,8 @@ from stasis.app.models import (
     CloneOwned,
     Detached,
     Discarded,
-    Finalized,
     InstantStarted,
+    JobStarted,
     RunningOwned,
     ServedExport,
 )
@@ -164,18 +169,32 @@ def _missing_instant(name: str) -> InstantNotFound:
                            "list' shows them.")
 
 
-@router.post("/instant/{name}/finalize", openapi_extra=needs(PERMISSION),
-             response_model=Finalized)
-def finalize_instant(request: Request, name: str, who: Principal = Depends(principal),
-                     where: Scope = Depends(scope)) -> Finalized:
-    """Copy the instant VM's disks to local storage while it runs, then stop its export.
-    Synchronous: it answers when the copy is done (as long as the disks take)."""
+@router.post("/instant/{name}/finalize", openapi_extra=needs(PERMISSION), status_code=202,
+             response_model=JobStarted, responses=STARTED)
+def finalize_instant(request: Request, name: str,
+                     repository: str | None = REPOSITORY_QUERY,
+                     who: Principal = Depends(principal),
+                     where: Scope = Depends(scope)) -> JSONResponse:
+    """Copy the instant VM's disks to local storage while it runs, then stop its export:
+    a job (202 with it; 200 with the finalize of this VM already queued or running).
+    Cancelled before its disks pivot, the VM runs on from the repository, no copy
+    left. The repository is the one the VM runs from (``repository`` names it when the
+    server serves it under several names)."""
+    from stasis.app.start import start_job
+
     ctx = _ctx(request)
-    _check_owner(where, "instant", name, _missing_instant(name))
-    result = ops.finalize(ctx.connect, _opener(ctx, None), name)
-    audit.record(ctx.catalog, who, "instant.finalize", f"vm:{name}",
-                 detail={"disks": result.disks})
-    return result
+    missing = _missing_instant(name)
+    _check_owner(where, "instant", name, missing)
+    try:
+        location = ops.instant_repository(name)
+    except InstantNotFound:
+        raise missing from None
+    if repository is None:
+        repository = next((n for n, r in ctx.repositories.items() if r.url == location),
+                          None)
+    repo = ctx.repository(repository)
+    return answer_started(request, who, None, lambda: start_job(
+        ctx.catalog, where, "instant.finalize", {"name": name}, repo=repo, wake=ctx.wake))
 
 
 @router.post("/instant/{name}/discard", openapi_extra=needs(PERMISSION),
@@ -270,13 +289,18 @@ def detach(request: Request, vm: str, target: str, who: Principal = Depends(prin
 # ------------------------------------------------------------------ clones
 
 
-@router.post("/clones", openapi_extra=needs(PERMISSION), response_model=CloneModel,
-             status_code=201)
+@router.post("/clones", openapi_extra=needs(PERMISSION), response_model=JobStarted,
+             status_code=202, responses={
+                 **STARTED, 201: {"model": CloneModel,
+                                  "description": "The linked clone, made"}})
 def make_clone(request: Request, body: CloneRequest, who: Principal = Depends(principal),
-               where: Scope = Depends(scope)) -> CloneModel:
-    """Make a new VM, with a new name, UUID and MACs, from a point: a full sparse copy,
-    or ``linked`` (overlays on an export; the point is held while it lives). A full
-    clone answers when its disks are written."""
+               where: Scope = Depends(scope)) -> JSONResponse:
+    """Make a new VM, with a new name, UUID and MACs, from a point: a full sparse copy
+    as a job (202 with the job; cancelled, it leaves no domain and no image), or
+    ``linked`` (overlays on an export; the point is held while it lives), made in the
+    request (201 with the clone)."""
+    from stasis.app.start import start_job
+
     ctx = _ctx(request)
     r = ctx.repository(body.repository)
     m = file_ops.point_for(r, body.point, where)
@@ -286,14 +310,21 @@ def make_clone(request: Request, body: CloneRequest, who: Principal = Depends(pr
         # The clone must be the tenant's once made: by its name (labels are not copied).
         raise UsageError(f"tenant {_tenant(who)} owns VMs by name or label; a clone named "
                          f"{body.name!r} would not be its own. Nothing was made.")
+    if not body.linked:
+        params = {k: v for k, v in {"point": m.id, "name": body.name, "vm": body.vm,
+                                    "storage": body.storage, "network": body.network,
+                                    "start": body.start}.items() if v is not None}
+        clone_ops.refuse_full_clone(ctx.connect, r, m.id, name=body.name, vm=body.vm,
+                                    storage=storage, network=body.network)
+        return answer_started(request, who, body, lambda: start_job(
+            ctx.catalog, where, "clone", params, repo=r, wake=ctx.wake))
     result = clone_ops.clone(ctx.connect, _opener(ctx, body.repository), m.id,
-                             name=body.name, vm=body.vm, linked=body.linked, storage=storage,
+                             name=body.name, vm=body.vm, linked=True, storage=storage,
                              network=body.network, start=body.start)
-    if result.linked:
-        ops.set_owner("clone", result.name, tenant=_tenant(who), by=who.user)
+    ops.set_owner("clone", result.name, tenant=_tenant(who), by=who.user)
     audit.record(ctx.catalog, who, "clone.make", f"vm:{result.name}",
                  detail={"point": m.id, "linked": result.linked})
-    return result
+    return JSONResponse(result.model_dump(mode="json"), status_code=201)
 
 
 @router.get("/clones", openapi_extra=needs(PERMISSION), response_model=Page[CloneOwned])

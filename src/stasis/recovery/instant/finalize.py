@@ -1,5 +1,12 @@
 """An instant VM made an ordinary one: its disks copied to local storage while it runs
-(libvirt block copy, then pivot), its export stopped."""
+(libvirt block copy, then pivot), its export stopped.
+
+Every disk is mirrored first, all at once, and pivoted only once every mirror is
+ready: until the first pivot the VM runs from the export as before, so work stopped
+there (an error, or :class:`~stasis.parallel.Cancelled` raised by ``progress``, which
+hears the bytes copied) aborts the mirrors and removes the copies, and the VM goes on
+running from the repository, to be finalized again or discarded. The pivots take
+no time worth stopping for and are not interrupted."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import libvirt
 
 from stasis.errors import HypervisorError, InstantError, TargetExists
 from stasis.hypervisor import libvirt_api as lv
+from stasis.progress import NoProgress, Progress
 from stasis.recovery.instant.detached_export import stop_export
 from stasis.recovery.instant.marker import NAMESPACE, marked_domain, unmark
 from stasis.recovery.instant.state import find_instant, forget, save
@@ -38,10 +46,12 @@ class FinalizeResult:
         return dict(self.__dict__)
 
 
-def finalize(conn: libvirt.virConnect, repo: Repository, name: str) -> FinalizeResult:
+def finalize(conn: libvirt.virConnect, repo: Repository, name: str,
+             progress: Progress | None = None) -> FinalizeResult:
     """Copy every disk of the instant VM ``name`` to local storage while it runs, pivot
-    to the copies, and stop its export."""
+    to the copies, and stop its export. ``progress`` hears the bytes copied."""
     began = time.time()
+    progress = progress or NoProgress()
     entry = find_instant(name)
     dom = marked_domain(conn, entry)
     if dom is None or not dom.isActive():
@@ -62,17 +72,27 @@ def finalize(conn: libvirt.virConnect, repo: Repository, name: str) -> FinalizeR
     entry.state = "finalizing"
     entry.copies = dests
     save(entry)
+    pivoted: set[str] = set()
     try:
+        progress.start(f"copy of {name}'s disks to {storage}",
+                       sum(d.virtual_size for d in rec.disks))
         for disk, dest in dests.items():
-            _copy_disk(dom, disk, dest, formats[disk])
+            _start_copy(dom, disk, dest, formats[disk])
+        _wait_ready(dom, list(dests), progress)
+        for disk, dest in dests.items():
+            _pivot(dom, disk, dest)
+            pivoted.add(disk)
+        progress.finish()
     except BaseException:
         for disk in dests:
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.blockJobAbort(disk, 0)
-        for dest in dests.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(dest)
-        entry.state, entry.copies = "running", {}
+            if disk not in pivoted:
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.blockJobAbort(disk, 0)
+        for disk, dest in dests.items():
+            if disk not in pivoted:  # a pivoted disk runs on its copy
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dest)
+        entry.state, entry.copies = "running", {d: dests[d] for d in pivoted}
         save(entry)
         raise
     # The persistent definition follows the pivot, and is no instant VM any more.
@@ -121,7 +141,7 @@ def _disk_source(dom: libvirt.virDomain, disk: str) -> tuple[str, bool]:
     raise InstantError(f"the VM {dom.name()} has no disk {disk}")
 
 
-def _copy_disk(dom: libvirt.virDomain, disk: str, dest: str, fmt: str) -> None:
+def _start_copy(dom: libvirt.virDomain, disk: str, dest: str, fmt: str) -> None:
     dest_xml = f"<disk type='file'><source file='{dest}'/><driver type='{fmt}'/></disk>"
     try:
         dom.blockCopy(disk, dest_xml, None, libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
@@ -129,15 +149,35 @@ def _copy_disk(dom: libvirt.virDomain, disk: str, dest: str, fmt: str) -> None:
         raise HypervisorError(f"the copy of {dom.name()}/{disk} to {dest} did not start "
                               f"({e.get_error_message()})", "The VM still runs from the "
                               "export; nothing was changed.") from None
+
+
+def _wait_ready(dom: libvirt.virDomain, disks: list[str], progress: Progress) -> None:
+    """Until every disk's mirror is ready, telling ``progress`` the bytes copied (it
+    may stop the wait: Cancelled)."""
     deadline = time.monotonic() + COPY_TIMEOUT
-    while not _disk_source(dom, disk)[1]:
-        if not dom.blockJobInfo(disk, 0):
-            raise HypervisorError(f"the copy of {dom.name()}/{disk} ended before it was "
-                                  "complete", "The VM still runs from the export.")
+    done = dict.fromkeys(disks, 0)
+    while True:
+        ready = 0
+        for disk in disks:
+            info = dom.blockJobInfo(disk, 0)
+            if _disk_source(dom, disk)[1]:
+                ready += 1
+            elif not info:
+                raise HypervisorError(f"the copy of {dom.name()}/{disk} ended before it "
+                                      "was complete", "The VM still runs from the export.")
+            cur = int(info.get("cur", 0)) if info else done[disk]
+            progress.advance(max(0, cur - done[disk]))
+            done[disk] = max(done[disk], cur)
+        if ready == len(disks):
+            return
         if time.monotonic() > deadline:
-            raise HypervisorError(f"the copy of {dom.name()}/{disk} did not finish",
+            raise HypervisorError(f"the copy of {dom.name()}'s disks did not finish",
                                   "The VM still runs from the export.")
         time.sleep(0.2)
+
+
+def _pivot(dom: libvirt.virDomain, disk: str, dest: str) -> None:
+    deadline = time.monotonic() + COPY_TIMEOUT
     try:
         dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
     except libvirt.libvirtError as e:
