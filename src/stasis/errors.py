@@ -550,6 +550,14 @@ class ServerUnreachable(StasisError):
                 "private CA signed.")
 
 
+class ArchiveRefused(StasisError):
+    """The archive from {} was not extracted: {}. Nothing was written in the target directory."""
+
+    exit_code = 69
+    cli_hint = ("Run the command again; if it fails the same way, what answers at the server's "
+                "address does not send archives as a Stasis server does.")
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -646,7 +654,8 @@ EXIT_MEANINGS: dict[int, str] = {
         "allowed to; nothing was restored",
     68: "the byte range asked for is outside the file; nothing was sent",
     69: "the Stasis server (--server) cannot be reached or answered something that is not "
-        "its API (wrong URL, server down, TLS refused); nothing was done",
+        "its API (wrong URL, server down, TLS refused, an archive cut short or unsafe to "
+        "extract); nothing was done",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }
