@@ -558,6 +558,14 @@ class PoliciesFromFile(StasisError):
                 "--policies to keep the policies in the catalog, where the API edits them.")
 
 
+class ArchiveRefused(StasisError):
+    """The archive from {} was not extracted: {}. Nothing was written in the target directory."""
+
+    exit_code = 69
+    cli_hint = ("Run the command again; if it fails the same way, what answers at the server's "
+                "address does not send archives as a Stasis server does.")
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -654,7 +662,8 @@ EXIT_MEANINGS: dict[int, str] = {
         "allowed to; nothing was restored",
     68: "the byte range asked for is outside the file; nothing was sent",
     69: "the Stasis server (--server) cannot be reached or answered something that is not "
-        "its API (wrong URL, server down, TLS refused); nothing was done",
+        "its API (wrong URL, server down, TLS refused, an archive cut short or unsafe to "
+        "extract); nothing was done",
     70: "the service runs the policies of a file: policies are edited there, not through "
         "the API; nothing was changed",
     130: "interrupted by Ctrl-C; nothing was committed",

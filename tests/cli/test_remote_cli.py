@@ -5,24 +5,38 @@ command's remote output can be compared with the local one's."""
 
 from __future__ import annotations
 
+import http.server
+import io
+import json
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from stasis.app import accounts as acc
-from stasis.app import passwords
+from stasis.app import catalog_policies, passwords
 from stasis.catalog import Catalog
 from stasis.catalog.db import CATALOG_FILE
-from stasis.errors import NotAuthenticated, PermissionDenied, ServerUnreachable, UsageError
+from stasis.errors import (
+    ArchiveRefused,
+    FileTargetExists,
+    NotAuthenticated,
+    PermissionDenied,
+    ServerUnreachable,
+    UsageError,
+)
 from stasis_testkit.fsimages import ext4_disk
 from tests.api.conftest import CHEAP_PASSWORDS, PASSWORD
 from tests.conftest import ROOT, Cli, mixed_image
@@ -84,6 +98,10 @@ def served(cli_repo: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tree / "etc" / "app").mkdir(parents=True)
     (tree / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
     (tree / "etc" / "app" / "app.conf").write_text("debug = false\n")
+    (tree / "etc" / "app" / "run.sh").write_bytes(bytes(range(256)) * 300)
+    (tree / "etc" / "app" / "run.sh").chmod(0o750)
+    (tree / "etc" / "app").chmod(0o750)
+    (tree / "etc" / "localtime").symlink_to("/usr/share/zoneinfo/UTC")  # data, not followed
     fs = ext4_disk(tmp_path / "fs.raw", tree, size=8 << 20)
     cli.ok("backup", "image", str(fs.path), "--name", "fs")
     catalog = "sqlite:///" + str(Path(cli.env["STASIS_STATE_DIR"]) / CATALOG_FILE)
@@ -211,7 +229,7 @@ def test_a_command_that_does_not_run_remotely_says_so(served: Served) -> None:
     target = served.tmp / "restored.raw"
     for args in (["gc"], ["repo", "info"], ["catalog", "rebuild"], ["doctor"],
                  ["user", "list"], ["restore", "disk", "web@latest", "--to", str(target)],
-                 ["files", "get", "web@latest", "/", "--to", str(served.tmp)]):
+                 ["policy", "check", str(served.tmp / "none.toml")]):
         r = remote(*args)
         assert r.code == UsageError.exit_code, (args, r.err)
         assert "does not run against a server" in r.err and f"'stasis {args[0]}" in r.err
@@ -272,3 +290,223 @@ def test_own_tokens_through_the_server(served: Served) -> None:
     assert r.code == NotAuthenticated.exit_code, r.err
     text = remote("token", "create", "x").err
     assert "shown" in text
+
+
+# ------------------------------------------------------------------ files get
+
+
+def _tree(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
+    """Everything below ``root``: (kind, mode bits, mtime in us, content or link target)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            what = ("symlink", 0, os.readlink(path).encode())
+        elif stat.S_ISDIR(st.st_mode):
+            what = ("dir", stat.S_IMODE(st.st_mode), b"")
+        else:
+            what = ("file", stat.S_IMODE(st.st_mode), path.read_bytes())
+        # the tar's pax header carries the time to the microsecond
+        found[str(path.relative_to(root))] = (what[0], what[1], round(st.st_mtime_ns / 1000),
+                                              what[2])
+    return found
+
+
+_RATE = re.compile(r" in \d+\.\d+ s \((\d+ chunks? read|streamed from \S+)\)\.$")
+
+
+def test_files_get_through_the_server_writes_what_a_local_get_writes(served: Served) -> None:
+    local, remote = served.local, served.remote("restore")
+    for n, (args, names) in enumerate([
+            (["/etc"], {"etc", "etc/hosts", "etc/app", "etc/app/app.conf", "etc/app/run.sh",
+                        "etc/localtime"}),
+            (["/etc/app/run.sh"], {"run.sh"}),
+            (["/etc/hosts", "/etc/app"], {"hosts", "app", "app/app.conf", "app/run.sh"})]):
+        here, there = served.tmp / f"here-{n}", served.tmp / f"there-{n}"
+        here.mkdir()
+        there.mkdir()
+        shown_here = local.ok("files", "get", "fs@latest", *args, "--to", str(here)).out
+        shown_there = remote.ok("files", "get", "fs@latest", *args, "--to", str(there)).out
+        assert _RATE.sub("", shown_there.strip()).replace(str(there), "DIR") == \
+            _RATE.sub("", shown_here.strip()).replace(str(here), "DIR")
+        assert f"(streamed from {served.url})" in shown_there
+        assert set(_tree(there)) == names, args
+        assert _tree(there) == _tree(here), args
+    assert stat.S_IMODE((served.tmp / "there-0" / "etc" / "app").stat().st_mode) == 0o750
+    assert os.readlink(served.tmp / "there-0" / "etc" / "localtime") == \
+        "/usr/share/zoneinfo/UTC"
+    # --json: the local report, but for where, how long, and the chunks the server read
+    here, there = served.tmp / "here-j", served.tmp / "there-j"
+    here.mkdir()
+    there.mkdir()
+    mine = local.ok("files", "get", "fs@latest", "/", "--to", str(here), "--json").json()
+    theirs = remote.ok("files", "get", "fs@latest", "/", "--to", str(there), "--json").json()
+    assert isinstance(mine, dict) and isinstance(theirs, dict) and theirs["files"] == 3
+    assert theirs["loads"] == 0 and mine["loads"] > 0
+    ignored = {"target": None, "duration_s": None, "loads": None}
+    assert {**theirs, **ignored} == {**mine, **ignored}
+    assert _tree(there) == _tree(here)
+
+
+def test_files_get_through_the_server_replaces_nothing_without_force(served: Served) -> None:
+    remote = served.remote("restore")
+    there = served.tmp / "there"
+    there.mkdir()
+    remote.ok("files", "get", "fs@latest", "/etc", "--to", str(there))
+    (there / "etc" / "hosts").write_text("mine\n")
+    (there / "etc" / "app" / "run.sh").unlink()
+    (there / "etc" / "extra").write_text("kept\n")
+    before = _tree(there)
+    r = remote("files", "get", "fs@latest", "/etc", "--to", str(there))
+    assert r.code == FileTargetExists.exit_code, r.err
+    assert f"{there}/etc/hosts" in r.err and "Nothing was written" in r.err
+    assert "app.conf" in r.err and "run.sh" not in r.err  # what is missing is no conflict
+    assert _tree(there) == before  # nothing written, nothing staged left behind
+    r = remote("files", "get", "fs@latest", "/nosuch", "--to", str(there))
+    assert r.code == 33, r.err  # FileNotInPoint, as locally
+    assert _tree(there) == before
+    remote.ok("files", "get", "fs@latest", "/etc", "--to", str(there), "--force")
+    after = _tree(there)
+    assert (there / "etc" / "hosts").read_text() == "127.0.0.1 localhost\n"
+    assert after["etc/extra"] == before["etc/extra"] and "etc/app/run.sh" in after
+    assert not any(".stasis-get-" in name for name in after)
+    r = served.remote("viewer")("files", "get", "fs@latest", "/etc", "--to", str(there))
+    assert r.code == PermissionDenied.exit_code and "files:read" in r.err, r.err
+
+
+def _tar_zst(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return zstandard.ZstdCompressor().compress(raw.getvalue())
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = kind, link, 0o644, 1_700_000_000
+    return info
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A server that answers a point with an id and its archive with ``archive``."""
+
+    archive = b""
+
+    def do_GET(self) -> None:
+        if "/files/archive" in self.path:
+            body, media = self.archive, "application/zstd"
+        else:
+            body, media = json.dumps({"id": "f" * 64}).encode(), "application/json"
+        self.send_response(200)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile(cli: Cli) -> Iterator[tuple[Cli, type[_Hostile]]]:
+    """The CLI against a fake server whose archives are crafted (``handler.archive``)."""
+    handler = type("Handler", (_Hostile,), {})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    env = {k: v for k, v in cli.env.items() if k not in ("STASIS_REPO", "STASIS_PASSPHRASE")}
+    env.update(STASIS_SERVER=f"http://127.0.0.1:{httpd.server_address[1]}",
+               STASIS_TOKEN="stasis_anything")
+    try:
+        yield Cli(cli.repo, env), handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_files_get_refuses_a_hostile_archive_and_writes_nothing(
+        hostile: tuple[Cli, type[_Hostile]], tmp_path: Path) -> None:
+    remote, handler = hostile
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    into = tmp_path / "into"
+    into.mkdir()
+    good = (_member("fine.txt"), b"an honest file\n")
+    whole = _tar_zst(good, (_member("big.bin"), os.urandom(300_000)))
+    cases = {
+        "escaping with ..": _tar_zst(good, (_member("../outside/escaped"), b"x")),
+        "an absolute name": _tar_zst(good, (_member(f"{outside}/absolute"), b"x")),
+        "through a symlink": _tar_zst(
+            good, (_member("d", tarfile.DIRTYPE), b""),
+            (_member("d/out", tarfile.SYMTYPE, str(outside)), b""),
+            (_member("d/out/through"), b"x")),
+        "a hard link": _tar_zst(good, (_member("passwd", tarfile.LNKTYPE, "/etc/passwd"), b"")),
+        "a device": _tar_zst(good, (_member("sda", tarfile.BLKTYPE), b"")),
+        "a name twice": _tar_zst(good, good),
+        "a file before its directory": _tar_zst(good, (_member("nodir/x"), b"x")),
+        "cut short": whole[: len(whole) // 2],
+        "not an archive": b"<html>a proxy's error page</html>",
+    }
+    for why, archive in cases.items():
+        handler.archive = archive
+        r = remote("files", "get", "p", "/", "--to", str(into))
+        assert r.code == ArchiveRefused.exit_code, (why, r.err)
+        assert "was not extracted" in r.err and "Nothing was written" in r.err, (why, r.err)
+        assert list(into.iterdir()) == [], why  # not even fine.txt, nor the staging dir
+        assert list(outside.iterdir()) == [], why
+    handler.archive = whole  # the same server, honest: the files land
+    remote.ok("files", "get", "p", "/", "--to", str(into))
+    assert (into / "fine.txt").read_bytes() == b"an honest file\n"
+    assert sorted(p.name for p in into.iterdir()) == ["big.bin", "fine.txt"]
+
+
+# ------------------------------------------------------------------ policy list
+
+
+POLICIES = """\
+[[policy]]
+name = "apps"
+vms = ["web", "db"]
+select = ["app-*"]
+labels = { tier = "front" }
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+consistency = "filesystem"
+require = "crash"
+rpo = "26h"
+
+[policy.retention]
+keep_daily = 7
+
+[[policy]]
+name = "fs"
+vms = ["fs"]
+every = "12h"
+
+[policy.retention]
+keep_last = 3
+"""
+
+
+def test_policy_list_through_the_server_shows_what_a_file_shows(served: Served) -> None:
+    local, remote = served.local, served.remote("viewer")
+    path = served.tmp / "policies.toml"
+    path.write_text(POLICIES)
+    rules = catalog_policies.Rules(repositories={"main"}, default_repository="main")
+    catalog_policies.create_policies(served.catalog, POLICIES, rules=rules)
+    catalog_policies.create_policies(served.catalog, POLICIES.split("\n\n[[policy]]")[0]
+                                     .replace('"apps"', '"offer"'), rules=rules,
+                                     template=True)
+    after = ["--after", "2026-03-28T12:00:00+00:00"]  # over the switch to summer time
+    here = local.ok("policy", "list", str(path), *after).out
+    assert remote.ok("policy", "list", *after).out == here
+    assert "2026-03-29 03:00 CEST" in here and "offer" not in here  # a template does not run
+    mine, theirs = (local.ok("policy", "list", str(path), *after, "--json").json(),
+                    remote.ok("policy", "list", *after, "--json").json())
+    assert isinstance(mine, list) and isinstance(theirs, list) and len(theirs) == 2
+    assert [{**p, "origin": None} for p in theirs] == [{**p, "origin": None} for p in mine]
+    r = remote("policy", "list", str(path))
+    assert r.code == UsageError.exit_code and "takes no FILE" in r.err, r.err
+    assert local("policy", "list").code == UsageError.exit_code

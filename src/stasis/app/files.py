@@ -1,5 +1,6 @@
 """Files of a point, read straight from the repository: list, find, extract, and
-download (one file, or an archive streamed as it is read).
+download (one file, or an archive streamed as it is read); and such an archive from a
+server unpacked into a directory (``stasis --server URL files get``).
 
 Every operation holds a shared lock of the repository while it reads, so gc cannot
 sweep the chunks it reads meanwhile; a :class:`Download` holds it until it is closed.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,19 @@ def extract_files(repo: Repository, point: str, paths: list[str], to: Path, *,
         files = DiskFiles.open(repo, m, vm=vm, disk=disk)
         result = extract(files, paths, to, force=force)
     return ExtractReport.model_validate({"point": m.id, **result.to_dict()})
+
+
+def unpack_archive(pieces: Iterable[bytes], point: str, to: Path, *, source: str,
+                   force: bool = False) -> ExtractReport:
+    """The tar.zst archive of ``point``'s files arriving in ``pieces`` (from ``source``)
+    unpacked into the directory ``to`` as :func:`extract_files` writes them (staged,
+    checked, nothing outside ``to``; see :mod:`stasis.recovery.files.unarchive`). The
+    report's ``loads`` is 0 and ``skipped`` empty: the archive's maker read the chunks
+    and left out what it could not send."""
+    from stasis.recovery.files.unarchive import unpack
+
+    result = unpack(pieces, to, source=source, force=force)
+    return ExtractReport.model_validate({"point": point, **result.to_dict()})
 
 
 def find_files(repo: Repository, point: str, pattern: str, *, vm: str | None = None,

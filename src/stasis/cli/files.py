@@ -105,12 +105,29 @@ def get(
     Modes and modification times are kept; symlinks stay symlinks; nothing is
     written outside --to whatever the names in the file system, and nothing there
     is replaced without --force.
+
+    With --server the files arrive as a tar.zst archive and are written into a
+    directory .stasis-get-*.partial inside --to, moved into place only once all of it
+    has arrived and checked (a download cut short moves nothing); an archive naming
+    anything outside --to, a hard link or a device is refused whole (exit code 69).
+    The chunks are read by the server: the report's loads is 0 and its skipped empty.
     """
-    result = ops.extract_files(open_repo(repo, passphrase_file, key_file), point, paths, to,
-                               vm=vm, disk=disk, force=force)
+    server = remote()
+    if server is None:
+        result = ops.extract_files(open_repo(repo, passphrase_file, key_file), point, paths,
+                                   to, vm=vm, disk=disk, force=force)
+    else:
+        point_id = server.get(f"/points/{quote(point, safe='')}", lambda d: str(d["id"]),
+                              repository=repo or None)
+        with server.stream(f"/points/{point_id}/files/archive", path=paths,
+                           format="tar.zst", vm=vm, disk=disk, repo=repo or None) as pieces:
+            result = ops.unpack_archive(pieces, point_id, to, force=force,
+                                        source=f"the Stasis server at {server.server}")
     if json_output:
         print_model(result)
         return
+    read = f"{plural(result.loads, 'chunk')} read" if server is None else \
+        f"streamed from {server.server}"
     for s in result.skipped:
         err.print(f"[yellow]skipped:[/] {escape(s['path'])}: {escape(s['reason'])}",
                   highlight=False)
@@ -118,7 +135,7 @@ def get(
               f"{plural(result.dirs, 'directory').replace('directorys', 'directories')} and "
               f"{plural(result.symlinks, 'symlink')} of point {result.point[:12]} to "
               f"{result.target} in "
-              f"{result.duration_s:.2f} s ({plural(result.loads, 'chunk')} read).",
+              f"{result.duration_s:.2f} s ({read}).",
               markup=False, highlight=False)
 
 

@@ -19,6 +19,7 @@ the end; a job is followed through its event stream to its ``end``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
@@ -50,7 +51,8 @@ TIMEOUT_S = 60.0
 SUPPORTED = frozenset({
     "vms", "list", "show", "status", "jobs", "job show", "job cancel",
     "backup vm", "backup group", "backup image", "restore vm", "hold", "release",
-    "files ls", "files find", "verify", "prune", "group list", "group show",
+    "files ls", "files find", "files get", "verify", "prune", "group list", "group show",
+    "policy list",
     "token create", "token list", "token revoke", "version",
 })
 
@@ -275,6 +277,28 @@ class Remote:
             into.unlink(missing_ok=True)
             raise ServerUnreachable(self.server, _why(e)) from None
         return size
+
+    @contextlib.contextmanager
+    def stream(self, path: str, /, **params: Any) -> Iterator[Iterator[bytes]]:
+        """The body of a download as it arrives, piece by piece (an answer that is a
+        problem raised before the first piece; a connection lost midway raised as
+        ServerUnreachable by the iteration)."""
+        import httpx
+
+        def pieces(response: httpx.Response) -> Iterator[bytes]:
+            try:
+                yield from response.iter_bytes()
+            except httpx.HTTPError as e:
+                raise ServerUnreachable(self.server, _why(e)) from None
+
+        try:
+            with self.http.stream("GET", path, params=_query(params)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_of(self.server, response)
+                yield pieces(response)
+        except httpx.HTTPError as e:
+            raise ServerUnreachable(self.server, _why(e)) from None
 
     def job(self, job_id: int) -> JobModel:
         from stasis.app.models import job_model
