@@ -10,7 +10,9 @@ be) with a real token, through the same Authorization header a script sends
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from stasis.app import passwords
 from stasis.app.auth import Tenant
 from stasis.catalog import Catalog
 from stasis.repository import Repository
+from stasis.service.runner import Service
 
 TEST_URI = "test:///default"
 
@@ -87,3 +90,19 @@ def client(real_ctx: ApiContext) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def real_client(client: Callable[..., TestClient]) -> Callable[..., TestClient]:
     return client
+
+
+@contextmanager
+def serving(api_ctx: ApiContext, service: Service, tick: float = 0.2) -> Iterator[Service]:
+    """``service`` (``stasis serve``'s) running in a thread on the API's catalog and woken
+    by the API, while the block runs."""
+    service.start()
+    api_ctx.wake = service.wake
+    stop = threading.Event()
+    t = threading.Thread(target=service.serve, args=(stop, tick), daemon=True)
+    t.start()
+    try:
+        yield service
+    finally:
+        stop.set()
+        t.join(60)

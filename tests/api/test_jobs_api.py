@@ -24,6 +24,7 @@ from stasis.errors import HypervisorError
 from stasis.protection.backup import back_up_images
 from stasis.repository import Repository
 from stasis.service.runner import Service
+from tests.api.conftest import serving
 from tests.conftest import mixed_image, reopen
 
 Client = Callable[..., TestClient]
@@ -330,14 +331,8 @@ def service(api_ctx: ApiContext, tmp_path: Path) -> Iterator[Service]:
 
     s = Service(api_ctx.catalog, [], repositories={"main": lambda: reopen(repo)},
                 connect=no_libvirt, run_dir=tmp_path / "run", scratch_dir=tmp_path / "scratch")
-    s.start()
-    api_ctx.wake = s.wake
-    stop = threading.Event()
-    t = threading.Thread(target=s.serve, args=(stop, 0.2), daemon=True)
-    t.start()
-    yield s
-    stop.set()
-    t.join(60)
+    with serving(api_ctx, s):
+        yield s
 
 
 def test_a_verify_runs_in_the_service_and_its_stream_follows_it_to_the_end(

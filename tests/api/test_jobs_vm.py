@@ -34,6 +34,7 @@ from stasis.progress import Progress
 from stasis.repository import Repository
 from stasis.service.runner import Service
 from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
+from tests.api.conftest import serving
 from tests.conftest import remove_domain, reopen
 
 pytestmark = pytest.mark.vm
@@ -139,15 +140,9 @@ def service(api_ctx: ApiContext, tmp_path: Path, gate: Gate,
     s = Service(api_ctx.catalog, [], repositories={"main": lambda: reopen(repo)},
                 connect=lambda: lv.connect(URI), run_dir=tmp_path / "run",
                 scratch_dir=scratch, unit_progress=gate.sink, policies_from_catalog=True)
-    s.start()
-    api_ctx.wake = s.wake
-    stop = threading.Event()
-    t = threading.Thread(target=s.serve, args=(stop, 0.2), daemon=True)
-    t.start()
-    yield s
-    gate.open()
-    stop.set()
-    t.join(60)
+    with serving(api_ctx, s):
+        yield s
+        gate.open()
 
 
 @pytest.fixture

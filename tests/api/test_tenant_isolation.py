@@ -19,7 +19,6 @@ The product rules these close are documented in docs/accounts.md ("Tenants").
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
 from stasis.repository import Manifest, Repository, VmRecord
 from stasis.service.runner import Service
-from tests.api.conftest import TEST_URI
+from tests.api.conftest import TEST_URI, serving
 from tests.conftest import reopen
 
 Client = Callable[..., TestClient]
@@ -590,14 +589,8 @@ def service(api_ctx: ApiContext, tmp_path: Path) -> Iterator[Service]:
     s = Service(api_ctx.catalog, [], repositories={"main": lambda: reopen(repo)},
                 connect=lambda: lv.connect(TEST_URI), run_dir=tmp_path / "run",
                 scratch_dir=tmp_path / "scratch")
-    s.start()
-    api_ctx.wake = s.wake
-    stop = threading.Event()
-    t = threading.Thread(target=s.serve, args=(stop, 0.2), daemon=True)
-    t.start()
-    yield s
-    stop.set()
-    t.join(60)
+    with serving(api_ctx, s):
+        yield s
 
 
 def _ended(c: TestClient, job: int) -> dict[str, Any]:
