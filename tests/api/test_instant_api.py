@@ -221,6 +221,7 @@ def test_a_finalize_of_no_instant_vm_starts_no_job(client: Client,
 
 
 @pytest.mark.vm
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)  # boots a guest
 def test_instant_vm_started_listed_and_discarded(client: Client, served_ctx: ApiContext,
                                                  repo: Repository, tmp_path: Path,
                                                  kit: object) -> None:

@@ -42,7 +42,11 @@ from tests.api.test_jobs_vm import (  # noqa: F401  (fixtures)
 from tests.cli.test_instant import _instant_guest, _wait_marker
 from tests.conftest import PASSPHRASE, remove_domain
 
-pytestmark = pytest.mark.vm
+# The catalog's own tests and the API's other tests run on SQLite and PostgreSQL; these
+# boot guests, and run on SQLite alone to keep the suite's time (nothing here depends on
+# which database the catalog is).
+pytestmark = [pytest.mark.vm,
+              pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)]
 libvirt = pytest.importorskip("libvirt")
 
 

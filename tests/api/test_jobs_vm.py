@@ -37,7 +37,11 @@ from stasis_testkit import DiskSpec, Guest, GuestKit, MiB
 from tests.api.conftest import serving
 from tests.conftest import remove_domain, reopen
 
-pytestmark = pytest.mark.vm
+# The catalog's own tests and the API's other tests run on SQLite and PostgreSQL; these
+# boot guests, and run on SQLite alone to keep the suite's time (nothing here depends on
+# which database the catalog is).
+pytestmark = [pytest.mark.vm,
+              pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)]
 libvirt = pytest.importorskip("libvirt")
 
 URI = "qemu:///system"
