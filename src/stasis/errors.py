@@ -206,10 +206,10 @@ class BackendError(StasisError):
     def leaving(self, consequence: str) -> BackendError:
         """The same failure, saying also what it left of the caller's work (a restore
         target); a new error, to raise ``from`` this one."""
-        if type(self) is not BackendError or len(self.args) != 4:
+        if len(self.args) != 4:  # no sentence on what was kept (RepositoryFull)
             return type(self)(*self.args, hint=self._hint, **self.kwargs)
-        *head, kept = self.args
-        return BackendError(*head, f"{kept} {consequence}", hint=self._hint)
+        *head, kept = self.args  # every other class of the family ends with it
+        return type(self)(*head, f"{kept} {consequence}", hint=self._hint)
 
 
 class BackendAccessDenied(BackendError):

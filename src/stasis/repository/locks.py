@@ -12,6 +12,11 @@ the pid no longer runs with the same start time) or when it was not refreshed fo
 ``STALE_AFTER`` seconds (another host, or a hung process). Holders refresh every
 ``REFRESH_EVERY`` seconds from a background thread.
 
+A holder whose release fails (the storage fails the delete) has still finished: its
+work stands and the failure is only logged; this process judges that lock stale at
+once (a long-running service must not block its own gc for ``STALE_AFTER``), others
+when the process is gone or after ``STALE_AFTER``.
+
 A holder whose credentials may not delete (an append-only key) releases its lock by
 rewriting it with ``released: true``: a released lock conflicts with nothing, and
 the next job whose credentials may delete (prune, gc) removes it. gc's exclusivity
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import secrets
@@ -32,12 +38,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from stasis.backends.base import Backend
-from stasis.errors import BackendAccessDenied, Locked, ObjectNotFound
+from stasis.errors import BackendAccessDenied, BackendError, Locked, ObjectNotFound
 from stasis.repository.process import start_token
 
 STALE_AFTER = 30 * 60.0
 REFRESH_EVERY = 5 * 60.0
 PREFIX = "locks/"
+
+log = logging.getLogger(__name__)
+_finished_here: set[str] = set()  # ids of this process's locks whose release failed
 
 
 @dataclass
@@ -72,7 +81,7 @@ class LockManager:
         return found
 
     def is_stale(self, lock: LockInfo) -> bool:
-        if lock.released:
+        if lock.released or lock.id in _finished_here:
             return True
         if self.now() - lock.refreshed > STALE_AFTER:
             return True
@@ -92,10 +101,14 @@ class LockManager:
     def _release(self, lock: LockInfo) -> None:
         """Delete our lock, or where these credentials may not delete, mark it released."""
         try:
-            self.backend.delete(PREFIX + lock.id)
-        except BackendAccessDenied:
-            lock.released = True
-            self._write(lock)
+            try:
+                self.backend.delete(PREFIX + lock.id)
+            except BackendAccessDenied:
+                lock.released = True
+                self._write(lock)
+        except BackendError:
+            _finished_here.add(lock.id)  # no longer held, whatever the store says
+            raise
 
     def _write(self, lock: LockInfo) -> None:
         self.backend.put(PREFIX + lock.id, json.dumps(asdict(lock)).encode())
@@ -144,7 +157,11 @@ class LockManager:
         finally:
             stop.set()
             refresher.join()
-            self._release(lock)
+            try:
+                self._release(lock)
+            except BackendError as e:
+                log.warning("the %s lock %s stays behind until it is judged stale: %s",
+                            kind, lock.id, e.message)
 
     def _conflict(self, mine: LockInfo) -> LockInfo | None:
         for other in self.locks():

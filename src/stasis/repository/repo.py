@@ -320,8 +320,7 @@ class Repository:
             raw = store.get("config")
         except ObjectNotFound:
             raise NotARepository(root) from None
-        except BackendError as e:
-            raise ConfigCorrupt(config_at, f"not readable: {e.args[2]}") from None
+        # Any other failure is the storage's (a BackendError that says so), not damage.
         try:
             config = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
