@@ -3,6 +3,9 @@ the seeded fault backend (src/stasis_testkit/faults.py): disk full and I/O error
 throttling, 500s, timeouts and resets through every retry, an unreachable store, torn
 puts, and lost writes at a crash.
 
+Each runs on a local repository; those where the store's kind matters run on
+SeaweedFS as well (the fault backend wraps the real S3 backend).
+
 After each fault, the same invariants, checked by a fresh process's view of the store:
 the operation failed with the storage error's own message and exit code (never a
 traceback, never success); no point appeared that the operation did not finish and no
@@ -14,13 +17,15 @@ from __future__ import annotations
 
 import random
 import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from stasis.backends import LocalBackend
+from stasis.backends import open_backend
+from stasis.backends.base import Backend
 from stasis.errors import BackendError, BackendUnreachable, RepositoryFull, StasisError
 from stasis.protection.backup import back_up_images
 from stasis.protection.copy import copy_points
@@ -30,27 +35,36 @@ from stasis.repository import Credentials, Repository
 from stasis.repository.gc import collect_garbage
 from stasis_testkit.faults import Crashed, Fault, FaultyBackend
 from tests.conftest import CHEAP_KDF, PASSPHRASE, MiB, images_equal, init_repo, mixed_image
+from tests.s3servers import S3Server
 
 CHUNK = 64 << 10
 DEST_PASSPHRASE = b"the second site's passphrase"
 FAILING = ("enospc", "eio", "slowdown", "server-error", "timeout", "reset", "unreachable",
            "torn")
+# On S3 the kinds a network store meets (the rest are the local runs'), to keep CI short.
+S3_KINDS = ("slowdown", "reset", "torn")
 EXIT = {"enospc": RepositoryFull.exit_code, "unreachable": BackendUnreachable.exit_code}
 
 
 @dataclass
 class Site:
-    root: Path
+    url: str  # a directory or an s3:// URL
     passphrase: bytes
     images: dict[str, Path]  # point id -> the image it holds
 
+    def store(self) -> Backend:
+        return open_backend(self.url)
+
     def open(self, *faults: Fault, seed: int = 0) -> tuple[Repository, FaultyBackend]:
-        backend = FaultyBackend(LocalBackend(self.root), faults, seed=seed)
+        backend = FaultyBackend(self.store(), faults, seed=seed)
         return Repository.open(backend, Credentials(passphrase=self.passphrase)), backend
+
+    def committed(self) -> list[str]:
+        return Repository.open(self.store(), Credentials(passphrase=self.passphrase)).point_ids()
 
     def check(self, tmp: Path) -> None:
         """What the next process finds: exactly the committed points, each whole."""
-        repo = Repository.open(LocalBackend(self.root), Credentials(passphrase=self.passphrase))
+        repo = Repository.open(self.store(), Credentials(passphrase=self.passphrase))
         assert set(repo.point_ids()) == set(self.images)
         report = verify(repo, deep=True)
         assert report.ok, report.problems[:3]
@@ -75,9 +89,40 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Pa
 
 @pytest.fixture
 def site(seeded: tuple[Path, dict[str, Path]], tmp_path: Path) -> Site:
+    """A local copy of the seeded repository."""
     base, images = seeded
     shutil.copytree(base / "repo", tmp_path / "repo")
-    return Site(tmp_path / "repo", PASSPHRASE.encode(), dict(images))
+    return Site(str(tmp_path / "repo"), PASSPHRASE.encode(), dict(images))
+
+
+@pytest.fixture(scope="module")
+def weed_bucket(seaweedfs: S3Server) -> str:
+    return seaweedfs.new_bucket()
+
+
+@pytest.fixture(params=["local", "seaweedfs"])
+def any_site(request: pytest.FixtureRequest, seeded: tuple[Path, dict[str, Path]],
+             tmp_path: Path) -> Site:
+    """The seeded repository locally, or the same two points on SeaweedFS."""
+    if request.param == "local":
+        site: Site = request.getfixturevalue("site")
+        return site
+    server: S3Server = request.getfixturevalue("seaweedfs")
+    url = server.url(request.getfixturevalue("weed_bucket"), f"f-{uuid.uuid4().hex[:10]}")
+    repo = Repository.init(open_backend(url), passphrase=PASSPHRASE.encode(),
+                           chunk_size=CHUNK, kdf=CHEAP_KDF)
+    images = {back_up_images(repo, [image], name=image.stem).id: image
+              for image in sorted(set(seeded[1].values()))}
+    return Site(url, PASSPHRASE.encode(), images)
+
+
+def _second(tmp: Path, like: Site) -> Site:
+    """An empty second site of the same kind as ``like``."""
+    url = (str(tmp / "second") if like.url.startswith("/")
+           else like.url.rsplit("?", 1)[0] + "-second?" + like.url.rsplit("?", 1)[1])
+    Repository.init(open_backend(url), passphrase=DEST_PASSPHRASE, chunk_size=CHUNK,
+                    kdf=CHEAP_KDF)
+    return Site(url, DEST_PASSPHRASE, {})
 
 
 def _new_image(tmp: Path, seed: int) -> Path:
@@ -92,9 +137,18 @@ def _fails_as_storage(kind: str, run: Callable[[], object]) -> StasisError:
     return e.value
 
 
-@pytest.mark.parametrize("kind", FAILING)
-def test_a_backup_that_meets_a_storage_fault_commits_nothing(site: Site, tmp_path: Path,
+def _on_both(kinds: tuple[str, ...] = FAILING,
+             s3_kinds: tuple[str, ...] = S3_KINDS) -> pytest.MarkDecorator:
+    """Every kind on the local store, ``s3_kinds`` on SeaweedFS."""
+    return pytest.mark.parametrize(
+        ("any_site", "kind"), [("local", k) for k in kinds] + [("seaweedfs", k) for k in s3_kinds],
+        indirect=["any_site"])
+
+
+@_on_both()
+def test_a_backup_that_meets_a_storage_fault_commits_nothing(any_site: Site, tmp_path: Path,
                                                              kind: str) -> None:
+    site = any_site
     rnd = random.Random(f"backup/{kind}")
     image = _new_image(tmp_path, 1)
     at = rnd.randrange(1, 40)  # a chunk put somewhere in the backup's first half
@@ -146,19 +200,17 @@ def test_a_gc_that_meets_a_fault_loses_no_point(site: Site, tmp_path: Path,
     site.check(tmp_path)
 
 
-@pytest.mark.parametrize("kind", FAILING)
+@_on_both(s3_kinds=("server-error", "torn"))
 def test_a_copy_that_meets_a_fault_at_the_second_site_commits_nothing_there(
-        site: Site, tmp_path: Path, kind: str) -> None:
-    Repository.init(LocalBackend(tmp_path / "second"), passphrase=DEST_PASSPHRASE,
-                    chunk_size=CHUNK, kdf=CHEAP_KDF)
-    second = Site(tmp_path / "second", DEST_PASSPHRASE, {})
+        any_site: Site, tmp_path: Path, kind: str) -> None:
+    site = any_site
+    second = _second(tmp_path, site)
     src, _ = site.open()
     at = random.Random(f"copy/{kind}").randrange(1, 60)
     dst, _ = second.open(Fault(kind, ("put", "put_if_absent"), at=at))
     _fails_as_storage(kind, lambda: copy_points(src, dst, src.points()))
     # A point the copy finished before the fault is committed there, and whole.
-    second.images = {pid: site.images[pid] for pid in Repository.open(
-        LocalBackend(second.root), Credentials(passphrase=DEST_PASSPHRASE)).point_ids()}
+    second.images = {pid: site.images[pid] for pid in second.committed()}
     second.check(tmp_path)
     dst, _ = second.open()
     copy_points(src, dst, src.points())
@@ -184,15 +236,15 @@ def test_removing_a_point_that_meets_a_fault_keeps_it_whole(site: Site, tmp_path
     site.check(tmp_path)  # still listed, still restorable
 
 
-def test_faults_at_random_calls_never_make_a_wrong_repository(site: Site, tmp_path: Path) -> None:
+def test_faults_at_random_calls_never_make_a_wrong_repository(any_site: Site,
+                                                               tmp_path: Path) -> None:
     """A seeded storm: every kind on every call with a small probability, through
     backups, a copy, a point removal and gc, many times over; after each failure the
     invariants hold and the failed step is done again on a healthy store."""
-    Repository.init(LocalBackend(tmp_path / "second"), passphrase=DEST_PASSPHRASE,
-                    chunk_size=CHUNK, kdf=CHEAP_KDF)
-    second = Site(tmp_path / "second", DEST_PASSPHRASE, {})
+    site = any_site
+    second = _second(tmp_path, site)
     failed = 0
-    for seed in range(12):
+    for seed in range(12 if site.url.startswith("/") else 4):
         rnd = random.Random(seed)
         storm = [Fault(kind, ("put",) if kind == "torn" else
                        ("get", "put", "delete", "list", "exists"), probability=0.004)
@@ -221,22 +273,21 @@ def test_faults_at_random_calls_never_make_a_wrong_repository(site: Site, tmp_pa
             failed += 1
             assert "injected" in e.message
             if step == "remove":  # the manifest's delete may have happened or not
-                site.images = {pid: site.images[pid] for pid in Repository.open(
-                    LocalBackend(site.root), Credentials(passphrase=PASSPHRASE.encode())
-                ).point_ids()}
+                site.images = {pid: site.images[pid] for pid in site.committed()}
             run(site.open()[0], second.open()[0])
         site.check(tmp_path)
-        second.images = {pid: site.images[pid] for pid in Repository.open(
-            LocalBackend(second.root), Credentials(passphrase=DEST_PASSPHRASE)).point_ids()
-            if pid in site.images}
+        second.images = {pid: site.images[pid] for pid in second.committed()
+                         if pid in site.images}
     assert failed > 0  # the storm did reach the operations
 
 
-@pytest.mark.parametrize("at", [3, 17, 41])
+@pytest.mark.parametrize(("any_site", "at"), [("local", 3), ("local", 17), ("local", 41),
+                                             ("seaweedfs", 17)], indirect=["any_site"])
 def test_writes_lost_at_a_crash_are_never_trusted_by_the_next_backup(
-        site: Site, tmp_path: Path, at: int) -> None:
+        any_site: Site, tmp_path: Path, at: int) -> None:
     """The host dies mid-backup: the chunks it put and had not synced are gone. The next
     process backs up the same image again; its point must not name a lost chunk."""
+    site = any_site
     image = _new_image(tmp_path, 3)
     repo, backend = site.open(Fault("lost", ("put",), prefix="chunks/", probability=1.0),
                               Fault("crash", ("put",), prefix="chunks/", at=at))
@@ -250,15 +301,16 @@ def test_writes_lost_at_a_crash_are_never_trusted_by_the_next_backup(
 
 
 def test_a_lock_whose_release_fails_neither_fails_the_work_nor_blocks_this_process(
-        site: Site, tmp_path: Path) -> None:
+        any_site: Site, tmp_path: Path) -> None:
     """The backup is committed even though its lock could not be deleted; a gc in the
     same (long-running, as serve is) process is not held off by it."""
+    site = any_site
     image = _new_image(tmp_path, 4)
     repo, backend = site.open(Fault("eio", ("delete",), prefix="locks/", at=1))
     site.images[back_up_images(repo, [image], name="new").id] = image
     assert [f.key.split("/")[0] for f in backend.log] == ["locks"]
-    assert any(o.key.startswith("locks/") for o in LocalBackend(site.root).list("locks/"))
+    assert list(site.store().list("locks/"))
     repo, _ = site.open()
     collect_garbage(repo, wait=0)  # Locked if the backup's lock still counted as held
-    assert not list(LocalBackend(site.root).list("locks/"))
+    assert not list(site.store().list("locks/"))
     site.check(tmp_path)
