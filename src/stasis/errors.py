@@ -147,7 +147,17 @@ class WrongPassphrase(StasisError):
     """No key slot of the repository at {} opens with the {} given. Nothing was read or written."""
 
     exit_code = 13
-    cli_hint = "Check $STASIS_PASSPHRASE, --passphrase-file or --key-file."
+    cli_hint = ("Check $STASIS_PASSPHRASE, --passphrase-file or --key-file. If they are "
+                "right, the repository's config may be damaged (its id is bound into every "
+                "key slot): compare it with a copy of the repository.")
+
+
+class KeySlotsDamaged(WrongPassphrase):
+    """No readable key slot of the repository at {} opens with the {} given, and {} cannot be read (damaged): the key may be in it. Nothing was read or written."""
+
+    cli_hint = ("Open the repository with another passphrase or key file and remove the "
+                "damaged slot (stasis repo key list, key remove), or bring keys/ back from "
+                "a copy of the repository.")
 
 
 class KeySlotError(StasisError):

@@ -987,7 +987,7 @@ class KeySlot(Model):
     """A key slot: a passphrase or a key file that opens the repository."""
 
     id: str
-    kind: str  # passphrase | keyfile
+    kind: str  # passphrase | keyfile | plain | damaged (the slot does not parse)
     label: str
 
 

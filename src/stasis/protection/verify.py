@@ -40,6 +40,8 @@ class Problem:
     healed: bool = False  # replaced by an intact copy from the repository repaired from
 
     def describe(self) -> str:
+        if not self.point:  # an object of the repository, not of a point (a key slot)
+            return f"{self.object} {self.problem}" + (" (healed)" if self.healed else "")
         where = f"point {self.point[:12]}"
         if self.vm:
             where += f", VM {self.vm}"
@@ -225,6 +227,17 @@ def _verify(
             )
         )
     report.points = len(points)
+    # Small objects that can be checked without reading any data: a damaged hold
+    # still protects its point (it counts as held) but is reported here; a key slot
+    # that no longer parses is one way fewer to open the repository.
+    wanted = {p.id for p in points}
+    for pid, hold in sorted(repo.holds().items()):
+        if hold.damaged and (pid in wanted or pid not in repo.point_ids()):
+            report.problems.append(Problem(pid, object=f"hold {pid[:12]}", problem=hold.reason))
+    for slot in repo.key_slots():
+        if slot["kind"] == "damaged":
+            report.problems.append(Problem("", object=f"key slot {slot['id']}",
+                                           problem=slot["label"]))
     streams = [(point, vm, disk) for point in points for vm, disk in point.streams()]
     # Each distinct index and page is read once, however many points share it.
     roots: dict[str, DiskIndex | ObjectDamaged] = {}

@@ -72,13 +72,21 @@ class LockManager:
         self.host = socket.gethostname()
 
     def locks(self) -> list[LockInfo]:
-        found = []
+        return self._read()[0]
+
+    def _read(self) -> tuple[list[LockInfo], list[str]]:
+        """The locks that parse, and the ids of those that do not: a put is atomic, so
+        a lock that does not parse is damaged, not half-written; it conflicts with
+        nothing (no holder can be known) and the next taker removes it."""
+        found, damaged = [], []
         for obj in self.backend.list(PREFIX):
             try:
                 found.append(LockInfo(**json.loads(self.backend.get(obj.key))))
-            except (ObjectNotFound, ValueError, TypeError):
-                continue  # removed meanwhile, or half-readable: not ours to judge
-        return found
+            except ObjectNotFound:
+                continue  # released meanwhile
+            except (ValueError, TypeError):
+                damaged.append(obj.key[len(PREFIX):])
+        return found, damaged
 
     def is_stale(self, lock: LockInfo) -> bool:
         if lock.released or lock.id in _finished_here:
@@ -88,9 +96,10 @@ class LockManager:
         return lock.host == self.host and start_token(lock.pid) != lock.start
 
     def remove_stale(self) -> list[LockInfo]:
-        stale = [lk for lk in self.locks() if self.is_stale(lk)]
-        for lk in stale:
-            self._drop(lk.id)
+        found, damaged = self._read()
+        stale = [lk for lk in found if self.is_stale(lk)]
+        for lock_id in [lk.id for lk in stale] + damaged:
+            self._drop(lock_id)
         return stale
 
     def _drop(self, lock_id: str) -> None:

@@ -40,6 +40,7 @@ from stasis.errors import (
     ImmutabilityUnsupported,
     IntegrityError,
     KeySlotError,
+    KeySlotsDamaged,
     NotARepository,
     ObjectNotFound,
     PointHeld,
@@ -347,16 +348,25 @@ class Repository:
         config = cls.read_config(store)
         backend = store
         creds = credentials or Credentials()
-        slots = []
+        slots, damaged = [], []
         for obj in backend.list("keys/"):
             try:
-                slots.append(json.loads(backend.get(obj.key)))
-            except (ValueError, ObjectNotFound):
+                slot = json.loads(backend.get(obj.key))
+            except ObjectNotFound:
                 continue
+            except ValueError:
+                damaged.append(obj.key)
+                continue
+            if not isinstance(slot, dict):
+                damaged.append(obj.key)
+                continue
+            slots.append(slot)
         master = cls._unlock(config["id"], slots, creds)
         if master is None and creds.passphrase is None and creds.keyfile is None and creds.prompt:
             creds = Credentials(passphrase=creds.prompt())
             master = cls._unlock(config["id"], slots, creds)
+        if master is None and damaged:
+            raise KeySlotsDamaged(store.url, creds.describe(), ", ".join(sorted(damaged)))
         if master is None:
             raise WrongPassphrase(store.url, creds.describe())
         keys = crypto.Keys.from_master(master)
@@ -386,10 +396,20 @@ class Repository:
     # ---------------------------------------------------------------- key slots
 
     def key_slots(self) -> list[dict[str, Any]]:
+        """Every key slot: id, kind and label; one that does not parse is listed with
+        kind ``damaged`` (its label says what is wrong), so that it can be removed."""
         slots = []
         for obj in self.backend.list("keys/"):
-            slot = json.loads(self.backend.get(obj.key))
-            slots.append({"id": slot["id"], "kind": slot["kind"], "label": slot.get("label", "")})
+            slot_id = obj.key.rsplit("/", 1)[-1]
+            try:
+                slot = json.loads(self.backend.get(obj.key))
+                slots.append({"id": slot["id"], "kind": slot["kind"],
+                              "label": slot.get("label", "")})
+            except ObjectNotFound:
+                continue  # removed meanwhile
+            except (ValueError, TypeError, KeyError) as e:
+                slots.append({"id": slot_id, "kind": "damaged",
+                              "label": f"not a readable key slot ({type(e).__name__})"})
         return sorted(slots, key=lambda s: s["id"])
 
     def add_key_slot(
@@ -407,10 +427,11 @@ class Repository:
         return slot_id
 
     def remove_key_slot(self, slot_id: str) -> None:
-        ids = [s["id"] for s in self.key_slots()]
-        if slot_id not in ids:
+        slots = {s["id"]: s for s in self.key_slots()}
+        if slot_id not in slots:
             raise KeySlotError(f"no key slot {slot_id!r}; 'stasis repo key list' shows them")
-        if len(ids) == 1:
+        usable = [i for i, s in slots.items() if s["kind"] != "damaged"]
+        if usable == [slot_id]:
             raise KeySlotError(
                 "refusing to remove the last key slot: the repository could never be opened again"
             )
