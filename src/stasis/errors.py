@@ -264,10 +264,11 @@ class BackendStoreMissing(BackendError):
 
 
 class RepositoryFull(BackendError):
-    """The repository's storage is full ({}). The point was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc."""
+    """The repository's storage is full ({}). What this step wrote was not committed and the repository is still usable: chunks already written are reused by the next backup or removed by gc."""
 
     exit_code = 18
-    cli_hint = "Free space and run the backup again."
+    cli_hint = ("Free space (prune and gc run on a full repository: a local one keeps space "
+                "aside for them) and run the command again.")
 
 
 class IntegrityError(StasisError):

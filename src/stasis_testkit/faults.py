@@ -236,6 +236,12 @@ class FaultyBackend:
     def discard(self, leftover: Leftover) -> None:
         self.inner.discard(leftover)
 
+    def release_reserve(self) -> bool:
+        return self.inner.release_reserve()
+
+    def keep_reserve(self) -> None:
+        self.inner.keep_reserve()
+
     def store_exists(self) -> bool:
         return self.inner.store_exists()
 

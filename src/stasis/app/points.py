@@ -176,6 +176,6 @@ def delete_point(repo: Repository, point: str, *, now: datetime | None = None,
     refused (PointHeld); its chunks stay until gc reclaims them."""
     m = resolve_point(repo, point, owned=owned)
     repo.check_may_delete("the deletion of a point")
-    with repo.shared_lock("delete"):
+    with repo.shared_lock("delete", frees_space=True):
         repo.remove_point(m.id, now=now or datetime.now(UTC))
     return PointDeleted(id=m.id, name=m.name, time=m.time, vms=[v.name for v in m.vms])

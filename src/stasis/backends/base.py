@@ -142,6 +142,11 @@ class Backend(Protocol):
     - ``parallel_requests`` is how many requests at once the store serves best:
       callers that can overlap their calls (a backup's puts, a restore's reads) keep
       about that many in flight. A hint for throughput, not a limit.
+    - ``release_reserve`` frees the space a filesystem store sets aside for jobs that
+      free space (prune and gc must be able to take their lock on a full disk) and
+      says whether there was any; ``keep_reserve`` sets it aside again when it is
+      missing and there is room (never an error). A store that cannot fill up that
+      way (S3) has none: False, and nothing to do.
     - ``url`` is the location the store was opened from, in the form that
       :func:`stasis.backends.registry.open_backend` opens again (a local backend:
       its absolute path); it never holds a secret.
@@ -197,6 +202,10 @@ class Backend(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
     def leftovers(self) -> Iterator[Leftover]: ...
+
+    def release_reserve(self) -> bool: ...
+
+    def keep_reserve(self) -> None: ...
 
     def discard(self, leftover: Leftover) -> None: ...
 

@@ -14,6 +14,8 @@ from stasis.backends.base import Leftover, LockUnsupported, ObjectInfo, Retentio
 from stasis.errors import ObjectNotFound
 
 TMP_MARK = ".tmp-"
+RESERVE = ".stasis-reserve"  # at the root: space set aside for prune and gc on a full disk
+RESERVE_BYTES = 256 << 10  # a lock is one block; the rest is room for a catalog journal
 _NO_LOCK = ("a local directory has no Object Lock (anyone who can write it can delete "
             "it): immutability needs an S3 bucket with Object Lock enabled")
 
@@ -183,7 +185,7 @@ class LocalBackend:
             return
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
-                if TMP_MARK in name:
+                if TMP_MARK in name or name == RESERVE:
                     continue
                 full = os.path.join(dirpath, name)
                 try:
@@ -217,9 +219,34 @@ class LocalBackend:
     def create(self, *, object_lock: bool = False) -> None:
         if object_lock:
             raise LockUnsupported(errno.EOPNOTSUPP, _NO_LOCK, self.url)
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+        if self.root.exists() and (not self.root.is_dir() or any(
+                p.name != RESERVE for p in self.root.iterdir())):  # the reserve is no object
             raise FileExistsError(errno.EEXIST, "not an empty directory", str(self.root))
         self.root.mkdir(parents=True, exist_ok=True)
+        self.keep_reserve()
+
+    def release_reserve(self) -> bool:
+        try:
+            os.unlink(self.root / RESERVE)
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.root)
+        return True
+
+    def keep_reserve(self) -> None:
+        path = self.root / RESERVE
+        if path.exists():
+            return
+        tmp = self.root / f"{RESERVE}{TMP_MARK}{secrets.token_hex(6)}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(bytes(RESERVE_BYTES))  # zeros, written: blocks really allocated
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # no room yet: the next gc sets it aside
 
     # A directory has no Object Lock: the contract's lock calls say so.
 

@@ -474,6 +474,13 @@ class S3Backend:
         except StoreMissing:
             return  # a missing store lists nothing
 
+    # A bucket does not fill up as a disk does: no space set aside.
+    def release_reserve(self) -> bool:
+        return False
+
+    def keep_reserve(self) -> None:
+        return None
+
     def leftovers(self) -> Iterator[Leftover]:
         """The unfinished multipart uploads under the prefix, as ``KEY?uploadId=ID``,
         with the size of their parts and the time they were initiated."""

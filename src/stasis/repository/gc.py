@@ -423,6 +423,7 @@ def collect_garbage(
                 repo.backend.discard(leftover)
                 progress.advance(leftover.size)
             progress.finish()
+            repo.backend.keep_reserve()  # set aside again what a full store used
         report.locked_s = round(clock.monotonic() - locked_at, 3)
     report.duration_s = round(clock.monotonic() - began, 3)
     return report

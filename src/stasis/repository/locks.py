@@ -38,7 +38,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from stasis.backends.base import Backend
-from stasis.errors import BackendAccessDenied, BackendError, Locked, ObjectNotFound
+from stasis.errors import (
+    BackendAccessDenied,
+    BackendError,
+    Locked,
+    ObjectNotFound,
+    RepositoryFull,
+)
 from stasis.repository.process import start_token
 
 STALE_AFTER = 30 * 60.0
@@ -122,9 +128,23 @@ class LockManager:
     def _write(self, lock: LockInfo) -> None:
         self.backend.put(PREFIX + lock.id, json.dumps(asdict(lock)).encode())
 
+    def _write_freeing(self, lock: LockInfo) -> None:
+        """Write our lock; on a full store, use the space set aside for this (a job
+        that frees space must be able to run when nothing else can)."""
+        try:
+            self._write(lock)
+        except RepositoryFull:
+            if not self.backend.release_reserve():
+                raise
+            log.warning("the repository's storage is full: the space set aside was used "
+                        "for the lock of %s", lock.purpose)
+            self._write(lock)
+
     @contextlib.contextmanager
-    def hold(self, kind: str, purpose: str, *, wait: float = 0.0) -> Iterator[LockInfo]:
-        """Hold a lock of ``kind`` for the ``with`` block; wait up to ``wait`` s."""
+    def hold(self, kind: str, purpose: str, *, wait: float = 0.0,
+             frees_space: bool = False) -> Iterator[LockInfo]:
+        """Hold a lock of ``kind`` for the ``with`` block; wait up to ``wait`` s.
+        ``frees_space`` (prune, gc): on a full store, the space set aside is used."""
         pid = os.getpid()
         now = self.now()
         lock = LockInfo(
@@ -140,7 +160,10 @@ class LockManager:
         deadline = time.monotonic() + wait
         self.remove_stale()  # what killed jobs left: the next job clears it
         while True:
-            self._write(lock)
+            if frees_space:
+                self._write_freeing(lock)
+            else:
+                self._write(lock)
             conflict = self._conflict(lock)
             if conflict is None:
                 break

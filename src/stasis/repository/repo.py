@@ -919,11 +919,14 @@ class Repository:
 
     # ------------------------------------------------------------------- locks
 
-    def shared_lock(self, purpose: str, wait: float = 60.0) -> LockContext:
-        return self.locks.hold("shared", purpose, wait=wait)
+    def shared_lock(self, purpose: str, wait: float = 60.0, *,
+                    frees_space: bool = False) -> LockContext:
+        """``frees_space``: the job deletes (prune), so it may use the space a local
+        store sets aside when the store is full."""
+        return self.locks.hold("shared", purpose, wait=wait, frees_space=frees_space)
 
     def exclusive_lock(self, purpose: str, wait: float = 0.0) -> LockContext:
-        return self.locks.hold("exclusive", purpose, wait=wait)
+        return self.locks.hold("exclusive", purpose, wait=wait, frees_space=True)
 
     # ------------------------------------------------------------------- stats
 

@@ -110,6 +110,12 @@ class Storage:
         with self._translated("listing temporary objects", READ_KEPT):
             yield from self.inner.leftovers()
 
+    def release_reserve(self) -> bool:
+        return self._call("freeing the space set aside", WRITE_KEPT, self.inner.release_reserve)
+
+    def keep_reserve(self) -> None:
+        self.inner.keep_reserve()  # never an error: no room now, the next gc tries again
+
     def discard(self, leftover: Leftover) -> None:
         self._call(f"removing {leftover.name}", WRITE_KEPT,
                    lambda: self.inner.discard(leftover))

@@ -68,7 +68,7 @@ def prune_points(
         return PruneResult(_decide(repo, rules, now, names=names, vm=vm, on_damaged=on_damaged))
     repo.check_may_delete("prune")
     result = PruneResult()
-    with repo.shared_lock("prune"):
+    with repo.shared_lock("prune", frees_space=True):
         result.decisions = _decide(repo, rules, now, names=names, vm=vm, on_damaged=on_damaged)
         for i, d in enumerate(result.decisions):
             if d.keep:
