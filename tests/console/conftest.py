@@ -93,9 +93,10 @@ def sign_in(page: Any, user: str, password: str) -> None:
     page.get_by_test_id("whoami").wait_for()
 
 
-def shoot(page: Any, name: str) -> None:
+def shoot(page: Any, name: str, full: bool = True) -> None:
     """With $STASIS_CONSOLE_SHOTS set: the page as it is now, in the light and the dark
-    theme, as NAME-light.png and NAME-dark.png there (bench/console_screenshots.py)."""
+    theme, as NAME-light.png and NAME-dark.png there (bench/console_screenshots.py);
+    the whole page, or (``full=False``: a modal dialog) the window."""
     where = os.environ.get(SHOTS_ENV)
     if not where:
         return
@@ -104,5 +105,5 @@ def shoot(page: Any, name: str) -> None:
     page.wait_for_load_state("networkidle")
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
-        page.screenshot(path=str(out / f"{name}-{scheme}.png"), full_page=True)
+        page.screenshot(path=str(out / f"{name}-{scheme}.png"), full_page=full)
     page.emulate_media(color_scheme="light")

@@ -18,7 +18,7 @@ from stasis.api.server import ApiServer
 from stasis.app import accounts as acc
 from stasis.app.listen import Listen
 from tests.api.conftest import PASSWORD, api_ctx, client, real_ctx
-from tests.console.conftest import Browsing, sign_in, sync_api
+from tests.console.conftest import Browsing, shoot, sign_in, sync_api
 
 __all__ = ["api_ctx", "client", "real_ctx"]  # the API's fixtures, used here too
 
@@ -92,6 +92,7 @@ def test_a_wrong_password_is_shown_then_a_session_survives_a_reload(
     alert = page.get_by_role("alert")
     alert.wait_for()
     assert "Wrong user name or password" in alert.inner_text()
+    shoot(page, "signin")
     assert page.get_by_test_id("whoami").count() == 0
     page.get_by_label("Password").fill(USER_PASSWORD)
     page.get_by_role("button", name="Sign in").click()

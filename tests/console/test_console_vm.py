@@ -159,6 +159,7 @@ def test_the_console_backs_up_explores_restores_and_holds_on_a_real_guest(
         page.get_by_label("Until").fill("30d")
         page.get_by_role("button", name="Hold point").click()
         page.get_by_test_id("hold-state").get_by_text("held", exact=True).wait_for()
+        assert "audit 2026" in page.get_by_test_id("hold-made").inner_text()
         assert page.get_by_role("button", name="Delete point…").is_disabled()
         shoot(page, "point-held")
 
@@ -191,7 +192,7 @@ def test_the_console_backs_up_explores_restores_and_holds_on_a_real_guest(
         dialog = page.get_by_role("dialog", name="Delete this point?")
         said = dialog.inner_text()
         assert guest.name in said and "2 disks" in said and "gc" in said, said
-        shoot(page, "point-delete")
+        shoot(page, "point-delete", full=False)
         dialog.get_by_role("button", name="Delete the point").click()
         page.get_by_role("heading", name=guest.name, exact=True).wait_for()
         page.get_by_text("No points yet.").wait_for()

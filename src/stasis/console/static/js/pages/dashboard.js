@@ -2,7 +2,7 @@
 // repositories' sizes, from GET /status, /vms, /groups, /jobs and /repositories.
 
 import { all, api } from "../api.js";
-import { h, link, badge, bytes, ago, since, table, time, problem } from "../dom.js";
+import { h, link, badge, bytes, ago, since, table, problem } from "../dom.js";
 
 // What a VM's protection looks like at a glance, from its status row and last backup.
 export function health(status, lastBackup) {
@@ -59,7 +59,7 @@ export async function render({ can }) {
     rows.map((r) => h("tr", {},
       h("td", {}, link(`#/vms/${encodeURIComponent(r.name)}`, r.name)),
       h("td", {}, badge(r.state, r.kind)),
-      h("td", {}, r.s?.newest_time ? [time(r.s.newest_time), " ", h("span", { class: "muted" }, `(${ago(r.s.age_s)})`)] : "–"),
+      h("td", { class: "nowrap" }, r.s?.newest_time ? h("time", { datetime: r.s.newest_time, title: r.s.newest_time }, ago(r.s.age_s)) : "–"),
       h("td", {}, r.s?.policies.join(", ") || "–"),
       h("td", { class: "muted" }, r.why))), "No VMs.");
 
@@ -76,11 +76,11 @@ export async function render({ can }) {
   const recent = jobList.filter((j) => !running.includes(j)).slice(0, 8);
   const jobRow = (j) => h("tr", {},
     h("td", {}, link(`#/jobs/${j.id}`, `#${j.id}`)), h("td", {}, j.kind),
-    h("td", {}, j.name || j.vms.join(", ")), h("td", {}, badge(j.state)),
+    h("td", { class: "break" }, j.vms.join(", ") || j.name), h("td", {}, badge(j.state)),
     h("td", { class: "nowrap" }, since(j.ended || j.started || j.queued)));
 
   const repoRows = (repos instanceof Error ? [] : repos).map((r) => h("tr", {},
-    h("td", {}, r.name, r.default ? h("span", { class: "muted" }, " (default)") : ""),
+    h("td", { class: "break" }, r.name, r.default ? h("span", { class: "muted" }, " (default)") : ""),
     h("td", { class: "num" }, r.info.points),
     h("td", { class: "num" }, bytes(r.info.logical_size)),
     h("td", { class: "num" }, bytes(r.info.stored_size)),
@@ -91,20 +91,19 @@ export async function render({ can }) {
     h("h1", {}, "Dashboard"),
     failed.map((e) => problem(e)),
     tiles,
+    h("section", { class: "panel", "aria-labelledby": "d-vms" }, h("h2", { id: "d-vms" }, "VMs"), vmTable),
     h("div", { class: "grid" },
-      h("section", { class: "panel", "aria-labelledby": "d-vms" }, h("h2", { id: "d-vms" }, "VMs"), vmTable),
       h("section", { class: "panel", "aria-labelledby": "d-jobs" },
         h("h2", { id: "d-jobs" }, "Jobs"),
         h("h3", { class: "muted" }, `Running and queued (${running.length})`),
         table("Running jobs", ["Job", "Kind", "What", "State", "Since"], running.map(jobRow), "None running."),
         h("h3", { class: "muted" }, "Recent"),
-        table("Recent jobs", ["Job", "Kind", "What", "State", "Ended"], recent.map(jobRow), "No jobs yet."))),
-    h("div", { class: "grid" },
-      can("groups:read") ? h("section", { class: "panel", "aria-labelledby": "d-groups" },
-        h("h2", { id: "d-groups" }, "Groups"),
-        table("Groups", ["Group", "State", "Members"], groupRows, "No groups.")) : null,
+        table("Recent jobs", ["Job", "Kind", "What", "State", "Ended"], recent.map(jobRow), "No jobs yet.")),
       can("repositories:read") ? h("section", { class: "panel", "aria-labelledby": "d-repos" },
         h("h2", { id: "d-repos" }, "Repositories"),
         table("Repositories", ["Name", ["Points", "num"], ["Logical", "num"], ["Stored", "num"],
-          ["Dedup", "num"], ["Compression", "num"]], repoRows, "No repository served.")) : null));
+          ["Dedup", "num"], ["Compression", "num"]], repoRows, "No repository served.")) : null),
+    can("groups:read") ? h("section", { class: "panel", "aria-labelledby": "d-groups" },
+      h("h2", { id: "d-groups" }, "Groups"),
+      table("Groups", ["Group", "State", "Members"], groupRows, "No groups.")) : null);
 }

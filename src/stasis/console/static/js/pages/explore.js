@@ -2,7 +2,17 @@
 // routes read them), find files by name, download a file, or a directory as zip or tar.zst.
 
 import { api, href } from "../api.js";
-import { h, replace, link, bytes, when, table, problem } from "../dom.js";
+import { h, svg, replace, link, bytes, when, table, problem } from "../dom.js";
+
+// Small line icons, drawn here (no icon font or file to fetch).
+const SHAPES = {
+  dir: "M1.5 3.5h4l1.5 1.5h7.5v8.5h-13z",
+  file: "M3.5 1.5h6l3 3v10h-9z M9.5 1.5v3h3",
+  symlink: "M2 11c0-4 3-6 7-6h4 M10 2l3 3-3 3",
+  volume: "M1.5 4.5h13v7h-13z M4 8h.5",
+};
+const icon = (kind) => svg("svg", { class: "icon", viewBox: "0 0 16 16", "aria-hidden": "true" },
+  svg("path", { d: SHAPES[kind] || SHAPES.file }));
 
 function split(path) {
   const m = path.match(/^([^/]*):(\/.*)?$/);
@@ -29,7 +39,7 @@ export async function render(ctx) {
 
   const entryRow = (e, from) => {
     if (e.type === "volume") {
-      return h("tr", {}, h("td", {}, "▤ ", link(here(`${e.name}:/`), e.name)),
+      return h("tr", {}, h("td", {}, icon("volume"), link(here(`${e.name}:/`), e.name)),
         h("td", {}, e.filesystem || e.error || "no file system read"), h("td", { class: "num" }, bytes(e.size)),
         h("td", {}, e.description), h("td", {}));
     }
@@ -37,8 +47,8 @@ export async function render(ctx) {
     const shown = from ? `${e.vm ?? vm}/${e.disk ?? disk}: ${e.path}` : e.name;
     const q = { vm: e.vm ?? vm, disk: e.disk ?? disk };
     const nameCell = e.type === "dir"
-      ? h("td", {}, h("span", { class: "icon", "aria-hidden": "true" }, "📁"), link(here(p), shown), "/")
-      : h("td", {}, h("span", { class: "icon", "aria-hidden": "true" }, e.type === "symlink" ? "↪" : "📄"), shown,
+      ? h("td", {}, icon("dir"), link(here(p), shown), "/")
+      : h("td", {}, icon(e.type), shown,
         e.link ? h("span", { class: "muted" }, ` → ${e.link}`) : "");
     const actions = e.type === "file"
       ? h("a", { href: href(`/points/${id}/files/content`, { ...q, path: p }), download: e.name,
@@ -91,7 +101,7 @@ export async function render(ctx) {
     h("section", { class: "panel", "aria-label": "Find files" }, find, results),
     h("section", { class: "panel", "aria-labelledby": "dir-title" },
       h("div", { class: "spread" },
-        h("h2", { id: "dir-title" }, h("nav", { "aria-label": "Path" }, crumbs)),
+        h("h2", { id: "dir-title" }, h("nav", { class: "path", "aria-label": "Path" }, crumbs)),
         listing instanceof Error || !listing.items.length || listing.items[0].type === "volume" ? null
           : h("div", { class: "row" }, archive("zip"), archive("tar.zst"))),
       listing instanceof Error ? problem(listing)

@@ -66,7 +66,7 @@ export async function render(ctx) {
   }
   return h("div", {},
     h("p", { class: "crumbs" }, link("#/jobs", "Jobs"), " / "),
-    h("div", { class: "spread" }, h("h1", {}, `Job ${id}: ${job.kind} ${job.name || job.vms.join(", ")}`),
+    h("div", { class: "spread" }, h("h1", {}, `Job ${id}: ${job.kind} ${job.vms.join(", ") || job.name}`),
       h("div", { class: "row" }, cancel)),
     message,
     h("section", { class: "panel", "aria-labelledby": "job-facts" },

@@ -22,7 +22,7 @@ export async function render(ctx) {
       table("Jobs", ["Job", "Kind", "What", "State", "Queued", ["Took", "num"], ["Read", "num"], ["Written", "num"]],
         jobs.items.map((j) => h("tr", {},
           h("td", {}, link(`#/jobs/${j.id}`, `#${j.id}`)), h("td", {}, j.kind),
-          h("td", {}, j.name || j.vms.join(", ")), h("td", {}, badge(j.state)),
+          h("td", {}, j.vms.join(", ") || j.name), h("td", {}, badge(j.state)),
           h("td", { class: "nowrap" }, since(j.queued)), h("td", { class: "num" }, duration(j.duration_s)),
           h("td", { class: "num" }, bytes(j.bytes_read)), h("td", { class: "num" }, bytes(j.bytes_written)))),
         "No jobs.")));

@@ -9,8 +9,13 @@ function field(id, label, input, hint) {
   return h("label", { for: id }, label, hint ? h("span", { class: "hint" }, hint) : null, input);
 }
 
+// The hold this page made last (the API answers a hold's reason and end when it is
+// made), shown again once the page re-rendered.
+let made = null;
+
 function holdPanel(ctx, p, held) {
-  const area = h("div", { "aria-live": "polite" });
+  const area = h("div", { "aria-live": "polite" },
+    held && made?.point === p.id ? h("p", { class: "notice", "data-testid": "hold-made" }, made.description) : null);
   const status = h("p", { "data-testid": "hold-state" }, held ? badge("held", "warn") : badge("not held"),
     held ? " Prune keeps this point while it is held." : " Retention decides about this point.");
   if (!ctx.can("points:hold")) return h("section", { class: "panel", "aria-labelledby": "p-hold" }, h("h2", { id: "p-hold" }, "Hold"), status);
@@ -24,7 +29,7 @@ function holdPanel(ctx, p, held) {
       const row = await api(`/points/${p.id}/hold`, { method: "POST",
         body: { reason: reason.value, until: until.value.trim() || null,
           timezone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC" } });
-      replace(area, h("p", { class: "notice" }, row.description));
+      made = row;
       announce(row.description);
       ctx.go(location.hash);
     } catch (err) { replace(area, problem(err)); submit.disabled = false; }
