@@ -162,6 +162,9 @@ def test_the_console_backs_up_explores_restores_and_holds_on_a_real_guest(
         assert "audit 2026" in page.get_by_test_id("hold-made").inner_text()
         assert page.get_by_role("button", name="Delete point…").is_disabled()
         shoot(page, "point-held")
+        page.set_viewport_size({"width": 768, "height": 860})  # it reflows, nothing cut
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        page.set_viewport_size({"width": 1280, "height": 860})
 
         # The guest's own page: its point and its backup job.
         page.goto(f"{served.url}/#/vms/{guest.name}")
