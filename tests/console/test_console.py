@@ -176,3 +176,27 @@ def test_a_request_to_elsewhere_would_be_seen(
     assert b.foreign() == ["http://example.invalid/"]
 
 
+
+
+def test_a_queued_job_is_followed_live_and_cancelled(
+        api_ctx: ApiContext, server: str, browse: Callable[..., Browsing]) -> None:
+    """No service runs here, so the backup stays queued: its page follows it by the event
+    stream, and Cancel ends it (the stream's end shows without a reload)."""
+    user(api_ctx, "otto", "operator")
+    b = browse(server)
+    page = b.page()
+    sign_in(page, "otto", USER_PASSWORD)
+    page.goto(f"{server}/#/vms")
+    page.get_by_role("button", name="Back up test now").click()
+    page.wait_for_url("**/#/jobs/*")
+    state = page.get_by_test_id("job-state")
+    sync_api.expect(state).to_have_text("queued")
+    page.get_by_role("button", name="Cancel job").click()
+    sync_api.expect(state).to_have_text("interrupted")
+    assert "was queued" in page.get_by_role("main").inner_text()
+    assert page.get_by_role("button", name="Cancel job").is_hidden()
+    page.get_by_role("link", name="Jobs", exact=True).first.click()
+    page.get_by_role("table", name="Jobs").get_by_text("interrupted").wait_for()
+    page.get_by_label("State").select_option("queued")  # the filter is the API's
+    page.get_by_text("No jobs.").wait_for()
+    assert not b.foreign(), b.foreign()

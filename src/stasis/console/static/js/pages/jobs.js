@@ -7,7 +7,7 @@ export async function render(ctx) {
   const state = ctx.query.get("state") || "";
   const kind = ctx.query.get("kind") || "";
   const jobs = await api("/jobs", { query: { state, kind, limit: 100 } });
-  const select = (id, label, value, options) => h("label", { class: "row" }, label,
+  const select = (id, label, value, options) => h("span", { class: "row" }, h("label", { for: id }, label),
     h("select", { id, onchange: (e) => {
       const q = new URLSearchParams(ctx.query);
       if (e.target.value) q.set(id, e.target.value); else q.delete(id);
