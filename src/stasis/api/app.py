@@ -48,10 +48,11 @@ class BodyLimit:
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    """The API over ``ctx``: every router of :mod:`stasis.api.routes` under /api/v1."""
+    """The API over ``ctx``: every router of :mod:`stasis.api.routes` under /api/v1,
+    and the web console at / (:mod:`stasis.api.routes.console`)."""
     from fastapi.staticfiles import StaticFiles
 
-    from stasis.api.routes import ROOT_ROUTERS, ROUTERS
+    from stasis.api.routes import ROOT_ROUTERS, ROUTERS, console
     from stasis.api.routes.docs import ASSETS, assets_dir
 
     app = FastAPI(title="Stasis", version=__version__, openapi_url=f"{PREFIX}/openapi.json",
@@ -66,6 +67,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for router in ROOT_ROUTERS:
         app.include_router(router)
     app.mount(ASSETS, StaticFiles(directory=assets_dir()), name="docs-assets")
+    app.mount(console.ASSETS, console.ConsoleFiles(directory=console.static_dir()),
+              name="console")
     app.add_middleware(BodyLimit, limit=ctx.max_body)
     return app
 

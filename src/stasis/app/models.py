@@ -1487,3 +1487,16 @@ class CloneOwned(CloneRow):
 
     tenant: str | None = None
     by: str | None = None
+
+
+# ------------------------------------------------------------------ the web console
+# (issue 16: what the console needs from the API beyond the models above)
+
+
+class MeNow(Me):
+    """``GET /api/v1/me``: :class:`Me`, and for a browser session its CSRF token, so
+    that a page reloaded (which cannot read the HttpOnly cookie) can go on sending
+    unsafe requests. Only a same-origin page can read it: the API sends no CORS
+    headers."""
+
+    csrf: str | None = None  # None: not authenticated by a session

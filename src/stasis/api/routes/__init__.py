@@ -9,6 +9,7 @@ from stasis.api.routes import (
     accounts,
     audit,
     backups,
+    console,
     docs,
     files,
     groups,
@@ -35,5 +36,5 @@ ROUTERS: list[APIRouter] = [
     status.router, backups.router, restores.router, maintenance.router, jobs.router,
     files.router, instant.router, problem_types.router, docs.router,
 ]
-# at the root: /metrics, where Prometheus looks by default
-ROOT_ROUTERS: list[APIRouter] = [metrics.router]
+# at the root: /metrics, where Prometheus looks by default; the console's page at /
+ROOT_ROUTERS: list[APIRouter] = [metrics.router, console.router]

@@ -6,12 +6,14 @@ from fastapi import APIRouter, Depends
 
 from stasis.api.guard import GuardedRoute, needs, principal
 from stasis.app.auth import AUTHENTICATED, PERMISSIONS, Principal
-from stasis.app.models import Me
+from stasis.app.models import Me, MeNow
 
 router = APIRouter(route_class=GuardedRoute, tags=["me"])
 
 
-@router.get("/me", openapi_extra=needs(AUTHENTICATED), response_model=Me)
-def me(who: Principal = Depends(principal)) -> Me:
-    """The user, role, tenant and effective permissions of the request."""
-    return Me.of(who, PERMISSIONS)
+@router.get("/me", openapi_extra=needs(AUTHENTICATED), response_model=MeNow)
+def me(who: Principal = Depends(principal)) -> MeNow:
+    """The user, role, tenant and effective permissions of the request; for a browser
+    session also its CSRF token (a reloaded page gets it back here)."""
+    base = Me.of(who, PERMISSIONS)
+    return MeNow(**base.model_dump(), csrf=who.csrf if who.session is not None else None)

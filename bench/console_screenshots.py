@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Screenshots of every page of the web console, light and dark, at 1280 px wide, into
+docs/console/ (the PNGs docs/console.md shows).
+
+It runs the console's own browser tests with $STASIS_CONSOLE_SHOTS set: the flow on a
+real guest (tests/console/test_console_vm.py) screenshots each page it reaches, in
+both themes, so the pictures show real data and stay what the tests check. Run as
+root on a machine ./scripts/setup prepared (libvirt, Debian's chromium):
+
+    .venv/bin/python bench/console_screenshots.py            # about 30 s
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "console"
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.png"):
+        old.unlink()
+    env = {**os.environ, "STASIS_CONSOLE_SHOTS": str(OUT)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/console/test_console_vm.py", "tests/console/test_console.py",
+                           "-k", "real_guest or wrong_password"], cwd=ROOT, env=env)
+    shots = sorted(p.name for p in OUT.glob("*.png"))
+    print(f"{len(shots)} screenshots in {OUT}: {', '.join(shots)}")
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
