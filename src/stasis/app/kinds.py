@@ -22,7 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from stasis.app.models import (
     BackupFailure,
@@ -111,7 +119,20 @@ class BackupGroupParams(Params):
     tags: dict[str, str] = {}
 
 
-class RestoreDiskParams(Params):
+class _Placed(Params):
+    """Params of work that may put disks in a libvirt pool (``pool``). A pool not named
+    is left out of the stored params, so such a job's params read as they did before
+    pools were a target."""
+
+    @model_serializer(mode="wrap")
+    def _no_pool(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("pool", "") is None:
+            del data["pool"]
+        return data
+
+
+class RestoreDiskParams(_Placed):
     op: Literal["restore.disk"] = "restore.disk"
     point: str
     to: Path | None = None  # the image or device; with ``pool``, the volume's name
@@ -122,7 +143,7 @@ class RestoreDiskParams(Params):
     pool: str | None = None  # a new volume of this libvirt storage pool
 
 
-class RestoreVmParams(Params):
+class RestoreVmParams(_Placed):
     op: Literal["restore.vm"] = "restore.vm"
     point: str
     vm: str | None = None
@@ -134,7 +155,7 @@ class RestoreVmParams(Params):
     pool: str | None = None  # the disks as volumes of this libvirt storage pool
 
 
-class RestoreGroupParams(Params):
+class RestoreGroupParams(_Placed):
     op: Literal["restore.group"] = "restore.group"
     point: str
     suffix: str
@@ -145,13 +166,13 @@ class RestoreGroupParams(Params):
     pool: str | None = None
 
 
-class FinalizeParams(Params):
+class FinalizeParams(_Placed):
     op: Literal["instant.finalize"] = "instant.finalize"
     name: str  # the instant VM
     pool: str | None = None  # copy to volumes of this pool (default: its storage dir)
 
 
-class CloneParams(Params):
+class CloneParams(_Placed):
     op: Literal["clone"] = "clone"  # a full clone of a point (a linked one is instant)
     point: str
     name: str  # the new VM

@@ -287,7 +287,12 @@ def _undo(conn: libvirt.virConnect, done: Sequence[VmRestoreResult], storage: Pa
         except libvirt.libvirtError as e:
             failed.append(f"domain {r.name} ({e.get_error_message()})")
         if r.pool is not None:
-            vols = Volumes(pools.open_pool(conn, r.pool), list(r.volumes.values()))
+            try:
+                vols = Volumes(pools.open_pool(conn, r.pool), list(r.volumes.values()))
+            except StasisError as e:
+                failed.append(f"the volumes {', '.join(r.volumes.values())} of pool "
+                              f"{r.pool} ({e.message})")
+                continue
             left = vols.undo()
             removed += [f"volume {v} of pool {r.pool}" for v in r.volumes.values()
                         if v not in left]
