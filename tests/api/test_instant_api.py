@@ -201,8 +201,10 @@ def test_a_full_clone_refused_before_any_job(client: Client, served_ctx: ApiCont
     taken = c.post("/api/v1/clones", json={"point": m.id, "name": "globex-db",
                                            "storage": str(tmp_path)})
     assert taken.status_code == 422 and "already exists" in taken.json()["detail"]
+    # A missing storage directory is made; one that cannot be (under a file) is refused.
+    (tmp_path / "afile").write_text("")
     nowhere = c.post("/api/v1/clones", json={"point": m.id, "name": "new1",
-                                             "storage": str(tmp_path / "none")})
+                                             "storage": str(tmp_path / "afile" / "none")})
     assert nowhere.status_code == 422 and "does not exist" in nowhere.json()["detail"]
     wrong_vm = c.post("/api/v1/clones", json={"point": m.id, "name": "new1", "vm": "db9",
                                               "storage": str(tmp_path)})

@@ -226,6 +226,41 @@ def test_a_tenant_restores_its_points_only_to_the_places_it_is_allowed(
     assert {e.result for e in denied} == {"ok", "denied"}
 
 
+def test_a_tenant_with_restore_pools_alone_restores_as_new_into_its_pools(
+        client: Client, point: str) -> None:
+    a = client("restore", Tenant("acme", vms=frozenset({"disk", "copy"}),
+                                 restore_pools=("acme-pool",), restore_networks=("tenant-net",)))
+    disk = {"what": "disk", "point": point}
+    vm = {"point": point, "name": "copy", "network": "tenant-net"}
+    # Its pool: queued (no restore dir is needed for it), a disk with or without a name.
+    for body in (disk | {"pool": "acme-pool"}, disk | {"pool": "acme-pool", "to": "d.img"},
+                 vm | {"pool": "acme-pool"},
+                 {"what": "group", "point": point, "suffix": "-c", "pool": "acme-pool",
+                  "network": "tenant-net"}):
+        r = a.post("/api/v1/restores", json=body)
+        assert r.status_code == 202, (body, r.text)
+    # Another pool, or a directory it has none of: 403, code 67, naming the pool.
+    for body in (disk | {"pool": "default"}, vm | {"pool": "default"},
+                 {"what": "group", "point": point, "suffix": "-c", "pool": "default",
+                  "network": "tenant-net"}):
+        problem = _problem(a.post("/api/v1/restores", json=body), 403, "TargetNotAllowed")
+        assert problem["code"] == 67 and "storage pool default" in problem["detail"]
+        assert "pools acme-pool" in problem["detail"]
+    _problem(a.post("/api/v1/restores", json=vm | {"storage": "/srv"}), 403, "TargetNotAllowed")
+    # A full clone likewise: another pool is refused; its own passes the tenant's check
+    # and meets libvirt's (which has no such pool here).
+    _problem(a.post("/api/v1/clones", json=vm | {"pool": "default"}), 403, "TargetNotAllowed")
+    problem = _problem(a.post("/api/v1/clones", json=vm | {"pool": "acme-pool"}), 422,
+                       "UsageError")
+    assert "no libvirt storage pool named 'acme-pool'" in problem["detail"]
+    # A pool and a directory at once, or a pool's volume overwritten: refused, 422.
+    sys = client("restore")
+    for body in (vm | {"pool": "acme-pool", "storage": "/srv"},
+                 disk | {"pool": "acme-pool", "force": True}):
+        problem = _problem(sys.post("/api/v1/restores", json=body), 422, "UsageError")
+        assert problem["code"] == 2
+
+
 # ------------------------------------------------------------------ the jobs resource
 
 

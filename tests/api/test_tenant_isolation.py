@@ -369,7 +369,7 @@ def attempts(doc: dict[str, Any], me: Side, victim: Side) -> list[Attempt]:
                                  "restore_pools", "restore_networks", "restore_dirs",
                                  "reason", "until", "timezone", "deep", "repair_from",
                                  "keep", "within", "min_age", "dry_run", "wait", "all",
-                                 "limit_rate", "linked", "target"):
+                                 "limit_rate", "linked", "target", "pool"):
                         unknown.append(f"body field {f} of {m} {path}")
                     continue
                 kind = FIELD_KINDS[key]

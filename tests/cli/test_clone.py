@@ -237,13 +237,15 @@ def test_bad_input_makes_nothing(kit: GuestKit, source: Guest, point: dict[str, 
     storage = tmp_path / "bad"
     storage.mkdir()
     points_before = env.ok("list", "--json").json()
+    # A missing storage directory is made; one under a file cannot be, and is refused.
+    (tmp_path / "afile").write_text("")
+    missing = str(tmp_path / "afile" / "missing")
     cases = [
         ((source.name, "--name", source.name, "--storage", str(storage)), 2, "already exists"),
         (("no-such-thing", "--name", "x-clone", "--storage", str(storage)), 14,
          "neither a recovery point"),
-        ((point["id"], "--name", "x-clone", "--storage", str(tmp_path / "missing")), 2,
-         "does not exist"),
-        ((source.name, "--name", "x-clone", "--storage", str(tmp_path / "missing"), "--linked"),
+        ((point["id"], "--name", "x-clone", "--storage", missing), 2, "does not exist"),
+        ((source.name, "--name", "x-clone", "--storage", missing, "--linked"),
          2, "does not exist"),
     ]
     for args, code, words in cases:

@@ -27,7 +27,7 @@ import zstandard
 
 from stasis.app import accounts as acc
 from stasis.app import catalog_policies, passwords
-from stasis.catalog import Catalog
+from stasis.catalog import Catalog, JobStore
 from stasis.catalog.db import CATALOG_FILE
 from stasis.errors import (
     ArchiveRefused,
@@ -273,6 +273,13 @@ def test_files_verify_prune_groups_through_the_server(served: Served) -> None:
     r = served.remote("operator")("restore", "vm", "web@latest", "--name", "copy")
     here = local("restore", "vm", "web@latest", "--name", "copy", "-c", "test:///default")
     assert r.code == here.code != 0, (r.err, here.err)
+    # --pool goes through to the server's job (which then finds no VM in an image point).
+    queued = served.remote("operator").ok("restore", "vm", "web@latest", "--name", "copy2",
+                                          "--pool", "vmpool", "--queue")
+    assert "queued" in queued.out
+    with Catalog.open(served.catalog) as c:
+        newest = JobStore(c).list(kind="restore")[0]
+    assert (newest.params["name"], newest.params["pool"]) == ("copy2", "vmpool")
 
 
 def test_own_tokens_through_the_server(served: Served) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stasis.app.instant import ExportOpener
 from stasis.app.models import CloneDeleted, CloneModel, CloneRow
+from stasis.errors import UsageError
 from stasis.hypervisor import libvirt_api as lv
 from stasis.progress import Progress
 from stasis.protection.vm import back_up_vm
@@ -28,17 +29,21 @@ def clone(
     connect: str, open_repo: ExportOpener, source: str, *,
     name: str, vm: str | None = None, linked: bool = False, storage: Path | None = None,
     network: str | None = None, start: bool = False, from_vm: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | None = None, pool: str | None = None,
 ) -> CloneModel:
     """Make the VM ``name`` from ``source`` (a point spec or a VM name, see
-    :func:`stasis.recovery.clone.resolve_source`)."""
+    :func:`stasis.recovery.clone.resolve_source`), its disks in ``storage`` or (a full
+    clone) as volumes of the libvirt ``pool``."""
+    if pool is not None and storage is not None:
+        raise UsageError("--pool and --storage are two places for the disks: give one; "
+                         "nothing was made")
     conn = lv.connect(connect)
     repo, creds = open_repo()
     began = time.time()
     storage = (storage or DEFAULT_STORAGE).absolute()
     # Every refusal comes before a point is taken or a byte is written.
     found = check_clone(conn, repo, source, name=name, vm=vm, storage=storage,
-                        network=network, from_vm=from_vm)
+                        network=network, from_vm=from_vm, pool=pool, linked=linked)
     taken = isinstance(found, str)
     runs, scratch = run_dir(), scratch_dir()
     if isinstance(found, str):
@@ -48,8 +53,8 @@ def clone(
     else:
         point = found
     result = clone_point(conn, repo, creds, point, name=name, vm=vm, linked=linked,
-                         storage=storage, network=network, start=start, run_dir=runs,
-                         progress=progress)
+                         storage=None if pool else storage, network=network, start=start,
+                         run_dir=runs, progress=progress, pool=pool)
     result.source = "vm" if taken else "point"
     result.point_taken = taken
     result.duration_s = round(time.time() - began, 3)
@@ -58,13 +63,16 @@ def clone(
 
 def refuse_full_clone(connect: str, repo: Repository, point: str, *, name: str,
                       vm: str | None = None, storage: Path | None = None,
-                      network: str | None = None) -> None:
+                      network: str | None = None, pool: str | None = None) -> None:
     """What a full clone of ``point`` would refuse, refused now, before a job is queued:
-    the new VM's name, storage and network, the point's VM."""
+    the new VM's name, storage (or pool) and network, the point's VM."""
+    from stasis.recovery.clone import check_pool
     from stasis.recovery.instant import check_new_vm
     from stasis.recovery.vm import select_vm
 
-    check_new_vm(lv.connect(connect), name, (storage or DEFAULT_STORAGE).absolute(), network)
+    conn = lv.connect(connect)
+    check_pool(conn, pool, linked=False)
+    check_new_vm(conn, name, (storage or DEFAULT_STORAGE).absolute(), network)
     select_vm(repo.resolve(point), vm)
 
 

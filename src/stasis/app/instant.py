@@ -72,12 +72,14 @@ def running(connect: str) -> list[RunningFromRepo]:
 
 
 def finalize(connect: str, open_repo: ExportOpener, name: str,
-             progress: Progress | None = None) -> Finalized:
-    """Copy the instant VM's disks to local storage while it runs; then stop its export
-    (what the job kind ``instant.finalize`` runs, here in the foreground)."""
+             progress: Progress | None = None, pool: str | None = None) -> Finalized:
+    """Copy the instant VM's disks to local storage (or new volumes of the libvirt
+    ``pool``) while it runs; then stop its export (what the job kind
+    ``instant.finalize`` runs, here in the foreground)."""
     conn = lv.connect(connect)
     r, _creds = open_repo()
-    return Finalized.model_validate(instant_mod.finalize(conn, r, name, progress).to_dict())
+    return Finalized.model_validate(
+        instant_mod.finalize(conn, r, name, progress, pool=pool).to_dict())
 
 
 def instant_repository(name: str) -> str:
@@ -182,7 +184,11 @@ def check_targets(tenant: Tenant | None, *, storage: Path | None,
     from stasis.recovery.vm import DEFAULT_STORAGE
 
     where = (storage or DEFAULT_STORAGE).absolute()
-    if not any(where == Path(d) or Path(d) in where.parents for d in tenant.restore_dirs):
+    if pool is not None:
+        from stasis.app.start import check_pool
+
+        check_pool(tenant, pool)  # TargetNotAllowed; the disks go to the pool alone
+    elif not any(where == Path(d) or Path(d) in where.parents for d in tenant.restore_dirs):
         raise UsageError(f"tenant {tenant.name} may not restore to {where}: its storage "
                          f"directories are {', '.join(tenant.restore_dirs) or 'none'}. "
                          "Nothing was made.")
@@ -190,8 +196,4 @@ def check_targets(tenant: Tenant | None, *, storage: Path | None,
         shown = f"network {network}" if network is not None else "the VM's own networks"
         raise UsageError(f"tenant {tenant.name} may not connect a VM to {shown}: give a "
                          f"network among {', '.join(tenant.restore_networks) or 'none'}. "
-                         "Nothing was made.")
-    if pool is not None and pool not in tenant.restore_pools:
-        raise UsageError(f"tenant {tenant.name} may not restore to storage pool {pool}: "
-                         f"its pools are {', '.join(tenant.restore_pools) or 'none'}. "
                          "Nothing was made.")

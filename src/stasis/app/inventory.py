@@ -13,6 +13,7 @@ from stasis.app.points import KnownPoint, known_points
 from stasis.hypervisor import labels as lb
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import parse
+from stasis.hypervisor.pools import resolve_volumes
 from stasis.repository import Repository
 
 
@@ -43,7 +44,8 @@ def list_vms(conn: libvirt.virConnect, repo: Repository | None = None, *,
 def _row(dom: libvirt.virDomain, repo: Repository | None, point: KnownPoint | None
          ) -> VmRow:
     running = dom.isActive()
-    info = parse(lv.domain_xml(dom, inactive=not running))
+    info = resolve_volumes(dom.connect(), parse(lv.domain_xml(dom, inactive=not running)),
+                           strict=False)
     disks = []
     for d in info.disks:
         size = alloc = None

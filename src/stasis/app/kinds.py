@@ -22,7 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from stasis.app.models import (
     BackupFailure,
@@ -111,17 +119,31 @@ class BackupGroupParams(Params):
     tags: dict[str, str] = {}
 
 
-class RestoreDiskParams(Params):
+class _Placed(Params):
+    """Params of work that may put disks in a libvirt pool (``pool``). A pool not named
+    is left out of the stored params, so such a job's params read as they did before
+    pools were a target."""
+
+    @model_serializer(mode="wrap")
+    def _no_pool(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("pool", "") is None:
+            del data["pool"]
+        return data
+
+
+class RestoreDiskParams(_Placed):
     op: Literal["restore.disk"] = "restore.disk"
     point: str
-    to: Path
+    to: Path | None = None  # the image or device; with ``pool``, the volume's name
     vm: str | None = None
     disk: str | None = None
     format: str | None = None
     force: bool = False
+    pool: str | None = None  # a new volume of this libvirt storage pool
 
 
-class RestoreVmParams(Params):
+class RestoreVmParams(_Placed):
     op: Literal["restore.vm"] = "restore.vm"
     point: str
     vm: str | None = None
@@ -130,9 +152,10 @@ class RestoreVmParams(Params):
     network: str | None = None
     start: bool = False
     in_place: bool = False
+    pool: str | None = None  # the disks as volumes of this libvirt storage pool
 
 
-class RestoreGroupParams(Params):
+class RestoreGroupParams(_Placed):
     op: Literal["restore.group"] = "restore.group"
     point: str
     suffix: str
@@ -140,14 +163,16 @@ class RestoreGroupParams(Params):
     network: str | None = None
     start: bool = False
     order: list[str] | None = None
+    pool: str | None = None
 
 
-class FinalizeParams(Params):
+class FinalizeParams(_Placed):
     op: Literal["instant.finalize"] = "instant.finalize"
     name: str  # the instant VM
+    pool: str | None = None  # copy to volumes of this pool (default: its storage dir)
 
 
-class CloneParams(Params):
+class CloneParams(_Placed):
     op: Literal["clone"] = "clone"  # a full clone of a point (a linked one is instant)
     point: str
     name: str  # the new VM
@@ -155,6 +180,7 @@ class CloneParams(Params):
     storage: Path | None = None
     network: str | None = None
     start: bool = False
+    pool: str | None = None
 
 
 class VerifyParams(Params):
@@ -603,6 +629,24 @@ def _claim(job: JobRun, env: Env, vms: list[str]) -> None:
             claim_vm(c, tenant, vm)
 
 
+def _check_disk(p: RestoreDiskParams) -> None:
+    if p.pool is None and p.to is None:
+        raise UsageError("to: a disk restore needs the path of the image to write (or "
+                         "--pool); nothing was restored")
+    if p.pool is not None and p.force:
+        raise UsageError("--force overwrites a file or device; a pool's volume is never "
+                         "overwritten: name a new one with --to. Nothing was restored.")
+
+
+def _check_place(p: RestoreVmParams | RestoreGroupParams | CloneParams) -> None:
+    if p.pool is not None and p.storage is not None:
+        raise UsageError("--pool and --storage are two places for the disks: give one; "
+                         "nothing was restored")
+    if isinstance(p, RestoreVmParams) and p.in_place and (p.pool or p.storage):
+        raise UsageError("an in-place restore writes over the VM's own disks: it takes no "
+                         "--pool or --storage; nothing was restored")
+
+
 def _plan_disk(p: RestoreDiskParams, env: Env) -> Plan:
     r = env.repo()
     m = r.resolve(p.point)
@@ -614,13 +658,23 @@ def _run_disk(p: RestoreDiskParams, plan: Plan, job: JobRun, env: Env) -> DiskRe
     from stasis.recovery.restore import restore_disk
 
     m = plan.state
-    result = restore_disk(env.repo(), m, target=p.to, vm=p.vm, disk=p.disk, fmt=p.format,
-                          force=p.force, progress=env.sink(job.cancel),
-                          run_dir=env.where().run)
+    if p.pool is not None:
+        from stasis.recovery.target import restore_disk_to_pool
+
+        result = restore_disk_to_pool(env.conn(), env.repo(), m, pool=p.pool,
+                                      volume=str(p.to) if p.to is not None else None,
+                                      vm=p.vm, disk=p.disk, fmt=p.format,
+                                      progress=env.sink(job.cancel), run_dir=env.where().run)
+    else:
+        assert p.to is not None  # _check_disk
+        result = restore_disk(env.repo(), m, target=p.to, vm=p.vm, disk=p.disk, fmt=p.format,
+                              force=p.force, progress=env.sink(job.cancel),
+                              run_dir=env.where().run)
     job.set_vms([result.vm])
     job.result[result.vm] = {
         "point": m.id, "point_name": m.name, "disks": {result.disk: result.target},
-        "format": result.format, "bytes_written": result.bytes_written, "error": None}
+        "format": result.format, "bytes_written": result.bytes_written, "error": None,
+        **({"pool": result.pool, "volume": result.volume} if result.pool else {})}
     job.bytes_written = result.bytes_written
     return DiskRestore.model_validate(result.to_dict())
 
@@ -639,7 +693,7 @@ def _run_restore_vm(p: RestoreVmParams, plan: Plan, job: JobRun, env: Env) -> Vm
     result = restore_vm(env.conn(), env.repo(), plan.state, vm=p.vm, name=p.name,
                         storage=p.storage, network=p.network, start=p.start,
                         in_place=p.in_place, progress=env.sink(job.cancel),
-                        run_dir=env.where().run)
+                        run_dir=env.where().run, pool=p.pool)
     job.set_vms([result.vm])
     _record_vm(job, plan.state, result)
     if not result.in_place:
@@ -661,7 +715,7 @@ def _run_restore_group(p: RestoreGroupParams, plan: Plan, job: JobRun,
     result = restore_group(env.conn(), env.repo(), plan.state, suffix=p.suffix,
                            storage=p.storage, network=p.network, start=p.start,
                            order=p.order, progress=env.sink(job.cancel),
-                           run_dir=env.where().run)
+                           run_dir=env.where().run, pool=p.pool)
     for v in result.vms:
         _record_vm(job, plan.state, v)
     _claim(job, env, [v.name for v in result.vms if not v.in_place])
@@ -683,7 +737,8 @@ def _run_finalize(p: FinalizeParams, plan: Plan, job: JobRun, env: Env) -> Final
     from stasis.recovery.instant import finalize
 
     # Cancelled before the pivots, the VM runs on from the export, no copy left.
-    result = finalize(env.conn(), env.repo(), p.name, progress=env.sink(job.cancel))
+    result = finalize(env.conn(), env.repo(), p.name, progress=env.sink(job.cancel),
+                      pool=p.pool)
     job.result[p.name] = {"finalized": p.name, "disks": dict(result.disks), "error": None}
     _claim(job, env, [p.name])
     return Finalized.model_validate(result.to_dict())
@@ -695,6 +750,9 @@ def _plan_clone(p: CloneParams, env: Env) -> Plan:
 
     r = env.repo()
     m = r.resolve(p.point)
+    from stasis.recovery.clone import check_pool
+
+    check_pool(env.conn(), p.pool, linked=False)
     check_new_vm(env.conn(), p.name, (p.storage or DEFAULT_STORAGE).absolute(), p.network)
     source = select_vm(m, p.vm).name
     # The source VM, as a restore's, and the new name: never two jobs making one VM.
@@ -707,7 +765,7 @@ def _run_clone(p: CloneParams, plan: Plan, job: JobRun, env: Env) -> CloneModel:
     m = plan.state
     result = full_clone(env.conn(), env.repo(), m, name=p.name, vm=p.vm, storage=p.storage,
                         network=p.network, start=p.start, run_dir=env.where().run,
-                        progress=env.sink(job.cancel))
+                        progress=env.sink(job.cancel), pool=p.pool)
     job.result[result.vm] = {"point": m.id, "point_name": m.name, "cloned_as": result.name,
                              "started": result.started, "disks": dict(result.disks),
                              "bytes_written": result.bytes_written, "error": None}
@@ -1125,14 +1183,15 @@ KINDS: dict[str, Kind[Any]] = {k.op: k for k in (
     Kind("backup.group", "backup", BackupGroupParams, lambda p: p.group, _plan_group,
          _run_group, check=_check_group),
     Kind("restore.disk", "restore", RestoreDiskParams, lambda p: p.point, _plan_disk,
-         _run_disk),
+         _run_disk, check=_check_disk),
     Kind("restore.vm", "restore", RestoreVmParams, lambda p: p.point, _plan_restore_vm,
-         _run_restore_vm),
+         _run_restore_vm, check=_check_place),
     Kind("restore.group", "restore", RestoreGroupParams, lambda p: p.point,
-         _plan_restore_group, _run_restore_group),
+         _plan_restore_group, _run_restore_group, check=_check_place),
     Kind("instant.finalize", "restore", FinalizeParams, lambda p: p.name, _plan_finalize,
          _run_finalize),
-    Kind("clone", "restore", CloneParams, lambda p: p.name, _plan_clone, _run_clone),
+    Kind("clone", "restore", CloneParams, lambda p: p.name, _plan_clone, _run_clone,
+         check=_check_place),
     Kind("verify", "verify", VerifyParams,
          lambda p: ",".join(p.points) if p.points else "all points", _plan_verify,
          _run_verify, occupies_vms=False),

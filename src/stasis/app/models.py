@@ -349,6 +349,8 @@ class DiskRestore(Model):
     virtual_size: int
     bytes_written: int
     duration_s: float
+    pool: str | None = None  # ``target`` is a volume of this libvirt storage pool
+    volume: str | None = None
 
 
 class VmRestore(Model):
@@ -363,6 +365,9 @@ class VmRestore(Model):
     disks: list[DiskRestore]
     files: dict[str, str]
     duration_s: float
+    pool: str | None = None  # the disks and files are volumes of this libvirt pool
+    volumes: dict[str, str] = {}  # disk or file -> its volume in ``pool``
+    storage_created: bool = False  # the storage directory was made for it
     started_at: str | None = None  # in a group restore: when it was started
     running_after_s: float | None = None
 
@@ -391,6 +396,8 @@ class GroupRestore(Model):
     start_order: list[str]
     starts: list[VmStartModel]
     duration_s: float
+    pool: str | None = None  # the disks are volumes of this libvirt pool
+    storage_created: bool = False  # the storage directory was made for it
 
     def to_json(self) -> Any:
         data = self.model_dump(mode="json")
@@ -1112,6 +1119,8 @@ class Finalized(Model):
     name: str
     disks: dict[str, str]
     duration_s: float
+    pool: str | None = None  # the copies are volumes of this libvirt pool
+    volumes: dict[str, str] = {}  # disk -> its volume in ``pool``
 
 
 class Discarded(Model):
@@ -1162,6 +1171,8 @@ class CloneModel(Model):
     bytes_written: int
     export_pid: int | None
     duration_s: float
+    pool: str | None = None  # a full clone's disks are volumes of this libvirt pool
+    volumes: dict[str, str] = {}  # disk or file -> its volume in ``pool``
 
 
 class CloneRow(Model):

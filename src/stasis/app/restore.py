@@ -12,6 +12,7 @@ from typing import cast
 from stasis.app.backup import RepoOpener, Where
 from stasis.app.jobs import Warn
 from stasis.app.kinds import (
+    KINDS,
     RestoreDiskParams,
     RestoreGroupParams,
     RestoreVmParams,
@@ -23,14 +24,18 @@ from stasis.errors import UsageError
 from stasis.progress import Progress
 
 
-def restore_disk(open_repo: RepoOpener, point: str, *, to: Path, catalog: str | None,
+def restore_disk(open_repo: RepoOpener, point: str, *, to: Path | None, catalog: str | None,
                  warn: Warn, vm: str | None = None, disk: str | None = None,
                  fmt: str | None = None, force: bool = False,
-                 progress: Progress | None = None, where: Where | None = None) -> DiskRestore:
-    """Write one disk of ``point`` to an image file or a block device."""
-    params = RestoreDiskParams(point=point, to=to, vm=vm, disk=disk, format=fmt, force=force)
+                 progress: Progress | None = None, where: Where | None = None,
+                 pool: str | None = None, connect: str | None = None) -> DiskRestore:
+    """Write one disk of ``point`` to an image file or a block device, or to a new
+    volume of the libvirt ``pool`` (named ``to``, or a default name)."""
+    params = RestoreDiskParams(point=point, to=to, vm=vm, disk=disk, format=fmt, force=force,
+                               pool=pool)
+    KINDS[params.op].check(params)
     env = env_here(catalog=catalog, warn=warn, open_repo=open_repo, where=where,
-                   progress=progress)
+                   progress=progress, connect=connect)
     return cast(DiskRestore, run_here(params, env))
 
 
@@ -38,10 +43,12 @@ def restore_vm(connect: str, open_repo: RepoOpener, point: str, *, catalog: str 
                warn: Warn, vm: str | None = None, name: str | None = None,
                storage: Path | None = None, network: str | None = None, start: bool = False,
                in_place: bool = False, progress: Progress | None = None,
-               where: Where | None = None) -> VmRestore:
-    """Restore a whole VM of ``point``, as a new VM or in place (it must be shut off)."""
+               where: Where | None = None, pool: str | None = None) -> VmRestore:
+    """Restore a whole VM of ``point``, as a new VM (its disks in ``storage`` or as
+    volumes of the libvirt ``pool``) or in place (it must be shut off)."""
     params = RestoreVmParams(point=point, vm=vm, name=name, storage=storage, network=network,
-                             start=start, in_place=in_place)
+                             start=start, in_place=in_place, pool=pool)
+    KINDS[params.op].check(params)
     env = env_here(catalog=catalog, warn=warn, open_repo=open_repo, connect=connect,
                    where=where, progress=progress)
     return cast(VmRestore, run_here(params, env))
@@ -59,10 +66,11 @@ def restore_group(connect: str, open_repo: RepoOpener, point: str, *, catalog: s
                   warn: Warn, suffix: str, storage: Path | None = None,
                   network: str | None = None, start: bool = False,
                   order: list[str] | None = None, progress: Progress | None = None,
-                  where: Where | None = None) -> GroupRestore:
+                  where: Where | None = None, pool: str | None = None) -> GroupRestore:
     """Restore every VM of ``point`` as new VMs (NAME+SUFFIX), all or nothing."""
     params = RestoreGroupParams(point=point, suffix=suffix, storage=storage, network=network,
-                                start=start, order=order)
+                                start=start, order=order, pool=pool)
+    KINDS[params.op].check(params)
     env = env_here(catalog=catalog, warn=warn, open_repo=open_repo, connect=connect,
                    where=where, progress=progress)
     return cast(GroupRestore, run_here(params, env))

@@ -6,10 +6,11 @@ is, audited, and never queued twice.
   (:class:`~stasis.app.scope.Scope`); anything else answers as if it did not exist.
   A backup of host images is the system's alone.
 - A tenant restores only to the places it is allowed: a new VM's or disk's files
-  under one of its ``restore_dirs`` (so a restore as new must name its storage), a
-  network among its ``restore_networks`` (no network named keeps the VM's own). In
-  place is allowed: it writes over the tenant's own VM. A tenant with no dirs
-  allowed restores in place only. A refusal names the target (TargetNotAllowed).
+  under one of its ``restore_dirs`` or in a libvirt pool among its ``restore_pools``
+  (so a restore as new must name its storage or pool), a network among its
+  ``restore_networks`` (no network named keeps the VM's own). In place is allowed:
+  it writes over the tenant's own VM. A tenant with no dirs or pools allowed
+  restores in place only. A refusal names the target (TargetNotAllowed).
 - Verify, prune, gc and copies work on a whole repository, which is the system's:
   a tenant's principal is refused them (403, PermissionDenied), whatever its role.
 - A backup asked again while one of the same VMs (the same group, the same policy)
@@ -98,9 +99,16 @@ def _under(path: Path, dirs: tuple[str, ...]) -> bool:
 
 def _allowed(t: Tenant) -> str:
     places = [f"dirs {', '.join(t.restore_dirs)}" if t.restore_dirs else "",
+              f"pools {', '.join(t.restore_pools)}" if t.restore_pools else "",
               f"networks {', '.join(t.restore_networks)}" if t.restore_networks else ""]
     shown = "; ".join(p for p in places if p)
-    return shown or "its own VMs in place (no restore dir or network is allowed to it)"
+    return shown or "its own VMs in place (no restore dir, pool or network is allowed to it)"
+
+
+def check_pool(t: Tenant, pool: str) -> None:
+    """Refuse (TargetNotAllowed) a libvirt pool not among tenant ``t``'s restore_pools."""
+    if pool not in t.restore_pools:
+        raise TargetNotAllowed(t.name, "storage pool", pool, _allowed(t))
 
 
 def check_restore_target(t: Tenant, p: Params) -> None:
@@ -108,7 +116,9 @@ def check_restore_target(t: Tenant, p: Params) -> None:
     storage: Path | None = None
     network: str | None = None
     if isinstance(p, RestoreDiskParams):
-        if not _under(p.to, t.restore_dirs):
+        if p.pool is not None:
+            check_pool(t, p.pool)
+        elif p.to is None or not _under(p.to, t.restore_dirs):
             raise TargetNotAllowed(t.name, "path", str(p.to), _allowed(t))
         return
     if isinstance(p, RestoreVmParams):
@@ -119,10 +129,12 @@ def check_restore_target(t: Tenant, p: Params) -> None:
         storage, network = p.storage, p.network
     else:
         return
-    if storage is None:
+    if p.pool is not None:
+        check_pool(t, p.pool)
+    elif storage is None:
         raise TargetNotAllowed(t.name, "storage", "(none given: beside the original disks)",
                                _allowed(t))
-    if not _under(storage, t.restore_dirs):
+    elif not _under(storage, t.restore_dirs):
         raise TargetNotAllowed(t.name, "storage", str(storage), _allowed(t))
     if network is not None and network not in t.restore_networks:
         raise TargetNotAllowed(t.name, "network", network, _allowed(t))
@@ -165,15 +177,18 @@ def check_scope(catalog: Catalog, where: Scope, p: Params, repo: Repository) -> 
         from stasis.app.instant import check_targets
 
         resolve_point(repo, p.point, owned=where.owns_vms)
-        check_targets(who.tenant, storage=p.storage, network=p.network)
+        check_targets(who.tenant, storage=p.storage, network=p.network, pool=p.pool)
         if p.name not in who.tenant.vms:
             # The clone must be the tenant's once made: by its name (labels are not
             # copied).
             raise UsageError(f"tenant {who.tenant.name} owns VMs by name or label; a clone "
                              f"named {p.name!r} would not be its own. Nothing was made.")
-    elif isinstance(p, FinalizeParams) and _instant_owner(p.name) != who.tenant.name:
-        raise InstantNotFound(f"No instant VM named '{p.name}' was started here. 'stasis "
-                              "instant list' shows them.")
+    elif isinstance(p, FinalizeParams):
+        if _instant_owner(p.name) != who.tenant.name:
+            raise InstantNotFound(f"No instant VM named '{p.name}' was started here. "
+                                  "'stasis instant list' shows them.")
+        if p.pool is not None:
+            check_pool(who.tenant, p.pool)
 
 
 def _instant_owner(name: str) -> str | None:

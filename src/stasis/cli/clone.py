@@ -56,7 +56,11 @@ def create(
                                          "point: no data is copied. The point is held "
                                          "while the clone lives.")] = False,
     storage: Annotated[Path | None, typer.Option(help="Directory for the disks (default: "
-                                                 "/var/lib/libvirt/images).")] = None,
+                                                 "/var/lib/libvirt/images); made when "
+                                                 "missing.")] = None,
+    pool: Annotated[str | None, typer.Option(help="libvirt storage pool for a full clone's "
+                                             "disks: each becomes a volume made through "
+                                             "the pool (instead of --storage).")] = None,
     network: Annotated[str | None, typer.Option(help="Connect every interface to this "
                                                 "libvirt network.")] = None,
     start: Annotated[bool, typer.Option(help="Start the clone once defined.")] = False,
@@ -72,12 +76,16 @@ def create(
     Without --linked the disks are a full sparse copy of the point. The clone gets a
     new name, UUID and MAC addresses.
     """
+    if pool is not None and storage is not None:
+        raise typer.BadParameter("--pool and --storage are two places for the disks: give "
+                                 "one", param_hint="--pool")
     progress = progress_for(json_output)
     try:
         result = ops.clone(connect, lambda: open_repo_for_export(repo, passphrase_file,
                                                                  key_file),
                            source, name=name, vm=vm, linked=linked, storage=storage,
-                           network=network, start=start, from_vm=from_vm, progress=progress)
+                           network=network, start=start, from_vm=from_vm, progress=progress,
+                           pool=pool)
     finally:
         progress.finish()
     if json_output:
@@ -92,7 +100,9 @@ def create(
               + f", in {result.duration_s:.1f} s; {human(result.bytes_written)} written.")
     out.print(f"  uuid {result.uuid}; MAC {', '.join(result.macs) or '-'}")
     for disk, path in result.disks.items():
-        out.print(f"  {disk}: {path}")
+        vol = f"volume {result.volumes[disk]} of pool {result.pool}, " \
+            if disk in result.volumes else ""
+        out.print(f"  {disk}: {vol}{path}")
     if result.linked:
         out.print(f"Its disks are served by export pid {result.export_pid}; point "
                   f"{result.point[:12]} is held while it lives. 'stasis clone delete "

@@ -152,6 +152,9 @@ def list_cmd(
 def finalize(
     name: Annotated[str, typer.Argument(help="The instant VM.")],
     repo: RepoOpt,
+    pool: Annotated[str | None, typer.Option(help="Copy the disks to new volumes of this "
+                                             "libvirt storage pool (default: files in the "
+                                             "instant VM's storage directory).")] = None,
     connect: ConnectOpt = lv.DEFAULT_URI,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
@@ -159,14 +162,16 @@ def finalize(
 ) -> None:
     """Copy an instant VM's disks to local storage while it runs; then stop its export."""
     result = ops.finalize(connect, lambda: open_repo_for_export(repo, passphrase_file,
-                                                                key_file), name)
+                                                                key_file), name, pool=pool)
     if json_output:
         print_model(result)
         return
     out.print(f"{name} runs on local disks now ({result.duration_s:.1f} s); its export was "
               "stopped.")
     for disk, path in result.disks.items():
-        out.print(f"  {disk}: {path}")
+        vol = f"volume {result.volumes[disk]} of pool {result.pool}, " \
+            if disk in result.volumes else ""
+        out.print(f"  {disk}: {vol}{path}")
 
 
 @app.command("discard")

@@ -26,6 +26,8 @@ class DomainDisk:
     kind: str  # file | block
     device: str = "disk"
     readonly: bool = False
+    pool: str = ""  # a volume disk's pool and volume (its source is resolved by libvirt)
+    volume: str = ""
 
     @property
     def bitmaps(self) -> bool:
@@ -60,7 +62,8 @@ def parse(xml: str) -> DomainInfo:
         if target is None or source is None or device not in ("disk", "lun"):
             continue  # cdroms, floppies and empty drives are not backed up
         path = source.get("file") or source.get("dev") or ""
-        if not path:
+        pool, volume = source.get("pool", ""), source.get("volume", "")
+        if not path and not (disk.get("type") == "volume" and pool and volume):
             continue  # network disks: not supported by this version
         info.disks.append(
             DomainDisk(
@@ -70,6 +73,8 @@ def parse(xml: str) -> DomainInfo:
                 kind=disk.get("type", "file"),
                 device=device,
                 readonly=disk.find("readonly") is not None,
+                pool=pool if disk.get("type") == "volume" else "",
+                volume=volume if disk.get("type") == "volume" else "",
             )
         )
     os_el = root.find("os")
@@ -98,6 +103,8 @@ class Rewrite:
     network: str | None = None
     keep_identity: bool = False  # in-place restore: same name, UUID and MACs
     socket_dir: Path | None = None  # for unix sockets, when ``storage`` is too deep
+    # target -> (pool, volume): the disk becomes a volume disk of that pool
+    disk_volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def rewrite(xml: str, rw: Rewrite) -> str:
@@ -128,14 +135,19 @@ def rewrite(xml: str, rw: Rewrite) -> str:
     for disk in root.iterfind("devices/disk"):
         target = disk.find("target")
         dev = target.get("dev", "") if target is not None else ""
-        if dev not in rw.disk_paths:
+        if dev not in rw.disk_paths and dev not in rw.disk_volumes:
             continue
-        disk.set("type", "file")
         source = disk.find("source")
         if source is None:
             source = ET.SubElement(disk, "source")
         source.attrib.clear()
-        source.set("file", rw.disk_paths[dev])
+        if dev in rw.disk_volumes:
+            disk.set("type", "volume")
+            source.set("pool", rw.disk_volumes[dev][0])
+            source.set("volume", rw.disk_volumes[dev][1])
+        else:
+            disk.set("type", "file")
+            source.set("file", rw.disk_paths[dev])
         backing = disk.find("backingStore")
         if backing is not None:
             disk.remove(backing)

@@ -42,6 +42,7 @@ from stasis.errors import (
 from stasis.hypervisor import agent
 from stasis.hypervisor import libvirt_api as lv
 from stasis.hypervisor.domain import DomainInfo, parse, qemu_run_id
+from stasis.hypervisor.pools import resolve_volumes
 from stasis.progress import Progress
 from stasis.protection.backup import DiskSource, back_up_disks, open_reader
 from stasis.protection.chain import (
@@ -126,7 +127,7 @@ def _prepare(conn: libvirt.virConnect, repo: Repository, name: str, points: list
     clean_vm(dom, repo)
     parent, parent_vm = latest_with_vm(points, name)
     running = lv.is_running(dom)
-    info = parse(lv.domain_xml(dom, inactive=not running))
+    info = resolve_volumes(conn, parse(lv.domain_xml(dom, inactive=not running)))
     m = Member(dom, dom.name(), running, info, parent, parent_vm)
     if running:
         m.run_id = qemu_run_id(m.name)

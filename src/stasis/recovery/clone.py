@@ -44,6 +44,7 @@ from stasis.errors import (
     UsageError,
 )
 from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor import pools
 from stasis.progress import Progress
 from stasis.recovery import instant
 from stasis.recovery.vm import DEFAULT_STORAGE, restore_vm, select_vm
@@ -71,6 +72,8 @@ class CloneResult:
     bytes_written: int = 0  # allocated in the storage directory for the disks and files
     export_pid: int | None = None
     duration_s: float = 0.0
+    pool: str | None = None  # a full clone's disks are volumes of this libvirt pool
+    volumes: dict[str, str] = field(default_factory=dict)  # disk or file -> its volume
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -125,10 +128,12 @@ def _allocated(path: str) -> int:
 
 def check_clone(conn: libvirt.virConnect, repo: Repository, source: str, *, name: str,
                 vm: str | None, storage: Path, network: str | None,
-                from_vm: bool) -> Manifest | str:
-    """Every refusal before anything is made: the new VM's name, storage and network,
-    then the source (:func:`resolve_source`), a point or the name of a VM; ``vm`` goes
-    with a VM source only when it names that VM."""
+                from_vm: bool, pool: str | None = None,
+                linked: bool = False) -> Manifest | str:
+    """Every refusal before anything is made: the new VM's name, storage (or pool) and
+    network, then the source (:func:`resolve_source`), a point or the name of a VM;
+    ``vm`` goes with a VM source only when it names that VM."""
+    check_pool(conn, pool, linked=linked)
     instant.check_new_vm(conn, name, storage, network)
     found = resolve_source(conn, repo, source, from_vm=from_vm)
     if isinstance(found, str) and vm is not None and vm != found:
@@ -137,16 +142,33 @@ def check_clone(conn: libvirt.virConnect, repo: Repository, source: str, *, name
     return found
 
 
+def check_pool(conn: libvirt.virConnect, pool: str | None, *, linked: bool) -> None:
+    """A clone's pool: a full clone's only (a linked clone's overlays are files beside
+    its export's state), and running."""
+    if pool is None:
+        return
+    if linked:
+        raise UsageError("--pool takes a full clone's disks; a linked clone's overlays go "
+                         "to --storage. Nothing was made.")
+    pools.open_pool(conn, pool)
+
+
 def clone_point(
     conn: libvirt.virConnect, repo: Repository, creds: Credentials, point: Manifest, *,
     name: str, vm: str | None = None, linked: bool = False, storage: Path | None = None,
     network: str | None = None, start: bool = False, run_dir: Path,
-    progress: Progress | None = None,
+    progress: Progress | None = None, pool: str | None = None,
 ) -> CloneResult:
     """Make the VM ``name`` from ``vm`` of ``point``, checked with :func:`check_clone`."""
     began = time.time()
-    storage = (storage or DEFAULT_STORAGE).absolute()
     rec = select_vm(point, vm)
+    check_pool(conn, pool, linked=linked)
+    if pool is not None:
+        result = full_clone(conn, repo, point, name=name, vm=rec.name, pool=pool,
+                            network=network, start=start, run_dir=run_dir, progress=progress)
+        result.duration_s = round(time.time() - began, 3)
+        return result
+    storage = (storage or DEFAULT_STORAGE).absolute()
     if linked:
         result = _linked(conn, repo, creds, point, rec.name, name=name, storage=storage,
                          network=network, start=start)
@@ -162,22 +184,27 @@ def full_clone(
     conn: libvirt.virConnect, repo: Repository, point: Manifest, *, name: str,
     vm: str | None = None, storage: Path | None = None, network: str | None = None,
     start: bool = False, run_dir: Path, progress: Progress | None = None,
+    pool: str | None = None,
 ) -> CloneResult:
     """Make the VM ``name`` as a full sparse copy of ``vm`` of ``point`` (no export, so
-    no credentials); work stopped midway (Cancelled by ``progress``) leaves no domain
-    and no image, as a restore as new."""
+    no credentials), its disks in ``storage`` or volumes of ``pool``; work stopped
+    midway (Cancelled by ``progress``) leaves no domain and no image, as a restore as
+    new."""
     began = time.time()
-    storage = (storage or DEFAULT_STORAGE).absolute()
+    if pool is None:
+        storage = (storage or DEFAULT_STORAGE).absolute()
     rec = select_vm(point, vm)
     restored = restore_vm(conn, repo, point, vm=rec.name, name=name, storage=storage,
-                          network=network, start=start, progress=progress, run_dir=run_dir)
+                          network=network, start=start, progress=progress, run_dir=run_dir,
+                          pool=pool)
     uuid, macs = _identity(conn, name)
     result = CloneResult(name, "point", point.id, False, rec.name, False, restored.started,
-                         uuid, macs, str(storage),
+                         uuid, macs, restored.storage,
                          {d.disk: str(d.target) for d in restored.disks},
                          dict(restored.files),
                          sum(d.bytes_written for d in restored.disks)
-                         + sum(_allocated(f) for f in restored.files.values()))
+                         + sum(_allocated(f) for f in restored.files.values()),
+                         pool=pool, volumes=dict(restored.volumes))
     result.duration_s = round(time.time() - began, 3)
     return result
 

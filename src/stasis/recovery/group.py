@@ -1,6 +1,7 @@
 """Restore of a whole group point: every VM of the point comes back as a new domain
-(its name plus a suffix, its disks in one storage directory, its interfaces on one
-network), and optionally started in a given order, each running before the next.
+(its name plus a suffix, its disks in one storage directory or libvirt storage pool,
+its interfaces on one network), and optionally started in a given order, each
+running before the next.
 
 A group restore is all or nothing. Everything that can be checked is checked before
 the first byte is written (names free, targets absent, storage and network present,
@@ -23,7 +24,14 @@ from typing import Any
 import libvirt
 
 from stasis.errors import HypervisorError, StasisError, TargetExists, UsageError
+from stasis.hypervisor import pools
 from stasis.progress import Progress
+from stasis.recovery.target import (
+    Volumes,
+    check_directory,
+    make_directory,
+    remove_directories,
+)
 from stasis.recovery.vm import (
     DEFAULT_STORAGE,
     SHARED_FILES,
@@ -70,6 +78,8 @@ class GroupRestoreResult:
     start_order: list[str] = field(default_factory=list)  # the point's VM names
     starts: list[VmStart] = field(default_factory=list)
     duration_s: float = 0.0
+    pool: str | None = None  # the disks are volumes of this libvirt pool
+    storage_created: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         starts = {s.vm: s for s in self.starts}
@@ -84,6 +94,7 @@ class GroupRestoreResult:
             "point": self.point, "suffix": self.suffix, "storage": self.storage,
             "network": self.network, "vms": vms, "start_order": self.start_order,
             "starts": [s.__dict__ for s in self.starts], "duration_s": self.duration_s,
+            "pool": self.pool, "storage_created": self.storage_created,
         }
 
 
@@ -126,14 +137,14 @@ def _domain_exists(conn: libvirt.virConnect, name: str) -> bool:
 
 
 def _plan(conn: libvirt.virConnect, vms: Sequence[VmRecord], *, suffix: str, storage: Path,
-          network: str | None, start: bool) -> list[_Plan]:
+          network: str | None, start: bool, pool: str | None = None) -> list[_Plan]:
     """Check everything a restore of ``vms`` needs; raise before anything is written."""
     if not suffix:
         raise UsageError("the suffix is empty: the restored VMs would take the originals' "
                          "names; nothing was restored")
-    if not storage.is_dir():
-        raise UsageError(f"the storage directory {storage} does not exist; nothing was "
-                         "restored")
+    volumes = Volumes(pools.open_pool(conn, pool)) if pool is not None else None
+    if volumes is None:
+        check_directory(storage)
     if network is not None:
         try:
             net = conn.networkLookupByName(network)
@@ -146,16 +157,24 @@ def _plan(conn: libvirt.virConnect, vms: Sequence[VmRecord], *, suffix: str, sto
     plans = []
     for rec in vms:
         name = f"{rec.name}{suffix}"
-        # The same paths restore_vm writes, checked for every VM before the first.
-        paths = [str(storage / f"{name}-{d.name}{_suffix(d.format)}") for d in rec.disks]
-        paths += [str(storage / f"{name}-{f.name}") for f in rec.files
+        # The same names restore_vm writes, checked for every VM before the first.
+        fmts = [d.format if d.format in ("raw", "qcow2") else "qcow2" for d in rec.disks]
+        if volumes is not None:
+            fmts = [volumes.pool.volume_format(f) for f in fmts]
+        paths = [f"{name}-{d.name}{_suffix(f)}" for d, f in zip(rec.disks, fmts, strict=True)]
+        paths += [f"{name}-{f.name}" for f in rec.files
                   if f.name not in SHARED_FILES or not Path(f.source).exists()]
+        if volumes is None:
+            paths = [str(storage / p) for p in paths]
         plans.append(_Plan(rec, name, paths))
     taken = [p.name for p in plans if _domain_exists(conn, p.name)]
     if taken:
         raise UsageError(f"a VM named {', '.join(repr(n) for n in taken)} already exists; "
                          "choose another --suffix. Nothing was restored.")
     for p in plans:
+        if volumes is not None:
+            volumes.check_free(p.paths)
+            continue
         for path in p.paths:
             if os.path.lexists(path):
                 raise TargetExists(path)
@@ -176,28 +195,36 @@ def restore_group(
     run_dir: Path | None = None,
     running_timeout_s: float = RUNNING_TIMEOUT_S,
     clock: Callable[[], float] = time.monotonic,
+    pool: str | None = None,
 ) -> GroupRestoreResult:
-    """Restore every VM of ``point`` as ``NAME+suffix``; with ``start``, start them in
-    ``order`` (the point's VM names; the rest follow in point order), each one running
-    before the next is started."""
+    """Restore every VM of ``point`` as ``NAME+suffix``, their disks in ``storage``
+    (made when missing) or as volumes of the libvirt ``pool``; with ``start``, start
+    them in ``order`` (the point's VM names; the rest follow in point order), each one
+    running before the next is started."""
+    if pool is not None and storage is not None:
+        raise UsageError("--pool and --storage are two places for the disks: give one; "
+                         "nothing was restored")
     began = clock()
     vms = group_vms(point)
     if order and not start:
         raise UsageError("--order is the order to start the VMs in: it needs --start")
     sequence = start_order(vms, order) if start else []
     storage = (storage or DEFAULT_STORAGE).absolute()
-    plans = _plan(conn, vms, suffix=suffix, storage=storage, network=network, start=start)
-    result = GroupRestoreResult(point.id, suffix, str(storage), network,
-                                start_order=sequence)
+    plans = _plan(conn, vms, suffix=suffix, storage=storage, network=network, start=start,
+                  pool=pool)
+    result = GroupRestoreResult(point.id, suffix, "" if pool else str(storage), network,
+                                start_order=sequence, pool=pool)
     by_vm = {p.rec.name: p for p in plans}
     chardevs = _chardev_files(storage, [p.name for p in plans])
+    made = make_directory(storage) if pool is None and check_directory(storage) else []
+    result.storage_created = bool(made)
     current = ""
     try:
         for p in plans:
             current = p.rec.name
             result.vms.append(restore_vm(conn, repo, point, vm=p.rec.name, name=p.name,
-                                         storage=storage, network=network, progress=progress,
-                                         run_dir=run_dir))
+                                         storage=None if pool else storage, network=network,
+                                         progress=progress, run_dir=run_dir, pool=pool))
         for vm in sequence:
             current = vm
             result.starts.append(_start_and_wait(conn, vm, by_vm[vm].name,
@@ -205,6 +232,7 @@ def restore_group(
             next(r for r in result.vms if r.vm == vm).started = True
     except BaseException as e:
         undone = _undo(conn, result.vms, storage, chardevs)
+        remove_directories(made)
         if isinstance(e, Exception):
             raise GroupRestoreFailed(point=point.id[:12], vm=current, cause=e,
                                      undone=undone) from e
@@ -258,6 +286,18 @@ def _undo(conn: libvirt.virConnect, done: Sequence[VmRestoreResult], storage: Pa
             removed.append(f"domain {r.name}")
         except libvirt.libvirtError as e:
             failed.append(f"domain {r.name} ({e.get_error_message()})")
+        if r.pool is not None:
+            try:
+                vols = Volumes(pools.open_pool(conn, r.pool), list(r.volumes.values()))
+            except StasisError as e:
+                failed.append(f"the volumes {', '.join(r.volumes.values())} of pool "
+                              f"{r.pool} ({e.message})")
+                continue
+            left = vols.undo()
+            removed += [f"volume {v} of pool {r.pool}" for v in r.volumes.values()
+                        if v not in left]
+            failed += [f"volume {v} of pool {r.pool}" for v in left]
+            continue
         for path in [d.target for d in r.disks] + list(r.files.values()):
             try:
                 os.unlink(path)

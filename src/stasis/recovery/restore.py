@@ -11,7 +11,9 @@ the end, before the restore reports success.
 A file target is built under a temporary name beside it and renamed into place
 only when complete and flushed, so a failed or interrupted restore never leaves a
 file that looks like a finished one: a failed write is raised (the same error) and
-the partial file removed. A block device is written in place (only with ``force``).
+the partial file removed. A block device is written in place (only with ``force``),
+and so is a new volume of a libvirt pool (:func:`fill_image`), which its caller
+deletes through the pool when the restore fails.
 Only non-zero ranges are written, so what was unallocated stays so.
 """
 
@@ -62,6 +64,8 @@ class RestoreResult:
     virtual_size: int
     bytes_written: int
     duration_s: float
+    pool: str | None = None  # written to a volume of this libvirt pool
+    volume: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -226,6 +230,46 @@ def restore_disk(
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
     return RestoreResult(point.id, vm_rec.name, disk_rec.name, str(target), out_fmt,
+                         disk_rec.virtual_size, written, round(time.time() - started, 3))
+
+
+def fill_image(
+    repo: Repository,
+    point: Manifest,
+    *,
+    target: Path,
+    vm: str | None = None,
+    disk: str | None = None,
+    fmt: str,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    run_dir: str | Path | None = None,
+) -> RestoreResult:
+    """Write one disk of ``point`` into ``target``, an empty image of ``fmt`` (or a
+    block device) at least the disk's size that the caller made for it: a pool's new
+    volume, which cannot be renamed into place. It is written in place; on failure
+    the caller removes it (the errors say so)."""
+    progress = progress or NoProgress()
+    started = time.time()
+    vm_rec, disk_rec = select_disk(point, vm, disk)
+    index = repo.load_disk_index(point, vm_rec, disk_rec)
+    with repo.shared_lock(f"restore {point.id[:12]}"):
+        try:
+            if stat.S_ISBLK(target.stat().st_mode):
+                return _restore_to_block(repo, point, vm_rec, disk_rec, index, target,
+                                         progress, workers, run_dir, started)
+            progress.start(f"restore {vm_rec.name}/{disk_rec.name}", index_bytes(index))
+            with _open_writer(target, fmt, run_dir) as writer:
+                written = write_index(repo, index, writer, point=point, vm=vm_rec,
+                                      disk=disk_rec, progress=progress, workers=workers)
+            progress.finish()
+        except BackendError as e:  # the repository failed, not the target
+            raise e.leaving(f"The volume {target} was not completed and is removed "
+                            "again.") from e
+        except OSError as e:
+            raise TargetError(target, e.strerror or str(e),
+                              "The volume is removed again.") from e
+    return RestoreResult(point.id, vm_rec.name, disk_rec.name, str(target), fmt,
                          disk_rec.virtual_size, written, round(time.time() - started, 3))
 
 

@@ -16,10 +16,18 @@ import libvirt
 
 from stasis.errors import HypervisorError, TargetExists, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor import pools
 from stasis.hypervisor.domain import Rewrite, parse, rewrite
 from stasis.hypervisor.labels import without_labels
 from stasis.progress import Progress
-from stasis.recovery.restore import RestoreResult, restore_disk
+from stasis.recovery.restore import RestoreResult, fill_image, restore_disk
+from stasis.recovery.target import (
+    Volumes,
+    check_directory,
+    fill_volume,
+    make_directory,
+    remove_directories,
+)
 from stasis.repository import Manifest, Repository, VmRecord
 
 DEFAULT_STORAGE = Path("/var/lib/libvirt/images")
@@ -37,6 +45,9 @@ class VmRestoreResult:
     disks: list[RestoreResult] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     duration_s: float = 0.0
+    pool: str | None = None  # the disks and files are volumes of this libvirt pool
+    volumes: dict[str, str] = field(default_factory=dict)  # disk or file -> its volume
+    storage_created: bool = False  # the storage directory was made for this restore
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -84,7 +95,11 @@ def restore_vm(
     in_place: bool = False,
     progress: Progress | None = None,
     run_dir: Path | None = None,
+    pool: str | None = None,
 ) -> VmRestoreResult:
+    """Restore the VM ``vm`` of ``point`` as the new VM ``name``, its disks in the
+    directory ``storage`` (made when missing) or as volumes of the libvirt ``pool``;
+    or ``in_place`` over the original. A failure leaves no disk, volume or domain."""
     began = time.time()
     rec = select_vm(point, vm)
     if in_place:
@@ -95,49 +110,83 @@ def restore_vm(
         conn.lookupByName(new_name)
         raise UsageError(f"a VM named '{new_name}' already exists; choose another --name. "
                          "Nothing was restored.")
-    storage = storage or DEFAULT_STORAGE
-    if not storage.is_dir():
-        raise UsageError(f"the storage directory {storage} does not exist; nothing was restored")
+    if pool is not None and storage is not None:
+        raise UsageError("--pool and --storage are two places for the disks: give one; "
+                         "nothing was restored")
+    volumes = Volumes(pools.open_pool(conn, pool)) if pool is not None else None
+    storage = (storage or DEFAULT_STORAGE).absolute()
+    make_storage = volumes is None and check_directory(storage)
     if network is not None:
         try:
             conn.networkLookupByName(network)
         except libvirt.libvirtError:
             raise UsageError(f"no libvirt network named '{network}'; nothing was restored") \
                 from None
-    disk_paths = {d.name: str(storage / f"{new_name}-{d.name}{_suffix(d.format)}")
-                  for d in rec.disks}
-    file_paths = {f.name: str(storage / f"{new_name}-{f.name}") for f in rec.files
+    formats = {d.name: d.format if d.format in ("raw", "qcow2") else "qcow2" for d in rec.disks}
+    if volumes is not None:
+        formats = {disk: volumes.pool.volume_format(fmt) for disk, fmt in formats.items()}
+    disk_names = {d.name: f"{new_name}-{d.name}{_suffix(formats[d.name])}" for d in rec.disks}
+    file_names = {f.name: f"{new_name}-{f.name}" for f in rec.files
                   if f.name not in SHARED_FILES or not Path(f.source).exists()}
-    for path in [*disk_paths.values(), *file_paths.values()]:
-        if os.path.exists(path):
-            raise TargetExists(path)
-    result = VmRestoreResult(point.id, rec.name, new_name, str(storage), False, False)
+    if volumes is not None:
+        volumes.check_free([*disk_names.values(), *file_names.values()])
+        disk_paths: dict[str, str] = {}
+        file_paths: dict[str, str] = {}
+    else:
+        disk_paths = {d: str(storage / n) for d, n in disk_names.items()}
+        file_paths = {f: str(storage / n) for f, n in file_names.items()}
+        for path in [*disk_paths.values(), *file_paths.values()]:
+            if os.path.exists(path):
+                raise TargetExists(path)
+    result = VmRestoreResult(point.id, rec.name, new_name,
+                             "" if volumes is not None else str(storage), False, False,
+                             pool=pool, storage_created=make_storage)
     written: list[str] = []
+    made = make_directory(storage) if make_storage else []
     try:
         for d in rec.disks:
-            fmt = d.format if d.format in ("raw", "qcow2") else "qcow2"
-            result.disks.append(restore_disk(repo, point, target=disk_paths[d.name], vm=rec.name,
-                                             disk=d.name, fmt=fmt, progress=progress,
-                                             run_dir=run_dir))
-            written.append(disk_paths[d.name])
+            if volumes is not None:
+                r = fill_volume(volumes, repo, point, name=disk_names[d.name], vm=rec.name,
+                                disk=d.name, fmt=formats[d.name], progress=progress,
+                                run_dir=run_dir)
+                disk_paths[d.name] = r.target
+                result.volumes[d.name] = disk_names[d.name]
+            else:
+                r = restore_disk(repo, point, target=disk_paths[d.name], vm=rec.name,
+                                 disk=d.name, fmt=formats[d.name], progress=progress,
+                                 run_dir=run_dir)
+                written.append(disk_paths[d.name])
+            result.disks.append(r)
         for f in rec.files:
-            if f.name in file_paths:
+            if f.name not in file_names:
+                continue
+            if volumes is not None:
+                file_paths[f.name] = volumes.create(file_names[f.name], "raw", f.virtual_size)
+                result.volumes[f.name] = file_names[f.name]
+                _restore_file(repo, point, rec, f.name, Path(file_paths[f.name]), run_dir,
+                              in_place=True)
+            else:
                 _restore_file(repo, point, rec, f.name, Path(file_paths[f.name]), run_dir)
                 written.append(file_paths[f.name])
-                result.files[f.name] = file_paths[f.name]
+            result.files[f.name] = file_paths[f.name]
         # A copy beside its original must not be selected into the original's groups.
+        # In a pool, its console logs and sockets go where the sockets of restored
+        # VMs go: not among the pool's volumes.
         xml = rewrite(without_labels(rec.domain_xml), Rewrite(
-            name=new_name, disk_paths=disk_paths,
-            disk_formats={d.name: d.format if d.format in ("raw", "qcow2") else "qcow2"
-                          for d in rec.disks},
-            file_paths=file_paths, storage=storage, network=network,
-            socket_dir=vm_socket_dir(),
+            name=new_name, disk_paths=disk_paths, disk_formats=formats,
+            file_paths=file_paths, storage=storage if volumes is None else vm_socket_dir(),
+            network=network, socket_dir=vm_socket_dir(),
+            disk_volumes={d: (volumes.pool.name, n) for d, n in disk_names.items()}
+            if volumes is not None else {},
         ))
         dom = _define(conn, xml)
     except BaseException:
         for path in written:  # nothing half-restored stays behind
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        if volumes is not None:
+            volumes.undo()
+        remove_directories(made)
         raise
     if start:
         _start(dom)
@@ -147,11 +196,16 @@ def restore_vm(
 
 
 def _restore_file(repo: Repository, point: Manifest, rec: VmRecord, role: str, target: Path,
-                  run_dir: Path | None) -> None:
-    # A file is stored like a raw disk, so the disk restore writes it (sparse, atomic).
+                  run_dir: Path | None, *, in_place: bool = False) -> None:
+    # A file is stored like a raw disk, so the disk restore writes it (sparse, atomic;
+    # ``in_place``: into the volume made for it).
     record = next(f for f in rec.files if f.name == role)
     shadow = VmRecord(name=rec.name, kind=rec.kind, disks=[record])
     shadow_point = Manifest(id=point.id, name=point.name, time=point.time, vms=[shadow])
+    if in_place:
+        fill_image(repo, shadow_point, target=target, vm=rec.name, disk=role, fmt="raw",
+                   run_dir=run_dir)
+        return
     restore_disk(repo, shadow_point, target=target, vm=rec.name, disk=role, fmt="raw",
                  run_dir=run_dir)
 
@@ -183,7 +237,7 @@ def _restore_in_place(
         raise VmState(f"VM {rec.name} is {lv.domain_state(dom)}; an in-place restore needs it "
                       "shut off. Nothing was changed. Shut it down first, or restore as a new "
                       "VM with --name.")
-    current = parse(lv.domain_xml(dom, inactive=True))
+    current = pools.resolve_volumes(conn, parse(lv.domain_xml(dom, inactive=True)))
     result = VmRestoreResult(point.id, rec.name, rec.name, "", True, False)
     paths = {d.target: d.source for d in current.disks}
     for d in rec.disks:
@@ -203,6 +257,7 @@ def _restore_in_place(
         name=rec.name, disk_paths={d.name: paths.get(d.name, d.source) for d in rec.disks},
         disk_formats={d.name: d.format for d in rec.disks}, file_paths={},
         storage=Path("."), keep_identity=True,
+        disk_volumes={d.target: (d.pool, d.volume) for d in current.disks if d.pool},
     ))
     dom = _define(conn, xml)
     if start:

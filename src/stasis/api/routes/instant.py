@@ -92,6 +92,16 @@ class CloneRequest(_Body):
     storage: str | None = None
     network: str | None = None
     start: bool = False
+    pool: str | None = Field(None, description="libvirt storage pool for a full clone's "
+                                               "disks (instead of storage)")
+
+
+class FinalizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str | None = Field(None, description="copy the disks to new volumes of this libvirt "
+                                               "storage pool (default: the instant VM's "
+                                               "storage directory)")
 
 
 def _ctx(request: Request) -> ApiContext:
@@ -171,7 +181,7 @@ def _missing_instant(name: str) -> InstantNotFound:
 
 @router.post("/instant/{name}/finalize", openapi_extra=needs(PERMISSION), status_code=202,
              response_model=JobStarted, responses=STARTED)
-def finalize_instant(request: Request, name: str,
+def finalize_instant(request: Request, name: str, body: FinalizeRequest | None = None,
                      repository: str | None = REPOSITORY_QUERY,
                      who: Principal = Depends(principal),
                      where: Scope = Depends(scope)) -> JSONResponse:
@@ -193,8 +203,11 @@ def finalize_instant(request: Request, name: str,
         repository = next((n for n, r in ctx.repositories.items() if r.url == location),
                           None)
     repo = ctx.repository(repository)
+    params: dict[str, str] = {"name": name}
+    if body is not None and body.pool is not None:
+        params["pool"] = body.pool
     return answer_started(request, who, None, lambda: start_job(
-        ctx.catalog, where, "instant.finalize", {"name": name}, repo=repo, wake=ctx.wake))
+        ctx.catalog, where, "instant.finalize", params, repo=repo, wake=ctx.wake))
 
 
 @router.post("/instant/{name}/discard", openapi_extra=needs(PERMISSION),
@@ -305,7 +318,10 @@ def make_clone(request: Request, body: CloneRequest, who: Principal = Depends(pr
     r = ctx.repository(body.repository)
     m = file_ops.point_for(r, body.point, where)
     storage = Path(body.storage) if body.storage else None
-    ops.check_targets(who.tenant, storage=storage, network=body.network)
+    if body.pool is not None and (body.storage is not None or body.linked):
+        raise UsageError("pool: a full clone's disks go to a pool or to storage, not both; "
+                         "a linked clone's overlays go to storage. Nothing was made.")
+    ops.check_targets(who.tenant, storage=storage, network=body.network, pool=body.pool)
     if not where.everything and body.name not in (who.tenant.vms if who.tenant else ()):
         # The clone must be the tenant's once made: by its name (labels are not copied).
         raise UsageError(f"tenant {_tenant(who)} owns VMs by name or label; a clone named "
@@ -313,9 +329,10 @@ def make_clone(request: Request, body: CloneRequest, who: Principal = Depends(pr
     if not body.linked:
         params = {k: v for k, v in {"point": m.id, "name": body.name, "vm": body.vm,
                                     "storage": body.storage, "network": body.network,
-                                    "start": body.start}.items() if v is not None}
+                                    "start": body.start, "pool": body.pool}.items()
+                  if v is not None}
         clone_ops.refuse_full_clone(ctx.connect, r, m.id, name=body.name, vm=body.vm,
-                                    storage=storage, network=body.network)
+                                    storage=storage, network=body.network, pool=body.pool)
         return answer_started(request, who, body, lambda: start_job(
             ctx.catalog, where, "clone", params, repo=r, wake=ctx.wake))
     result = clone_ops.clone(ctx.connect, _opener(ctx, body.repository), m.id,

@@ -29,12 +29,17 @@ class RestoreBody(WorkBody):
     point: str = Field(description="a point id, a unique prefix, or NAME@latest")
     vm: str | None = Field(None, description="the VM of the point (when it holds several)")
     name: str | None = Field(None, description="the new VM's name (vm)")
-    storage: Path | None = Field(None, description="where the new disks go (vm, group)")
+    storage: Path | None = Field(None, description="where the new disks go (vm, group); "
+                                                   "made when missing")
+    pool: str | None = Field(None, description="the libvirt storage pool whose new volumes "
+                                               "take the disks (vm, group, disk; instead "
+                                               "of storage or to)")
     network: str | None = Field(None, description="the network to attach (vm, group)")
     start: bool = False
     in_place: bool = False
     disk: str | None = Field(None, description="the disk (disk)")
-    to: Path | None = Field(None, description="the image to write (disk)")
+    to: Path | None = Field(None, description="the image to write (disk); with pool, the "
+                                              "new volume's name")
     format: str | None = Field(None, description="the image's format (disk)")
     force: bool = Field(False, description="overwrite ``to`` (disk)")
     suffix: str | None = Field(None, description="added to each VM's name (group)")
@@ -42,9 +47,9 @@ class RestoreBody(WorkBody):
 
 
 _FIELDS = {
-    "vm": ("point", "vm", "name", "storage", "network", "start", "in_place"),
-    "disk": ("point", "vm", "disk", "to", "format", "force"),
-    "group": ("point", "suffix", "storage", "network", "start", "order"),
+    "vm": ("point", "vm", "name", "storage", "network", "start", "in_place", "pool"),
+    "disk": ("point", "vm", "disk", "to", "format", "force", "pool"),
+    "group": ("point", "suffix", "storage", "network", "start", "order", "pool"),
 }
 
 
@@ -60,9 +65,9 @@ def post_restore(body: RestoreBody, request: Request,
     if unused:
         raise UsageError(f"a restore of a {body.what} takes no {', '.join(unused)}; "
                          "nothing was restored")
-    if body.what == "disk" and body.to is None:
-        raise UsageError("to: a disk restore needs the path of the image to write; "
-                         "nothing was restored")
+    if body.what == "disk" and body.to is None and body.pool is None:
+        raise UsageError("to: a disk restore needs the path of the image to write (or a "
+                         "pool); nothing was restored")
     if body.what == "group" and not body.suffix:
         raise UsageError("suffix: a group restore names its VMs with a suffix; nothing "
                          "was restored")

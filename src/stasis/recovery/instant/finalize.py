@@ -1,5 +1,8 @@
 """An instant VM made an ordinary one: its disks copied to local storage while it runs
-(libvirt block copy, then pivot), its export stopped.
+(libvirt block copy, then pivot), its export stopped. The copies are files in the
+instant VM's storage directory, or volumes of a libvirt storage pool, made empty
+through the pool and mirrored into (deleted through it again when the finalize stops
+before its pivots).
 
 Every disk is mirrored first, all at once, and pivoted only once every mirror is
 ready: until the first pivot the VM runs from the export as before, so work stopped
@@ -12,20 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import libvirt
 
 from stasis.errors import HypervisorError, InstantError, TargetExists
 from stasis.hypervisor import libvirt_api as lv
+from stasis.hypervisor import pools
 from stasis.progress import NoProgress, Progress
 from stasis.recovery.instant.detached_export import stop_export
 from stasis.recovery.instant.marker import NAMESPACE, marked_domain, unmark
 from stasis.recovery.instant.state import find_instant, forget, save
+from stasis.recovery.target import Volumes
 from stasis.recovery.vm import select_vm
 from stasis.repository import Repository
 
@@ -41,15 +48,18 @@ class FinalizeResult:
     name: str
     disks: dict[str, str]
     duration_s: float
+    pool: str | None = None  # the copies are volumes of this libvirt pool
+    volumes: dict[str, str] = field(default_factory=dict)  # disk -> its volume
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def finalize(conn: libvirt.virConnect, repo: Repository, name: str,
-             progress: Progress | None = None) -> FinalizeResult:
-    """Copy every disk of the instant VM ``name`` to local storage while it runs, pivot
-    to the copies, and stop its export. ``progress`` hears the bytes copied."""
+             progress: Progress | None = None, pool: str | None = None) -> FinalizeResult:
+    """Copy every disk of the instant VM ``name`` to local storage while it runs (its
+    storage directory, or new volumes of the libvirt ``pool``), pivot to the copies,
+    and stop its export. ``progress`` hears the bytes copied."""
     began = time.time()
     progress = progress or NoProgress()
     entry = find_instant(name)
@@ -65,19 +75,30 @@ def finalize(conn: libvirt.virConnect, repo: Repository, name: str,
     rec = select_vm(point, entry.vm)
     formats = {d.name: d.format if d.format in ("raw", "qcow2") else "qcow2" for d in rec.disks}
     storage = Path(entry.storage)
-    dests = {d: str(storage / f"{name}-{d}{_suffix(fmt)}") for d, fmt in formats.items()}
-    for path in dests.values():
-        if os.path.exists(path) and path not in entry.copies.values():
-            raise TargetExists(path)
-    entry.state = "finalizing"
-    entry.copies = dests
-    save(entry)
+    volumes = Volumes(pools.open_pool(conn, pool)) if pool is not None else None
+    if volumes is not None:
+        formats = {d: volumes.pool.volume_format(f) for d, f in formats.items()}
+    names = {d: f"{name}-{d}{_suffix(fmt)}" for d, fmt in formats.items()}
+    dests = {d: str(storage / n) for d, n in names.items()}
+    if volumes is not None:
+        volumes.check_free(list(names.values()))
+    else:
+        for path in dests.values():
+            if os.path.exists(path) and path not in entry.copies.values():
+                raise TargetExists(path)
+    sizes = {d.name: d.virtual_size for d in rec.disks}
     pivoted: set[str] = set()
     try:
-        progress.start(f"copy of {name}'s disks to {storage}",
+        if volumes is not None:  # made empty through the pool, then mirrored into
+            dests = {d: volumes.create(n, formats[d], sizes[d]) for d, n in names.items()}
+        entry.state = "finalizing"
+        entry.copies = dests
+        save(entry)
+        progress.start(f"copy of {name}'s disks to "
+                       + (f"the storage pool {pool}" if pool is not None else str(storage)),
                        sum(d.virtual_size for d in rec.disks))
         for disk, dest in dests.items():
-            _start_copy(dom, disk, dest, formats[disk])
+            _start_copy(dom, disk, dest, formats[disk], reuse=volumes is not None)
         _wait_ready(dom, list(dests), progress)
         for disk, dest in dests.items():
             _pivot(dom, disk, dest)
@@ -89,7 +110,9 @@ def finalize(conn: libvirt.virConnect, repo: Repository, name: str,
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.blockJobAbort(disk, 0)
         for disk, dest in dests.items():
-            if disk not in pivoted:  # a pivoted disk runs on its copy
+            if disk not in pivoted and volumes is not None:
+                pools.delete_volume(volumes.pool, names[disk])
+            elif disk not in pivoted:  # a pivoted disk runs on its copy
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(dest)
         entry.state, entry.copies = "running", {d: dests[d] for d in pivoted}
@@ -105,7 +128,13 @@ def finalize(conn: libvirt.virConnect, repo: Repository, name: str,
             if src is None:
                 src = ET.SubElement(el, "source")
             src.attrib.clear()
-            src.set("file", dests[dev])
+            if volumes is not None:
+                el.set("type", "volume")
+                src.set("pool", volumes.pool.name)
+                src.set("volume", names[dev])
+            else:
+                el.set("type", "file")
+                src.set("file", dests[dev])
             drv = el.find("driver")
             if drv is not None:
                 drv.set("type", formats[dev])
@@ -125,7 +154,8 @@ def finalize(conn: libvirt.virConnect, repo: Repository, name: str,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     forget(entry)
-    return FinalizeResult(name, dests, round(time.time() - began, 3))
+    return FinalizeResult(name, dests, round(time.time() - began, 3), pool=pool,
+                          volumes=dict(names) if pool is not None else {})
 
 
 def _disk_source(dom: libvirt.virDomain, disk: str) -> tuple[str, bool]:
@@ -136,19 +166,34 @@ def _disk_source(dom: libvirt.virDomain, disk: str) -> tuple[str, bool]:
         if target is not None and target.get("dev") == disk:
             src = el.find("source")
             mirror = el.find("mirror")
-            return ((src.get("file", "") if src is not None else ""),
+            return ((src.get("file") or src.get("dev") or "") if src is not None else "",
                     mirror is not None and mirror.get("ready") == "yes")
     raise InstantError(f"the VM {dom.name()} has no disk {disk}")
 
 
-def _start_copy(dom: libvirt.virDomain, disk: str, dest: str, fmt: str) -> None:
-    dest_xml = f"<disk type='file'><source file='{dest}'/><driver type='{fmt}'/></disk>"
+def _start_copy(dom: libvirt.virDomain, disk: str, dest: str, fmt: str, *,
+                reuse: bool = False) -> None:
+    """Mirror ``disk`` to ``dest``: a new file, or (``reuse``) a pool's new volume, an
+    empty image of the disk's size (a file or a block device)."""
+    kind, attr = ("block", "dev") if reuse and _is_block(dest) else ("file", "file")
+    dest_xml = (f"<disk type='{kind}'><source {attr}='{escape(dest)}'/>"
+                f"<driver type='{fmt}'/></disk>")
+    flags = libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB
+    if reuse:
+        flags |= libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
     try:
-        dom.blockCopy(disk, dest_xml, None, libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
+        dom.blockCopy(disk, dest_xml, None, flags)
     except libvirt.libvirtError as e:
         raise HypervisorError(f"the copy of {dom.name()}/{disk} to {dest} did not start "
                               f"({e.get_error_message()})", "The VM still runs from the "
                               "export; nothing was changed.") from None
+
+
+def _is_block(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _wait_ready(dom: libvirt.virDomain, disks: list[str], progress: Progress) -> None:

@@ -26,6 +26,7 @@ from stasis.recovery.instant.discard import discard_entry
 from stasis.recovery.instant.marker import mark
 from stasis.recovery.instant.state import VM_KINDS, Entry, entries, new_entry, save
 from stasis.recovery.restore import restore_disk
+from stasis.recovery.target import check_directory, make_directory, remove_directories
 from stasis.recovery.vm import DEFAULT_STORAGE, SHARED_FILES, select_vm, vm_socket_dir
 from stasis.repository import Credentials, Manifest, Repository, VmRecord
 
@@ -70,9 +71,9 @@ def start_instant(
 
 def check_new_vm(conn: libvirt.virConnect, name: str, storage: Path,
                  network: str | None) -> None:
-    """Refuse, before anything is made, a name in use, a missing storage or network."""
-    if not storage.is_dir():
-        raise UsageError(f"the storage directory {storage} does not exist; nothing was made")
+    """Refuse, before anything is made, a name in use, a missing network, or a storage
+    directory that is missing and cannot be made."""
+    check_directory(storage)
     with contextlib.suppress(libvirt.libvirtError):
         conn.lookupByName(name)
         raise UsageError(f"a VM named '{name}' already exists; choose another --name. "
@@ -108,6 +109,7 @@ def start_on_export(
     for path in [*overlays.values(), *files.values()]:
         if os.path.exists(path):
             raise TargetExists(path)
+    made = make_directory(storage) if check_directory(storage) else []
     entry = new_entry(kind, name, rec.name, point, repo, storage=str(storage))
     save(entry)
     try:
@@ -140,6 +142,7 @@ def start_on_export(
         save(entry)
     except BaseException:
         discard_entry(conn, entry)
+        remove_directories(made)
         raise
     return entry
 
