@@ -554,6 +554,14 @@ class CopyJob(JobBase):
     result: dict[str, CopyPart]
 
 
+class DrillJob(JobBase):
+    """A recovery drill: per VM its copy (``drilled_as``, ``addresses``), per check
+    (``check 1``, ...) its outcome, and the drill's own (``drill``: passed, ``rto_s``)."""
+
+    kind: Literal["drill"]
+    result: dict[str, Part]
+
+
 class OtherJob(JobBase):
     """A job of a kind this version does not know (written by a newer one)."""
 
@@ -565,11 +573,12 @@ def _job_kind(value: Any) -> str:
     return kind if kind in JOB_KINDS else "other"
 
 
-JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy")
+JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy", "drill")
 JobModel = Annotated[
     Annotated[BackupJob, Tag("backup")] | Annotated[RestoreJob, Tag("restore")]
     | Annotated[VerifyJob, Tag("verify")] | Annotated[PruneJob, Tag("prune")]
     | Annotated[GcJob, Tag("gc")] | Annotated[CopyJob, Tag("copy")]
+    | Annotated[DrillJob, Tag("drill")]
     | Annotated[OtherJob, Tag("other")],
     Discriminator(_job_kind),
 ]
@@ -1487,3 +1496,53 @@ class CloneOwned(CloneRow):
 
     tenant: str | None = None
     by: str | None = None
+
+
+# ------------------------------------------------------------------ recovery drills (issue 17)
+
+
+class DrillCheckResult(Model):
+    """One check of a drill: on which VM (none: a host script), passed or why not."""
+
+    kind: str
+    arg: str
+    vm: str | None  # the point's VM
+    name: str | None  # the drill's copy of it
+    passed: bool
+    seconds: float
+    output: str
+    error: str
+
+
+class DrillVmModel(Model):
+    """One VM of a drill: the copy's name, when it started, its leased addresses."""
+
+    vm: str
+    name: str
+    started_at: str
+    running_after_s: float
+    addresses: list[str]
+
+
+class DrillResult(Model):
+    """A drill: the point's VMs brought up in an isolated network, the checks, the
+    measured RTO (start of the drill to the last check passed) and what was removed."""
+
+    id: str
+    target: str
+    point: str
+    point_name: str
+    mode: str
+    network: str
+    network_created: bool
+    storage: str
+    started_at: str
+    passed: bool
+    rto_s: float | None
+    duration_s: float
+    vms: list[DrillVmModel]
+    start_order: list[str]
+    checks: list[DrillCheckResult]
+    kept: bool
+    removed: list[str]
+    failure: str
