@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 from stasis.backends import open_backend
+from stasis.catalog import Catalog, DrillStore
+from stasis.catalog.records import CATALOG_FILE
 from stasis.protection.capture import back_up_members
-from stasis.repository import Manifest, Repository
+from stasis.repository import Credentials, Manifest, Repository
 from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB
 from tests.conftest import BIN, CHEAP_KDF, PASSPHRASE, Cli, nbd_processes
 
@@ -131,6 +133,17 @@ def test_a_passing_drill_checks_console_command_and_port_then_removes_everything
     assert [shown["result"][f"check {n}"]["kind"] for n in (1, 2, 3)] == [
         "console", "exec", "tcp"]
     assert shown["result"][a.name]["drilled_as"] == vm["name"]
+    # The newest drill of A is in the catalog, and in the repository for another site.
+    with Catalog.open(str(site.root / "state" / CATALOG_FILE)) as c:
+        newest = DrillStore(c).get("vm", a.name)
+    assert newest is not None and newest.passed and newest.rto_s == result["rto_s"]
+    assert (newest.drill_id, newest.job, newest.point) == (result["id"], job["id"],
+                                                          site.point.id)
+    proofs = {(p.subject_kind, p.subject): p for p in Repository.open(
+        open_backend(site.root / "repo"),
+        Credentials(passphrase=PASSPHRASE.encode())).drill_proofs()}
+    assert proofs[("vm", a.name)].drill == result["id"]
+    assert proofs[("vm", a.name)].rto_s == result["rto_s"]
     assert shown["result"]["drill"]["rto_s"] == result["rto_s"]
 
 
@@ -146,6 +159,10 @@ def test_an_agent_check_on_a_vm_without_an_agent_says_so_and_tears_down(
     assert "removed again" in r.err
     assert time.monotonic() - began < 60  # said at once, not at the timeout
     _nothing_left(site)
+    with Catalog.open(str(site.root / "state" / CATALOG_FILE)) as c:
+        newest = DrillStore(c).get("vm", b.name)
+    assert newest is not None and not newest.passed and newest.rto_s is None
+    assert "no guest agent" in (newest.failure or "")
 
 
 def test_a_check_that_never_passes_times_out_and_an_instant_drill_is_torn_down(
@@ -172,6 +189,10 @@ def test_a_group_drill_starts_in_order_each_checked_before_the_next(site: Site) 
     assert [(c["kind"], c["vm"]) for c in result["checks"]] == [
         ("console", b.name), ("console", a.name), ("exec", a.name)]
     _nothing_left(site)
+    with Catalog.open(str(site.root / "state" / CATALOG_FILE)) as c:
+        group = DrillStore(c).get("group", "app")
+    assert group is not None and group.drill_id == result["id"] and group.passed
+    assert len(group.checks) == 3
 
 
 def _start_drill(site: Site) -> tuple[subprocess.Popen[str], str]:

@@ -11,6 +11,7 @@ has points only in a group's points is drilled alone from the newest of them).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +30,7 @@ from stasis.app.models import DrillResult
 from stasis.errors import DrillFailed, PointNotFound, StasisError, UsageError
 from stasis.progress import Progress
 from stasis.repository import Credentials, Manifest, Repository
+from stasis.repository.drills import DrillProof
 
 
 def parse_checks(texts: list[str], default_timeout_s: float | None = None
@@ -104,8 +106,9 @@ def run_drill_job(p: DrillParams, plan: Plan, job: Any, env: Env) -> DrillResult
 
 
 def _remember(report: Any, p: DrillParams, job: Any, env: Env, *, group: bool) -> None:
-    """The drill as the newest of its VMs (and group) in the catalog; a catalog that
-    cannot be written is said in the log, the drill's outcome stands."""
+    """The drill as the newest of its VMs (and group) in the catalog and, as a drill
+    proof, in the repository; what cannot be written is said in the log, the drill's
+    outcome stands."""
     from datetime import UTC, datetime, timedelta
 
     from stasis.catalog import DrillRecord, DrillStore
@@ -128,6 +131,16 @@ def _remember(report: Any, p: DrillParams, job: Any, env: Env, *, group: bool) -
                     checks=[x for x in checks if kind == "group" or x["vm"] in (subject, None)]))
     except StasisError as e:
         job.log("warning", f"the drill was not recorded as the newest of its VMs: {e.message}")
+    try:
+        for kind, subject in subjects:
+            env.repo().record_drill(DrillProof(
+                kind, subject, report.id, report.point, report.mode, report.passed,
+                report.rto_s, started, ended, host=socket.gethostname(),
+                checks=[{k: x[k] for k in ("kind", "arg", "vm", "passed", "seconds")}
+                        for x in checks if kind == "group" or x["vm"] in (subject, None)],
+                failure=report.failure))
+    except (StasisError, OSError) as e:
+        job.log("warning", f"the drill's proof was not written to the repository: {e}")
 
 
 def _record(job: Any, report: Any) -> None:
