@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from stasis.backends import open_backend
-from stasis.catalog import Catalog, DrillStore
+from stasis.catalog import Catalog, DrillStore, JobStore
 from stasis.catalog.records import CATALOG_FILE
 from stasis.protection.capture import back_up_members
 from stasis.repository import Credentials, Manifest, Repository
@@ -301,3 +301,66 @@ def test_json_of_a_script_check(site: Site, tmp_path: Path) -> None:
     assert script_check["kind"] == "script" and script_check["vm"] is None
     assert script_check["output"].strip() == result["network"]
     _nothing_left(site)
+
+
+def test_a_policy_drill_runs_on_schedule_and_status_shows_it_against_the_targets(
+    site: Site,
+) -> None:
+    """The service queues the drill section's drill at its slot, runs it as a job, and
+    ``stasis status --json`` shows it against ``rto`` and ``max_age``; the RTO target
+    missed is told once, like an RPO breach."""
+    from datetime import UTC, datetime
+
+    from stasis.hypervisor import libvirt_api as lv
+    from stasis.service.notify import Notifier
+    from stasis.service.policy import parse_policies
+    from stasis.service.runner import Service
+    from tests.clocks import ManualClock
+
+    a = site.a
+    policies = parse_policies(f"""
+[[policy]]
+name = "drilled"
+vms = ["{a.name}"]
+every = "1d"
+[policy.drill]
+every = "1m"
+mode = "instant"
+checks = ["console~60:{READY_MARKER}"]
+storage = "{site.root / 'storage'}"
+rto = "1s"
+max_age = "7d"
+""", repositories={"local"})
+    told: list[Any] = []
+    clock = ManualClock(datetime.now(UTC))
+    creds = Credentials(passphrase=PASSPHRASE.encode())
+    with Catalog.open(str(site.root / "state" / CATALOG_FILE), clock=clock) as c:
+        s = Service(c, policies, repositories={
+            "local": lambda: Repository.open(open_backend(site.root / "repo"), creds)},
+            connect=lambda: lv.connect(), run_dir=site.root / "run",
+            scratch_dir=site.root / "scratch", credentials={"local": creds},
+            notifier=Notifier(clock=clock, send=lambda cfg, event: told.append(event) or []))
+        s.start()
+        try:
+            clock.tick(seconds=61)
+            s.tick()
+            for r in list(s.running.values()):
+                r.thread.join(180)
+            (job,) = JobStore(c).list(kind="drill", policy="drilled")
+            assert job.state == "succeeded", job.error
+            assert job.name == a.name and job.params["mode"] == "instant"
+            s.check_drills(policies[0])  # checked again: an ongoing breach is not told again
+        finally:
+            s.stop()
+    (event,) = told
+    assert event.kind == "drill" and event.drill.subject == a.name
+    assert "over the target 1s" in event.message()
+    _nothing_left(site)
+    rows = site.cli.ok("status", "--json").json()
+    row = next(r for r in rows if r["vm"] == a.name)
+    drill = row["drill"]
+    assert drill["last_drill"] == job.result["drill"]["id"] and drill["passed"]
+    assert drill["state"] == "breached" and drill["rto_target_s"] == 1.0
+    assert drill["rto_s"] == job.result["drill"]["rto_s"] > 1.0
+    assert drill["max_age_s"] == 7 * 86400 and drill["age_s"] < 7 * 86400
+    assert drill["reasons"] == [f"measured RTO {drill['rto_s']:.0f}s is over the target 1s"]

@@ -898,9 +898,29 @@ class SiteStatusRow(Model):
     lag_points: int | None
 
 
+class DrillStatusRow(Model):
+    """A VM's or group's newest drill against its policies' drill targets: ``state``
+    met, breached or none; the measured RTO and its target, the age and max_age."""
+
+    subject: str
+    state: str
+    last_drill: str | None = None
+    point: str | None = None
+    mode: str | None = None
+    passed: bool | None = None
+    ended: str | None = None
+    rto_s: float | None = None
+    rto_target_s: float | None = None
+    age_s: float | None = None
+    max_age_s: float | None = None
+    reasons: list[str] = []
+    detail: str = ""
+
+
 class VmStatusRow(Model):
-    """How protected one VM is: newest point, next run, RPO, last verification, and
-    per site of the policies that copy it, the newest point and the copy's lag."""
+    """How protected one VM is: newest point, next run, RPO, last verification, per
+    site of the policies that copy it, the newest point and the copy's lag, and its
+    newest drill and its groups' against the drill targets."""
 
     vm: str
     newest_point: str | None
@@ -912,6 +932,8 @@ class VmStatusRow(Model):
     rpo_detail: str
     last_verify: dict[str, Any] | None
     sites: list[SiteStatusRow] = []
+    drill: DrillStatusRow | None = None
+    group_drills: list[DrillStatusRow] = []
 
 
 class UnrecordedRun(Model):
