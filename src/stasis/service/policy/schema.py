@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from stasis.service.policy.model import (
     DEFAULT_CHECK_TIMEOUT,
@@ -91,7 +92,9 @@ def _drill_check(value: object) -> object:
         try:
             parse_check(value)
         except UsageError as e:
-            raise ValueError(e.message.removesuffix("; nothing was made")) from None
+            raise PydanticCustomError("drill_check", "is not a drill check ({why})",
+                                      {"why": e.message.removesuffix("; nothing was made")}
+                                      ) from None
     return value
 
 
