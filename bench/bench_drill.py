@@ -94,10 +94,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.add_argument("--stasis", type=Path, default=STASIS, help="the stasis command")
+    ap.add_argument("--stasis", type=Path, default=None,
+                    help="the stasis command (default: .venv/bin/stasis)")
     args = ap.parse_args()
     global STASIS
-    STASIS = args.stasis
+    STASIS = args.stasis or STASIS
     sys.path.insert(0, str(ROOT / "src"))
     import libvirt
 

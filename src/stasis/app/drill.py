@@ -26,7 +26,7 @@ from stasis.app.kinds import (
     env_here,
     run_here,
 )
-from stasis.app.models import DrillResult
+from stasis.app.models import DrillRecordModel, DrillResult
 from stasis.errors import DrillFailed, PointNotFound, StasisError, UsageError
 from stasis.progress import Progress
 from stasis.repository import Credentials, Manifest, Repository
@@ -176,3 +176,12 @@ def drill(connect: str, open_repo: Callable[[], tuple[Repository, Credentials]],
                    where=where, progress=progress)
     env.credentials = lambda: both()[1]
     return cast(DrillResult, run_here(params, env))
+
+
+def newest_drills(catalog: Any) -> list[DrillRecordModel]:
+    """The newest drill of each VM and group, from the open ``catalog``."""
+    from stasis.catalog import DrillStore
+
+    return [DrillRecordModel.model_validate({
+        **r.__dict__, "started": r.started.isoformat(), "ended": r.ended.isoformat()})
+        for r in DrillStore(catalog).list()]

@@ -1568,3 +1568,23 @@ class DrillResult(Model):
     kept: bool
     removed: list[str]
     failure: str
+
+
+class DrillRecordModel(Model):
+    """The newest drill of one VM or group (the catalog's record): what it proved."""
+
+    subject_kind: str  # vm | group
+    subject: str
+    drill_id: str
+    job: int | None
+    repo: str | None
+    point: str
+    point_name: str
+    mode: str
+    passed: bool
+    rto_s: float | None
+    started: str
+    ended: str
+    policy: str | None
+    failure: str | None
+    checks: list[dict[str, Any]]
