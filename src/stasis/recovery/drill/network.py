@@ -88,6 +88,9 @@ def ensure_network(conn: libvirt.virConnect, name: str, drill_id: str) -> DrillN
     xml = (f"<network><name>{name}</name><bridge name='stdr{drill_id[:8]}' stp='off'/>"
            f"<ip address='{hosts[0]}' prefix='24'><dhcp>"
            f"<range start='{hosts[9]}' end='{hosts[-1]}'/></dhcp></ip></network>")
+    # A drill killed between this and its record naming the network leaves it (transient:
+    # gone with libvirt's restart); doctor does not guess whose an unnamed network is,
+    # since another state directory's drill may be making its own at this moment.
     try:
         net = conn.networkCreateXML(xml)
     except libvirt.libvirtError as e:
