@@ -577,6 +577,31 @@ class ArchiveRefused(StasisError):
                 "address does not send archives as a Stasis server does.")
 
 
+# ------------------------------------------------------------------ recovery drills (issue 17)
+
+
+class DrillFailed(StasisError):
+    """The drill of {} failed: check {} on VM {} did not pass: {} {} The originals and the point were not touched."""
+
+    exit_code = 73
+    cli_hint = "The drill's job log has each check's output: 'stasis job show ID --log'."
+
+
+class DrillNetworkRefused(StasisError):
+    """The libvirt network '{}' is not isolated ({}): a drill brings copies of production VMs up with their production identities inside, and must not reach the production networks. Nothing was made."""
+
+    exit_code = 74
+    cli_hint = ("Give --network a name that is free (the drill creates an isolated "
+                "network of that name) or that names a network without <forward>.")
+
+
+class DrillInProgress(StasisError):
+    """A drill of {} is running already ({}): two drills of the same VMs at once would compete for the host and prove nothing more. Nothing was made."""
+
+    exit_code = 75
+    cli_hint = "Wait for it to end ('stasis jobs'), then run the drill again."
+
+
 # ------------------------------------------------------------------ warnings
 
 
@@ -677,6 +702,9 @@ EXIT_MEANINGS: dict[int, str] = {
         "extract); nothing was done",
     70: "the service runs the policies of a file: policies are edited there, not through "
         "the API; nothing was changed",
+    73: "a recovery drill's check did not pass; what the drill made was removed again",
+    74: "a recovery drill was refused a network that is not isolated; nothing was made",
+    75: "a drill of the same VMs is running already; nothing was made",
     130: "interrupted by Ctrl-C; nothing was committed",
     143: "interrupted by SIGTERM; nothing was committed",
 }

@@ -67,6 +67,18 @@ for arg in $(cat /proc/cmdline); do
 done
 hostname "$name"
 ip link set lo up 2>/dev/null
+# A NIC, when the domain has one, takes an address by DHCP (recovery drills reach the
+# guest across their isolated network); stasis.listen=PORT serves a page on that port.
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    udhcpc -f -i eth0 -s /bin/stasis-dhcp </dev/null >/dev/null 2>&1 &
+fi
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in stasis.listen=*)
+        mkdir -p /www && echo "stasis-guest $name" > /www/index.html
+        httpd -p "${arg#stasis.listen=}" -h /www ;;
+    esac
+done
 # The guest agent, when the domain has its channel. There is no udev: the port is found
 # by its name in sysfs (the name arrives from QEMU a moment after virtio_console binds),
 # and the symlink udev would make is made here. Its state and pidfile are in /run, on
@@ -106,6 +118,16 @@ while :; do
     sleep 1
 done
 """.replace("__READY__", READY_MARKER).replace("__AGENT__", AGENT_STARTED)
+
+# udhcpc's script: apply the lease it got (busybox's udhcpc sets $ip, $mask in bits).
+DHCP_SCRIPT = r"""#!/bin/busybox sh
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface" ;;
+    deconfig) ip addr flush dev "$interface" ;;
+esac
+"""
 
 
 @dataclass(frozen=True)
@@ -245,7 +267,7 @@ def build_boot_files(kit_dir: Path, *, kernel: Path | None = None,
 
     digest = hashlib.sha256()
     for part in (str(FORMAT), _file_id(kernel), _file_id(busybox), INIT_SCRIPT, CONTROL_LOOP,
-                 SEQLOG_SCRIPT, *(f"{m}={_file_id(modules[m])}" for m in order),
+                 SEQLOG_SCRIPT, DHCP_SCRIPT, *(f"{m}={_file_id(modules[m])}" for m in order),
                  *(f"agent={_file_id(p)}" for p in agent_files)):
         digest.update(part.encode() + b"\0")
     key = digest.hexdigest()[:16]
@@ -268,6 +290,7 @@ def build_boot_files(kit_dir: Path, *, kernel: Path | None = None,
             Entry.file("init", INIT_SCRIPT.encode(), 0o755),
             Entry.file("bin/stasis-ctl", CONTROL_LOOP.encode(), 0o755),
             Entry.file("bin/stasis-seqlog", SEQLOG_SCRIPT.encode(), 0o755),
+            Entry.file("bin/stasis-dhcp", DHCP_SCRIPT.encode(), 0o755),
             Entry.file("lib/modules/order", ("\n".join(order) + "\n").encode()),
             *(Entry.file(f"lib/modules/{m}.ko", _module_bytes(modules[m])) for m in order),
             *_file_entries(agent_files),

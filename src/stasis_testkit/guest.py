@@ -435,7 +435,8 @@ class GuestKit:
     def create(self, name: str | None = None, disks: Sequence[DiskSpec] = DEFAULT_DISKS, *,
                start: bool = True, memory_mib: int = 256, vcpus: int = 1,
                network: str | None = None, guest_agent: bool = False,
-               machine: str = "pc", owned: bool = True) -> Guest:
+               machine: str = "pc", owned: bool = True,
+               cmdline: Sequence[str] = ()) -> Guest:
         """Define (and by default start) a guest with ``disks``; call ``wait_ready`` next.
 
         ``network`` adds a virtio NIC on that libvirt network (which must be active);
@@ -446,7 +447,9 @@ class GuestKit:
         talks to it. Without qemu-guest-agent on the host the channel is there but no
         agent answers. ``machine`` is the QEMU machine type, ``pc`` or ``q35``. An
         ``owned`` guest records this process as its owner: once the process is gone,
-        :meth:`destroy_stale` (from any process) removes it.
+        :meth:`destroy_stale` (from any process) removes it. ``cmdline`` adds kernel
+        arguments: ``stasis.listen=PORT`` serves a page on that TCP port (a guest with a
+        NIC takes its address by DHCP).
         """
         name = self.domain_name(name)
         if not 1 <= len(disks) <= 8 or len({d.target for d in disks}) != len(disks):
@@ -478,7 +481,7 @@ class GuestKit:
                             for s in disks),
                 console_log=gdir / "console.log", control_socket=control, guest_dir=gdir,
                 memory_mib=memory_mib, vcpus=vcpus, machine=machine, agent_socket=agent,
-                network=network,
+                network=network, extra_cmdline=tuple(cmdline),
                 owner=process_identity(os.getpid()) if owned else None,
             )
             xml = domain_xml(cfg)

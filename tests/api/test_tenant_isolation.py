@@ -133,7 +133,7 @@ QUERY_KINDS: dict[str, str | None] = {
     "state": None, "protected": None, "kind": None, "since": None, "until": None,
     "held": None, "template": None, "after": None, "all": None, "action": None,
     "offset": None, "last_event_id": None, "path": None, "pattern": None, "disk": None,
-    "format": None,
+    "format": None, "passed": None,
 }
 QUERY_NAME = {"vms": "vm", "points": "pointname"}
 
@@ -146,6 +146,7 @@ FIELD_KINDS: dict[tuple[str, str] | str, str | None] = {
     "set": "labels", "remove": None, "remove_labels": None,
     ("attachments", "to"): "vm", ("prunes", "name"): "pointname",
     ("copies", "name"): "pointname",
+    ("drills", "mode"): None, ("drills", "checks"): None, ("drills", "check_timeout"): None,
 }
 
 # a change a PATCH or PUT makes when nothing in it names an object

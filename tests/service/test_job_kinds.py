@@ -88,7 +88,9 @@ def catalog(url: str, clock: ManualClock) -> Iterator[Catalog]:
     ("prune", {}, "at least one --keep"),
     ("prune", {"keep": {"last": 1}, "name": "a", "vm": "b"}, "two ways"),
     ("restore.vm", {}, "point"),
-    ("drill", {}, "not a job kind"),
+    ("defrag", {}, "not a job kind"),  # (drill was unknown before issue 17)
+    ("drill", {"target": "app", "mode": "sideways"}, "restore or instant"),
+    ("drill", {"target": "app", "checks": [{"kind": "tcp", "arg": "http"}]}, "port"),
 ])
 def test_submit_refuses_bad_parameters_before_anything_is_queued(
         points: Repository, url: str, kind: str, params: dict[str, Any], why: str) -> None:

@@ -140,9 +140,9 @@ every = "7h"
         "never reaches more than it attempts; raise consistency or lower require",
         "8: policy 'nightly': rpo must be a duration such as 90s, 15m, 26h, 7d or 1h30m, "
         'not "26 hours"',
-        "9: policy 'nightly': unknown key 'colour' (known: consistency, copy, cron, description, "
-        "every, groups, hooks, labels, name, notify, repository, require, retention, rpo, "
-        "select, timezone, vms)",
+        "9: policy 'nightly': unknown key 'colour' (known: consistency, copy, cron, "
+        "description, drill, every, groups, hooks, labels, name, notify, repository, "
+        "require, retention, rpo, select, timezone, vms)",
         "12: policy 'nightly': retention.keep_daily must be a whole number >= 0, not \"seven\"",
         "13: policy 'nightly': retention.keep_weekly must be a whole number >= 0, not -1",
         "14: policy 'nightly': unknown key 'keep_dialy' in retention "

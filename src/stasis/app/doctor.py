@@ -5,9 +5,10 @@ Protection's part (:mod:`stasis.protection.doctor`) is libvirt backup jobs and
 checkpoints left behind, scratch and socket directories of dead processes, stale
 locks and temporary files in the repository; recovery's
 (:func:`stasis.recovery.instant.debris`) is instant VMs, linked clones and attached
-disks whose setup was killed or whose export died. :func:`doctor` chooses where to
-look (the run and scratch directories, and where their sockets go when those paths
-are too deep for one) and whether libvirt is there to ask.
+disks whose setup was killed or whose export died, and the domains, instant VMs, files
+and network of a drill whose process is gone (:func:`stasis.recovery.drill.debris`).
+:func:`doctor` chooses where to look (the run and scratch directories, and where their
+sockets go when those paths are too deep for one) and whether libvirt is there to ask.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stasis.protection.doctor import (
     clean_run_dirs,
     clean_vms,
 )
+from stasis.recovery.drill import debris as drill_debris
 from stasis.recovery.instant import debris as instant_debris
 from stasis.repository import Repository
 from stasis.rundirs import socket_base
@@ -56,6 +58,10 @@ def find_debris(conn: libvirt.virConnect | None, repo: Repository | None,
     report = DoctorReport()
     if conn is not None and repo is not None:
         clean_vms(conn, repo, report, fix=fix)
+    # A killed drill's instant VMs are its own to remove (instant debris would keep a
+    # running one), so drills come first.
+    for kind, what, fixed in drill_debris(conn, fix=fix):
+        report.add(kind, what, fixed)
     for kind, what, fixed in instant_debris(conn, fix=fix):
         report.add(kind, what, fixed)
     clean_run_dirs(run_dirs, report, fix=fix)

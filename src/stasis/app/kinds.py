@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from stasis.catalog import Catalog
     from stasis.protection.verify import VerifyReport
     from stasis.recovery.vm import VmRestoreResult
-    from stasis.repository import Manifest, ObjectDamaged, Repository
+    from stasis.repository import Credentials, Manifest, ObjectDamaged, Repository
     from stasis.service.jobs import JobRun
     from stasis.service.policy import Policy
     from stasis.service.policy_run import UnitProgress
@@ -224,6 +224,29 @@ class CopyParams(Params):
     limit_rate: int | None = None  # bytes sent a second
 
 
+class DrillCheckParams(BaseModel):
+    """One check of a drill (see :mod:`stasis.recovery.drill.checks`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    kind: str
+    arg: str = ""
+    vm: str | None = None  # a VM of the point (None: every VM)
+    timeout_s: float | None = None  # None: the default
+
+
+class DrillParams(Params):
+    op: Literal["drill"] = "drill"
+    target: str  # a point (id, prefix, NAME@latest), a VM's or a group's name
+    mode: str = "restore"  # or instant
+    network: str | None = None  # None: a new isolated network of the drill's own
+    checks: list[DrillCheckParams] = []
+    order: list[str] | None = None
+    storage: Path | None = None
+    keep: bool = False
+    policy: str | None = None  # the policy whose drill section this runs
+
+
 class PolicyParams(Params):
     op: Literal["policy"] = "policy"
     policy: str
@@ -233,7 +256,7 @@ class PolicyParams(Params):
 AnyParams = Annotated[
     BackupImagesParams | BackupVmsParams | BackupGroupParams | RestoreDiskParams
     | RestoreVmParams | RestoreGroupParams | VerifyParams | PruneParams | GcParams
-    | CopyParams | PolicyParams | FinalizeParams | CloneParams,
+    | CopyParams | PolicyParams | FinalizeParams | CloneParams | DrillParams,
     Discriminator("op"),
 ]
 PARAMS: TypeAdapter[AnyParams] = TypeAdapter(AnyParams, config=ConfigDict(defer_build=True))
@@ -308,6 +331,8 @@ class Env:
     # A copy's destination, by the name or location its parameters give, opened with
     # this process's credentials for it (None: copies cannot run here).
     open_destination: Callable[[str], Repository] | None = None
+    # The repository's credentials, concrete, for a detached export (an instant drill's).
+    credentials: Callable[[], Credentials] | None = None
     _repo: Repository | None = field(default=None, repr=False)
     _conn: libvirt.virConnect | None = field(default=None, repr=False)
     _where: Where | None = field(default=None, repr=False)
@@ -1173,6 +1198,27 @@ def _run_policy(p: PolicyParams, plan: Plan, job: JobRun, env: Env) -> dict[str,
     return dict(job.result)
 
 
+# ------------------------------------------------------------------ drills
+
+
+def _check_drill(p: DrillParams) -> None:
+    from stasis.app.drill import check_drill
+
+    check_drill(p)
+
+
+def _plan_drill(p: DrillParams, env: Env) -> Plan:
+    from stasis.app.drill import plan_drill
+
+    return plan_drill(p, env)
+
+
+def _run_drill(p: DrillParams, plan: Plan, job: JobRun, env: Env) -> Any:
+    from stasis.app.drill import run_drill_job
+
+    return run_drill_job(p, plan, job, env)
+
+
 # ------------------------------------------------------------------ the registry
 
 KINDS: dict[str, Kind[Any]] = {k.op: k for k in (
@@ -1202,6 +1248,9 @@ KINDS: dict[str, Kind[Any]] = {k.op: k for k in (
     Kind("copy", "copy", CopyParams, _copy_title, _plan_copy, _run_copy,
          occupies_vms=False, recorded=lambda p: not p.dry_run, check=_check_copy),
     Kind("policy", "backup", PolicyParams, lambda p: p.policy, _plan_policy, _run_policy),
+    # A drill makes new VMs and never touches the originals: a backup of them may run.
+    Kind("drill", "drill", DrillParams, lambda p: p.target, _plan_drill, _run_drill,
+         occupies_vms=False, check=_check_drill),
 )}
 
 

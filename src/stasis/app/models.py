@@ -561,6 +561,14 @@ class CopyJob(JobBase):
     result: dict[str, CopyPart]
 
 
+class DrillJob(JobBase):
+    """A recovery drill: per VM its copy (``drilled_as``, ``addresses``), per check
+    (``check 1``, ...) its outcome, and the drill's own (``drill``: passed, ``rto_s``)."""
+
+    kind: Literal["drill"]
+    result: dict[str, Part]
+
+
 class OtherJob(JobBase):
     """A job of a kind this version does not know (written by a newer one)."""
 
@@ -572,11 +580,12 @@ def _job_kind(value: Any) -> str:
     return kind if kind in JOB_KINDS else "other"
 
 
-JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy")
+JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy", "drill")
 JobModel = Annotated[
     Annotated[BackupJob, Tag("backup")] | Annotated[RestoreJob, Tag("restore")]
     | Annotated[VerifyJob, Tag("verify")] | Annotated[PruneJob, Tag("prune")]
     | Annotated[GcJob, Tag("gc")] | Annotated[CopyJob, Tag("copy")]
+    | Annotated[DrillJob, Tag("drill")]
     | Annotated[OtherJob, Tag("other")],
     Discriminator(_job_kind),
 ]
@@ -896,9 +905,29 @@ class SiteStatusRow(Model):
     lag_points: int | None
 
 
+class DrillStatusRow(Model):
+    """A VM's or group's newest drill against its policies' drill targets: ``state``
+    met, breached or none; the measured RTO and its target, the age and max_age."""
+
+    subject: str
+    state: str
+    last_drill: str | None = None
+    point: str | None = None
+    mode: str | None = None
+    passed: bool | None = None
+    ended: str | None = None
+    rto_s: float | None = None
+    rto_target_s: float | None = None
+    age_s: float | None = None
+    max_age_s: float | None = None
+    reasons: list[str] = []
+    detail: str = ""
+
+
 class VmStatusRow(Model):
-    """How protected one VM is: newest point, next run, RPO, last verification, and
-    per site of the policies that copy it, the newest point and the copy's lag."""
+    """How protected one VM is: newest point, next run, RPO, last verification, per
+    site of the policies that copy it, the newest point and the copy's lag, and its
+    newest drill and its groups' against the drill targets."""
 
     vm: str
     newest_point: str | None
@@ -910,6 +939,8 @@ class VmStatusRow(Model):
     rpo_detail: str
     last_verify: dict[str, Any] | None
     sites: list[SiteStatusRow] = []
+    drill: DrillStatusRow | None = None
+    group_drills: list[DrillStatusRow] = []
 
 
 class UnrecordedRun(Model):
@@ -1511,3 +1542,73 @@ class MeNow(Me):
     headers."""
 
     csrf: str | None = None  # None: not authenticated by a session
+
+
+# ------------------------------------------------------------------ recovery drills (issue 17)
+
+
+class DrillCheckResult(Model):
+    """One check of a drill: on which VM (none: a host script), passed or why not."""
+
+    kind: str
+    arg: str
+    vm: str | None  # the point's VM
+    name: str | None  # the drill's copy of it
+    passed: bool
+    seconds: float
+    output: str
+    error: str
+
+
+class DrillVmModel(Model):
+    """One VM of a drill: the copy's name, when it started, its leased addresses."""
+
+    vm: str
+    name: str
+    started_at: str
+    running_after_s: float
+    addresses: list[str]
+
+
+class DrillResult(Model):
+    """A drill: the point's VMs brought up in an isolated network, the checks, the
+    measured RTO (start of the drill to the last check passed) and what was removed."""
+
+    id: str
+    target: str
+    point: str
+    point_name: str
+    mode: str
+    network: str
+    network_created: bool
+    storage: str
+    started_at: str
+    passed: bool
+    rto_s: float | None
+    duration_s: float
+    vms: list[DrillVmModel]
+    start_order: list[str]
+    checks: list[DrillCheckResult]
+    kept: bool
+    removed: list[str]
+    failure: str
+
+
+class DrillRecordModel(Model):
+    """The newest drill of one VM or group (the catalog's record): what it proved."""
+
+    subject_kind: str  # vm | group
+    subject: str
+    drill_id: str
+    job: int | None
+    repo: str | None
+    point: str
+    point_name: str
+    mode: str
+    passed: bool
+    rto_s: float | None
+    started: str
+    ended: str
+    policy: str | None
+    failure: str | None
+    checks: list[dict[str, Any]]

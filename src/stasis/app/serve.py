@@ -143,7 +143,7 @@ def service(open_repositories: Opener, *, policies: Path | None,
                         default_repository=default, connect=lambda: lv.connect(connect),
                         run_dir=run_dir(), scratch_dir=scratch_dir(),
                         limits=Limits(max_jobs, max_repo_jobs), keep_logs=keep,
-                        retention=policy_retention)
+                        retention=policy_retention, credentials=served.credentials)
         if policies is None:
             built.reload_policies()
         shown = ", ".join(f"{n} ({r.url})" for n, r in opened.items())

@@ -35,6 +35,7 @@ from stasis.app.kinds import (
     BackupImagesParams,
     BackupVmsParams,
     CloneParams,
+    DrillParams,
     Env,
     FinalizeParams,
     Params,
@@ -183,6 +184,9 @@ def check_scope(catalog: Catalog, where: Scope, p: Params, repo: Repository) -> 
             # copied).
             raise UsageError(f"tenant {who.tenant.name} owns VMs by name or label; a clone "
                              f"named {p.name!r} would not be its own. Nothing was made.")
+    elif isinstance(p, DrillParams):
+        # A drill makes networks and brings VMs up beside the originals: the system's.
+        system_only(who, "restores:run", "a drill")
     elif isinstance(p, FinalizeParams):
         if _instant_owner(p.name) != who.tenant.name:
             raise InstantNotFound(f"No instant VM named '{p.name}' was started here. "

@@ -16,7 +16,8 @@ the repository.
 - :mod:`stasis.catalog.groups`: stored groups, read and written;
 - :mod:`stasis.catalog.points`: the points index, rebuilt from a repository;
 - :mod:`stasis.catalog.jobs`: jobs, their log lines, the running services;
-- :mod:`stasis.catalog.policies`: the policies' sources and schedule state.
+- :mod:`stasis.catalog.policies`: the policies' sources and schedule state;
+- :mod:`stasis.catalog.drills`: the newest recovery drill of each VM and group.
 
 The names below are loaded from their module when first used, so that recording a
 job does not load the stores it does not use (groups load protection's groups).
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stasis.catalog.db import Catalog, catalog_url
+    from stasis.catalog.drills import DrillRecord, DrillStore
     from stasis.catalog.groups import GroupStore, StoredGroup
     from stasis.catalog.jobs import Job, JobStore, LogLine
     from stasis.catalog.points import IndexedPoint, PointIndex
@@ -38,10 +40,12 @@ _MODULES = {
     "Catalog": "db", "catalog_url": "db", "GroupStore": "groups", "StoredGroup": "groups",
     "Job": "jobs", "JobStore": "jobs", "LogLine": "jobs", "IndexedPoint": "points",
     "PointIndex": "points", "PolicyState": "policies", "PolicyStore": "policies",
+    "DrillRecord": "drills", "DrillStore": "drills",
 }
 
-__all__ = ["Catalog", "GroupStore", "IndexedPoint", "Job", "JobStore", "LogLine",
-           "PointIndex", "PolicyState", "PolicyStore", "StoredGroup", "catalog_url"]
+__all__ = ["Catalog", "DrillRecord", "DrillStore", "GroupStore", "IndexedPoint", "Job",
+           "JobStore", "LogLine", "PointIndex", "PolicyState", "PolicyStore", "StoredGroup",
+           "catalog_url"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -152,7 +153,7 @@ class PointRow(Base):
 
 
 class JobRow(Base):
-    """One run of backup, restore, verify, prune, gc or copy."""
+    """One run of backup, restore, verify, prune, gc, copy or drill."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -349,3 +350,28 @@ class IdempotencyRow(Base):
     created: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index("ix_idempotency_user_key", "user", "key", unique=True),)
+
+
+# ------------------------------------------------------------------ recovery drills (issue 17)
+
+
+class DrillRow(Base):
+    """The newest drill of one VM or one group: what it proved, and when."""
+
+    __tablename__ = "drills"
+
+    subject_kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # vm | group
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    drill_id: Mapped[str] = mapped_column(String(16))
+    job: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    repo: Mapped[str | None] = mapped_column(String(64), nullable=True)  # repository id
+    point: Mapped[str] = mapped_column(String(64))
+    point_name: Mapped[str] = mapped_column(String(255))
+    mode: Mapped[str] = mapped_column(String(16))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    rto_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended: Mapped[datetime] = mapped_column(UtcDateTime())
+    policy: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 CATALOG_FILE = "catalog.db"  # in the state directory, when no catalog is named
-JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy")
+JOB_KINDS = ("backup", "restore", "verify", "prune", "gc", "copy", "drill")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "interrupted")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 FINAL_STATES = ("succeeded", "failed", "interrupted")

@@ -98,6 +98,7 @@ COMMANDS: dict[str, Callable[[str], Any]] = {
     "attach": _registered("instant"),
     "detach": _registered("instant"),
     "clone": _registered("clone"),
+    "drill": _command("drill", "drill"),
     "policy": _group("policy", ("run", "service", "policy_run")),
     "serve": _command("service", "serve"),
     "status": _command("service", "status"),

@@ -250,15 +250,24 @@ def status(
         out.print("No VM is known to the catalog yet.")
         return
     table = Table(box=None)
-    for col in ("vm", "newest point", "age", "next run", "RPO", "last verify"):
+    for col in ("vm", "newest point", "age", "next run", "RPO", "last verify", "drill"):
         table.add_column(col)
     for row in rows:
         verify = row.last_verify
         next_run = datetime.fromisoformat(row.next_run) if row.next_run else None
+        drill = row.drill
         table.add_row(row.vm, (row.newest_point or "-")[:12], age_text(row.age_s),
                       next_run.strftime("%Y-%m-%d %H:%M:%S") if next_run else "-",
-                      row.rpo, f"{verify['state']} (job {verify['job']})" if verify else "-")
+                      row.rpo, f"{verify['state']} (job {verify['job']})" if verify else "-",
+                      "-" if drill is None else drill.state + (
+                          f", RTO {drill.rto_s:.0f}s" if drill.rto_s is not None else "")
+                      + (f", {age_text(drill.age_s)} ago" if drill.age_s is not None
+                         else ""))
     out.print(table)
+    detail = [(row.vm, d) for row in rows for d in [row.drill, *row.group_drills]
+              if d is not None and d.state == "breached"]
+    for vm, d in dict.fromkeys((vm, d.detail) for vm, d in detail):
+        out.print(f"drill target breached ({vm}): {d}")
     sites = [(row.vm, x) for row in rows for x in row.sites]
     if sites:
         table = Table(box=None)

@@ -9,6 +9,7 @@ Object keys (see docs/format.md)::
     pages/<aa>/<name>           sealed index pages (format 2), named the same way
     manifests/<point id>        sealed manifests: writing one commits a point
     holds/<point id>            sealed holds: a point kept past retention
+    drills/<name>               sealed drill proofs: the newest drill of a VM or group
     locks/<id>                  shared and exclusive locks
     quarantine/<name>.<time>    chunks that failed verification, moved aside
     renewals/<epoch>            immutable repositories: lock renewals (immutability.py)
@@ -54,6 +55,13 @@ from stasis.errors import (
 )
 from stasis.parallel import ordered_map
 from stasis.repository import crypto, objects
+from stasis.repository.drills import (
+    KIND_DRILL,
+    DrillProof,
+    DrillProofFormatError,
+    proof_key,
+    proof_name,
+)
 from stasis.repository.holds import KIND_HOLD, Hold, HoldFormatError, hold_key
 from stasis.repository.immutability import (
     PROBE_S,
@@ -761,6 +769,38 @@ class Repository:
             self.backend.delete(hold_key(point_id))
             self.backend.sync()
         return hold
+
+    # ------------------------------------------------------------ drill proofs
+
+    def record_drill(self, proof: DrillProof) -> None:
+        """Make ``proof`` the newest drill of its subject (one whole-object write)."""
+        name = proof_name(self.keys.id, proof.subject_kind, proof.subject)
+        self.backend.put(proof_key(name), self.sealer.seal(KIND_DRILL, name, proof.encode()))
+        self.backend.sync()
+
+    def drill_proofs(self, *, on_damaged: Callable[[str, ObjectDamaged], None] | None = None
+                     ) -> list[DrillProof]:
+        """The newest drill of every VM and group drilled from this repository. A proof
+        that does not open (or that names another subject than its name says) goes to
+        ``on_damaged`` and is left out."""
+        found = []
+        for obj in self.backend.list("drills/"):
+            name = obj.key.rsplit("/", 1)[-1]
+            if not _HEX.match(name):
+                continue
+            try:
+                proof = DrillProof.decode(self.sealer.open(KIND_DRILL, name,
+                                                           self.backend.get(obj.key)))
+                if proof_name(self.keys.id, proof.subject_kind, proof.subject) != name:
+                    raise DrillProofFormatError("it names another VM or group")
+            except ObjectNotFound:
+                continue  # replaced meanwhile
+            except (objects.SealError, DrillProofFormatError) as e:
+                if on_damaged is not None:
+                    on_damaged(name, ObjectDamaged(obj.key, str(e)))
+                continue
+            found.append(proof)
+        return sorted(found, key=lambda p: (p.subject_kind, p.subject))
 
     def remove_point(self, point_id: str, *, now: datetime | None = None) -> None:
         """Delete a point: its manifest, then its (expired) hold.

@@ -19,7 +19,10 @@ The webhook body is one JSON object::
      "rpo": null}
 
 with ``rpo`` an object (target, age, over, in seconds; met) for ``rpo`` and
-``recovered`` events.
+``recovered`` events, and ``drill`` an object (the drill target's status: subject,
+state, last drill, measured and target RTO, age and max age, reasons) for ``drill``
+events and a drill target's ``recovered``. A drill target is told like the RPO: once
+when its breach begins (per policy and VM or group), again once it is met.
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ from typing import Any
 
 from stasis import __version__
 from stasis.clock import Clock
+from stasis.service.drill_status import DrillStatus
 from stasis.service.policy import EmailTarget, NotifyConfig, Policy
 from stasis.service.rpo import RpoStatus
 
 log = logging.getLogger(__name__)
 
-FAILURE, RPO, RECOVERED = "failure", "rpo", "recovered"
+FAILURE, RPO, RECOVERED, DRILL = "failure", "rpo", "recovered", "drill"
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,24 @@ class Event:
     vms: tuple[str, ...] = ()
     error: str | None = None
     rpo: RpoStatus | None = None
+    drill: DrillStatus | None = None
 
     def summary(self) -> str:
         if self.kind == FAILURE:
             return f"policy '{self.policy}': job {self.job or '?'} failed"
         if self.kind == RPO:
             return f"policy '{self.policy}': RPO breached"
+        if self.kind == DRILL and self.drill is not None:
+            return f"policy '{self.policy}': drill target of {self.drill.subject} breached"
+        if self.drill is not None:
+            return f"policy '{self.policy}': drill target of {self.drill.subject} met again"
         return f"policy '{self.policy}': RPO met again"
 
     def message(self) -> str:
         if self.kind == FAILURE:
             return f"{self.summary()}: {self.error or 'no reason given'}"
+        if self.drill is not None:
+            return f"{self.summary()}: {self.drill.describe()}"
         if self.rpo is not None:
             return f"policy '{self.policy}': {self.rpo.describe()}"
         return self.summary()
@@ -88,6 +99,7 @@ class Event:
             "event": self.kind, "policy": self.policy, "job": self.job,
             "vms": list(self.vms), "error": self.error, "time": self.time.isoformat(),
             "message": self.message(), "rpo": rpo,
+            "drill": None if self.drill is None else self.drill.to_dict(),
         }
 
     def email_body(self) -> str:
@@ -193,7 +205,7 @@ class Notifier:
     def breached(self) -> frozenset[str]:
         """The policies whose current RPO breach has been told."""
         with self._lock:
-            return frozenset(self._breached)
+            return frozenset(k for k in self._breached if "\0" not in k)
 
     def job_failed(self, policy: Policy, *, job: str, error: str,
                    vms: Sequence[str] = ()) -> list[Delivery]:
@@ -217,10 +229,27 @@ class Notifier:
         event = Event(kind, policy.name, _now(self.clock), vms=tuple(vms), rpo=status)
         return self._send(policy.notify, event)
 
+    def drill_checked(self, policy: Policy, status: DrillStatus) -> list[Delivery]:
+        """Record a drill target's check; tell a breach when it begins (the event
+        ``drill``) and its end (``recovered``) if asked, as for the RPO."""
+        key = f"{policy.name}\0drill\0{status.subject}"
+        with self._lock:
+            was = key in self._breached
+            if status.breached == was:
+                return []
+            if status.breached:
+                self._breached.add(key)
+            else:
+                self._breached.discard(key)
+        event = Event(DRILL if status.breached else RECOVERED, policy.name, _now(self.clock),
+                      vms=(status.subject,), drill=status)
+        return self._send(policy.notify, event)
+
     def forget(self, policy: str) -> None:
         """Drop a policy's breach state (the policy was removed)."""
         with self._lock:
-            self._breached.discard(policy)
+            self._breached = {k for k in self._breached
+                              if k != policy and not k.startswith(f"{policy}\0")}
 
 
 def _now(clock: Clock) -> datetime:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from stasis.app.kinds import (
     KINDS,
     OCCUPYING,
     CopyParams,
+    DrillParams,
     Env,
     Kind,
     Params,
@@ -56,7 +58,7 @@ from stasis.errors import HypervisorError, PolicyNotFound, StasisError, UsageErr
 from stasis.hypervisor import libvirt_api as lv
 from stasis.progress import Progress
 from stasis.protection.doctor import clean_vm
-from stasis.repository import Repository
+from stasis.repository import Credentials, Repository
 from stasis.rundirs import remove_dead_debris
 from stasis.service.jobs import (
     JobRun,
@@ -115,6 +117,7 @@ class Service:
         notifier: Notifier | None = None,
         unit_progress: UnitProgress | None = None,
         policies_from_catalog: bool = False,
+        credentials: Mapping[str, Credentials] | None = None,
     ) -> None:
         self.catalog = catalog
         # The catalog's policies are the truth (they are edited through the API) rather
@@ -147,6 +150,10 @@ class Service:
         # point the destination lacks, so a slot missed while no service ran is made
         # up by the next one.
         self._copy_next: dict[tuple[str, str], datetime] = {}
+        # The next drill of each policy with a drill schedule, kept the same way.
+        self._drill_next: dict[str, datetime] = {}
+        # Each repository's credentials, concrete, for the exports of instant drills.
+        self.credentials = dict(credentials or {})
         # Set to run the next tick now rather than at the end of the tick's wait: a
         # job was queued or a cancel asked (a wake-up from another process), a job
         # ended (its slot is free for the next queued one), or serving stops.
@@ -271,6 +278,9 @@ class Service:
         self._copy_next = {(p.name, c.to): c.schedule.next_after(now)
                            for p in self.policies.values() for c in p.copies
                            if c.schedule is not None}
+        self._drill_next = {p.name: p.drill.schedule.next_after(now)
+                            for p in self.policies.values()
+                            if p.drill is not None and p.drill.schedule is not None}
 
     def stop(self, timeout: float = 120.0) -> None:
         """Cancel the running jobs (they end interrupted) and wait for them."""
@@ -314,6 +324,65 @@ class Service:
         log.info("job %d queued: copy of policy %s to %s (%s)", job.id, p.name, to, why)
         return job
 
+    def drill_targets(self, p: Policy) -> list[str]:
+        """What a policy's drill brings up: each of its groups (its newest point) and
+        each of its VMs (those its selectors found in its last run, too)."""
+        targets = list(p.members.groups) + list(p.members.vms)
+        if p.members.select or p.members.labels:
+            targets += [v for v in self._policy_vms(p) if v not in targets]
+        return list(dict.fromkeys(targets))
+
+    def queue_drills(self, p: Policy, why: str) -> list[Job]:
+        """Queue a drill of each of ``p``'s targets (one waiting drill per target: the
+        slots coalesce)."""
+        from stasis.app.drill import parse_checks
+
+        if p.drill is None:
+            return []
+        d = p.drill
+        waiting = {j.params.get("target") for j in
+                   self.jobs.list(state="queued", kind="drill", policy=p.name)}
+        queued = []
+        for target in self.drill_targets(p):
+            if target in waiting:
+                continue
+            params = DrillParams(
+                target=target, mode=d.mode, network=d.network,
+                checks=parse_checks(list(d.checks), d.check_timeout.total_seconds()),
+                order=list(d.order) or None,
+                storage=Path(d.storage) if d.storage else None, policy=p.name)
+            job = self.jobs.create("drill", target, policy=p.name, repo=self.repo_of(p).id,
+                                   params=params.model_dump(mode="json",
+                                                            exclude_defaults=True)
+                                   | {"op": "drill"})
+            self.jobs.log(job.id, "info", f"queued: {why}")
+            log.info("job %d queued: drill of %s for policy %s (%s)", job.id, target,
+                     p.name, why)
+            queued.append(job)
+        return queued
+
+    def check_drills(self, policy: Policy, targets: list[str] | None = None) -> None:
+        """Tell a drill target breached (failed, too slow, too old) or met again."""
+        from stasis.catalog import DrillStore
+        from stasis.service.drill_status import drill_status
+
+        if policy.drill is None:
+            return
+        store = DrillStore(self.catalog)
+        groups = set(policy.members.groups)
+        for target in targets or self.drill_targets(policy):
+            newest = store.get("group" if target in groups else "vm", target)
+            status = drill_status(target, newest, self.clock.now(), rto=policy.drill.rto,
+                                  max_age=policy.drill.max_age)
+            self._tell(partial(self.notifier.drill_checked, policy, status))
+
+    def _drill_recorded(self, policy: Policy, target: str, job: Job) -> bool:
+        from stasis.catalog import DrillStore
+
+        kind = "group" if target in policy.members.groups else "vm"
+        newest = DrillStore(self.catalog).get(kind, target)
+        return newest is not None and newest.job == job.id
+
     def due(self) -> None:
         now = self.clock.now()
         for p in self.policies.values():
@@ -327,6 +396,12 @@ class Service:
                 continue
             self._copy_next[(name, to)] = target.schedule.next_after(now)
             self.queue_copy(self.policies[name], to, f"scheduled for {at.isoformat()}")
+        for name, at in list(self._drill_next.items()):
+            drill = self.policies[name].drill if name in self.policies else None
+            if at > now or drill is None or drill.schedule is None:
+                continue
+            self._drill_next[name] = drill.schedule.next_after(now)
+            self.queue_drills(self.policies[name], f"scheduled for {at.isoformat()}")
 
     # ------------------------------------------------------------ running
 
@@ -431,7 +506,18 @@ class Service:
                    catalog=lambda: opened(self.catalog), record=record,
                    dirs=lambda: Where(self.run_dir, self.scratch_dir), clock=self.clock,
                    find_policy=self._find_policy, retention=self.retention,
-                   unit_progress=unit_progress, open_destination=self._destination)
+                   unit_progress=unit_progress, open_destination=self._destination,
+                   credentials=lambda: self._credentials_of(job))
+
+    def _credentials_of(self, job: Job) -> Credentials:
+        """The credentials of ``job``'s repository (an instant drill's export needs them)."""
+        for name, creds in self.credentials.items():
+            if (job.repo is None and name == self.default_repository) \
+                    or (job.repo is not None and self.repo(name).id == job.repo):
+                return creds
+        raise UsageError(f"job {job.id} needs its repository's credentials for an export "
+                         "(an instant drill), and this service was given none; run the "
+                         "drill in restore mode. Nothing was made.")
 
     def _destination(self, name: str) -> Repository:
         """A copy's destination: one of the service's repositories, by name (opened
@@ -483,6 +569,14 @@ class Service:
                     if target.after_runs:
                         self.queue_copy(policy, target.to, f"after the run of job {job.id}")
             self.check_rpo(policy)
+        elif isinstance(params, DrillParams) and params.policy in self.policies:
+            drilled = self.policies[params.policy]
+            self.check_drills(drilled, [params.target])
+            if error is not None and not self._drill_recorded(drilled, params.target, job):
+                # Not a check that failed (that is told as a drill breach): the drill
+                # could not run at all.
+                self._tell(lambda: self.notifier.job_failed(drilled, job=str(job.id),
+                                                            error=error, vms=plan.vms))
         elif isinstance(params, CopyParams) and params.policy in self.policies \
                 and error is not None:
             failed = self.policies[params.policy]

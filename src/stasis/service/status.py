@@ -3,7 +3,9 @@
 For every VM the catalog knows (seen in a point, or covered by a policy): its newest
 point and that point's age, the next scheduled run of the policies covering it, the
 RPO of those policies met or breached (:func:`stasis.service.rpo.rpo_status`), and
-its last verification (the newest verify job that covered it), and for the policies
+its last verification (the newest verify job that covered it), its newest recovery
+drill and its groups' (passed, measured RTO against the policies' ``rto``, age against
+their ``max_age``; :mod:`stasis.service.drill_status`), and for the policies
 that copy it, the newest point at each site (the policy's repository and every copy
 destination) and how far each copy lags behind the source (time and points).
 Everything comes from the catalog and an instant handed in: the points index holds
@@ -19,8 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stasis.catalog import Catalog, IndexedPoint, JobStore, PointIndex, PolicyStore
+from stasis.catalog import (
+    Catalog,
+    DrillStore,
+    IndexedPoint,
+    JobStore,
+    PointIndex,
+    PolicyStore,
+)
 from stasis.errors import PolicyError, UsageError
+from stasis.service.drill_status import DrillStatus, drill_status
 from stasis.service.duration import format_duration
 from stasis.service.policy import Policy, parse_policies
 from stasis.service.rpo import rpo_status
@@ -61,6 +71,8 @@ class VmStatus:
     rpo_detail: str = ""
     last_verify: dict[str, Any] | None = None
     sites: list[SiteStatus] = field(default_factory=list)
+    drill: DrillStatus | None = None  # the VM's newest drill against its targets
+    group_drills: list[DrillStatus] = field(default_factory=list)  # its groups'
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +82,8 @@ class VmStatus:
             "next_run": self.next_run.isoformat() if self.next_run else None,
             "rpo": self.rpo, "rpo_detail": self.rpo_detail, "last_verify": self.last_verify,
             "sites": [x.to_dict() for x in self.sites],
+            "drill": self.drill.to_dict() if self.drill else None,
+            "group_drills": [g.to_dict() for g in self.group_drills],
         }
 
 
@@ -105,6 +119,7 @@ def vm_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
     names = sorted({vm for pt in points for vm in pt.vms} | {v for s in covers.values()
                                                               for v in s})
     verifies = jobs.list(kind="verify", limit=500)
+    drills = {(d.subject_kind, d.subject): d for d in DrillStore(catalog).list()}
     rows = []
     for vm in names:
         row = VmStatus(vm)
@@ -133,8 +148,31 @@ def vm_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
                                    "ended": j.ended.isoformat() if j.ended else None,
                                    "deep": bool(j.params.get("deep")), "error": j.error}
                 break
+        _drills(row, [p for p in policies if p.name in row.policies], drills, now)
         rows.append(row)
     return rows
+
+
+def _drills(row: VmStatus, covering: list[Policy], drills: dict[tuple[str, str], Any],
+            now: datetime) -> None:
+    """The VM's newest drill, and its groups', each against the strictest targets of
+    the policies covering it that have a drill section."""
+    drilled = [p.drill for p in covering if p.drill is not None]
+
+    def strictest(values: list[Any]) -> Any:
+        return min((v for v in values if v is not None), default=None)
+
+    rto = strictest([d.rto for d in drilled])
+    max_age = strictest([d.max_age for d in drilled])
+    own = drills.get(("vm", row.vm))
+    if own is not None or drilled:
+        row.drill = drill_status(row.vm, own, now, rto=rto, max_age=max_age)
+    groups = {g for p in covering if p.drill is not None for g in p.members.groups}
+    if own is not None:  # a group drill records the group and each of its VMs
+        groups |= {s for (k, s), d in drills.items() if k == "group"
+                   and d.drill_id == own.drill_id}
+    row.group_drills = [drill_status(g, drills.get(("group", g)), now, rto=rto,
+                                     max_age=max_age) for g in sorted(groups)]
 
 
 def policy_sites(policy: Policy, vm: str, points: list[IndexedPoint],

@@ -11,6 +11,7 @@ from stasis.api.routes import (
     backups,
     console,
     docs,
+    drills,
     files,
     groups,
     instant,
@@ -34,7 +35,7 @@ ROUTERS: list[APIRouter] = [
     me.router, session.router, tokens.router, accounts.router, audit.router,
     vms.router, groups.router, policies.router, points.router, repositories.router,
     status.router, backups.router, restores.router, maintenance.router, jobs.router,
-    files.router, instant.router, problem_types.router, docs.router,
+    files.router, instant.router, problem_types.router, docs.router, drills.router,
 ]
 # at the root: /metrics, where Prometheus looks by default; the console's page at /
 ROOT_ROUTERS: list[APIRouter] = [metrics.router, console.router]

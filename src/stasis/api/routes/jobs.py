@@ -33,7 +33,7 @@ READ = needs("jobs:read")
 POLL_S = 0.5  # how often a stream looks at its job
 HEARTBEAT_S = 15.0  # a comment at least this often keeps proxies from closing it
 State = Literal["queued", "running", "succeeded", "failed", "interrupted"]
-JobKind = Literal["backup", "restore", "verify", "prune", "gc", "copy"]
+JobKind = Literal["backup", "restore", "verify", "prune", "gc", "copy", "drill"]
 
 
 @router.get("/jobs", openapi_extra=READ, response_model=Page[JobModel])

@@ -17,6 +17,7 @@ from stasis.service.policy.loading import check_text, load_policies, parse_polic
 from stasis.service.policy.model import (
     EVENTS,
     CopyTarget,
+    DrillConfig,
     EmailTarget,
     Members,
     NotifyConfig,
@@ -27,6 +28,6 @@ from stasis.service.policy.problems import Problem
 from stasis.service.policy.toml_lines import key_lines
 
 __all__ = [
-    "EVENTS", "CopyTarget", "EmailTarget", "Members", "NotifyConfig", "Policy", "Problem",
-    "Retention", "check_text", "key_lines", "load_policies", "parse_policies",
+    "EVENTS", "CopyTarget", "DrillConfig", "EmailTarget", "Members", "NotifyConfig",
+    "Policy", "Problem", "Retention", "check_text", "key_lines", "load_policies", "parse_policies",
 ]

@@ -14,6 +14,7 @@ from stasis.errors import PolicyError
 from stasis.protection.consistency import GuestCommand, Hooks
 from stasis.service.policy.model import (
     CopyTarget,
+    DrillConfig,
     EmailTarget,
     Members,
     NotifyConfig,
@@ -59,6 +60,13 @@ def _build(m: PolicyModel, *, origin: str, source: str) -> Policy:
             retention=None if c.retention is None else Retention.from_keys(
                 c.retention.model_dump()),
         ) for c in m.copy_),
+        drill=None if m.drill is None else DrillConfig(
+            schedule=None if m.drill.cron is None and m.drill.every is None else make_schedule(
+                cron=m.drill.cron, every=m.drill.every, timezone=m.timezone),
+            mode=m.drill.mode, checks=tuple(m.drill.checks),
+            check_timeout=m.drill.check_timeout, network=m.drill.network,
+            order=tuple(m.drill.order), storage=m.drill.storage, rto=m.drill.rto,
+            max_age=m.drill.max_age),
         notify=NotifyConfig(on=frozenset(m.notify.on), webhooks=tuple(m.notify.webhooks),
                             webhook_timeout=m.notify.webhook_timeout, email=email),
         origin=origin,

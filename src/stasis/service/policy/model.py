@@ -11,10 +11,13 @@ from stasis.protection.consistency import LEVELS, Hooks
 from stasis.service.retention import PERIOD_RULES, Duration, RetentionRules
 from stasis.service.schedule import Schedule
 
-EVENTS = ("failure", "rpo", "recovered")
-"""What a policy can notify about: a failed job, an RPO breach, the RPO met again."""
+EVENTS = ("failure", "rpo", "recovered", "drill")
+"""What a policy can notify about: a failed job, an RPO breach, the RPO met again, a
+drill target breached (a drill failed, took longer than ``rto``, or is older than
+``max_age``)."""
 
-DEFAULT_EVENTS = ("failure", "rpo")
+DEFAULT_EVENTS = ("failure", "rpo", "drill")
+DEFAULT_CHECK_TIMEOUT = timedelta(minutes=2)
 DEFAULT_WEBHOOK_TIMEOUT = timedelta(seconds=10)
 DEFAULT_SMTP_TIMEOUT = timedelta(seconds=30)
 DEFAULT_HOOK_TIMEOUT = timedelta(seconds=60)
@@ -122,6 +125,24 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class DrillConfig:
+    """A policy's recovery drill: run on ``schedule`` (None: only when asked) for each of
+    its groups and VMs, with ``checks`` (as ``stasis drill --check`` takes them), held to
+    ``rto`` (the measured recovery time) and ``max_age`` (the age of the last good
+    drill)."""
+
+    schedule: Schedule | None = None
+    mode: str = "restore"
+    checks: tuple[str, ...] = ()
+    check_timeout: timedelta = DEFAULT_CHECK_TIMEOUT
+    network: str | None = None
+    order: tuple[str, ...] = ()
+    storage: str | None = None
+    rto: timedelta | None = None
+    max_age: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """One checked policy. ``origin`` is ``FILE:LINE`` of its table, ``source`` its TOML."""
 
@@ -136,6 +157,7 @@ class Policy:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     repository: str | None = None  # a repository the service names; None: its default
     copies: tuple[CopyTarget, ...] = ()
+    drill: DrillConfig | None = None
     description: str = ""
     origin: str = ""
     source: str = ""

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from stasis.service.policy.model import (
+    DEFAULT_CHECK_TIMEOUT,
     DEFAULT_EVENTS,
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_SMTP_TIMEOUT,
@@ -81,6 +83,39 @@ def _copies(value: object) -> object:
     return [value] if isinstance(value, dict) else value
 
 
+def _drill_check(value: object) -> object:
+    """A drill check as ``--check`` takes it (``KIND[@VM][~SECONDS][:ARG]``), checked."""
+    from stasis.errors import UsageError
+    from stasis.recovery.drill.checks import parse_check
+
+    if isinstance(value, str):
+        try:
+            parse_check(value)
+        except UsageError as e:
+            raise PydanticCustomError("drill_check", "is not a drill check ({why})",
+                                      {"why": e.message.removesuffix("; nothing was made")}
+                                      ) from None
+    return value
+
+
+DrillCheck = Annotated[str, BeforeValidator(_drill_check)]
+
+
+class _Drill(_Model):
+    """A policy's recovery drill: when, how, which checks, and the targets it is held to."""
+
+    cron: Cron | None = None
+    every: Interval | None = None
+    mode: Literal["restore", "instant"] = "restore"
+    checks: list[DrillCheck] = []
+    check_timeout: DurationValue = DEFAULT_CHECK_TIMEOUT
+    network: Text | None = None
+    order: list[VmName] = []
+    storage: Text | None = None
+    rto: DurationValue | None = None
+    max_age: DurationValue | None = None
+
+
 class _Email(_Model):
     host: Text
     port: Port = 25
@@ -117,6 +152,7 @@ class PolicyModel(_Model):
     notify: _Notify = _Notify()
     repository: RepositoryName | None = None
     copy_: Annotated[list[_Copy], BeforeValidator(_copies)] = Field([], alias="copy")
+    drill: _Drill | None = None
 
 
 class FileModel(_Model):
@@ -134,5 +170,5 @@ KNOWN_KEYS: dict[str, set[str]] = {
     "": {"policy"}, "policy": _keys_of(PolicyModel), "hooks": _keys_of(_Hooks),
     "retention": _keys_of(_Retention), "notify": _keys_of(_Notify), "email": _keys_of(_Email),
     "pre_guest": _keys_of(_GuestHook), "post_guest": _keys_of(_GuestHook),
-    "copy": _keys_of(_Copy),
+    "copy": _keys_of(_Copy), "drill": _keys_of(_Drill),
 }

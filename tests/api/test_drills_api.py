@@ -1,0 +1,61 @@
+"""``/drills``: a drill started as a job (202, queued for the service), bad checks
+refused as problem+json, tenants refused; the newest drill of each VM and group listed
+(a tenant's own VMs' only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stasis.api.context import ApiContext
+from stasis.catalog import DrillRecord, DrillStore, JobStore
+from stasis.repository import Repository
+from tests.api.resources import ACME, commit, tenant_vms  # noqa: F401
+
+Client = Callable[..., TestClient]
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def test_a_drill_is_queued_as_a_job_and_bad_input_is_refused(
+        client: Client, repo: Repository, real_ctx: ApiContext) -> None:
+    commit(repo, 1, ["acme-web"])
+    op = client("operator")
+    r = op.post("/api/v1/drills", json={"target": "acme-web", "mode": "instant",
+                                        "checks": ["tcp~30:443", "exec:true"]})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    assert job["kind"] == "drill" and job["state"] == "queued" and job["name"] == "acme-web"
+    stored = JobStore(real_ctx.catalog).get(job["id"])
+    assert stored.params["op"] == "drill" and stored.params["mode"] == "instant"
+    assert [c["kind"] for c in stored.params["checks"]] == ["tcp", "exec"]
+    assert stored.params["checks"][0]["timeout_s"] == 30.0
+    bad = op.post("/api/v1/drills", json={"target": "acme-web", "checks": ["tcp:http"]})
+    assert bad.status_code == 422 and "the port must be a number" in bad.json()["detail"]
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert op.post("/api/v1/drills", json={"target": "x", "mode": "sideways"}
+                   ).status_code == 422
+    assert len(JobStore(real_ctx.catalog).list(kind="drill")) == 1  # nothing else queued
+
+
+@pytest.mark.usefixtures("tenant_vms")
+def test_drills_are_the_systems_and_tenants_read_their_own(
+        client: Client, repo: Repository, real_ctx: ApiContext) -> None:
+    commit(repo, 1, ["acme-web"])
+    acme = client("restore", ACME)
+    r = acme.post("/api/v1/drills", json={"target": "acme-web"})
+    assert r.status_code == 403 and "a drill is system-wide" in r.json()["detail"]
+    store = DrillStore(real_ctx.catalog)
+    for kind, subject, passed in (("vm", "acme-web", True), ("vm", "globex-db", False),
+                                  ("group", "shop", True)):
+        store.record(DrillRecord(kind, subject, "d1", "ab" * 16, subject, "restore", passed,
+                                 41.5 if passed else None, NOW - timedelta(minutes=1), NOW,
+                                 checks=[]))
+    rows = client("viewer").get("/api/v1/drills").json()["items"]
+    assert [(r["subject_kind"], r["subject"], r["passed"]) for r in rows] == [
+        ("group", "shop", True), ("vm", "acme-web", True), ("vm", "globex-db", False)]
+    assert [r["subject"] for r in client("viewer").get(
+        "/api/v1/drills", params={"passed": "false"}).json()["items"]] == ["globex-db"]
+    assert [r["subject"] for r in acme.get("/api/v1/drills").json()["items"]] == ["acme-web"]
