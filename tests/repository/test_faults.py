@@ -244,7 +244,7 @@ def test_faults_at_random_calls_never_make_a_wrong_repository(any_site: Site,
     site = any_site
     second = _second(tmp_path, site)
     failed = 0
-    for seed in range(12 if site.url.startswith("/") else 4):
+    for seed in range(12 if site.url.startswith("/") else 2):
         rnd = random.Random(seed)
         storm = [Fault(kind, ("put",) if kind == "torn" else
                        ("get", "put", "delete", "list", "exists"), probability=0.004)
