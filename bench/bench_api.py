@@ -18,6 +18,13 @@ The server is then started as a subprocess (:func:`server_command`) and listens 
   token, no catalog, no libvirt — what the framework and the process cost), and a
   bare uvicorn "hello" app on the same machine (what Python and uvicorn cost at all).
 
+With ``--under-backups SECONDS``, the points listing is also loaded with the largest
+``--connections`` for that long while backups run into the served repository (image
+backups, one ``stasis backup image`` process after another, as a host's jobs write
+while people look): errors, p50/p99, the backups done, and the server's resident
+memory sampled every half second (at the start, its peak, at the end: flat means the
+load leaves nothing behind).
+
 The token reaches wrk through a Lua script that reads it from a file (never a command
 line). Prints a Markdown table (``--json``: a JSON report), with requests/s, p50, p99,
 errors (socket errors and non-2xx answers) and each route's ratio to the floors.
@@ -414,6 +421,69 @@ def load_routes(catalog: str, base: str, routes: dict[str, tuple[str, bool]],
     return runs
 
 
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def under_backups(kind: str, base: str, path: str, connections: int, seconds: float,
+                  script: Path, env: dict[str, str], pid: int, work: Path,
+                  repo_path: Path) -> Run:
+    """``path`` loaded for ``seconds`` while image backups run into the repository."""
+    image = work / "backup-source.raw"
+    with open(image, "wb") as f:
+        f.write(os.urandom(32 << 20))  # incompressible: each backup stores and reads it
+    stop = threading.Event()
+    backups: list[int] = []
+    samples: list[float] = []
+    secret = (work / "passphrase").read_text().strip()
+    benv = {**env, "STASIS_PASSPHRASE": secret, "STASIS_REPO": str(repo_path)}
+
+    def back_up() -> None:
+        n = 0
+        while not stop.is_set():
+            with open(image, "r+b") as f:  # a little new data every time
+                f.seek((n % 32) << 20)
+                f.write(os.urandom(1 << 20))
+            proc = subprocess.run([sys.executable, "-m", "stasis.cli.main", "backup",
+                                   "image", str(image), "--name", "under-load"], env=benv,
+                                  capture_output=True, text=True, timeout=600)
+            backups.append(proc.returncode)
+            n += 1
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(rss_mib(pid))
+            stop.wait(0.5)
+
+    threads = [threading.Thread(target=back_up, daemon=True),
+               threading.Thread(target=sample, daemon=True)]
+    for t in threads:
+        t.start()
+    load = os.getloadavg()[0]
+    try:
+        got = wrk(base + path, connections, seconds, script, env)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(600)
+    failed = [c for c in backups if c != 0]
+    extra = {"backups": len(backups), "backups_failed": len(failed),
+             "rss_start_mib": round(samples[0], 1) if samples else 0.0,
+             "rss_peak_mib": round(max(samples), 1) if samples else 0.0,
+             "rss_end_mib": round(rss_mib(pid), 1)}
+    print(f"  {kind} {path} c={connections} under backups: {got['rps']:.1f} req/s, p50 "
+          f"{got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms, {int(got['errors'])} errors; "
+          f"{len(backups)} backups ({len(failed)} failed); RSS {extra['rss_start_mib']} -> "
+          f"peak {extra['rss_peak_mib']} -> {extra['rss_end_mib']} MiB", file=sys.stderr)
+    return Run(kind, "points?limit=100 under backups", connections, got["rps"],
+               got["p50_ms"], got["p99_ms"], int(got["requests"]), int(got["errors"]), load,
+               extra)
+
+
 def check(base: str, token: str, path: str, items: int) -> None:
     """The route answers what the population holds (not an error page, fast)."""
     req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
@@ -475,8 +545,13 @@ def bench_catalog(kind: str, url: str, work: Path, args: argparse.Namespace,
         check(base, token, f"/api/v1/points?vm={vm}&limit=100",
               min(100, len(range(v, args.points, args.vms))))
         check(base, token, "/api/v1/vms?limit=100", min(100, args.vms))
-        return load_routes(kind, base, routes, args.connections, args, script, env,
+        runs = load_routes(kind, base, routes, args.connections, args, script, env,
                            server.pid)
+        if args.under_backups > 0:
+            runs.append(under_backups(kind, base, "/api/v1/points?limit=100",
+                                      max(args.connections), args.under_backups, script, env,
+                                      server.pid, work, repo_path))
+        return runs
 
 
 def main() -> None:
@@ -496,6 +571,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--under-backups", type=float, default=0.0, metavar="SECONDS",
+                        help="also load the points listing this long while backups run")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     args = parser.parse_args()
     if args.command == "serve":

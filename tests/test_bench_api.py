@@ -1,5 +1,6 @@
 """bench/bench_api.py keeps working: wrk's output read, the table, and a bench run on a
-tiny population (SQLite; a real server subprocess and wrk for 1 s)."""
+tiny population (SQLite; a real server subprocess and wrk for 1 s, and for 2 s while
+backups run into the served repository)."""
 
 from __future__ import annotations
 
@@ -59,13 +60,16 @@ def test_bench_api_runs_on_a_tiny_population(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(BENCH / "bench_api.py"), "--vms", "3",
                            "--points", "12", "--jobs", "5", "--duration", "1", "--warmup",
                            "0", "--connections", "2", "--catalogs", "sqlite", "--json",
-                           "--work-dir", str(tmp_path)],
+                           "--under-backups", "2", "--work-dir", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     routes = {(r["catalog"], r["route"]) for r in report["runs"]}
     assert routes == {("sqlite", "points?limit=100"), ("sqlite", "points?vm=vm-002"),
                       ("sqlite", "vms?limit=100"), ("sqlite", "trivial route"),
-                      ("–", "bare uvicorn")}
+                      ("sqlite", "points?limit=100 under backups"), ("–", "bare uvicorn")}
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["runs"])
+    (loaded,) = [r for r in report["runs"] if r["route"].endswith("under backups")]
+    assert loaded["extra"]["backups"] >= 1 and loaded["extra"]["backups_failed"] == 0
+    assert loaded["extra"]["rss_end_mib"] > 0
     assert list(tmp_path.iterdir()) == []  # the work dir is removed

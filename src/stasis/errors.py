@@ -221,6 +221,15 @@ class BackendError(StasisError):
         *head, kept = self.args  # every other class of the family ends with it
         return type(self)(*head, f"{kept} {consequence}", hint=self._hint)
 
+    def instead(self, kept: str) -> BackendError:
+        """The same failure, with what it left said by the caller, who knows more
+        than the one call did (a read that failed mid-backup did not leave the
+        repository unchanged: the backup had written chunks)."""
+        if len(self.args) != 4:
+            return self
+        *head, _kept = self.args
+        return type(self)(*head, kept, hint=self._hint)
+
 
 class BackendAccessDenied(BackendError):
     """The repository storage at {} refused {}: access denied ({}). {}"""

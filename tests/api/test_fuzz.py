@@ -14,13 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from stasis.api.app import create_app
 from stasis.api.context import ApiContext
 
-EXAMPLES = 25  # per operation
+# Per operation. PostgreSQL runs fewer: what differs there is the database's own
+# refusals (integer ranges, text encodings), which the first examples reach already.
+EXAMPLES = {"sqlite": 25, "postgresql": 10}
 
 
 @pytest.mark.slow
 def test_no_request_makes_a_server_error(api_ctx: ApiContext,
                                          client: Callable[..., TestClient]) -> None:
     token = client("admin").headers["Authorization"]
+    database = api_ctx.catalog.url.get_backend_name()
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(api_ctx))
     failures: list[str] = []
     operations = 0
@@ -29,7 +32,7 @@ def test_no_request_makes_a_server_error(api_ctx: ApiContext,
         operations += 1
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
+        @settings(max_examples=EXAMPLES[database], deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case: schemathesis.Case) -> None:
             try:

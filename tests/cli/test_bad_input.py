@@ -174,8 +174,8 @@ def test_disk_full_during_backup(cli: Cli, tmpfs: Path, tmp_path: Path) -> None:
 def test_interrupted_backup_commits_nothing(cli_repo: Cli, tmp_path: Path, sig: int) -> None:
     big = tmp_path / "big.raw"
     with open(big, "wb") as f:
-        for _ in range(48):
-            f.write(os.urandom(16 * MiB))  # 768 MiB of random data: a few seconds
+        for _ in range(16):
+            f.write(os.urandom(16 * MiB))  # 256 MiB of random data: 1,024 chunks
     proc = subprocess.Popen([str(BIN), "backup", "image", str(big), "--name", "big"],
                             env=cli_repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

@@ -48,3 +48,17 @@ def test_lock_not_refreshed_expires(repo: Repository) -> None:
     clock[0] += STALE_AFTER + 1
     with mgr.hold("shared", "backup"):
         pass
+
+
+def test_a_clock_jumping_forward_never_makes_a_live_lock_of_this_host_stale(
+        repo: Repository) -> None:
+    """A backup of this host holds its lock; the clock jumps a day ahead: a gc still
+    sees the lock as live (the process decides on this host, not the clock)."""
+    clock = [1_000_000.0]
+    mgr = LockManager(repo.backend, now=lambda: clock[0])
+    with mgr.hold("shared", "backup"):
+        clock[0] += 24 * 3600
+        with pytest.raises(Locked, match="backup"), mgr.hold("exclusive", "gc"):
+            pass
+    with mgr.hold("exclusive", "gc"):  # released: free again
+        pass

@@ -296,6 +296,41 @@ def test_the_scheduler_queues_on_time_coalesces_and_runs_missed_slots_once(
     s.stop()
 
 
+def test_a_clock_that_jumps_back_or_ahead_loses_no_run(
+    tmp_path: Path, clock: ManualClock, repo: Repository, migrated_catalog_url: str
+) -> None:
+    """The host clock jumps back an hour: the next run is the schedule's next slot
+    from the new time (not an hour of skipped slots); it jumps ahead an hour: the
+    slots it skipped run once, at once."""
+    policies = parse_policies(POLICY.format(n=2).replace('every = "1m"', 'every = "10m"'))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "scratch").mkdir()
+    clock.set(datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC))
+    c = Catalog.open(migrated_catalog_url, clock=clock)
+    s = Service(c, policies, repositories={"local": lambda: repo},
+                connect=lambda: lv.connect("test:///default"),
+                run_dir=tmp_path / "run", scratch_dir=tmp_path / "scratch")
+    s.start()
+    store, states = JobStore(c), PolicyStore(c)
+    assert states.get("often").next_run == datetime(2025, 3, 1, 12, 10, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 1, 11, 0, 30, tzinfo=UTC))  # back an hour
+    s.due()
+    assert store.list() == []
+    assert states.get("often").next_run == datetime(2025, 3, 1, 11, 10, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 1, 11, 10, 5, tzinfo=UTC))
+    s.due()
+    (first,) = store.list(state="queued")  # on time by the new clock
+    assert s.dispatch() == [first.id]
+    s.running[first.id].thread.join(30)  # it fails: its VM does not exist
+    clock.set(datetime(2025, 3, 1, 12, 15, 5, tzinfo=UTC))  # ahead an hour
+    s.due()
+    (second,) = store.list(state="queued")  # the skipped slots run once, at once
+    assert second.id != first.id
+    assert states.get("often").next_run == datetime(2025, 3, 1, 12, 20, tzinfo=UTC)
+    s.stop()
+    c.close()
+
+
 def test_rebuilt_index_lists_the_same_points_as_the_repository(cli_repo: Cli,
                                                                tmp_path: Path) -> None:
     img = mixed_image(tmp_path / "disk.raw", size=4 << 20)

@@ -131,6 +131,9 @@ def plan_chunks(src: DiskSource, chunk_size: int) -> ChunkPlan:
 # WRITE_BYTES (S3 at 1 MiB chunks: 16 writers, 73 against 56 MiB/s PUT with 4 on
 # SeaweedFS; at 4 MiB: 4, where its PUTs peak).
 WRITERS = 4
+NOT_COMMITTED = ("Nothing was committed: the point is not in the repository (its chunks "
+                 "written so far are reused by the next backup or removed by gc), and the "
+                 "points committed before are intact.")
 WRITE_BYTES = 32 << 20  # sealed chunks waiting for a writer, at most (or 2 per writer)
 
 
@@ -300,6 +303,8 @@ def back_up_disks(
                 )
             )
         progress.finish()
+    except BackendError as e:
+        raise e.instead(NOT_COMMITTED) from e
     except OSError as e:
         # The repository's failures arrive translated (BackendError): an OSError here
         # is the source's.

@@ -8,8 +8,11 @@ see each other and both back off, then retry after a random pause, so at most on
 exclusive holder wins.
 
 A lock is stale, and ignored (and removed), when its process is gone (same host:
-the pid no longer runs with the same start time) or when it was not refreshed for
-``STALE_AFTER`` seconds (another host, or a hung process). Holders refresh every
+the pid no longer runs with the same start time: the process decides, whatever the
+clock says, so a clock that jumps forward never makes a live holder's lock look old)
+or, for a lock of another host, when it was not refreshed for ``STALE_AFTER`` seconds
+by this host's clock (hosts keep their clocks within minutes of each other: an S3 store
+refuses requests from a host more than 15 minutes off). Holders refresh every
 ``REFRESH_EVERY`` seconds from a background thread.
 
 A holder whose release fails (the storage fails the delete) has still finished: its
@@ -97,9 +100,9 @@ class LockManager:
     def is_stale(self, lock: LockInfo) -> bool:
         if lock.released or lock.id in _finished_here:
             return True
-        if self.now() - lock.refreshed > STALE_AFTER:
-            return True
-        return lock.host == self.host and start_token(lock.pid) != lock.start
+        if lock.host == self.host:
+            return start_token(lock.pid) != lock.start
+        return self.now() - lock.refreshed > STALE_AFTER
 
     def remove_stale(self) -> list[LockInfo]:
         found, damaged = self._read()

@@ -387,11 +387,23 @@ class Service:
         now = self.clock.now()
         for p in self.policies.values():
             state = self.states.get(p.name)
-            if state is None or state.next_run is None or state.next_run > now:
+            if state is None or state.next_run is None:
+                continue
+            if state.next_run > now:
+                # The clock went back: the stored slot lies beyond the schedule's next
+                # one from now, and waiting for it would skip every run until then.
+                soonest = p.schedule.next_after(now)
+                if state.next_run > soonest:
+                    log.warning("policy %s: the clock went back (its next run was %s); "
+                                "next run now %s", p.name, state.next_run.isoformat(),
+                                soonest.isoformat())
+                    self.states.set_runs(p.name, next_run=soonest)
                 continue
             self._queue(p, p.schedule.latest_at_or_before(now), "scheduled")
         for (name, to), at in list(self._copy_next.items()):
             target = self.policies[name].copy_target(to)
+            if target is not None and target.schedule is not None and at > now:
+                self._copy_next[(name, to)] = min(at, target.schedule.next_after(now))
             if at > now or target is None or target.schedule is None:
                 continue
             self._copy_next[(name, to)] = target.schedule.next_after(now)
