@@ -4,12 +4,13 @@
 import { ApiError } from "./api.js";
 import { h, replace, problem } from "./dom.js";
 
-// A labelled input with a hint and an error slot the input is described by.
+// A labelled input with a hint and an error slot the input is described by (the hint
+// stays out of the label, so that a field's name is its label alone).
 export function field(id, label, input, hint) {
   const error = h("span", { class: "field-error", id: `${id}-error`, "data-error-for": id, hidden: true });
   input.setAttribute("aria-describedby", `${id}-error${hint ? ` ${id}-hint` : ""}`);
-  return h("label", { for: id }, label,
-    hint ? h("span", { class: "hint", id: `${id}-hint` }, hint) : null, input, error);
+  return h("div", { class: "field" }, h("label", { for: id }, label),
+    hint ? h("span", { class: "hint", id: `${id}-hint` }, hint.trim()) : null, input, error);
 }
 
 export function input(id, attrs = {}) {
