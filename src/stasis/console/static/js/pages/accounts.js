@@ -53,9 +53,9 @@ export async function users(ctx) {
           h("td", {}, u.name), h("td", {}, u.role), h("td", {}, u.tenant || "–"),
           h("td", {}, u.disabled ? badge("disabled", "warn") : badge("active", "ok")), h("td", {}, time(u.created)),
           h("td", {}, u.last_login ? time(u.last_login) : "never"),
-          h("td", { class: "row" }, toggle(u), removeButton(`Remove user ${u.name}`, async () => {
+          h("td", {}, h("span", { class: "row actions" }, toggle(u), removeButton(`Remove user ${u.name}`, async () => {
             await api(`/users/${encodeURIComponent(u.name)}`, { method: "DELETE" }); ctx.go(location.hash);
-          }, area)))))),
+          }, area))))))),
       h("section", { class: "panel", "aria-labelledby": "u-add" }, h("h2", { id: "u-add" }, "Add a user"), form)));
 }
 
@@ -80,7 +80,7 @@ export async function tokens(ctx) {
         expires: f.expires.value.trim() || null, role: f.role.value || null } });
       announce(`Token ${made.token.name} made`);
       const out = h("input", { id: "t-secret", readonly: true, value: made.secret, class: "mono", size: 60 });
-      replace(secret, h("div", { class: "notice", "data-testid": "token-secret" },
+      replace(secret, h("div", { class: "notice secret", "data-testid": "token-secret" },
         h("p", {}, h("strong", {}, `Token ${made.token.name}: `), "copy its secret now; it is shown this once and stored only as its hash."),
         h("label", { for: "t-secret" }, "Secret"), out));
       out.select();

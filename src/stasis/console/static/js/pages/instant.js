@@ -33,7 +33,7 @@ export async function render(ctx) {
       replace(dialog.querySelector("#disc-what"), `${r.name} will be stopped and undefined, its export stopped, and what it wrote since it started (its overlays) removed. The point stays.`);
       dialog.returnValue = ""; dialog.showModal();
     } }, "Discard…");
-    return h("span", { class: "row" }, fin, dis);
+    return h("span", { class: "row actions" }, fin, dis);
   };
   return h("div", {},
     h("h1", {}, "Running from a repository"),
