@@ -180,3 +180,60 @@ def test_policy_writes_are_refused_when_serve_runs_a_policy_file(
         assert str(api_ctx.policy_file) in r.json()["detail"]
     assert op.get("/api/v1/policies/web").status_code == 200  # reads still answer
     assert client("viewer").delete("/api/v1/policies/web").status_code == 403
+
+
+def test_an_unsaved_policy_is_previewed_checked_and_not_stored(
+        client: Client, api_ctx: ApiContext, repo: Repository) -> None:
+    """The editor's preview: an edited policy's next runs in its zone and what its new
+    retention would keep and remove, before anything is saved; a wrong one is refused
+    as a save would be, naming the field."""
+    op = client("operator")
+    op.post("/api/v1/policies", json={"name": "web", "vms": ["acme-web"], "every": "1d",
+                                      "retention": {"keep_last": 3}})
+    for n in (1, 2, 3):
+        commit(repo, n, ["acme-web"], name="acme-web", tags={"policy": "web"})
+    edited = {"name": "web", "vms": ["acme-web"], "cron": "0 2 * * *",
+              "timezone": "Europe/Paris", "retention": {"keep_last": 1}}
+    r = op.post("/api/v1/policies/preview", json=edited,
+                params={"after": "2026-03-28T12:00:00+00:00"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["policy"]["next_runs"][1] == "2026-03-30T02:00:00+02:00"
+    assert body["retention"]["chains"] == ["acme-web"]
+    assert body["retention"]["kept"] == [f"{3:032x}"]
+    assert body["retention"]["removed"] == [f"{1:032x}", f"{2:032x}"]
+    assert all(d["reasons"] for d in body["retention"]["points"])
+    # nothing was stored or removed: the saved policy still keeps three
+    saved = op.get("/api/v1/policies/web/retention-preview").json()
+    assert len(saved["kept"]) == 3 and len(repo.points()) == 3
+    assert op.get("/api/v1/policies/web").json()["policy"]["schedule"]["every"] == "1d"
+    # as TOML too (an imported file, previewed before it is imported)
+    r = op.post("/api/v1/policies/preview", content=FILE.split("\n\n")[0] + "\n",
+                headers=TOML)
+    assert r.status_code == 200 and r.json()["retention"]["chains"] == []
+    bad = op.post("/api/v1/policies/preview", json={**edited, "retention": {
+        "keep_last": "one"}})
+    assert bad.status_code == 422 and bad.json()["kind"] == "PolicyError"
+    assert any("keep_last" in p for p in bad.json()["problems"]), bad.json()
+    two = op.post("/api/v1/policies/preview", content=FILE, headers=TOML)
+    assert two.status_code == 422 and "one policy" in two.json()["detail"]
+    assert AuditLog(api_ctx.catalog).list(action="policy.edit") == []
+
+
+@pytest.mark.usefixtures("tenant_vms")
+def test_a_tenant_previews_only_its_own_chains(client: Client, repo: Repository) -> None:
+    op, acme = client("operator"), client("operator", ACME)
+    op.post("/api/v1/policies", json={"name": "sys", "vms": ["globex-db"], "every": "1d"})
+    commit(repo, 1, ["globex-db"], name="globex-db", tags={"policy": "sys"})
+    commit(repo, 2, ["acme-web"], name="acme-web", tags={"policy": "mine"})
+    # the system's policy of that name: the tenant sees none of its points
+    r = acme.post("/api/v1/policies/preview", json={"name": "sys", "vms": ["acme-web"],
+                                                    "every": "1d"})
+    assert r.status_code == 200 and r.json()["retention"]["points"] == []
+    # nor of a name nobody stored; nor may it name another's VM
+    r = acme.post("/api/v1/policies/preview", json={"name": "mine", "vms": ["acme-web"],
+                                                    "every": "1d"})
+    assert r.status_code == 200 and r.json()["retention"]["points"] == []
+    foreign = acme.post("/api/v1/policies/preview", json={"name": "x", "vms": ["globex-db"],
+                                                          "every": "1d"})
+    assert foreign.status_code == 422 and "globex-db" in foreign.json()["detail"]

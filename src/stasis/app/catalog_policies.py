@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stasis.app.catalogs import using
-from stasis.app.models import PointDecision, RetentionPreview, StoredPolicy
+from stasis.app.models import DraftPreview, PointDecision, RetentionPreview, StoredPolicy
 from stasis.app.policies import summary
 from stasis.app.scope import Scope
 from stasis.errors import PermissionDenied, PolicyError, PolicyNotFound, UsageError
@@ -351,12 +351,18 @@ def retention_preview(catalog: str | Catalog | None, name: str, repo: Repository
     """What policy ``name``'s retention would keep and remove in ``repo`` now, over the
     chains its runs made (nothing is removed)."""
     from stasis.service.policy import parse_policies
-    from stasis.service.prune import policy_chains, prune_points
 
     with using(catalog) as c:
         s = _seen(c, name, scope)
     p = parse_policies(s.source, file=f"catalog:{name}")[0]
-    at = now or datetime.now(UTC)
+    return _retention(p, repo, repository=repository, now=now or datetime.now(UTC))
+
+
+def _retention(p: Policy, repo: Repository, *, repository: str,
+               now: datetime) -> RetentionPreview:
+    from stasis.service.prune import policy_chains, prune_points
+
+    name, at = p.name, now
     chains = policy_chains(repo, name)
     result = prune_points(repo, p.retention_rules(), now=at, names=chains, dry_run=True) \
         if chains else None
@@ -366,3 +372,31 @@ def retention_preview(catalog: str | Catalog | None, name: str, repo: Repository
                             chains=chains, points=decisions,
                             kept=[d.id for d in decisions if d.keep],
                             removed=[d.id for d in decisions if not d.keep])
+
+
+def draft_preview(catalog: str | Catalog | None, text: str, repo: Repository, *,
+                  rules: Rules, repository: str, scope: Scope | None = None,
+                  now: datetime | None = None) -> DraftPreview:
+    """Policy ``text`` (one ``[[policy]]`` table, saved or not) checked as a save checks
+    it (PolicyError naming every problem), with its next runs after ``now`` and what its
+    retention would keep and remove in ``repo`` of the chains its name's runs made.
+    Nothing is stored. To a tenant, only a stored policy of its own has chains (the
+    points of a name it does not own are not shown)."""
+    from stasis.catalog import PolicyStore
+
+    policies = checked(text, rules)
+    if len(policies) != 1:
+        raise PolicyError("the request", "it is not one policy",
+                          f"a preview is of one policy (the body holds {len(policies)})",
+                          problems=["policy: one [[policy]] table"])
+    p, at = policies[0], now or datetime.now(UTC)
+    with using(catalog) as c:
+        _check_members(scope, c, p)
+        stored = PolicyStore(c).get(p.name)
+    tenant = scope is not None and not scope.everything
+    if (stored is None and tenant) or (stored is not None and not _may_see(scope, stored)):
+        kept = RetentionPreview(policy=p.name, repository=repository, now=at.isoformat(),
+                                chains=[], points=[], kept=[], removed=[])
+    else:
+        kept = _retention(p, repo, repository=repository, now=at)
+    return DraftPreview(policy=summary(p, at), retention=kept)

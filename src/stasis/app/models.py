@@ -1612,3 +1612,16 @@ class DrillRecordModel(Model):
     policy: str | None
     failure: str | None
     checks: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------ console, second wave B
+# (issue 16: editors, wizards, admin pages)
+
+
+class DraftPreview(Model):
+    """A policy not saved (yet): checked as a save would check it, with its next runs in
+    its own time zone and what its retention would keep and remove of the points its
+    name's runs made (nothing is stored or removed)."""
+
+    policy: PolicySummary
+    retention: RetentionPreview

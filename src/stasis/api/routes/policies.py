@@ -6,7 +6,9 @@ either is checked exactly as ``stasis policy check`` checks a file, and a refuse
 answers 422 with every problem (its line and key) and writes nothing. ``GET
 /policies/{name}/export`` gives the TOML back. Templates (``?template=true``, admins
 only) are offered to tenants, who make policies of their own from one with
-``{"from_template": NAME, "name": ..., "vms": [...]}``.
+``{"from_template": NAME, "name": ..., "vms": [...]}``. ``POST /policies/preview``
+checks a policy that is not saved (an editor's form) and answers its next runs and its
+retention's keep/remove over the existing points, storing nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from stasis.api.routes.common import context, repository
 from stasis.app import audit
 from stasis.app import catalog_policies as ops
 from stasis.app.auth import Principal
-from stasis.app.models import RetentionPreview, StoredPolicy
+from stasis.app.models import DraftPreview, RetentionPreview, StoredPolicy
 from stasis.app.scope import Scope
 from stasis.errors import PoliciesFromFile, UsageError
 from stasis.repository import Repository
@@ -135,6 +137,26 @@ def retention_preview(request: Request, name: str = Path(), where: Scope = Depen
     ctx = context(request)
     return ops.retention_preview(ctx.catalog, name, repo, scope=where,
                                  repository=repository_name or ctx.default_repository)
+
+
+@router.post("/policies/preview", response_model=DraftPreview,
+             openapi_extra=_with_body("policies:read", "one policy as JSON (the keys of a "
+                                      "[[policy]] table) or TOML, saved or not"))
+def preview_policy(request: Request, got: Body = Depends(body),
+                   where: Scope = Depends(scope), repo: Repository = Depends(repository),
+                   repository_name: str | None = Query(None, alias="repository"),
+                   after: datetime | None = Query(None, description="the runs and the "
+                                                  "retention as of this instant (default: "
+                                                  "now)"),
+                   ) -> DraftPreview:
+    """A policy as it would run if saved (edited or new; nothing is stored): checked as a
+    save checks it (422 naming each problem), its next runs in its own time zone, and
+    which existing points of its chains its retention would keep and which remove."""
+    ctx = context(request)
+    text = got.toml if got.toml is not None else ops.policy_toml(got.fields or {})
+    return ops.draft_preview(ctx.catalog, text, repo, rules=_rules(request), scope=where,
+                             repository=repository_name or ctx.default_repository,
+                             now=after)
 
 
 @router.post("/policies", status_code=201, response_model=list[StoredPolicy],

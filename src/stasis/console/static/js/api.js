@@ -15,7 +15,8 @@ export class ApiError extends Error {
 
 export function setCsrf(token) { csrf = token; }
 
-export async function api(path, { method = "GET", body, query } = {}) {
+// `body` goes as JSON; `text` with `textType` as it is (a policy file as TOML).
+export async function api(path, { method = "GET", body, query, text, textType } = {}) {
   const url = new URL(V1 + path, location.origin);
   for (const [k, v] of Object.entries(query || {})) {
     if (v === null || v === undefined || v === "") continue;
@@ -23,10 +24,11 @@ export async function api(path, { method = "GET", body, query } = {}) {
   }
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (text !== undefined) headers["Content-Type"] = textType;
   if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
   const r = await fetch(url, {
     method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: text !== undefined ? text : body === undefined ? undefined : JSON.stringify(body),
   });
   if (r.status === 204) return null;
   const type = r.headers.get("content-type") || "";

@@ -11,6 +11,7 @@ import * as job from "./pages/job.js";
 import * as jobs from "./pages/jobs.js";
 import * as point from "./pages/point.js";
 import * as explore from "./pages/explore.js";
+import { ROUTES2B, NAV2B } from "./pages/routes2b.js";
 
 const ROUTES = [
   [/^\/$/, dashboard, "dashboard"],
@@ -20,12 +21,14 @@ const ROUTES = [
   [/^\/jobs\/(\d+)$/, job, "jobs"],
   [/^\/points\/([^/]+)$/, point, "vms"],
   [/^\/points\/([^/]+)\/explore$/, explore, "vms"],
+  ...ROUTES2B,
 ];
 
 const NAV = [
   ["#/", "Dashboard", "dashboard", "status:read"],
   ["#/vms", "VMs", "vms", "vms:read"],
   ["#/jobs", "Jobs", "jobs", "jobs:read"],
+  ...NAV2B,
 ];
 
 const main = document.getElementById("main");

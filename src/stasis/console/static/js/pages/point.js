@@ -135,6 +135,8 @@ export async function render(ctx) {
     h("p", { class: "crumbs" }, link("#/vms", "VMs"), " / ",
       p.vms.map((v, i) => [i ? ", " : "", link(`#/vms/${encodeURIComponent(v.name)}`, v.name)]), " /"),
     h("h1", {}, `Point ${p.name} `, h("span", { class: "muted" }, `of ${new Date(p.time).toLocaleString()}`)),
+    ctx.can("restores:run") ? h("p", { class: "row" }, h("a", { class: "button quiet", href: `#/points/${p.id}/recover` },
+      "Recover: a disk, instant recovery, the group, in place…")) : null,
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "p-facts" }, h("h2", { id: "p-facts" }, "Point"),
         facts([["Id", h("span", { class: "mono" }, p.id)], ["Taken", time(p.time)], ["Kind", p.kind],
