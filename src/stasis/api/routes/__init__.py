@@ -10,6 +10,7 @@ from stasis.api.routes import (
     audit,
     backups,
     console,
+    dashboard,
     docs,
     files,
     groups,
@@ -35,6 +36,7 @@ ROUTERS: list[APIRouter] = [
     vms.router, groups.router, policies.router, points.router, repositories.router,
     status.router, backups.router, restores.router, maintenance.router, jobs.router,
     files.router, instant.router, problem_types.router, docs.router,
+    dashboard.router,
 ]
 # at the root: /metrics, where Prometheus looks by default; the console's page at /
 ROOT_ROUTERS: list[APIRouter] = [metrics.router, console.router]
