@@ -3,9 +3,10 @@
 docs/console/ (the PNGs docs/console.md shows).
 
 It runs the console's own browser tests with $STASIS_CONSOLE_SHOTS set: the flow on a
-real guest (tests/console/test_console_vm.py) screenshots each page it reaches, in
-both themes, so the pictures show real data and stay what the tests check. Run as
-root on a machine ./scripts/setup prepared (libvirt, Debian's chromium):
+real guest (tests/console/test_console_vm.py) and the second wave's pages
+(tests/console/test_console_data.py) screenshot each page they reach, in both
+themes, so the pictures show real data and stay what the tests check. Run as root
+on a machine ./scripts/setup prepared (libvirt, Debian's chromium):
 
     .venv/bin/python bench/console_screenshots.py            # about 30 s
 """
@@ -28,7 +29,9 @@ def main() -> int:
     env = {**os.environ, "STASIS_CONSOLE_SHOTS": str(OUT)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/console/test_console_vm.py", "tests/console/test_console.py",
-                           "-k", "real_guest or wrong_password"], cwd=ROOT, env=env)
+                           "tests/console/test_console_data.py",
+                           "-k", "real_guest or wrong_password or test_console_data"],
+                          cwd=ROOT, env=env)
     shots = sorted(p.name for p in OUT.glob("*.png"))
     print(f"{len(shots)} screenshots in {OUT}: {', '.join(shots)}")
     return done.returncode

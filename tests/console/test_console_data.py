@@ -195,7 +195,7 @@ def test_the_dashboard_draws_days_growth_forecast_and_copy_lag(
     text = row.inner_text()
     assert "nightly" in text and "offsite" in text, text
     assert "72 h behind" in text or "3 days behind" in text, text
-    shoot(page, "dashboard")
+    shoot(page, "dashboard-history")
     assert not b.foreign(), b.foreign()
 
 

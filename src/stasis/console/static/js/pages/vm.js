@@ -27,7 +27,7 @@ function frozenText(p) {
 // bytes read (log scale), green for full and blue for incremental, a dot above it when
 // the VM reached more than crash consistency. The table below says the same in text.
 function timeline(points, vm) {
-  if (!points.length) return h("p", { class: "muted" }, "No points yet.");
+  if (!points.length) return null;  // the table says there are none
   const times = points.map((p) => Date.parse(p.time));
   const lo = Math.min(...times);
   const hi = Math.max(...times);
@@ -81,7 +81,7 @@ function pointsPanel(first, name) {
   } }, `Load ${PAGE} older points`);
   function draw() {
     const span = loaded.length ? ` from ${new Date(loaded[loaded.length - 1].time).toLocaleString()} to ${new Date(loaded[0].time).toLocaleString()}` : "";
-    replace(caption, cursor ? `The ${loaded.length} newest points${span}; older ones not loaded yet.`
+    if (!loaded.length) replace(caption); else replace(caption, cursor ? `The ${loaded.length} newest points${span}; older ones not loaded yet.`
       : `All ${loaded.length} points${span}.`,
     " Bars: bytes read; green full, blue incremental; a dot: more than crash consistency.");
     replace(figure, timeline(loaded, name));
