@@ -196,7 +196,8 @@ class Result:
 
 
 def _render_once(browser: Any, base: str, url: str, *, sign_in: bool,
-                 check: tuple[str, int] | None) -> tuple[float, list[str], str]:
+                 check: tuple[str, int] | None
+                 ) -> tuple[float, list[str], str, list[tuple[str, float, float]]]:
     ctx = browser.new_context(base_url=base, viewport={"width": 1280, "height": 860})
     try:
         if sign_in:
@@ -212,6 +213,9 @@ def _render_once(browser: Any, base: str, url: str, *, sign_in: bool,
         page.goto(base + url)
         page.wait_for_function("() => window.__rendered !== null")
         rendered = float(page.evaluate("window.__rendered"))
+        timings = page.evaluate(
+            "() => performance.getEntriesByType('resource').map((e) =>"
+            " [e.name, e.startTime, e.responseEnd])")
         html = ""
         if check is not None:
             selector, count = check
@@ -223,7 +227,7 @@ def _render_once(browser: Any, base: str, url: str, *, sign_in: bool,
                 "(() => { const d = document.documentElement.cloneNode(true);"
                 " d.querySelectorAll('script').forEach((s) => s.remove());"
                 " return '<!doctype html>\\n' + d.outerHTML; })()")
-        return rendered, api, html
+        return rendered, api, html, timings
     finally:
         ctx.close()
 
@@ -231,19 +235,30 @@ def _render_once(browser: Any, base: str, url: str, *, sign_in: bool,
 def measure(browser: Any, base: str, target: Target, runs: int, floors: Path) -> Result:
     load = os.getloadavg()[0]
     times, html, api = [], "", []
+    took: dict[str, list[float]] = {}  # per resource: ms from its start to its end
     _render_once(browser, base, target.hash, sign_in=True, check=None)  # warm the server
     for _ in range(runs):
-        t, api, html = _render_once(browser, base, target.hash, sign_in=True,
-                                    check=(target.check, target.count))
+        t, api, html, timings = _render_once(browser, base, target.hash, sign_in=True,
+                                             check=(target.check, target.count))
         times.append(t)
+        for url, start, end in timings:
+            took.setdefault(url.removeprefix(base).split("?")[0], []).append(end - start)
     (floors / f"{target.name}.html").write_text(html)
     floor = [_render_once(browser, base, f"/bench-floor/{target.name}", sign_in=False,
                           check=None)[0] for _ in range(runs)]
     print(f"  {target.name}: first render median {statistics.median(times):.0f} ms, "
           f"floor {statistics.median(floor):.0f} ms, {len(api)} API requests "
           f"(load {load:.1f})", file=sys.stderr)
+    slowest = sorted(((statistics.median(v), k) for k in took for v in [took[k]]
+                      if k.startswith("/api/v1/")), reverse=True)[:3]
+    if os.environ.get("BENCH_CONSOLE_TRACE"):
+        for url, start, end in timings:
+            print(f"    {start:7.0f} {end:7.0f} {url.removeprefix(base)}", file=sys.stderr)
+    print("    slowest requests (median): " + ", ".join(f"{k} {ms:.0f} ms"
+                                                      for ms, k in slowest), file=sys.stderr)
     return Result(target.name, times, floor, len(api), len(html.encode()), load,
-                  {"api": sorted({u.split("/api/v1", 1)[1].split("?")[0] for u in api})})
+                  {"api": sorted({u.split("/api/v1", 1)[1].split("?")[0] for u in api}),
+                   "slowest_ms": {k: round(ms, 1) for ms, k in slowest}})
 
 
 def render(results: list[Result]) -> list[str]:

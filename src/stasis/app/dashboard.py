@@ -36,6 +36,7 @@ from stasis.catalog import Catalog
 from stasis.repository import Repository
 
 MAX_DAYS = 366
+FAR_DAYS = 100 * 365  # a fill date further off is no forecast
 
 
 def _utc(t: datetime) -> datetime:
@@ -177,10 +178,13 @@ def usage(name: str, repo: Repository, *, now: datetime, days: int = 30) -> Repo
                         "pace")
         else:
             full_in = free / slope
-            when = now + timedelta(days=min(full_in, 365 * 100))
-            full_on = when.astimezone(UTC).date().isoformat()
-            forecast = (f"full in about {full_in:.0f} days ({full_on}) at the last "
-                        f"{days} days' pace")
+            if full_in > FAR_DAYS:
+                forecast = (f"not full within {FAR_DAYS // 365} years at the last {days} "
+                            "days' pace")
+            else:
+                full_on = (now + timedelta(days=full_in)).astimezone(UTC).date().isoformat()
+                forecast = (f"full in about {full_in:.0f} days ({full_on}) at the last "
+                            f"{days} days' pace")
     return RepoUsage(name=name, id=repo.id, url=without_secrets(repo.url),
                      stored_size=stored, logical_size=facts.logical_size,
                      dedup_ratio=facts.dedup_ratio, compression_ratio=facts.compression_ratio,

@@ -1592,7 +1592,7 @@ class RepoUsage(Model):
     (a local repository) or None (S3 and other object stores: no size to fill, no
     forecast). ``growth_per_day`` is the slope of a least-squares line through
     ``days``; ``full_on`` the day it reaches ``free`` at that pace (None: not
-    growing, or no size)."""
+    growing, no size, or over 100 years away)."""
 
     name: str
     id: str
