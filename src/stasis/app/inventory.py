@@ -1,4 +1,5 @@
-"""The VM inventory: every libvirt VM with its disks, protection and newest point."""
+"""The VM inventory: every libvirt VM with its disks, labels, protection and newest
+point."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def _row(dom: libvirt.virDomain, repo: Repository | None, point: KnownPoint | No
         protected=(point is not None or bool(chain)) if repo is not None else None,
         checkpoint=chain[-1].name if chain else None,
         newest_point=PointRef(id=point.id, time=point.time) if point else None,
+        labels=lb.get_labels(dom),
     )
 
 

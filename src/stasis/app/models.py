@@ -268,6 +268,7 @@ class VmRow(Model):
     protected: bool | None
     checkpoint: str | None
     newest_point: PointRef | None
+    labels: dict[str, str] = {}  # its Stasis labels (KEY: VALUE)
 
 
 # ------------------------------------------------------------------ verify
@@ -731,12 +732,19 @@ class PointSummary(Model):
     tags: dict[str, str]
     vms: list[str]
     disks: int
+    # what a timeline draws without asking for each point (see PointVmBrief)
+    frozen_ms: float | None = None
+    stored_new: int = 0  # bytes the point's new chunks took in the repository
+    vm_records: list[PointVmBrief] = []
 
     @classmethod
     def of(cls, m: Manifest) -> PointSummary:
         return cls(id=m.id, name=m.name, time=m.time, kind=m.kind, size=m.virtual_size,
                    bytes_read=m.bytes_read, parent=m.parent, tags=m.tags,
-                   vms=[vm.name for vm in m.vms], disks=len(m.disks()))
+                   vms=[vm.name for vm in m.vms], disks=len(m.disks()),
+                   frozen_ms=m.timings.get("frozen_ms"),
+                   stored_new=sum(d.stored_new for _, d in m.disks()),
+                   vm_records=[PointVmBrief.of(vm) for vm in m.vms])
 
 
 class StreamDetail(Model):
@@ -1625,3 +1633,118 @@ class DraftPreview(Model):
 
     policy: PolicySummary
     retention: RetentionPreview
+
+
+# ------------------------------------------------------------------ console, second wave
+# (issue 16, console2a: a point's timeline facts, its hold, the dashboard's history,
+# repositories' growth and forecast, copy lag per site)
+
+
+class DiskBrief(Model):
+    """How one disk of a point was read, and what it cost."""
+
+    name: str
+    mode: str  # full | incremental
+    virtual_size: int
+    bytes_read: int
+    stored_new: int
+
+
+class PointVmBrief(Model):
+    """One VM of a point as a timeline shows it: its consistency and how each disk was
+    read (``mode``: full when every disk was read whole, else incremental)."""
+
+    name: str
+    kind: str
+    consistency: str
+    mode: str
+    disks: list[DiskBrief]
+
+    @classmethod
+    def of(cls, vm: VmRecord) -> PointVmBrief:
+        disks = [DiskBrief(name=d.name, mode=d.mode, virtual_size=d.virtual_size,
+                           bytes_read=d.bytes_read, stored_new=d.stored_new)
+                 for d in vm.disks]
+        mode = "full" if all(d.mode == "full" for d in disks) else "incremental"
+        return cls(name=vm.name, kind=vm.kind, consistency=vm.consistency, mode=mode,
+                   disks=disks)
+
+
+PointSummary.model_rebuild()
+
+
+class PointHold(Model):
+    """Whether a point is held now, and its hold (expired ones too) as ``stasis hold
+    list`` shows it."""
+
+    point: str
+    held: bool
+    hold: HoldRow | None
+
+
+class DayMark(Model):
+    """One day (UTC) of a VM's or group's history: the points made that day and whether
+    the RPO was met all day long (``met``), breached at some moment (``breached``),
+    not set (``none``), or not known (``before``: before its first point)."""
+
+    day: str  # YYYY-MM-DD
+    points: int
+    rpo: Literal["met", "breached", "none", "before"]
+
+
+class ProtectionHistory(Model):
+    """The last days of one VM or group: per day, points made and the RPO."""
+
+    kind: Literal["vm", "group"]
+    name: str
+    rpo_s: float | None  # the tightest RPO of the policies covering it (None: none)
+    days: list[DayMark]
+
+
+class UsageDay(Model):
+    """A repository's stored size at the end of one day (UTC)."""
+
+    day: str
+    stored: int
+
+
+class RepoUsage(Model):
+    """A repository's used space, deduplication, growth and when it fills.
+
+    ``days`` are the stored size at the end of each day, counted back from today's
+    size by the bytes each present point stored first (a point pruned since, and
+    space gc freed since, are not seen). ``capacity``/``free`` are the filesystem's
+    (a local repository) or None (S3 and other object stores: no size to fill, no
+    forecast). ``growth_per_day`` is the slope of a least-squares line through
+    ``days``; ``full_on`` the day it reaches ``free`` at that pace (None: not
+    growing, no size, or over 100 years away)."""
+
+    name: str
+    id: str
+    url: str
+    stored_size: int
+    logical_size: int
+    dedup_ratio: float
+    compression_ratio: float
+    days: list[UsageDay]
+    growth_per_day: float | None
+    capacity: int | None
+    free: int | None
+    full_on: str | None
+    full_in_days: float | None
+    forecast: str  # the forecast, or why there is none, as a sentence
+
+
+class CopyLagRow(Model):
+    """One second site of a policy: the copy's lag behind its source, worst over the
+    VMs the policy copies there (``lag_s`` None: a VM with no copy there yet)."""
+
+    policy: str
+    repository: str | None
+    repo_id: str | None
+    vms: int
+    behind: int  # VMs whose newest point is not at this site yet
+    lag_s: float | None
+    lag_points: int
+    newest_time: str | None  # the site's newest copied point (over its VMs)
+    worst_vm: str | None

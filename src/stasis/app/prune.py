@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from stasis.app.jobs import Warn
 from stasis.app.kinds import PruneParams, env_here, run_here
-from stasis.app.models import HoldRow, PruneReport, Released
+from stasis.app.models import HoldRow, PointHold, PruneReport, Released
 from stasis.app.policies import find_policy
 from stasis.clock import SYSTEM_CLOCK
 from stasis.errors import PointNotFound, UsageError
@@ -145,3 +145,14 @@ def list_holds(open_repo: RepoOpener, *, on_damaged: OnDamaged | None = None,
     now = now or wall_clock()
     points = {m.id: m for m in r.points(on_damaged=on_damaged)}
     return [hold_row(h, points.get(pid), now) for pid, h in sorted(r.holds().items())]
+
+
+def hold_of(open_repo: RepoOpener, point: str, *, now: datetime | None = None) -> PointHold:
+    """Whether committed point ``point`` (an id) is held now, with its hold (an expired
+    one too)."""
+    r = open_repo()
+    m = r.resolve(point)
+    now = now or wall_clock()
+    h = r.holds().get(m.id)
+    return PointHold(point=m.id, held=h is not None and h.active(now),
+                     hold=None if h is None else hold_row(h, m, now))

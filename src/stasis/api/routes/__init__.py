@@ -10,6 +10,7 @@ from stasis.api.routes import (
     audit,
     backups,
     console,
+    dashboard,
     docs,
     drills,
     files,
@@ -36,6 +37,7 @@ ROUTERS: list[APIRouter] = [
     vms.router, groups.router, policies.router, points.router, repositories.router,
     status.router, backups.router, restores.router, maintenance.router, jobs.router,
     files.router, instant.router, problem_types.router, docs.router, drills.router,
+    dashboard.router,
 ]
 # at the root: /metrics, where Prometheus looks by default; the console's page at /
 ROOT_ROUTERS: list[APIRouter] = [metrics.router, console.router]

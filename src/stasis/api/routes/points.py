@@ -1,5 +1,6 @@
 """``/points``: the recovery points of a served repository (``?repository=NAME``),
-shown, held and released, and deleted."""
+shown (a listing gives each point's VMs and how each disk was read, so a timeline
+needs no request per point), held and released (and the hold read), and deleted."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from stasis.app import audit
 from stasis.app import points as ops
 from stasis.app import prune as holds
 from stasis.app.auth import Principal
-from stasis.app.models import HoldRow, PointDeleted, PointDetail, PointSummary, Released
+from stasis.app.models import (
+    HoldRow,
+    PointDeleted,
+    PointDetail,
+    PointHold,
+    PointSummary,
+    Released,
+)
 from stasis.app.scope import Scope
 from stasis.repository import Repository
 
@@ -64,6 +72,15 @@ def get_point(point: str = PointPath, where: Scope = Depends(scope),
               repo: Repository = Depends(repository)) -> PointDetail:
     """One point in full, as its manifest holds it."""
     return ops.show_point(repo, point, owned=_owned(where))
+
+
+@router.get("/points/{point}/hold", openapi_extra=needs("points:read"),
+            response_model=PointHold)
+def get_hold(point: str = PointPath, where: Scope = Depends(scope),
+             repo: Repository = Depends(repository)) -> PointHold:
+    """Whether the point is held, and its hold: reason, until, by whom, since when."""
+    m = ops.resolve_point(repo, point, owned=_owned(where))
+    return holds.hold_of(lambda: repo, m.id)
 
 
 @router.post("/points/{point}/hold", openapi_extra=needs("points:hold"),

@@ -1,5 +1,7 @@
 // Explore a disk of a point: browse its partitions and file systems (as the API's files
-// routes read them), find files by name, download a file, or a directory as zip or tar.zst.
+// routes read them), find files by name, download a file, or a directory as zip or
+// tar.zst, or select several files and directories and download them as one zip (the
+// archive route takes a list of paths; the selection lasts while the page is open).
 
 import { api, href } from "../api.js";
 import { h, svg, replace, link, bytes, when, table, problem } from "../dom.js";
@@ -37,9 +39,38 @@ export async function render(ctx) {
     api(`/points/${encodeURIComponent(id)}/files`, { query: { ...base, path, limit: 1000 } }).catch((e) => e),
   ]);
 
+  // The selection: paths of this disk, each with the name shown.
+  const selected = new Map();
+  const boxes = new Map();  // path -> its checkboxes (a file listed and found shows twice)
+  const chosen = h("span", { role: "status", "data-testid": "selected-count" });
+  const zipSelected = h("a", { class: "button small", download: "selection.zip", hidden: true }, "Download selected as zip");
+  const clear = h("button", { type: "button", class: "quiet small", hidden: true, onclick: () => {
+    selected.clear();
+    for (const list of boxes.values()) for (const b of list) b.checked = false;
+    showSelection();
+  } }, "Clear selection");
+  function showSelection() {
+    const n = selected.size;
+    replace(chosen, n ? `${n} selected: ${[...selected.values()].slice(0, 3).join(", ")}${n > 3 ? ", …" : ""}` : "Nothing selected");
+    zipSelected.hidden = clear.hidden = !n;
+    zipSelected.href = n ? href(`/points/${id}/files/archive`, { ...base, path: [...selected.keys()], format: "zip" }) : "";
+    zipSelected.setAttribute("aria-label", `Download the ${n} selected as zip`);
+  }
+  const pick = (p, label) => {
+    const box = h("input", { type: "checkbox", checked: selected.has(p), "aria-label": `Select ${label}`,
+      onchange: () => {
+        if (box.checked) selected.set(p, label); else selected.delete(p);
+        for (const b of boxes.get(p) || []) b.checked = box.checked;
+        showSelection();
+      } });
+    boxes.set(p, [...(boxes.get(p) || []), box]);
+    return box;
+  };
+  showSelection();
+
   const entryRow = (e, from) => {
     if (e.type === "volume") {
-      return h("tr", {}, h("td", {}, icon("volume"), link(here(`${e.name}:/`), e.name)),
+      return h("tr", {}, h("td", {}), h("td", {}, icon("volume"), link(here(`${e.name}:/`), e.name)),
         h("td", {}, e.filesystem || e.error || "no file system read"), h("td", { class: "num" }, bytes(e.size)),
         h("td", {}, e.description), h("td", {}));
     }
@@ -59,7 +90,10 @@ export async function render(ctx) {
         h("a", { href: href(`/points/${id}/files/archive`, { ...q, path: p, format: "tar.zst" }), download: `${e.name}.tar.zst`,
           "aria-label": `Download ${e.name} as tar.zst` }, "tar.zst")]
         : null;
+    // only this disk's files go in the selection (an archive is of one disk)
+    const mine = !from || ((e.vm ?? vm) === vm && (e.disk ?? disk) === disk);
     return h("tr", { "data-path": p },
+      h("td", { class: "select-col" }, mine && e.type !== "symlink" ? pick(p, from ? e.path : e.name) : null),
       nameCell, h("td", { class: "mono" }, e.mode_text), h("td", { class: "num" }, e.type === "file" ? bytes(e.size) : ""),
       h("td", { class: "nowrap" }, when(e.mtime)), h("td", {}, actions));
   };
@@ -85,7 +119,7 @@ export async function render(ctx) {
     try {
       const found = await api(`/points/${encodeURIComponent(id)}/files/find`, { query: { ...base, pattern: glob, limit: 500 } });
       replace(results, h("h3", {}, `${found.items.length}${found.next ? "+" : ""} found for ${glob}`),
-        table("Files found", ["Path", "Mode", ["Size", "num"], "Modified", "Download"],
+        table("Files found", [["Select", "select-col"], "Path", "Mode", ["Size", "num"], "Modified", "Download"],
           found.items.map((x) => entryRow(x, true)), "Nothing matches."));
     } catch (err) { replace(results, problem(err)); }
   } }, h("label", { for: "find" }, "Find by name"), pattern, h("button", { type: "submit" }, "Find"));
@@ -99,12 +133,13 @@ export async function render(ctx) {
       link(`#/points/${id}`, `point ${point.name} of ${new Date(point.time).toLocaleString()}`), " /"),
     h("h1", {}, `Files of ${vm} ${disk}`),
     h("section", { class: "panel", "aria-label": "Find files" }, find, results),
+    h("section", { class: "panel row", "aria-label": "Selection" }, chosen, zipSelected, clear),
     h("section", { class: "panel", "aria-labelledby": "dir-title" },
       h("div", { class: "spread" },
         h("h2", { id: "dir-title" }, h("nav", { class: "path", "aria-label": "Path" }, crumbs)),
         listing instanceof Error || !listing.items.length || listing.items[0].type === "volume" ? null
           : h("div", { class: "row" }, archive("zip"), archive("tar.zst"))),
       listing instanceof Error ? problem(listing)
-        : table("Directory", ["Name", "Mode", ["Size", "num"], "Modified", "Download"],
+        : table("Directory", [["Select", "select-col"], "Name", "Mode", ["Size", "num"], "Modified", "Download"],
           listing.items.map((e) => entryRow(e, false)), "This directory is empty.")));
 }

@@ -13,11 +13,15 @@ function field(id, label, input, hint) {
 // made), shown again once the page re-rendered.
 let made = null;
 
-function holdPanel(ctx, p, held) {
+function holdPanel(ctx, p, held, row) {
   const area = h("div", { "aria-live": "polite" },
     held && made?.point === p.id ? h("p", { class: "notice", "data-testid": "hold-made" }, made.description) : null);
-  const status = h("p", { "data-testid": "hold-state" }, held ? badge("held", "warn") : badge("not held"),
-    held ? " Prune keeps this point while it is held." : " Retention decides about this point.");
+  const status = h("div", {}, h("p", { "data-testid": "hold-state" }, held ? badge("held", "warn") : badge("not held"),
+    held ? " Prune keeps this point while it is held." : " Retention decides about this point."),
+  // the hold itself, as GET /points/{id}/hold reads it back (an expired one too)
+  row ? h("div", { "data-testid": "hold-facts" }, facts([["Reason", row.reason || "none given"], ["Until", row.until ? time(row.until) : "released by hand"],
+    ["By", row.by || "–"], ["Since", row.created ? time(row.created) : "–"],
+    held ? null : ["State", "expired: retention decides again"]])) : null);
   if (!ctx.can("points:hold")) return h("section", { class: "panel", "aria-labelledby": "p-hold" }, h("h2", { id: "p-hold" }, "Hold"), status);
   const reason = h("input", { id: "hold-reason", name: "reason", maxlength: 500 });
   const until = h("input", { id: "hold-until", name: "until", placeholder: "2027-01-31, or 90d" });
@@ -114,11 +118,8 @@ function deletePanel(ctx, p, held) {
 export async function render(ctx) {
   const [id] = ctx.params;
   const p = await api(`/points/${encodeURIComponent(id)}`);
-  let held = false;
-  try {
-    const heldPoints = await api("/points", { query: { vm: p.vms[0]?.name, held: true, limit: 1000 } });
-    held = heldPoints.items.some((x) => x.id === p.id);
-  } catch (e) { /* shown as not held */ }
+  const hold = await api(`/points/${encodeURIComponent(p.id)}/hold`).catch(() => null);
+  const held = !!hold?.held;
   const explore = (v, d) => ctx.can("files:read")
     ? link(`#/points/${p.id}/explore?vm=${encodeURIComponent(v.name)}&disk=${encodeURIComponent(d.target || d.name)}`,
       "Explore files", h("span", { class: "sr-only" }, ` of ${v.name} ${d.target || d.name}`))
@@ -146,7 +147,7 @@ export async function render(ctx) {
       h("section", { class: "panel", "aria-labelledby": "p-cons" }, h("h2", { id: "p-cons" }, "Consistency"),
         facts(p.vms.map((v) => [v.name, [badge(v.consistency, v.consistency === "crash" ? "" : "ok"),
           v.extra?.consistency_note ? h("span", { class: "muted" }, ` ${v.extra.consistency_note}`) : ""]]))),
-      holdPanel(ctx, p, held)),
+      holdPanel(ctx, p, held, hold?.hold)),
     h("section", { class: "panel", "aria-labelledby": "p-disks" }, h("h2", { id: "p-disks" }, "VMs and disks"),
       table("Disks", ["VM", "Disk", "Format", ["Size", "num"], "Read", ["Read bytes", "num"], ["Stored new", "num"], "Files"], diskRows)),
     h("div", { class: "grid" },
