@@ -26,6 +26,10 @@ from tests.conftest import write_image
 
 Client = Callable[..., TestClient]
 
+# These routes read the catalog only through queries the catalog's own tests run on
+# both databases (the points index, stored policies and groups): SQLite is enough here.
+pytestmark = pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+
 
 @pytest.fixture(autouse=True)
 def tokens_only_role(api_ctx: ApiContext) -> None:

@@ -133,7 +133,7 @@ QUERY_KINDS: dict[str, str | None] = {
     "state": None, "protected": None, "kind": None, "since": None, "until": None,
     "held": None, "template": None, "after": None, "all": None, "action": None,
     "offset": None, "last_event_id": None, "path": None, "pattern": None, "disk": None,
-    "format": None, "passed": None,
+    "format": None, "passed": None, "days": None,
 }
 QUERY_NAME = {"vms": "vm", "points": "pointname"}
 
