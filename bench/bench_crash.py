@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench_s3 import isolated_aws, running  # noqa: E402
+from bench_s3 import commit, isolated_aws, running  # noqa: E402
 
 from stasis_testkit.crashes import OPERATIONS, Kill, World, matrix  # noqa: E402
 
@@ -135,14 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                  + "\n")
     print(json.dumps(report, indent=1) if args.json else "\n".join(render(rows)))
     return 0
-
-
-def commit() -> str:
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"],
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Run as root from the repository root; see bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -40,32 +39,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 PASSPHRASE = "bench passphrase"
 PORT = 8080
 
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def drop_caches() -> None:
-    os.sync()
-    with contextlib.suppress(OSError):
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-def fill_disk(path: Path, size: int, data: int, work: Path) -> None:
-    """A qcow2 of ``size`` with ``data`` bytes of random data in 64 MiB runs spread
-    over the disk, the rest unallocated."""
-    raw = work / "fill.raw"
-    runs = max(1, data // (64 * MiB))
-    stride = size // runs
-    with open(raw, "wb") as f:
-        f.truncate(size)
-        for i in range(runs):
-            f.seek(i * stride)
-            for _ in range(4):
-                f.write(os.urandom(16 * MiB))
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1",
-                    str(raw), str(path)], check=True)
-    raw.unlink()
+from bench_instant import drop_caches, log, make_disk  # noqa: E402 (helpers shared)
 
 
 def stasis(env: dict[str, str], *args: str) -> Any:
@@ -123,7 +97,7 @@ def main() -> None:
                        network=prod.name(), guest_agent=True,
                        cmdline=[f"stasis.listen={PORT}"])
         guests.append(g)
-        fill_disk(g.disks["vda"].path, int(size * GiB), int(data * GiB), work)
+        make_disk(g.disks["vda"].path, int(size * GiB), int(data * GiB), work)
         g.start()
         g.wait_ready(180)
         return g

@@ -29,8 +29,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench_crash import commit  # noqa: E402
-from bench_s3 import isolated_aws, running  # noqa: E402
+from bench_s3 import commit, isolated_aws, running  # noqa: E402
 
 from stasis_testkit.crashes import World  # noqa: E402
 from stasis_testkit.stress import Stress  # noqa: E402
