@@ -99,7 +99,8 @@ def clean_vm(dom: libvirt.virDomain, repo: Repository, report: DoctorReport | No
 
 def clean_vms(conn: libvirt.virConnect, repo: Repository, report: DoctorReport, *,
               fix: bool) -> None:
-    """:func:`clean_vm` on every domain; a job that is not debris is left alone."""
+    """:func:`clean_vm` on every domain; a job that is not debris is left alone, and a
+    domain that another client undefines while doctor looks at it is no longer a VM."""
     for dom in conn.listAllDomains():
         try:
             clean_vm(dom, repo, report, fix=fix)
@@ -107,6 +108,9 @@ def clean_vms(conn: libvirt.virConnect, repo: Repository, report: DoctorReport, 
             pass  # a job of a running Stasis, or not Stasis's: not debris
         except JobNotEnded as e:
             report.add("libvirt job", str(e), False)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
 
 
 def clean_run_dirs(run_dirs: list[Path], report: DoctorReport, *, fix: bool) -> None:
