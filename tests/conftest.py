@@ -193,18 +193,31 @@ class Cli:
         return r
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def make_cli(base: Path) -> Cli:
+    """The CLI with its repository and state directory under ``base`` (neither made)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STASIS_")}
     env.update(
-        STASIS_REPO=str(tmp_path / "clirepo"),
+        STASIS_REPO=str(base / "clirepo"),
         STASIS_PASSPHRASE=PASSPHRASE,
-        STASIS_STATE_DIR=str(tmp_path / "clistate"),
+        STASIS_STATE_DIR=str(base / "clistate"),
         COLUMNS="200",
         # The test drivers (python -m tests.drivers...) import from the checkout.
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     )
-    return Cli(tmp_path / "clirepo", env)
+    return Cli(base / "clirepo", env)
+
+
+def make_cli_repo(base: Path, catalog_template: Path) -> Cli:
+    """:func:`make_cli` on a new repository with its catalog already migrated."""
+    cli = make_cli(base)
+    init_repo(cli.repo)
+    seed_catalog(catalog_template, Path(cli.env["STASIS_STATE_DIR"]) / CATALOG_FILE)
+    return cli
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return make_cli(tmp_path)
 
 
 @pytest.fixture

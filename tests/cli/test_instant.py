@@ -15,23 +15,27 @@ from typing import Any
 import pytest
 
 from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestDisk, GuestKit, MiB, read_image
-from tests.conftest import BIN, Cli, remove_domain
+from tests.conftest import BIN, Cli, make_cli_repo, remove_domain
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
 
 VDB_PATTERN_AT = 5 * MiB
+POINT_VDB: list[bytes] = []  # vdb's 64 KiB at VDB_PATTERN_AT in the point, once written
 
 
-@pytest.fixture
-def vm_cli(cli_repo: Cli, tmp_path: Path) -> Cli:
-    scratch = tmp_path / "scratch"
+# One guest, repository and point for the module (a guest and a backup per test cost
+# CI about 40 s): each test removes what it made, and checks that itself.
+@pytest.fixture(scope="module")
+def vm_cli(tmp_path_factory: pytest.TempPathFactory, catalog_template: Path) -> Cli:
+    cli = make_cli_repo(tmp_path_factory.mktemp("instant-cli"), catalog_template)
+    scratch = cli.repo.parent / "scratch"
     scratch.mkdir(mode=0o711)
-    cli_repo.env["STASIS_SCRATCH_DIR"] = str(scratch)
-    return cli_repo
+    cli.env["STASIS_SCRATCH_DIR"] = str(scratch)
+    return cli
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def source(kit: GuestKit) -> Iterator[Guest]:
     """A running guest with data on both disks (vda qcow2, vdb raw)."""
     g = kit.create(disks=[DiskSpec("vda", "qcow2", 64 * MiB), DiskSpec("vdb", "raw", 32 * MiB)])
@@ -40,13 +44,13 @@ def source(kit: GuestKit) -> Iterator[Guest]:
         # Data over the serial port is slow: a byte pattern made in the guest, and a
         # little random data sent from the host.
         g.write_pattern("vda", 3 * MiB, 1 * MiB, byte=0x3C)
-        g.write_pattern("vdb", VDB_PATTERN_AT, 64 * 1024, seed=12)
+        POINT_VDB.append(g.write_pattern("vdb", VDB_PATTERN_AT, 64 * 1024, seed=12))
         yield g
     finally:
         g.destroy()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def point(source: Guest, vm_cli: Cli) -> dict[str, Any]:
     p = vm_cli.ok("backup", "vm", source.name, "--json").json()
     assert isinstance(p, dict)
@@ -252,8 +256,7 @@ def test_instant_boots_then_finalize_copies_point_plus_writes(
         pid = row["export_pid"]
         assert Path(f"/proc/{pid}").exists()
         # The guest sees the point's data, and writes a pattern of its own.
-        assert g.read_bytes("vdb", VDB_PATTERN_AT, 4096) == \
-            source.read_image("vdb", VDB_PATTERN_AT, 4096)
+        assert g.read_bytes("vdb", VDB_PATTERN_AT, 4096) == POINT_VDB[-1][:4096]
         written = g.write_pattern("vdb", 20 * MiB, 64 * 1024, seed=99)
         g.write_pattern("vda", 40 * MiB, 128 * 1024, byte=0x77)
         g.sync()
@@ -373,7 +376,7 @@ def test_attach_shows_the_point_disk_in_the_guest_and_detach_removes_it(
     kit: GuestKit, source: Guest, point: dict[str, Any], vm_cli: Cli
 ) -> None:
     # The source guest changes its vdb after the point; the attached copy is the point's.
-    before = source.read_image("vdb", VDB_PATTERN_AT, 64 * 1024)
+    before = POINT_VDB[-1]
     source.write_pattern("vdb", VDB_PATTERN_AT, 4096, byte=0)
     r = vm_cli.ok("attach", point["id"], "--vm", source.name, "--disk", "vdb", "--to",
                   source.name, "--json").json()
