@@ -37,7 +37,14 @@ def test_a_drill_is_queued_as_a_job_and_bad_input_is_refused(
     assert bad.headers["content-type"].startswith("application/problem+json")
     assert op.post("/api/v1/drills", json={"target": "x", "mode": "sideways"}
                    ).status_code == 422
+    for body, says in (({"pool": "fast", "storage": "/srv/d"}, "--pool and --storage"),
+                       ({"pool": "fast", "mode": "instant"}, "an instant drill restores no")):
+        bad = op.post("/api/v1/drills", json={"target": "acme-web"} | body)
+        assert bad.status_code == 422 and says in bad.json()["detail"], bad.text
     assert len(JobStore(real_ctx.catalog).list(kind="drill")) == 1  # nothing else queued
+    pooled = op.post("/api/v1/drills", json={"target": "acme-web", "pool": "fast"})
+    assert pooled.status_code == 202, pooled.text
+    assert JobStore(real_ctx.catalog).get(pooled.json()["job"]["id"]).params["pool"] == "fast"
 
 
 @pytest.mark.usefixtures("tenant_vms")

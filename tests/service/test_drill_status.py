@@ -54,6 +54,20 @@ def test_the_drill_section_is_parsed_and_bad_checks_are_problems_with_a_line() -
     assert "drill.mode" in text
 
 
+def test_a_drill_pool_is_parsed_and_checked_against_storage_and_instant_mode() -> None:
+    (p,) = parse_policies(POLICY.replace('mode = "instant"', 'mode = "restore"\npool = "fast"'))
+    assert p.drill is not None and (p.drill.mode, p.drill.pool) == ("restore", "fast")
+    with pytest.raises(PolicyError) as e:
+        parse_policies(POLICY.replace('mode = "instant"',
+                                      'mode = "instant"\npool = "fast"\nstorage = "/srv/d"'))
+    text = str(e.value)
+    assert "policies.toml:9: policy 'app': drill has both pool and storage" in text
+    assert "an instant drill restores no disk" in text
+    with pytest.raises(PolicyError) as e:
+        parse_policies(POLICY.replace('cron = "0 4 * * 6"', 'cron = "0 4 * * 6"\nevery = "1d"'))
+    assert "drill has both cron and every" in str(e.value)
+
+
 @pytest.mark.parametrize(("newest", "state", "reason"), [
     (None, "breached", "never drilled"),
     (record(), "met", None),

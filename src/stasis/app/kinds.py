@@ -243,6 +243,7 @@ class DrillParams(Params):
     checks: list[DrillCheckParams] = []
     order: list[str] | None = None
     storage: Path | None = None
+    pool: str | None = None  # a restore drill's disks as volumes of this libvirt pool
     keep: bool = False
     policy: str | None = None  # the policy whose drill section this runs
 

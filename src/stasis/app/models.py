@@ -1589,7 +1589,8 @@ class DrillResult(Model):
     mode: str
     network: str
     network_created: bool
-    storage: str
+    storage: str  # "" when the disks were volumes of ``pool``
+    pool: str | None = None
     started_at: str
     passed: bool
     rto_s: float | None
