@@ -667,6 +667,9 @@ class CopyResult(Model):
     rate_waited_s: float
     duration_s: float
     retention: dict[str, list[str]] | None = None  # a policy's copy: removed, kept there
+    drills_sent: int = 0  # drill proofs of the points' VMs and groups (dry: would be)
+    drills_present: int = 0  # the same drill, or a newer one, at the destination already
+    drills_damaged: list[str] = []  # source proofs that did not open, not sent
 
 
 class PointDecision(Model):
@@ -1055,6 +1058,8 @@ class CatalogRebuilt(Model):
     url: str
     points: int
     damaged: list[str]  # point ids whose manifest could not be read (not indexed)
+    drills: int = 0  # the repository's drill proofs newer than the catalog knew, recorded
+    damaged_drills: list[str] = []  # drill proofs (drills/<name>) that did not open
     _catalog: str = PrivateAttr(default="")
 
     @property

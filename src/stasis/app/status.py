@@ -30,9 +30,10 @@ def vm_status(catalog: str | Catalog | None, *,
     """Per VM: newest point and its age, next run, RPO met or breached, last verification.
 
     With ``open_repo`` the points index is brought up to date from that repository
-    first, and only its points count.
+    first, and only its points count; its drill proofs newer than the catalog's drills
+    are learned (a copy brings them to a second site).
     """
-    from stasis.catalog import PointIndex
+    from stasis.catalog import DrillStore, PointIndex
     from stasis.service.status import vm_status as rows_of
 
     with using(catalog) as c:
@@ -40,6 +41,7 @@ def vm_status(catalog: str | Catalog | None, *,
         if open_repo is not None:
             r = open_repo()
             PointIndex(c).sync(r, on_damaged=on_damaged)
+            DrillStore(c).learn(r)  # a proof that does not open is as good as none
             repo_id = r.id
         rows = rows_of(c, c.clock.now(), repo_id=repo_id,
                        policies=load_policy_file(policies) if policies else None)
