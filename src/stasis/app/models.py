@@ -954,6 +954,20 @@ class VmStatusRow(Model):
     group_drills: list[DrillStatusRow] = []
 
 
+class GroupStatusRow(Model):
+    """How protected one group is as a whole: its newest group point and age, the
+    policies naming it, their next run, and its newest drill against their targets."""
+
+    group: str
+    vms: list[str]
+    newest_point: str | None
+    newest_time: str | None
+    age_s: float | None
+    policies: list[str]
+    next_run: str | None
+    drill: DrillStatusRow | None = None
+
+
 class UnrecordedRun(Model):
     """A policy run made here while the catalog could not record it: per VM, its point
     or its error (what a job's result would have held)."""
