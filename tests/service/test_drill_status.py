@@ -15,6 +15,7 @@ from stasis.catalog.db import CATALOG_FILE
 from stasis.errors import PolicyError
 from stasis.protection.groups import Group
 from stasis.repository import Credentials, Manifest, Repository, VmRecord
+from stasis.repository.drills import DrillProof
 from stasis.service.drill_status import drill_status
 from stasis.service.notify import Notifier
 from stasis.service.policy import parse_policies
@@ -166,3 +167,14 @@ def test_status_shows_each_group_with_its_newest_drill_against_the_targets(
     assert "breached, RTO 720s" in text and "db, web" in text
     assert cli_repo.ok("status", "--groups", "--policies", str(policies)).out.count(
         "drill target breached (group") == 2  # shop and never
+    # A drill proof in the repository (as a copy brings one from another site) is
+    # learned by 'status --repo' ($STASIS_REPO here) where the catalog knows none newer.
+    ended = (now - timedelta(minutes=30)).replace(microsecond=0)
+    repo.record_drill(DrillProof("vm", "db", "d9", shop.id, "instant", True, 25.0,
+                                 ended - timedelta(minutes=1), ended, host="site-a"))
+    repo.record_drill(DrillProof("group", "shop", "d8", shop.id, "instant", True, 25.0,
+                                 now - timedelta(days=30), now - timedelta(days=30)))
+    vms = {r["vm"]: r for r in cli_repo.ok("status", "--json").json()}
+    assert vms["db"]["drill"]["last_drill"] == "d9" and vms["db"]["drill"]["rto_s"] == 25.0
+    older = cli_repo.ok("status", "--groups", "--json").json()
+    assert next(r for r in older if r["group"] == "shop")["drill"]["last_drill"] == "d1"

@@ -253,15 +253,15 @@ def status(
         err.print(f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})",
                   highlight=False)
 
-    def group_rows() -> list[GroupStatusRow]:
+    def group_rows(learn: bool) -> list[GroupStatusRow]:
         if server is not None:
             return server.items("/group-status", GroupStatusRow.model_validate,
                                 repository=repo)
         return group_status(catalog, policies=policies, on_damaged=damaged,
-                            open_repo=opener if repo else None)
+                            open_repo=opener if repo else None, learn_drills=learn)
 
     if groups:
-        found = group_rows()
+        found = group_rows(True)
         if json_output:
             print_model(found)
         elif not found:
@@ -270,7 +270,7 @@ def status(
             _print_groups(found)
         return
     rows = vm_status(catalog, policies=policies, on_damaged=damaged,
-                     open_repo=opener if repo else None
+                     open_repo=opener if repo else None, learn_drills=True
                      ) if server is None else server.items("/status", VmStatusRow.model_validate,
                                                            repository=repo)
     if json_output:
@@ -280,7 +280,7 @@ def status(
         out.print("No VM is known to the catalog yet.")
         return
     _print_vms(rows)
-    found = group_rows()
+    found = group_rows(False)  # the VMs' rows learned the drill proofs already
     if found:
         _print_groups(found)
 
