@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +298,20 @@ def remove_domain(conn: object, name: str) -> None:
     if dom.isActive():
         dom.destroy()
     dom.undefine()
+
+
+def define_pool(conn: Any, name: str, path: Path, *, start: bool) -> Any:
+    """A libvirt ``dir`` storage pool at ``path`` (made), started if asked."""
+    path.mkdir(parents=True, exist_ok=True)
+    pool = conn.storagePoolDefineXML(f"<pool type='dir'><name>{name}</name><target><path>"
+                                     f"{path}</path></target></pool>", 0)
+    if start:
+        pool.create(0)
+    return pool
+
+
+def remove_pool(pool: Any) -> None:
+    """Stop and undefine a pool :func:`define_pool` made (its volumes are the test's)."""
+    if pool.isActive():
+        pool.destroy()
+    pool.undefine()

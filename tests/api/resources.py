@@ -40,8 +40,8 @@ def tenant_vms() -> Iterator[libvirt.virConnect]:
 
 
 def commit(repo: Repository, n: int, vms: list[str], *, name: str | None = None,
-           tags: dict[str, str] | None = None) -> Manifest:
-    m = Manifest(id=f"{n:032x}", name=name or vms[0],
+           tags: dict[str, str] | None = None, kind: str = "image") -> Manifest:
+    m = Manifest(id=f"{n:032x}", name=name or vms[0], kind=kind,
                  time=f"2026-01-{n:02d}T00:00:00+00:00", tags=tags or {},
                  vms=[VmRecord(name=v, kind="vm") for v in vms])
     repo.commit(m)

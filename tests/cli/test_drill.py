@@ -1,10 +1,12 @@
 """``stasis drill`` on real guests: a point's VMs come up beside the originals in an
 isolated network, are checked, timed and torn down. A passing drill (console pattern,
 guest command, TCP port), failing ones (the failing check named, nothing left), a group
-drill in order, SIGTERM and kill -9 (then ``stasis doctor --fix``), and refusals.
+drill in order with its disks in a libvirt ``dir`` pool, SIGTERM and kill -9 (then
+``stasis doctor --fix``), and refusals.
 
-Two guests (A with a guest agent and a TCP listener, B with neither) and one group
-point of both are shared by the module; the checks' timeouts are short.
+Two guests (A with a guest agent and a TCP listener, B with neither), one group point
+of both, and a ``dir`` pool holding a volume that is none of the drills' are shared by
+the module; the checks' timeouts are short.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ from stasis.catalog.records import CATALOG_FILE
 from stasis.protection.capture import back_up_members
 from stasis.repository import Credentials, Manifest, Repository
 from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB
-from tests.conftest import BIN, CHEAP_KDF, PASSPHRASE, Cli, nbd_processes
+from tests.conftest import (
+    BIN,
+    CHEAP_KDF,
+    PASSPHRASE,
+    Cli,
+    define_pool,
+    nbd_processes,
+    remove_pool,
+)
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
 
 PORT = 8080
+BYSTANDER = "not-a-drills.img"  # a volume of the pool that every drill must leave
 
 
 @dataclass
@@ -45,6 +56,11 @@ class Site:
     root: Path
     cli: Cli
     networks_before: set[str]
+    pool: Any  # a libvirt dir pool
+
+    def volumes(self) -> list[str]:
+        self.pool.refresh(0)
+        return sorted(v.name() for v in self.pool.listAllVolumes(0))
 
     @property
     def conn(self) -> Any:
@@ -59,6 +75,9 @@ def site(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
                                      f"<bridge name='stdp{tag}'/></network>")
     guests: list[Guest] = []
     root = tmp_path_factory.mktemp("drill")
+    pool = define_pool(kit.conn, f"stasis-drl-pool-{tag}", root / "pool", start=True)
+    pool.createXML(f"<volume><name>{BYSTANDER}</name><capacity>1048576</capacity>"
+                   "<target><format type='raw'/></target></volume>", 0)
     try:
         guests = [
             kit.create(disks=[DiskSpec("vda", "qcow2", 32 * MiB)], network=prod.name(),
@@ -79,11 +98,15 @@ def site(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
         env.update(STASIS_REPO=str(root / "repo"), STASIS_PASSPHRASE=PASSPHRASE,
                    STASIS_STATE_DIR=str(root / "state"),
                    STASIS_SCRATCH_DIR=str(root / "scratch"), COLUMNS="200")
-        yield Site(kit, guests[0], guests[1], point, root, Cli(root / "repo", env), before)
+        yield Site(kit, guests[0], guests[1], point, root, Cli(root / "repo", env), before,
+                   pool)
     finally:
         for g in guests:
             g.destroy()
         prod.destroy()
+        for vol in pool.listAllVolumes(0):
+            vol.delete(0)
+        remove_pool(pool)
 
 
 def _nothing_left(site: Site) -> None:
@@ -93,6 +116,7 @@ def _nothing_left(site: Site) -> None:
     assert [n.name() for n in site.conn.listAllNetworks(0) if n.name().startswith(
         "stasis-drill-") and n.name() not in site.networks_before] == []
     assert list((site.root / "storage").iterdir()) == []
+    assert site.volumes() == [BYSTANDER]
     assert not any(site.root.glob("state/drills/*.json"))
     assert [c for c in nbd_processes() if str(site.root) in c] == []
 
@@ -176,30 +200,69 @@ def test_a_check_that_never_passes_times_out_and_an_instant_drill_is_torn_down(
     _nothing_left(site)
 
 
-def test_a_group_drill_starts_in_order_each_checked_before_the_next(site: Site) -> None:
+def test_a_group_drill_starts_in_order_each_checked_before_the_next_its_disks_in_a_pool(
+    site: Site, tmp_path: Path,
+) -> None:
+    """A restore drill with ``--pool``: every disk is a volume made through the pool
+    (libvirt lists it unrefreshed while the drill runs), and teardown deletes exactly
+    the drill's volumes."""
     a, b = site.a, site.b
-    r = _drill(site, "app", "--mode", "instant", "--order", f"{b.name},{a.name}",
-               "--check", f"console~60:{READY_MARKER}", "--check", f"exec@{a.name}~30:true",
-               "--json")
+    script = tmp_path / "volumes.sh"
+    script.write_text(f"#!/bin/sh\nvirsh -q -c {site.conn.getURI()} vol-list "
+                      f"{site.pool.name()} | awk '{{print $1}}'\n")
+    script.chmod(0o755)
+    r = site.cli("drill", "app", "--pool", site.pool.name(), "--order", f"{b.name},{a.name}",
+                 "--check", f"console~60:{READY_MARKER}", "--check", f"exec@{a.name}~30:true",
+                 "--check", f"script~30:{script}", "--json")
     assert r.code == 0, r.err
     result = r.json()
+    assert result["mode"] == "restore" and result["pool"] == site.pool.name()
+    assert result["storage"] == ""
     assert result["start_order"] == [b.name, a.name]
     assert [v["vm"] for v in result["vms"]] == [b.name, a.name]
     assert result["vms"][0]["started_at"] < result["vms"][1]["started_at"]
     assert [(c["kind"], c["vm"]) for c in result["checks"]] == [
-        ("console", b.name), ("console", a.name), ("exec", a.name)]
+        ("console", b.name), ("console", a.name), ("exec", a.name), ("script", None)]
+    # Each VM's disk and files (kernel, initrd) were volumes of the pool, and those
+    # alone were deleted.
+    listed = result["checks"][-1]["output"].split()
+    drilled = sorted(v for v in listed if v != BYSTANDER)
+    assert BYSTANDER in listed and {f"{v['name']}-vda.qcow2" for v in result["vms"]} <= set(
+        drilled)
+    assert all(v.startswith(tuple(f"{x['name']}-" for x in result["vms"])) for v in drilled)
+    assert sorted(x for x in result["removed"] if x.startswith("volume ")) == [
+        f"volume {v} of pool {site.pool.name()}" for v in drilled]
     _nothing_left(site)
+    assert list((site.root / "pool").iterdir()) == [site.root / "pool" / BYSTANDER]
     with Catalog.open(str(site.root / "state" / CATALOG_FILE)) as c:
         group = DrillStore(c).get("group", "app")
     assert group is not None and group.drill_id == result["id"] and group.passed
-    assert len(group.checks) == 3
+    assert len(group.checks) == 4
 
 
-def _start_drill(site: Site) -> tuple[subprocess.Popen[str], str]:
-    """An instant drill in a process of its own, once its VM runs; the VM's name."""
+@pytest.mark.parametrize(("args", "says"), [
+    (("--pool", "POOL", "--storage", "STORAGE"), "--pool and --storage are two places"),
+    (("--pool", "POOL", "--mode", "instant"), "an instant drill restores none"),
+    (("--pool", "stasis-no-such-pool"), "no libvirt storage pool named 'stasis-no-such-pool'"),
+])
+def test_a_pool_with_storage_for_an_instant_drill_or_unknown_is_refused(
+    site: Site, args: tuple[str, ...], says: str,
+) -> None:
+    given = [{"POOL": site.pool.name(), "STORAGE": str(site.root / "storage")}.get(x, x)
+             for x in args]
+    r = site.cli("drill", site.a.name, *given)
+    assert r.code == 2, r.err
+    assert says in r.err and "nothing was" in r.err
+    _nothing_left(site)
+
+
+def _start_drill(site: Site, place: str) -> tuple[subprocess.Popen[str], str]:
+    """A drill in a process of its own, once its VM runs; the VM's name. ``place``:
+    instant (overlays in the storage directory) or pool (a restore into the pool)."""
+    where = (["--storage", str(site.root / "storage"), "--mode", "instant"]
+             if place == "instant" else ["--pool", site.pool.name()])
     proc = subprocess.Popen(
-        [str(BIN), "drill", site.b.name, "--storage", str(site.root / "storage"),
-         "--mode", "instant", "--check", "console~300:no such line ever"],
+        [str(BIN), "drill", site.b.name, *where, "--check", "console~300:no such line ever"],
         env=site.cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -213,19 +276,23 @@ def _start_drill(site: Site) -> tuple[subprocess.Popen[str], str]:
 
 
 def test_sigterm_tears_the_drill_down(site: Site) -> None:
-    proc, _name = _start_drill(site)
+    # A pool's volumes go by the same teardown (the group drill's test), so one mode.
+    proc, _name = _start_drill(site, "instant")
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     _nothing_left(site)
 
 
-def test_kill_9_leaves_what_doctor_finds_and_removes(site: Site) -> None:
-    proc, name = _start_drill(site)
+@pytest.mark.parametrize("place", ["instant", "pool"])
+def test_kill_9_leaves_what_doctor_finds_and_removes(site: Site, place: str) -> None:
+    proc, name = _start_drill(site, place)
     try:
         proc.kill()
         proc.wait()
         assert site.conn.lookupByName(name).isActive()
+        left = [v for v in site.volumes() if v != BYSTANDER]
+        assert (f"{name}-vda.qcow2" in left) if place == "pool" else left == []
         found = site.cli.ok("doctor", "--json").json()
         drills = [f for f in found if f["kind"] == "drill"]
         assert len(drills) == 1 and not drills[0]["fixed"], found
@@ -233,7 +300,8 @@ def test_kill_9_leaves_what_doctor_finds_and_removes(site: Site) -> None:
         fixed = site.cli.ok("doctor", "--fix", "--json").json()
         drills = [f for f in fixed if f["kind"] == "drill"]
         assert len(drills) == 1 and drills[0]["fixed"], fixed
-        assert f"instant VM {name}" in drills[0]["what"], drills
+        assert (f"instant VM {name}" if place == "instant" else
+                f"volume {name}-vda.qcow2 of pool {site.pool.name()}") in drills[0]["what"]
         _nothing_left(site)
     finally:
         site.cli("doctor", "--fix")

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import random
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from stasis.app.index import rebuild_index
+from stasis.app.status import vm_status
 from stasis.backends import open_backend
+from stasis.catalog import Catalog, DrillStore
+from stasis.catalog.db import CATALOG_FILE
 from stasis.errors import CopyRefused, IntegrityError, KeyMismatch
 from stasis.protection.backup import back_up_images
 from stasis.protection.copy import TokenBucket, copy_mode, copy_points
 from stasis.protection.verify import verify
 from stasis.recovery.restore import restore_disk
-from stasis.repository import Credentials, Repository
+from stasis.repository import Credentials, Manifest, Repository
+from stasis.repository.drills import DrillProof
 from stasis.repository.repo import chunk_key
-from tests.conftest import CHEAP_KDF, MiB, init_repo, mixed_image, write_image
+from tests.conftest import CHEAP_KDF, MiB, init_repo, mixed_image, seed_catalog, write_image
 
 DEST_PASSPHRASE = b"the other site's passphrase"
 CHUNK = 256 << 10
@@ -381,8 +387,8 @@ def test_a_destination_that_fills_up_commits_nothing(tmp_path: Path, tmpfs: Path
     assert dest.point_ids() == []
 
 
-def test_a_group_point_is_copied_with_every_member_and_file(tmp_path: Path,
-                                                            source: Repository) -> None:
+def test_a_group_point_is_copied_with_every_member_and_file(
+        tmp_path: Path, source: Repository, catalog_template: Path) -> None:
     """A point of kind group, made here from image files (no guest needed): two VMs,
     each with a disk, one with an NVRAM file beside it."""
     import contextlib
@@ -407,8 +413,14 @@ def test_a_group_point_is_copied_with_every_member_and_file(tmp_path: Path,
             for (vm, disk), p in files.items()]
         m = back_up_disks(source, sources, name="app", kind="group", vms=vms)
     assert m.kind == "group" and [len(v.files) for v in m.vms] == [0, 1]
+    # The newest drills of the group and its VMs go with it (re-sealed for the own-key
+    # destination); another VM's, whose points are not copied, stays.
+    for kind, subject in (("group", "app"), ("vm", "db"), ("vm", "web"), ("vm", "other")):
+        source.record_drill(_proof(kind, subject, "d1", m.id, hours_ago=5))
     dest = _dest(tmp_path / "dst")
-    copy_points(source, dest, [m])
+    report = copy_points(source, dest, [m])
+    assert (report.drills_sent, report.drills_present) == (3, 0)
+    _drills_copied_and_learned(tmp_path, source, dest, m, catalog_template)
     copied = dest.resolve(m.id)
     assert (copied.kind, [v.name for v in copied.vms]) == ("group", ["db", "web"])
     assert verify(dest, deep=True).ok
@@ -423,3 +435,57 @@ def test_a_group_point_is_copied_with_every_member_and_file(tmp_path: Path,
         target = tmp_path / f"{vm}.out"
         restore_disk(dest, copied, target=target, vm=vm, disk=disk, fmt="raw")
         assert target.read_bytes() == p.read_bytes()
+
+
+NOW = datetime.now(UTC)
+
+
+def _proof(kind: str, subject: str, drill: str, point: str, *, hours_ago: float,
+           passed: bool = True) -> DrillProof:
+    """A drill proof as ``stasis drill`` writes it (app/drill.py)."""
+    started = (NOW - timedelta(hours=hours_ago)).replace(microsecond=0)
+    return DrillProof(kind, subject, drill, point, "restore", passed,
+                      40.0 if passed else None, started, started + timedelta(seconds=45),
+                      host="site-a", checks=[{"kind": "tcp", "arg": "5432", "vm": "db",
+                                              "passed": passed, "seconds": 3.0}])
+
+
+def _drills_copied_and_learned(tmp_path: Path, source: Repository, dest: Repository,
+                               m: Manifest, catalog_template: Path) -> None:
+    """After ``m`` was copied with its drill proofs: what the destination holds, a
+    re-run, a newer drill at either site, and the destination's catalog rebuilt."""
+    proofs = {(p.subject_kind, p.subject): p for p in _reopen_dest(tmp_path / "dst")
+              .drill_proofs()}
+    assert set(proofs) == {("group", "app"), ("vm", "db"), ("vm", "web")}
+    assert proofs[("group", "app")] == source.drill_proof("group", "app")
+    assert not set(_objects(tmp_path / "src", "drills")) & set(
+        _objects(tmp_path / "dst", "drills"))  # named with the destination's key
+    again = copy_points(source, dest, [m])
+    assert (again.drills_sent, again.drills_present) == (0, 3)
+    # db drilled since at the second site, web again at the first: a re-run sends
+    # web's, and leaves the destination's own newer drill of db.
+    dest.record_drill(_proof("vm", "db", "d2", m.id, hours_ago=1, passed=False))
+    source.record_drill(_proof("vm", "web", "d3", m.id, hours_ago=2))
+    dry = copy_points(source, dest, [m], dry_run=True)
+    assert (dry.drills_sent, dry.drills_present) == (1, 2)
+    assert dest.drill_proof("vm", "web").drill == "d1"  # type: ignore[union-attr]
+    later = copy_points(source, dest, [m])
+    assert (later.drills_sent, later.drills_present) == (1, 2)
+    assert dest.drill_proof("vm", "web").drill == "d3"  # type: ignore[union-attr]
+    assert dest.drill_proof("vm", "db").drill == "d2"  # type: ignore[union-attr]
+    # At the second site, with only the repository: the catalog rebuilt knows the
+    # drills, and ``stasis status`` shows them per VM and group.
+    catalog = str(seed_catalog(catalog_template, tmp_path / "site-b" / CATALOG_FILE))
+    rebuilt = rebuild_index(lambda: _reopen_dest(tmp_path / "dst"), catalog=catalog)
+    assert (rebuilt.points, rebuilt.drills, rebuilt.damaged_drills) == (1, 3, [])
+    rows = {r.vm: r for r in vm_status(catalog)}
+    assert rows["web"].drill is not None and rows["web"].drill.last_drill == "d3"
+    assert rows["web"].drill.passed and rows["web"].drill.point == m.id
+    assert rows["db"].drill is not None and rows["db"].drill.last_drill == "d2"
+    assert rows["db"].drill.state == "breached" and not rows["db"].drill.passed
+    with Catalog.open(catalog) as c:
+        group = DrillStore(c).get("group", "app")
+    assert group is not None and (group.drill_id, group.point_name) == ("d1", "app")
+    assert group.repo == dest.id and group.rto_s == 40.0 and len(group.checks) == 1
+    # Learning again changes nothing.
+    assert rebuild_index(lambda: _reopen_dest(tmp_path / "dst"), catalog=catalog).drills == 0

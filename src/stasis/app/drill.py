@@ -51,9 +51,9 @@ def _specs(p: DrillParams) -> list[Any]:
 
 def check_drill(p: DrillParams) -> None:
     """What is refused before anything is opened."""
-    if p.mode not in ("restore", "instant"):
-        raise UsageError(f"--mode {p.mode}: a drill's mode is restore or instant; nothing "
-                         "was made")
+    from stasis.recovery.drill.run import check_place
+
+    check_place(p.mode, p.storage, p.pool)
     _specs(p)
     if p.order is not None and not p.order:
         raise UsageError("--order is empty; name the VMs of the point, e.g. --order db,app")
@@ -90,7 +90,8 @@ def run_drill_job(p: DrillParams, plan: Plan, job: Any, env: Env) -> DrillResult
     try:
         report: DrillReport = run_drill(
             env.conn(), env.repo(), point, vms=vms, mode=p.mode, network=p.network,
-            checks=_specs(p), order=p.order, storage=p.storage, keep=p.keep, creds=creds,
+            checks=_specs(p), order=p.order, storage=p.storage, pool=p.pool, keep=p.keep,
+            creds=creds,
             target=point.name if vms is None else vms[0],
             log=lambda level, text: job.log(level, text), progress=env.sink(job.cancel),
             cancel=job.cancel, run_dir=env.where().run)
@@ -159,11 +160,12 @@ def _record(job: Any, report: Any) -> None:
 def drill(connect: str, open_repo: Callable[[], tuple[Repository, Credentials]],
           target: str, *, catalog: str | None, warn: Warn, mode: str = "restore",
           network: str | None = None, checks: list[DrillCheckParams] | None = None,
-          order: list[str] | None = None, storage: Path | None = None, keep: bool = False,
-          progress: Progress | None = None, where: Where | None = None) -> DrillResult:
+          order: list[str] | None = None, storage: Path | None = None,
+          pool: str | None = None, keep: bool = False, progress: Progress | None = None,
+          where: Where | None = None) -> DrillResult:
     """Drill ``target`` here, recorded as a job (DrillFailed: a check did not pass)."""
     params = DrillParams(target=target, mode=mode, network=network, checks=checks or [],
-                         order=order, storage=storage, keep=keep)
+                         order=order, storage=storage, pool=pool, keep=keep)
     check_drill(params)
     opened: list[tuple[Repository, Credentials]] = []
 

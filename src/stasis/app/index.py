@@ -2,7 +2,9 @@
 
 Rebuilding makes the index of a repository's points again from its manifests alone
 (at a disaster-recovery site the repository is all there is); a damaged manifest is
-told to ``on_damaged`` and not indexed. Listing reads the index only: with a
+told to ``on_damaged`` and not indexed. The repository's drill proofs (those of its own
+drills and those a copy brought) become the catalog's newest drills where it knows no
+newer one. Listing reads the index only: with a
 repository, its config is read for its id, and no key is needed.
 """
 
@@ -20,8 +22,9 @@ OnDamaged = Callable[[str, Exception], None]
 
 def rebuild_index(open_repo: RepoOpener, *, catalog: str | None,
                   on_damaged: OnDamaged | None = None) -> CatalogRebuilt:
-    """Replace the catalog's index of the repository's points with its manifests."""
-    from stasis.catalog import Catalog, PointIndex
+    """Replace the catalog's index of the repository's points with its manifests, and
+    learn its drill proofs."""
+    from stasis.catalog import Catalog, DrillStore, PointIndex
 
     r = open_repo()
     damaged: list[str] = []
@@ -33,8 +36,12 @@ def rebuild_index(open_repo: RepoOpener, *, catalog: str | None,
 
     with Catalog.open(catalog) as c:
         count = PointIndex(c).rebuild(r, on_damaged=damaged_one)
+        bad: list[str] = []
+        drills = DrillStore(c).learn(r, on_damaged=lambda name, _e: bad.append(
+            f"drills/{name}"))
         shown = c.shown
-    result = CatalogRebuilt(repository=r.id, url=r.url, points=count, damaged=damaged)
+    result = CatalogRebuilt(repository=r.id, url=r.url, points=count, damaged=damaged,
+                            drills=drills, damaged_drills=bad)
     result._catalog = shown
     return result
 

@@ -243,6 +243,7 @@ class DrillParams(Params):
     checks: list[DrillCheckParams] = []
     order: list[str] | None = None
     storage: Path | None = None
+    pool: str | None = None  # a restore drill's disks as volumes of this libvirt pool
     keep: bool = False
     policy: str | None = None  # the policy whose drill section this runs
 
@@ -1111,6 +1112,11 @@ def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
                          rate=float(p.limit_rate) if p.limit_rate else None,
                          progress=env.sink(job.cancel), clock=env.clock, on_point=heard)
     job.bytes_read = report.bytes_read
+    if report.drills_sent or report.drills_present:
+        job.log("info", f"drill proofs: {report.drills_sent} sent, {report.drills_present} "
+                "there already (the same drill or a newer one)")
+    for key in report.drills_damaged:
+        job.log("warning", f"the source's drill proof {key} does not open; not sent")
     retention = None
     if policy is not None and not p.dry_run:
         retention = _retention_at_destination(policy, p.to, dst, job, env)
@@ -1124,7 +1130,8 @@ def _run_copy(p: CopyParams, plan: Plan, job: JobRun, env: Env) -> CopyResult:
         bytes_sent=report.bytes_sent, objects_present=report.objects_present,
         chunks_read=report.chunks_read, bytes_read=report.bytes_read,
         rate_waited_s=report.rate_waited_s, duration_s=report.duration_s,
-        retention=retention)
+        retention=retention, drills_sent=report.drills_sent,
+        drills_present=report.drills_present, drills_damaged=report.drills_damaged)
 
 
 def _retention_at_destination(policy: Policy, to: str, dst: Repository, job: JobRun,

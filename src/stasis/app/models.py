@@ -667,6 +667,9 @@ class CopyResult(Model):
     rate_waited_s: float
     duration_s: float
     retention: dict[str, list[str]] | None = None  # a policy's copy: removed, kept there
+    drills_sent: int = 0  # drill proofs of the points' VMs and groups (dry: would be)
+    drills_present: int = 0  # the same drill, or a newer one, at the destination already
+    drills_damaged: list[str] = []  # source proofs that did not open, not sent
 
 
 class PointDecision(Model):
@@ -951,6 +954,20 @@ class VmStatusRow(Model):
     group_drills: list[DrillStatusRow] = []
 
 
+class GroupStatusRow(Model):
+    """How protected one group is as a whole: its newest group point and age, the
+    policies naming it, their next run, and its newest drill against their targets."""
+
+    group: str
+    vms: list[str]
+    newest_point: str | None
+    newest_time: str | None
+    age_s: float | None
+    policies: list[str]
+    next_run: str | None
+    drill: DrillStatusRow | None = None
+
+
 class UnrecordedRun(Model):
     """A policy run made here while the catalog could not record it: per VM, its point
     or its error (what a job's result would have held)."""
@@ -1055,6 +1072,8 @@ class CatalogRebuilt(Model):
     url: str
     points: int
     damaged: list[str]  # point ids whose manifest could not be read (not indexed)
+    drills: int = 0  # the repository's drill proofs newer than the catalog knew, recorded
+    damaged_drills: list[str] = []  # drill proofs (drills/<name>) that did not open
     _catalog: str = PrivateAttr(default="")
 
     @property
@@ -1589,7 +1608,8 @@ class DrillResult(Model):
     mode: str
     network: str
     network_created: bool
-    storage: str
+    storage: str  # "" when the disks were volumes of ``pool``
+    pool: str | None = None
     started_at: str
     passed: bool
     rto_s: float | None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stasis.app.catalogs import using
 from stasis.app.kinds import Env, Params, Plan, PolicyParams, Where, opened, run_here
-from stasis.app.models import JobModel, Queued, VmStatusRow, job_model
+from stasis.app.models import GroupStatusRow, JobModel, Queued, VmStatusRow, job_model
 from stasis.app.policies import find_policy, load_policy_file
 from stasis.app.submit import live_services, submit
 from stasis.errors import StasisError
@@ -26,24 +26,54 @@ def vm_status(catalog: str | Catalog | None, *,
               open_repo: Callable[[], Repository] | None = None,
               policies: Path | None = None,
               on_damaged: Callable[[str, Exception], None] | None = None,
-              ) -> list[VmStatusRow]:
+              learn_drills: bool = False) -> list[VmStatusRow]:
     """Per VM: newest point and its age, next run, RPO met or breached, last verification.
 
     With ``open_repo`` the points index is brought up to date from that repository
-    first, and only its points count.
+    first, and only its points count; with ``learn_drills`` too, its drill proofs newer
+    than the catalog's drills are learned (a copy brings them to a second site). That
+    reads every proof, so a one-off command asks for it, not the API's every request.
     """
-    from stasis.catalog import PointIndex
     from stasis.service.status import vm_status as rows_of
 
     with using(catalog) as c:
-        repo_id = None
-        if open_repo is not None:
-            r = open_repo()
-            PointIndex(c).sync(r, on_damaged=on_damaged)
-            repo_id = r.id
+        repo_id = _synced(c, open_repo, on_damaged, learn_drills)
         rows = rows_of(c, c.clock.now(), repo_id=repo_id,
                        policies=load_policy_file(policies) if policies else None)
     return [VmStatusRow.model_validate(row.to_dict()) for row in rows]
+
+
+def group_status(catalog: str | Catalog | None, *,
+                 open_repo: Callable[[], Repository] | None = None,
+                 policies: Path | None = None,
+                 on_damaged: Callable[[str, Exception], None] | None = None,
+                 learn_drills: bool = False) -> list[GroupStatusRow]:
+    """Per group: newest group point and its age, the policies naming it, its newest
+    drill against their targets (``open_repo``, ``learn_drills``: as for
+    :func:`vm_status`)."""
+    from stasis.service.status import group_status as rows_of
+
+    with using(catalog) as c:
+        repo_id = _synced(c, open_repo, on_damaged, learn_drills)
+        rows = rows_of(c, c.clock.now(), repo_id=repo_id,
+                       policies=load_policy_file(policies) if policies else None)
+    return [GroupStatusRow.model_validate(row.to_dict()) for row in rows]
+
+
+def _synced(c: Catalog, open_repo: Callable[[], Repository] | None,
+            on_damaged: Callable[[str, Exception], None] | None, learn_drills: bool
+            ) -> str | None:
+    """The id of the repository ``open_repo`` opens, once its points are indexed (and
+    with ``learn_drills`` its drill proofs learned); None without one."""
+    from stasis.catalog import DrillStore, PointIndex
+
+    if open_repo is None:
+        return None
+    r = open_repo()
+    PointIndex(c).sync(r, on_damaged=on_damaged)
+    if learn_drills:
+        DrillStore(c).learn(r)  # a proof that does not open is as good as none
+    return r.id
 
 
 @dataclass

@@ -45,11 +45,15 @@ def rebuild(
 
     result = rebuild_index(lambda: open_repo(repo, passphrase_file, key_file), catalog=catalog,
                            on_damaged=on_damaged)
+    for key in result.damaged_drills:
+        err.print(f"[yellow]warning:[/] the drill proof {key} is damaged; it is not "
+                  "recorded.", highlight=False)
     if json_output:
         print_model(result)
         return
     out.print(f"Indexed {result.points} points of the repository {result.url} in the catalog "
-              f"{result.catalog}.", highlight=False)
+              f"{result.catalog}" + (f", and {result.drills} drill(s) newer than it knew"
+                                     if result.drills else "") + ".", highlight=False)
 
 
 @app.command("points")

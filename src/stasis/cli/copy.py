@@ -113,6 +113,9 @@ def _print(r: CopyResult) -> None:
               f"{plural(r.objects_present, 'object')} present and not sent; "
               f"{plural(r.chunks_read, 'chunk')} read at the source "
               f"({human(r.bytes_read)}) in {r.duration_s:.1f} s.", highlight=False)
+    if r.drills_sent or r.drills_present:
+        out.print(f"Drill proofs: {r.drills_sent} {sent}, {r.drills_present} there already.",
+                  highlight=False)
     for p in r.points:
         action = "there already" if p.action == "present" else p.action
         out.print(f"  {p.id[:12]}  {p.name}  {p.time}  {action}", highlight=False)

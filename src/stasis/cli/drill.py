@@ -54,6 +54,9 @@ def drill(
     storage: Annotated[Path | None, typer.Option(help="Directory for the disks or "
                                                  "overlays (default: "
                                                  "/var/lib/libvirt/images).")] = None,
+    pool: Annotated[str | None, typer.Option(help=(
+        "A restore drill's disks as volumes made through this libvirt storage pool (not "
+        "with --storage), deleted through it at the end."))] = None,
     keep: Annotated[bool, typer.Option(help="Leave the VMs and network running at the end "
                                        "('stasis doctor --fix' removes them).")] = False,
     connect: ConnectOpt = lv.DEFAULT_URI,
@@ -75,7 +78,7 @@ def drill(
                                                                  key_file),
                            target, catalog=catalog, warn=warn_unrecorded, mode=mode,
                            network=network, checks=checks, order=parse_order(order),
-                           storage=storage, keep=keep, progress=progress)
+                           storage=storage, pool=pool, keep=keep, progress=progress)
     finally:
         progress.finish()
     if json_output:

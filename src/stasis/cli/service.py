@@ -3,7 +3,7 @@
 ``serve`` is the long-running service (:mod:`stasis.service.runner`); ``policy
 run`` hands a run to it through the catalog's queue when one runs on this host, and
 otherwise runs the policy here, recorded as a job all the same; ``status`` shows
-per VM how protected it is.
+per VM, and per group, how protected it is.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from stasis.app.models import UnrecordedRun
+from stasis.app.models import DrillStatusRow, GroupStatusRow, UnrecordedRun, VmStatusRow
 from stasis.app.serve import ApiEndpoint, Opened, Serving, api_endpoint
 from stasis.app.serve import service as serving
-from stasis.app.status import run_policy_now, vm_status
+from stasis.app.status import group_status, run_policy_now, vm_status
 from stasis.backends import open_backend
 from stasis.cli.common import (
     CatalogOpt,
@@ -230,25 +230,91 @@ def status(
     catalog: CatalogOpt = None,
     passphrase_file: PassFileOpt = None,
     key_file: KeyFileOpt = None,
+    groups: Annotated[bool, typer.Option(
+        "--groups", help="Per group instead: newest group point, policies, newest drill "
+                         "against the drill targets (a listing of its own with --json)."
+    )] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Per VM: newest point and its age, next run, RPO met or breached, last verification."""
-    from stasis.app.models import VmStatusRow
+    """Per VM: newest point and its age, next run, RPO met or breached, last verification,
+    newest drill; then per group (only the groups with --groups)."""
     from stasis.cli.remote import remote
-    from stasis.service.status import age_text
 
     server = remote()
-    rows = vm_status(catalog, policies=policies, on_damaged=lambda pid, e: err.print(
-        f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})", highlight=False),
-        open_repo=(lambda: open_repo(repo, passphrase_file, key_file)) if repo else None
-    ) if server is None else server.items("/status", VmStatusRow.model_validate,
-                                          repository=repo)
+    opened: list[Repository] = []
+
+    def opener() -> Repository:  # the groups' rows need it too: one passphrase prompt
+        assert repo is not None
+        if not opened:
+            opened.append(open_repo(repo, passphrase_file, key_file))
+        return opened[0]
+
+    def damaged(pid: str, e: Exception) -> None:
+        err.print(f"[yellow]warning:[/] manifest {pid[:12]} is damaged ({e})",
+                  highlight=False)
+
+    def group_rows(learn: bool) -> list[GroupStatusRow]:
+        if server is not None:
+            return server.items("/group-status", GroupStatusRow.model_validate,
+                                repository=repo)
+        return group_status(catalog, policies=policies, on_damaged=damaged,
+                            open_repo=opener if repo else None, learn_drills=learn)
+
+    if groups:
+        found = group_rows(True)
+        if json_output:
+            print_model(found)
+        elif not found:
+            out.print("No group is known to the catalog yet.")
+        else:
+            _print_groups(found)
+        return
+    rows = vm_status(catalog, policies=policies, on_damaged=damaged,
+                     open_repo=opener if repo else None, learn_drills=True
+                     ) if server is None else server.items("/status", VmStatusRow.model_validate,
+                                                           repository=repo)
     if json_output:
         print_model(rows)
         return
     if not rows:
         out.print("No VM is known to the catalog yet.")
         return
+    _print_vms(rows)
+    found = group_rows(False)  # the VMs' rows learned the drill proofs already
+    if found:
+        _print_groups(found)
+
+
+def _drill_cell(drill: DrillStatusRow | None) -> str:
+    from stasis.service.status import age_text
+
+    if drill is None:
+        return "-"
+    return (drill.state + (f", RTO {drill.rto_s:.0f}s" if drill.rto_s is not None else "")
+            + (f", {age_text(drill.age_s)} ago" if drill.age_s is not None else ""))
+
+
+def _print_groups(found: list[GroupStatusRow]) -> None:
+    from stasis.service.status import age_text
+
+    table = Table(box=None)
+    for col in ("group", "vms", "newest point", "age", "next run", "drill"):
+        table.add_column(col)
+    for g in found:
+        next_run = datetime.fromisoformat(g.next_run) if g.next_run else None
+        table.add_row(g.group, ", ".join(g.vms) or "-", (g.newest_point or "-")[:12],
+                      age_text(g.age_s),
+                      next_run.strftime("%Y-%m-%d %H:%M:%S") if next_run else "-",
+                      _drill_cell(g.drill))
+    out.print(table)
+    for g in found:
+        if g.drill is not None and g.drill.state == "breached":
+            out.print(f"drill target breached (group {g.group}): {g.drill.detail}")
+
+
+def _print_vms(rows: list[VmStatusRow]) -> None:
+    from stasis.service.status import age_text
+
     table = Table(box=None)
     for col in ("vm", "newest point", "age", "next run", "RPO", "last verify", "drill"):
         table.add_column(col)
@@ -259,10 +325,7 @@ def status(
         table.add_row(row.vm, (row.newest_point or "-")[:12], age_text(row.age_s),
                       next_run.strftime("%Y-%m-%d %H:%M:%S") if next_run else "-",
                       row.rpo, f"{verify['state']} (job {verify['job']})" if verify else "-",
-                      "-" if drill is None else drill.state + (
-                          f", RTO {drill.rto_s:.0f}s" if drill.rto_s is not None else "")
-                      + (f", {age_text(drill.age_s)} ago" if drill.age_s is not None
-                         else ""))
+                      _drill_cell(drill))
     out.print(table)
     detail = [(row.vm, d) for row in rows for d in [row.drill, *row.group_drills]
               if d is not None and d.state == "breached"]

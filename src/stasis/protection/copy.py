@@ -3,7 +3,9 @@
 A copy sends only what the destination lacks and commits each point there the way a
 backup commits one (docs/format.md, *Copies*): every chunk, then every index page,
 then the index root, then the destination's ``sync``, the manifest, ``sync`` again.
-A point keeps its id; holds and deletions stay where they are.
+A point keeps its id; holds and deletions stay where they are. After the points, the
+newest drill proof of each VM and group among them goes too (:func:`copy_drill_proofs`),
+so that the second site knows what was proven of them.
 
 Two cases, told apart by the repositories' configs (``key_id``, the fingerprint of
 the master key), never by a flag:
@@ -126,6 +128,9 @@ class CopyReport:
     bytes_read: int = 0
     rate_waited_s: float = 0.0
     duration_s: float = 0.0
+    drills_sent: int = 0  # drill proofs written at the destination (dry: that would be)
+    drills_present: int = 0  # the same drill, or a newer one, there already
+    drills_damaged: list[str] = field(default_factory=list)  # source proofs not sent
 
     @property
     def copied(self) -> list[str]:
@@ -594,9 +599,36 @@ def copy_points(
                 at_both[m.id] = m
             if on_point is not None:
                 on_point(outcome)
+        copy_drill_proofs(src, dst, points, report, dry_run=dry_run)
     report.rate_waited_s = round(bucket.waited, 3) if bucket is not None else 0.0
     report.duration_s = round(clock.monotonic() - began, 3)
     return report
+
+
+def copy_drill_proofs(src: Repository, dst: Repository, points: list[Manifest],
+                      report: CopyReport, *, dry_run: bool = False) -> None:
+    """Send the newest drill proof of each VM and group whose points are ``points``
+    (copied or present already), named and sealed with the destination's key as a
+    manifest is; one the destination holds already, or older than the destination's
+    own (a drill made there), is not sent. Sent after the points, under the same locks:
+    a proof names a point by id only, and gc leaves proofs alone."""
+    subjects = {("vm", v.name) for m in points for v in m.vms if v.kind == "vm"}
+    subjects |= {("group", m.name) for m in points if m.kind == "group"}
+    if not subjects:
+        return
+    proofs = src.drill_proofs(on_damaged=lambda name, _e: report.drills_damaged.append(
+        f"drills/{name}"))
+    for proof in proofs:
+        if (proof.subject_kind, proof.subject) not in subjects:
+            continue
+        theirs = dst.drill_proof(proof.subject_kind, proof.subject)
+        if theirs is not None and (theirs.drill == proof.drill
+                                   or theirs.started > proof.started):
+            report.drills_present += 1
+            continue
+        if not dry_run:
+            dst.record_drill(proof)
+        report.drills_sent += 1
 
 
 def _oldest_first(points: list[Manifest]) -> Iterator[Manifest]:

@@ -778,6 +778,19 @@ class Repository:
         self.backend.put(proof_key(name), self.sealer.seal(KIND_DRILL, name, proof.encode()))
         self.backend.sync()
 
+    def drill_proof(self, subject_kind: str, subject: str) -> DrillProof | None:
+        """The newest drill of one VM or group; None when there is none, or it does not
+        open (a damaged proof is as good as none: the next drill replaces it)."""
+        name = proof_name(self.keys.id, subject_kind, subject)
+        try:
+            proof = DrillProof.decode(self.sealer.open(KIND_DRILL, name,
+                                                       self.backend.get(proof_key(name))))
+        except (ObjectNotFound, objects.SealError, DrillProofFormatError):
+            return None
+        if (proof.subject_kind, proof.subject) != (subject_kind, subject):
+            return None
+        return proof
+
     def drill_proofs(self, *, on_damaged: Callable[[str, ObjectDamaged], None] | None = None
                      ) -> list[DrillProof]:
         """The newest drill of every VM and group drilled from this repository. A proof

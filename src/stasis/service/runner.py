@@ -350,7 +350,8 @@ class Service:
                 target=target, mode=d.mode, network=d.network,
                 checks=parse_checks(list(d.checks), d.check_timeout.total_seconds()),
                 order=list(d.order) or None,
-                storage=Path(d.storage) if d.storage else None, policy=p.name)
+                storage=Path(d.storage) if d.storage else None, pool=d.pool,
+                policy=p.name)
             job = self.jobs.create("drill", target, policy=p.name, repo=self.repo_of(p).id,
                                    params=params.model_dump(mode="json",
                                                             exclude_defaults=True)

@@ -13,6 +13,10 @@ every repository's points (a copy job indexes its destination's, as ``catalog
 rebuild`` of that repository does), and the service records the name it serves each
 repository under. The points index is brought up to date from the repository first
 when one is given.
+
+Per group (:func:`group_status`: stored, named by a policy, with points or drilled),
+the same for the group as a whole: its newest group point and its age, the policies
+naming it, and its newest drill against the strictest targets of those policies.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from stasis.catalog import (
     Catalog,
     DrillStore,
+    GroupStore,
     IndexedPoint,
     JobStore,
     PointIndex,
@@ -85,6 +90,67 @@ class VmStatus:
             "drill": self.drill.to_dict() if self.drill else None,
             "group_drills": [g.to_dict() for g in self.group_drills],
         }
+
+
+@dataclass
+class GroupStatus:
+    group: str
+    vms: list[str] = field(default_factory=list)  # of its newest point (else stored ones)
+    newest_point: str | None = None
+    newest_time: datetime | None = None
+    age_s: float | None = None
+    policies: list[str] = field(default_factory=list)  # those naming it in groups
+    next_run: datetime | None = None
+    drill: DrillStatus | None = None  # its newest drill against its targets
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group, "vms": self.vms, "newest_point": self.newest_point,
+            "newest_time": self.newest_time.isoformat() if self.newest_time else None,
+            "age_s": self.age_s, "policies": self.policies,
+            "next_run": self.next_run.isoformat() if self.next_run else None,
+            "drill": self.drill.to_dict() if self.drill else None,
+        }
+
+
+def group_status(catalog: Catalog, now: datetime, *, repo_id: str | None = None,
+                 policies: list[Policy] | None = None) -> list[GroupStatus]:
+    """Per group: its newest point (of ``repo_id``'s, if given), the policies naming it,
+    and its newest drill against their strictest ``rto`` and ``max_age``."""
+    policies = stored_policies(catalog) if policies is None else policies
+    points = [pt for pt in PointIndex(catalog).list(repo_id) if pt.kind == "group"]
+    stored = {g.group.name: g.group for g in GroupStore(catalog).list()}
+    drills = {d.subject: d for d in DrillStore(catalog).list() if d.subject_kind == "group"}
+    states = {s.name: s for s in PolicyStore(catalog).list()}
+    names = sorted({pt.name for pt in points} | set(stored) | set(drills)
+                   | {g for p in policies for g in p.members.groups})
+    rows = []
+    for name in names:
+        row = GroupStatus(name, vms=list(stored[name].members) if name in stored else [])
+        mine = [pt for pt in points if pt.name == name]
+        if mine:
+            newest = max(mine, key=lambda pt: (pt.time, pt.id))
+            row.vms = list(newest.vms)
+            row.newest_point, row.newest_time = newest.id, newest.time
+            row.age_s = max((now - newest.time).total_seconds(), 0.0)
+        naming = [p for p in policies if name in p.members.groups]
+        for p in naming:
+            row.policies.append(p.name)
+            state = states.get(p.name)
+            nxt = state.next_run if state and state.next_run else p.schedule.next_after(now)
+            row.next_run = nxt if row.next_run is None else min(row.next_run, nxt)
+        drilled = [p.drill for p in naming if p.drill is not None]
+        own = drills.get(name)
+        if own is not None or drilled:
+            row.drill = drill_status(name, own, now,
+                                     rto=_strictest([d.rto for d in drilled]),
+                                     max_age=_strictest([d.max_age for d in drilled]))
+        rows.append(row)
+    return rows
+
+
+def _strictest(values: list[Any]) -> Any:
+    return min((v for v in values if v is not None), default=None)
 
 
 def stored_policies(catalog: Catalog) -> list[Policy]:
@@ -158,12 +224,8 @@ def _drills(row: VmStatus, covering: list[Policy], drills: dict[tuple[str, str],
     """The VM's newest drill, and its groups', each against the strictest targets of
     the policies covering it that have a drill section."""
     drilled = [p.drill for p in covering if p.drill is not None]
-
-    def strictest(values: list[Any]) -> Any:
-        return min((v for v in values if v is not None), default=None)
-
-    rto = strictest([d.rto for d in drilled])
-    max_age = strictest([d.max_age for d in drilled])
+    rto = _strictest([d.rto for d in drilled])
+    max_age = _strictest([d.max_age for d in drilled])
     own = drills.get(("vm", row.vm))
     if own is not None or drilled:
         row.drill = drill_status(row.vm, own, now, rto=rto, max_age=max_age)

@@ -36,6 +36,8 @@ class DrillBody(WorkBody):
                                                            "gives none")
     order: list[str] | None = Field(None, description="the VMs' start order")
     storage: Path | None = Field(None, description="where the disks or overlays go")
+    pool: str | None = Field(None, description="a restore drill's disks as volumes of this "
+                                               "libvirt storage pool (not with storage)")
     keep: bool = False
 
 
@@ -48,7 +50,7 @@ def post_drill(body: DrillBody, request: Request,
     params = {"target": body.target, "mode": body.mode, "keep": body.keep,
               "checks": [c.model_dump(mode="json")
                          for c in parse_checks(body.checks, body.check_timeout)]}
-    for f in ("network", "order", "storage"):
+    for f in ("network", "order", "storage", "pool"):
         if getattr(body, f) is not None:
             params[f] = body.model_dump(mode="json")[f]
     return start(request, where, body, "drill", params, repository)

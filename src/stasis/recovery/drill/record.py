@@ -1,12 +1,14 @@
 """What a drill made, recorded as it is made, and removed again from that record.
 
 Each drill has a state file (``<state>/drills/<id>.json``) written before anything is
-made: its process, its storage directory and the suffix every name it makes carries
-(``-drill-<id>``), the network it created (by UUID: libvirt keeps no metadata on a
-network), the domains it defined (each also marked in its metadata) and its instant
-VMs. Teardown (:func:`teardown`) removes what the record names; a drill whose process
-is gone (SIGKILL, a host crash) is :func:`debris` for ``stasis doctor``. A lock per
-point name (a group's or a VM's) keeps two drills of the same VMs from running at once.
+made: its process, its storage directory or libvirt storage pool and the suffix every
+name it makes carries (``-drill-<id>``), the network it created (by UUID: libvirt keeps
+no metadata on a network), the domains it defined (each also marked in its metadata)
+and its instant VMs. In a pool, the drill's volumes are those named after its domains
+(``<domain>-<disk>...``), deleted through the pool. Teardown (:func:`teardown`)
+removes what the record names; a drill whose process is gone (SIGKILL, a host crash)
+is :func:`debris` for ``stasis doctor``. A lock per point name (a group's or a VM's)
+keeps two drills of the same VMs from running at once.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class DrillRecord:
     target: str  # the point's name (a group's or a VM's)
     point: str
     mode: str
-    storage: str
+    storage: str  # "" when the disks are volumes of ``pool``
     pid: int
     pid_start: str
     created: float
@@ -51,6 +53,7 @@ class DrillRecord:
     network: dict[str, Any] | None = None  # DrillNetwork's fields
     domains: list[str] = field(default_factory=list)
     instants: list[str] = field(default_factory=list)
+    pool: str | None = None  # the libvirt storage pool the disks are volumes of
 
     @property
     def suffix(self) -> str:
@@ -70,10 +73,12 @@ def drills_dir() -> Path:
     return path
 
 
-def new_record(target: str, point: str, mode: str, storage: Path) -> DrillRecord:
+def new_record(target: str, point: str, mode: str, storage: Path | None,
+               pool: str | None = None) -> DrillRecord:
     pid = os.getpid()
-    return DrillRecord(secrets.token_hex(4), target, point, mode, str(storage), pid,
-                       start_token(pid), time.time())
+    return DrillRecord(secrets.token_hex(4), target, point, mode,
+                       "" if storage is None else str(storage), pid, start_token(pid),
+                       time.time(), pool=pool)
 
 
 def save(rec: DrillRecord) -> None:
@@ -152,9 +157,11 @@ def teardown(conn: libvirt.virConnect, rec: DrillRecord) -> list[str]:
                           | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
                           | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
         removed.append(f"domain {dom.name()}")
+    if rec.pool is not None:
+        removed += _remove_volumes(conn, rec)
     # Every file a drill writes carries its suffix: disks, kernel, NVRAM, console logs,
     # sockets, and a restore's partial files.
-    for base in {Path(rec.storage), vm_socket_dir()}:
+    for base in {Path(rec.storage), vm_socket_dir()} if rec.storage else {vm_socket_dir()}:
         for path in [*base.glob(f"*{rec.suffix}*"), *base.glob(f".*{rec.suffix}*")]:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 path.unlink()
@@ -168,6 +175,29 @@ def teardown(conn: libvirt.virConnect, rec: DrillRecord) -> list[str]:
     return removed
 
 
+def _remove_volumes(conn: libvirt.virConnect, rec: DrillRecord) -> list[str]:
+    """Delete, through the pool, the volumes of the drill's domains (their disks and
+    files, named ``<domain>-...``): also those a killed restore left half written."""
+    assert rec.pool is not None
+    try:
+        pool = conn.storagePoolLookupByName(rec.pool)
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.refresh(0)
+        volumes = pool.listAllVolumes(0)
+    except libvirt.libvirtError as e:
+        # Said among what was removed, so the drill's output and doctor's show it.
+        return [f"no volume: the pool {rec.pool} could not be read ({e.get_error_message()}); "
+                f"its volumes named {rec.suffix} are left for 'virsh vol-delete'"]
+    prefixes = tuple(f"{d}-" for d in rec.domains)
+    removed = []
+    for vol in volumes:
+        if prefixes and vol.name().startswith(prefixes):
+            with contextlib.suppress(libvirt.libvirtError):
+                vol.delete(0)
+                removed.append(f"volume {vol.name()} of pool {rec.pool}")
+    return removed
+
+
 def debris(conn: libvirt.virConnect | None, *, fix: bool) -> Iterator[tuple[str, str, bool]]:
     """(kind, what, fixed) for every drill whose process is gone (killed, or kept with
     ``--keep``): with ``fix``, what it made is removed."""
@@ -175,7 +205,8 @@ def debris(conn: libvirt.virConnect | None, *, fix: bool) -> Iterator[tuple[str,
         if rec.alive:
             continue
         what = (f"{rec.id} of {rec.target} ({rec.state}; {len(rec.domains + rec.instants)} "
-                f"VM(s), storage {rec.storage}"
+                f"VM(s), "
+                + (f"pool {rec.pool}" if rec.pool is not None else f"storage {rec.storage}")
                 + (f", network {rec.network['name']}" if rec.network else "") + ")")
         fixed = False
         if fix and conn is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import libvirt
 
 from stasis.errors import DrillFailed, HypervisorError, UsageError
+from stasis.hypervisor.pools import open_pool
 from stasis.progress import Progress
 from stasis.recovery.drill.checks import (
     CheckOutcome,
@@ -65,8 +66,9 @@ class DrillReport:
     mode: str
     network: str
     network_created: bool
-    storage: str
+    storage: str  # "" when the disks are volumes of ``pool``
     started_at: str
+    pool: str | None = None
     passed: bool = False
     rto_s: float | None = None  # None: a check did not pass
     duration_s: float = 0.0
@@ -84,13 +86,27 @@ class DrillReport:
         return d
 
 
+def check_place(mode: str, storage: Path | None, pool: str | None) -> None:
+    """Refuse a pool given with a storage directory, or for an instant drill."""
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode}: a drill's mode is restore or instant; nothing was "
+                         "made")
+    if pool is not None and storage is not None:
+        raise UsageError("--pool and --storage are two places for the disks: give one; "
+                         "nothing was made")
+    if pool is not None and mode == "instant":
+        # An instant VM's disks stay in the repository; only its overlays are written,
+        # and those are files beside its export (instant finalize --pool moves the disks).
+        raise UsageError("--pool puts restored disks into a storage pool, and an instant "
+                         "drill restores none (its VMs run from the repository, their "
+                         "overlays in --storage): drop --pool or use --mode restore; "
+                         "nothing was made")
+
+
 def check_request(point: Manifest, vms: Sequence[str] | None, mode: str,
                   checks: Sequence[CheckSpec], order: Sequence[str] | None,
                   creds: Credentials | None) -> list[str]:
     """The point's VMs in start order, once everything asked was checked."""
-    if mode not in MODES:
-        raise UsageError(f"--mode {mode}: a drill's mode is restore or instant; nothing was "
-                         "made")
     if mode == "instant" and creds is None:
         raise UsageError("an instant drill needs the repository's credentials here; nothing "
                          "was made")
@@ -119,6 +135,7 @@ def run_drill(
     checks: Sequence[CheckSpec] = (),
     order: Sequence[str] | None = None,
     storage: Path | None = None,
+    pool: str | None = None,
     keep: bool = False,
     creds: Credentials | None = None,
     target: str | None = None,
@@ -129,25 +146,31 @@ def run_drill(
 ) -> DrillReport:
     """Drill ``point`` (its ``vms``, default all); raise DrillFailed, after teardown,
     when a check does not pass. ``target`` names the lock (default the point's name):
-    two drills of one target never run at once."""
+    two drills of one target never run at once. With ``pool`` (a restore drill's), the
+    disks are volumes made through that libvirt storage pool, deleted again through it."""
     began = time.monotonic()
     say = log or (lambda level, text: None)
+    check_place(mode, storage, pool)
     sequence = check_request(point, vms, mode, checks, order, creds)
-    storage = (storage or DEFAULT_STORAGE).absolute()
-    if not storage.is_dir():
-        raise UsageError(f"the storage directory {storage} does not exist; nothing was made")
+    if pool is not None:
+        open_pool(conn, pool)  # known, running, writable: refused before anything is made
+    else:
+        storage = (storage or DEFAULT_STORAGE).absolute()
+        if not storage.is_dir():
+            raise UsageError(f"the storage directory {storage} does not exist; nothing was "
+                             "made")
     lock_name = target or point.name
-    rec = new_record(lock_name, point.id, mode, storage)
+    rec = new_record(lock_name, point.id, mode, storage, pool)
     report = DrillReport(rec.id, lock_name, point.id, point.name, mode, "", False,
-                         str(storage), datetime.now(UTC).isoformat(timespec="milliseconds"),
-                         start_order=sequence)
+                         rec.storage, datetime.now(UTC).isoformat(timespec="milliseconds"),
+                         pool=pool, start_order=sequence)
     with drill_lock(lock_name, rec):
         save(rec)
         try:
             _bring_up(conn, repo, point, rec, report, sequence=sequence, mode=mode,
                       network=network or f"stasis-drill-{rec.id}", checks=checks,
-                      creds=creds, storage=storage, say=say, progress=progress,
-                      cancel=cancel, run_dir=run_dir)
+                      creds=creds, storage=storage, pool=pool, say=say,
+                      progress=progress, cancel=cancel, run_dir=run_dir)
             report.rto_s = round(time.monotonic() - began, 3)
             report.passed = True
             say("info", f"every check passed: measured RTO {report.rto_s:.1f} s")
@@ -183,15 +206,17 @@ def run_drill(
 
 def _bring_up(conn: libvirt.virConnect, repo: Repository, point: Manifest, rec: DrillRecord,
               report: DrillReport, *, sequence: list[str], mode: str, network: str,
-              checks: Sequence[CheckSpec], creds: Credentials | None, storage: Path,
-              say: Log, progress: Progress | None, cancel: threading.Event | None,
+              checks: Sequence[CheckSpec], creds: Credentials | None,
+              storage: Path | None, pool: str | None, say: Log,
+              progress: Progress | None, cancel: threading.Event | None,
               run_dir: Path | None) -> None:
     net = ensure_network(conn, network, rec.id)
     rec.network = dict(net.__dict__)
     save(rec)
     report.network, report.network_created = net.name, net.created
     say("info", f"drill {rec.id} of point {point.id[:12]} ({point.name}), mode {mode}, in "
-        f"{'the new' if net.created else 'the existing'} isolated network {net.name}")
+        f"{'the new' if net.created else 'the existing'} isolated network {net.name}"
+        + (f", its disks volumes of the storage pool {pool}" if pool is not None else ""))
     recs = {v.name: v for v in group_vms(point) if v.name in sequence}
     names = {vm: f"{vm}{rec.suffix}" for vm in sequence}
     rec.domains = list(names.values())
@@ -199,10 +224,10 @@ def _bring_up(conn: libvirt.virConnect, repo: Repository, point: Manifest, rec: 
     if mode == "restore":
         shadow = Manifest(id=point.id, name=point.name, time=point.time,
                           vms=[recs[vm] for vm in sequence])
-        restore_group(conn, repo, shadow, suffix=rec.suffix, storage=storage,
+        restore_group(conn, repo, shadow, suffix=rec.suffix, storage=storage, pool=pool,
                       network=net.name, start=False, progress=progress, run_dir=run_dir)
     else:
-        assert creds is not None
+        assert creds is not None and storage is not None
         for vm in sequence:
             rec.instants.append(names[vm])
             save(rec)

@@ -138,6 +138,7 @@ class DrillConfig:
     network: str | None = None
     order: tuple[str, ...] = ()
     storage: str | None = None
+    pool: str | None = None  # a restore drill's disks as volumes of this libvirt pool
     rto: timedelta | None = None
     max_age: timedelta | None = None
 

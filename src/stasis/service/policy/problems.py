@@ -149,6 +149,7 @@ def rule_problems(report: Report, repositories: Collection[str] | None = None, *
             report.add((*at, "repository"), f"repository '{repository}' is not one the service "
                                             f"serves (configured: {known})")
         copy_problems(report, at, p, repositories, default_repository, locked or {})
+        drill_problems(report, at, p)
         lock_problems(report, at, p, default_repository, immutable or {})
         if "cron" in p and "every" in p:
             report.add((*at, "every"), "has both cron and every: give one of them")
@@ -184,6 +185,27 @@ def rule_problems(report: Report, repositories: Collection[str] | None = None, *
                            "notify.on has 'rpo' but the policy sets no rpo")
             if not notify.get("webhooks") and not notify.get("email"):
                 report.add((*at, "notify"), "notify names no webhooks and no email")
+
+
+def drill_problems(report: Report, at: KeyPath, p: Mapping[str, Any]) -> None:
+    """A policy's drill section: one schedule at most, one place for the disks, and a
+    pool only for a restore drill (an instant drill restores no disk)."""
+    drill = p.get("drill")
+    if not isinstance(drill, dict):
+        return
+    where: KeyPath = (*at, "drill")
+    if "cron" in drill and "every" in drill:
+        report.add((*where, "every"), "drill has both cron and every: give one of them (or "
+                                      "neither, to drill only when asked)")
+    if "pool" not in drill:
+        return
+    if "storage" in drill:
+        report.add((*where, "pool"), "drill has both pool and storage, two places for the "
+                                     "disks: give one of them")
+    if drill.get("mode") == "instant":
+        report.add((*where, "pool"), "drill has a pool, but an instant drill restores no "
+                                     "disk (its VMs run from the repository, their overlays "
+                                     "in storage): drop pool or set mode = \"restore\"")
 
 
 def copy_problems(report: Report, at: KeyPath, p: Mapping[str, Any],

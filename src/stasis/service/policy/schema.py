@@ -112,6 +112,7 @@ class _Drill(_Model):
     network: Text | None = None
     order: list[VmName] = []
     storage: Text | None = None
+    pool: Text | None = None
     rto: DurationValue | None = None
     max_age: DurationValue | None = None
 
