@@ -56,6 +56,7 @@ from stasis.catalog import Catalog, Job, JobStore, PointIndex, PolicyStore
 from stasis.clock import Clock
 from stasis.errors import HypervisorError, PolicyNotFound, StasisError, UsageError, VmState
 from stasis.hypervisor import libvirt_api as lv
+from stasis.memory import release_free_memory
 from stasis.progress import Progress
 from stasis.protection.doctor import clean_vm
 from stasis.repository import Credentials, Repository
@@ -557,6 +558,7 @@ class Service:
         try:
             self._run_job(job, kind, params, plan, env, cancel)
         finally:
+            release_free_memory()  # its buffers, kept by glibc's arenas (stasis.memory)
             self.wake()  # its slot is free: a job waiting for it starts now
 
     def _run_job(self, job: Job, kind: Kind[Any], params: Params, plan: Plan, env: Env,
