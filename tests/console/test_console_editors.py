@@ -262,7 +262,23 @@ def test_a_point_is_verified_and_copied_by_maintainers_and_a_pool_refusal_shows_
     clone.get_by_role("button", name="Make the clone").click()
     sync_api.expect(page.locator("[data-error-for='c-pool']")).to_contain_text("not both")
     shoot(page, "clone")
+    # a disk to a pool's new volume never overwrites: "Overwrite" is refused at its box
+    page.goto(f"{server}/#/points/{m.id}/recover?what=disk")
+    disk = page.get_by_role("region", name="A disk")
+    disk.get_by_label("Image to write").fill("restored.raw")
+    disk.get_by_label("Pool").fill("default")
+    disk.get_by_label("Overwrite it if it exists").check()
+    disk.get_by_role("button", name="Restore disk").click()
+    sync_api.expect(page.locator("[data-error-for='d-force']")).to_contain_text(
+        "a pool's volume is never overwritten")
     assert len(page.request.get(f"{server}/api/v1/jobs").json()["items"]) == jobs
+    # the VMs list clones a VM's newest point (of a VM, not of images), that VM chosen
+    of_vm = commit(api_ctx.repository(), 9, ["test"], name="test")
+    page.goto(f"{server}/#/vms")
+    page.get_by_role("link", name="Clone test's newest point").click()
+    sync_api.expect(page.get_by_role("region", name="A clone").get_by_label(
+        "New VM's name")).to_have_value("test-clone")
+    assert f"/points/{of_vm.id}/recover?what=clone&vm=test" in page.url
     assert not (tmp_path / "new").exists()
     # the point's page and the clone wizard read at 768 px in the dark theme
     page.emulate_media(color_scheme="dark")

@@ -13,6 +13,13 @@ export function field(id, label, input, hint) {
     hint ? h("span", { class: "hint", id: `${id}-hint` }, hint.trim()) : null, input, error);
 }
 
+// A checkbox in its label, with the error slot it is described by.
+export function checkField(box, label) {
+  const error = h("span", { class: "field-error", id: `${box.id}-error`, "data-error-for": box.id, hidden: true });
+  box.setAttribute("aria-describedby", `${box.id}-error`);
+  return h("div", { class: "field" }, h("label", { class: "check", for: box.id }, box, label), error);
+}
+
 export function input(id, attrs = {}) {
   return h("input", { id, name: id, ...attrs });
 }

@@ -6,7 +6,7 @@
 
 import { all, api } from "../api.js";
 import { h, replace, link, bytes, problem, startJob, announce } from "../dom.js";
-import { field, input, select, words, placement, submitJob, showProblem } from "../forms.js";
+import { field, input, select, words, placement, submitJob, showProblem, checkField } from "../forms.js";
 
 function vmChoice(p, id, onChange) {
   const sel = select(id, p.vms.map((v) => [v.name]), p.vms[0].name);
@@ -38,7 +38,7 @@ function diskWizard(ctx, p, running) {
   const pathPart = h("div", { class: "stack" }, field("d-to", "Image to write", to, " a file path on the host"),
     field("d-pool", "Pool", pool, " or a libvirt storage pool: the image is then its new volume, named as above"),
     h("datalist", { id: "d-pools", "data-testid": "d-pools" }, pools.map((d) => h("option", { value: d }))),
-    field("d-format", "Format", format), h("label", { class: "check", for: "d-force" }, force, "Overwrite it if it exists"));
+    field("d-format", "Format", format), checkField(force, "Overwrite it if it exists"));
   const attachPart = h("div", { class: "stack", hidden: true }, field("d-onto", "Running VM", onto), field("d-target", "Device in the guest", target));
   how.addEventListener("change", () => {
     const attach = how.querySelector("input:checked").value === "attach";
