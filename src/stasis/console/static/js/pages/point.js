@@ -81,23 +81,32 @@ function restorePanel(ctx, p) {
 
 // A deep verify of this point (every chunk read and checked) and a copy of it to another
 // served repository: each a job of the system's (repositories:maintain), on its page.
-function maintainPanel(ctx, p, repos) {
+// The repositories (whose listing reads each one's size) come after the page is shown.
+function maintainPanel(ctx, p) {
   const area = h("div", { "aria-live": "polite" });
-  const from = repos.find((r) => r.default);
-  const others = repos.filter((r) => r !== from);
   const verify = h("button", { type: "button", onclick: (e) => startJob(ctx, "/verifications",
     { points: [p.id], deep: true }, e.currentTarget, area) }, "Verify the point");
-  const to = formSelect("p-copy-to", others.map((r) => [r.name]), others[0]?.name);
-  const copy = h("button", { type: "submit", disabled: !others.length }, "Copy the point");
+  const to = formSelect("p-copy-to", [], null);
+  const copy = h("button", { type: "submit", disabled: true }, "Copy the point");
+  to.disabled = true;
   const form = h("form", { class: "stack", onsubmit: (e) => {
     e.preventDefault();
     submitJob(ctx, form, area, "/copies", { points: [p.id], to: to.value }, copy, { to: "p-copy-to", points: "p-copy-to" });
-  } }, others.length ? [formField("p-copy-to", "Copy to", to, " another served repository; only what it lacks is sent"),
-    h("div", {}, copy)] : h("p", { class: "muted" }, "Copies go to another served repository: this server serves one."));
+  } }, formField("p-copy-to", "Copy to", to, " another served repository; only what it lacks is sent"), h("div", {}, copy));
+  const alone = h("p", { class: "muted", hidden: true }, "Copies go to another served repository: this server serves one.");
+  if (ctx.can("repositories:read")) {
+    all("/repositories").then((repos) => {
+      const others = repos.filter((r) => !r.default);
+      replace(to, others.map((r) => h("option", { value: r.name }, r.name)));
+      to.disabled = copy.disabled = !others.length;
+      form.hidden = !others.length;
+      alone.hidden = !!others.length;
+    }).catch((e) => replace(area, problem(e)));
+  }
   return h("section", { class: "panel", "aria-labelledby": "p-maintain" },
     h("h2", { id: "p-maintain" }, "Verify and copy"),
     h("p", { class: "muted" }, "Verify reads every chunk of this point and checks it (a deep verify)."),
-    h("div", { class: "row" }, verify), form, area);
+    h("div", { class: "row" }, verify), form, alone, area);
 }
 
 function deletePanel(ctx, p, held) {
@@ -136,7 +145,6 @@ export async function render(ctx) {
   const held = !!hold?.held;
   // verify and copy are the system's (a tenant's principal is refused them)
   const maintains = ctx.can("repositories:maintain") && !ctx.me.tenant;
-  const repos = maintains && ctx.can("repositories:read") ? await all("/repositories").catch(() => []) : [];
   const explore = (v, d) => ctx.can("files:read")
     ? link(`#/points/${p.id}/explore?vm=${encodeURIComponent(v.name)}&disk=${encodeURIComponent(d.target || d.name)}`,
       "Explore files", h("span", { class: "sr-only" }, ` of ${v.name} ${d.target || d.name}`))
@@ -170,6 +178,6 @@ export async function render(ctx) {
       table("Disks", ["VM", "Disk", "Format", ["Size", "num"], "Read", ["Read bytes", "num"], ["Stored new", "num"], "Files"], diskRows)),
     h("div", { class: "grid" },
       ctx.can("restores:run") ? restorePanel(ctx, p) : null,
-      maintains ? maintainPanel(ctx, p, repos) : null,
+      maintains ? maintainPanel(ctx, p) : null,
       ctx.can("points:delete") ? deletePanel(ctx, p, held) : null));
 }
