@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,6 +272,25 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             yield guest_kit
     finally:
         conn.close()
+
+
+def define_pool(conn: Any, name: str, path: Path, *, start: bool) -> Any:
+    """A libvirt ``dir`` storage pool named ``name`` at ``path`` (made), started or not."""
+    path.mkdir(parents=True, exist_ok=True)
+    pool = conn.storagePoolDefineXML(f"<pool type='dir'><name>{name}</name><target><path>"
+                                     f"{path}</path></target></pool>", 0)
+    if start:
+        pool.create(0)
+    return pool
+
+
+def remove_pool(pool: Any) -> None:
+    """Delete a test's pool: its volumes, then the pool (stopped and undefined)."""
+    if pool.isActive():
+        for vol in pool.listAllVolumes(0):
+            vol.delete(0)
+        pool.destroy()
+    pool.undefine()
 
 
 def remove_domain(conn: object, name: str) -> None:

@@ -21,7 +21,15 @@ import pytest
 
 from stasis.catalog.db import CATALOG_FILE
 from stasis_testkit import READY_MARKER, DiskSpec, Guest, GuestKit, MiB, read_image
-from tests.conftest import PASSPHRASE, Cli, init_repo, remove_domain, seed_catalog
+from tests.conftest import (
+    PASSPHRASE,
+    Cli,
+    define_pool,
+    init_repo,
+    remove_domain,
+    remove_pool,
+    seed_catalog,
+)
 
 pytestmark = pytest.mark.vm
 libvirt = pytest.importorskip("libvirt")
@@ -68,28 +76,13 @@ class Setup:
             vol.delete(0)
 
 
-def _define_pool(conn: Any, name: str, path: Path, *, start: bool) -> Any:
-    path.mkdir(parents=True, exist_ok=True)
-    pool = conn.storagePoolDefineXML(f"<pool type='dir'><name>{name}</name><target><path>"
-                                     f"{path}</path></target></pool>", 0)
-    if start:
-        pool.create(0)
-    return pool
-
-
-def _remove_pool(pool: Any) -> None:
-    if pool.isActive():
-        pool.destroy()
-    pool.undefine()
-
-
 @pytest.fixture(scope="module")
 def setup(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory,
           catalog_template: Path) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("pool")
     tag = f"{os.getpid() % 100000}"
     pool_name = f"stasis-test-pool-{tag}"
-    pool = _define_pool(kit.conn, pool_name, root / "pool", start=True)
+    pool = define_pool(kit.conn, pool_name, root / "pool", start=True)
     guest = kit.create(disks=[DiskSpec("vda", "qcow2", 32 * MiB),
                               DiskSpec("vdb", "raw", 16 * MiB)])
     try:
@@ -109,9 +102,7 @@ def setup(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory,
         yield Setup(kit, guest, pattern, point, pool, pool_name, cli, root)
     finally:
         guest.destroy()
-        for vol in pool.listAllVolumes(0) if pool.isActive() else ():
-            vol.delete(0)
-        _remove_pool(pool)
+        remove_pool(pool)
 
 
 def _disks(xml: str) -> dict[str, tuple[str, dict[str, str], str]]:
@@ -244,7 +235,7 @@ def test_instant_finalize_into_a_pool(setup: Setup, tmp_path: Path) -> None:
 def test_refusals_leave_no_volume_and_no_domain(setup: Setup, tmp_path: Path) -> None:
     s, name = setup, f"{setup.guest.name}-no"
     idle_name = f"{s.pool_name}-idle"
-    idle = _define_pool(s.conn, idle_name, s.root / "idle", start=False)
+    idle = define_pool(s.conn, idle_name, s.root / "idle", start=False)
     try:
         cases = [
             (["--pool", "stasis-no-such-pool"], 2, "no libvirt storage pool named"),
@@ -274,7 +265,7 @@ def test_refusals_leave_no_volume_and_no_domain(setup: Setup, tmp_path: Path) ->
         assert list((s.root / "idle").iterdir()) == []
     finally:
         s.clean(name)
-        _remove_pool(idle)
+        remove_pool(idle)
         shutil.rmtree(s.root / "idle", ignore_errors=True)
 
 
