@@ -287,6 +287,25 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         conn.close()
 
 
+def define_pool(conn: Any, name: str, path: Path, *, start: bool) -> Any:
+    """A libvirt ``dir`` storage pool named ``name`` at ``path`` (made), started or not."""
+    path.mkdir(parents=True, exist_ok=True)
+    pool = conn.storagePoolDefineXML(f"<pool type='dir'><name>{name}</name><target><path>"
+                                     f"{path}</path></target></pool>", 0)
+    if start:
+        pool.create(0)
+    return pool
+
+
+def remove_pool(pool: Any) -> None:
+    """Delete a test's pool: its volumes, then the pool (stopped and undefined)."""
+    if pool.isActive():
+        for vol in pool.listAllVolumes(0):
+            vol.delete(0)
+        pool.destroy()
+    pool.undefine()
+
+
 def remove_domain(conn: object, name: str) -> None:
     """Stop and undefine a domain a test restored or cloned; gone already is fine."""
     import libvirt
@@ -299,19 +318,3 @@ def remove_domain(conn: object, name: str) -> None:
         dom.destroy()
     dom.undefine()
 
-
-def define_pool(conn: Any, name: str, path: Path, *, start: bool) -> Any:
-    """A libvirt ``dir`` storage pool at ``path`` (made), started if asked."""
-    path.mkdir(parents=True, exist_ok=True)
-    pool = conn.storagePoolDefineXML(f"<pool type='dir'><name>{name}</name><target><path>"
-                                     f"{path}</path></target></pool>", 0)
-    if start:
-        pool.create(0)
-    return pool
-
-
-def remove_pool(pool: Any) -> None:
-    """Stop and undefine a pool :func:`define_pool` made (its volumes are the test's)."""
-    if pool.isActive():
-        pool.destroy()
-    pool.undefine()

@@ -195,6 +195,10 @@ def test_tenants_and_roles_through_the_api(real_client: Make) -> None:
             "UsageError")
     assert [t["name"] for t in admin.get(f"{V1}/tenants").json()["items"]] == ["acme"]
     tenant_admin = real_client("admin", Tenant("acme"))
+    # /me tells a tenant's user where it may restore to (the console offers it)
+    assert tenant_admin.get(f"{V1}/me").json()["tenant"] == {
+        "name": "acme", "restore_pools": ["acme"], "restore_networks": [],
+        "restore_dirs": ["/srv/acme"]}
     problem(tenant_admin.get(f"{V1}/tenants"), 403, "PermissionDenied")
     problem(tenant_admin.post(f"{V1}/users", json={"name": "evil", "role": "admin",
                                                    "password": "long enough"}), 403,

@@ -102,8 +102,6 @@ def setup(kit: GuestKit, tmp_path_factory: pytest.TempPathFactory,
         yield Setup(kit, guest, pattern, point, pool, pool_name, cli, root)
     finally:
         guest.destroy()
-        for vol in pool.listAllVolumes(0) if pool.isActive() else ():
-            vol.delete(0)
         remove_pool(pool)
 
 

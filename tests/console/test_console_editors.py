@@ -4,8 +4,10 @@ for the jobs ``stasis serve``'s service in a thread): a policy edited with a wro
 value whose message shows next to its field, then fixed, previewed (which points its
 retention keeps and removes) and saved; a group made; a disk of a point restored to a
 path by a job followed to its end (the bytes equal the disk's); repositories verified;
-held points released; a user made, a token made and revoked; the audit log shown to
-an auditor and hidden from a viewer (the API refuses it too)."""
+a point verified deeply and copied to a second repository from its page (offered to
+maintainers alone), a pool given with a directory refused next to the pool field, a
+tenant's pools offered; held points released; a user made, a token made and revoked;
+the audit log shown to an auditor and hidden from a viewer (the API refuses it too)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from stasis.repository import Repository
 from stasis.service.runner import Service
 from tests.api.conftest import PASSWORD, api_ctx, real_ctx, serving
 from tests.api.resources import commit
-from tests.conftest import mixed_image, reopen
+from tests.conftest import init_repo, mixed_image, reopen
 from tests.console.conftest import Browsing, shoot, sign_in, sync_api
 
 __all__ = ["api_ctx", "real_ctx"]  # the API's fixtures, used here too
@@ -51,22 +53,34 @@ def server(api_ctx: ApiContext) -> Iterator[str]:
 
 @pytest.fixture
 def service(api_ctx: ApiContext, tmp_path: Path) -> Iterator[Service]:
-    """``stasis serve``'s service in a thread on the API's catalog, woken by the API."""
+    """``stasis serve``'s service in a thread on the API's catalog, woken by the API,
+    opening the repositories the API serves."""
     for d in ("run", "scratch"):
         (tmp_path / d).mkdir(exist_ok=True)
-    repo: Repository = api_ctx.repository()
 
     def no_libvirt() -> Any:
         raise HypervisorError("libvirt is not used by these jobs")
 
-    s = Service(api_ctx.catalog, [], repositories={"main": lambda: reopen(repo)},
+    served = {n: (lambda r=r: reopen(r)) for n, r in api_ctx.repositories.items()}
+    s = Service(api_ctx.catalog, [], repositories=served,
                 connect=no_libvirt, run_dir=tmp_path / "run", scratch_dir=tmp_path / "scratch")
     with serving(api_ctx, s):
         yield s
 
 
-def user(ctx: ApiContext, name: str, role: str) -> str:
-    acc.add_user(ctx.catalog, name, role=role, password=PASSWORD)
+@pytest.fixture
+def offsite(api_ctx: ApiContext, tmp_path: Path) -> Repository:
+    """A second repository the API serves, as "offsite" (asked for before ``service``,
+    which then opens it too)."""
+    r = init_repo(tmp_path / "offsite")
+    served = api_ctx.repositories
+    assert isinstance(served, dict)
+    served["offsite"] = r
+    return r
+
+
+def user(ctx: ApiContext, name: str, role: str, tenant: str | None = None) -> str:
+    acc.add_user(ctx.catalog, name, role=role, password=PASSWORD, tenant=tenant)
     return name
 
 
@@ -202,6 +216,101 @@ def test_a_disk_is_restored_to_a_path_and_repositories_and_holds_are_shown(
     shoot(page, "holds")
     held.get_by_role("button", name=f"Release the hold of disk {m.id[:12]}").click()
     page.get_by_text("No point is held.").wait_for()
+    assert not b.foreign(), b.foreign()
+
+
+def test_a_point_is_verified_and_copied_by_maintainers_and_a_pool_refusal_shows_at_its_field(
+        api_ctx: ApiContext, offsite: Repository, server: str, service: Service,
+        tmp_path: Path, browse: Callable[..., Browsing]) -> None:
+    img = mixed_image(tmp_path / "disk.raw", size=2 << 20)
+    m = back_up_images(api_ctx.repository(), [img], name="test", run_dir=tmp_path)
+    user(api_ctx, "otto", "operator")
+    b, page = signed_in(browse, server, "otto")
+
+    # A deep verify of this point alone, and a copy of it to the other repository.
+    page.goto(f"{server}/#/points/{m.id}")
+    region = page.get_by_role("region", name="Verify and copy")
+    shoot(page, "point-actions")
+    region.get_by_role("button", name="Verify the point").click()
+    page.wait_for_url("**/#/jobs/*")
+    sync_api.expect(page.get_by_test_id("job-state")).to_have_text("succeeded", timeout=JOB_MS)
+    job = page.request.get(page.url.replace("/#/", "/api/v1/")).json()
+    assert (job["kind"], list(job["result"])) == ("verify", [m.id]), job
+    assert job["bytes_read"] > 0  # deep: the chunks were read
+    page.goto(f"{server}/#/points/{m.id}")
+    region.get_by_label("Copy to").select_option("offsite")
+    region.get_by_role("button", name="Copy the point").click()
+    page.wait_for_url("**/#/jobs/*")
+    sync_api.expect(page.get_by_test_id("job-state")).to_have_text("succeeded", timeout=JOB_MS)
+    assert [p.id for p in reopen(offsite).points()] == [m.id]
+
+    # A pool and a storage directory at once: the API's 422 shows next to the pool,
+    # in the restore as a new VM and in the clone wizard, and no job is queued.
+    jobs = len(page.request.get(f"{server}/api/v1/jobs").json()["items"])
+    page.goto(f"{server}/#/points/{m.id}")
+    restore = page.get_by_role("region", name="Restore as a new VM")
+    restore.get_by_label("Storage").fill(str(tmp_path / "new"))
+    restore.get_by_label("Pool").fill("default")
+    restore.get_by_role("button", name="Restore as new VM").click()
+    error = page.locator("[data-error-for='r-pool']")
+    sync_api.expect(error).to_contain_text("--pool and --storage are two places")
+    assert page.get_by_label("Pool").get_attribute("aria-invalid") == "true"
+    page.get_by_role("link", name="Clone…").click()
+    clone = page.get_by_role("region", name="A clone")
+    clone.get_by_label("Storage").fill(str(tmp_path / "new"))
+    clone.get_by_label("Pool").fill("default")
+    clone.get_by_role("button", name="Make the clone").click()
+    sync_api.expect(page.locator("[data-error-for='c-pool']")).to_contain_text("not both")
+    shoot(page, "clone")
+    # a disk to a pool's new volume never overwrites: "Overwrite" is refused at its box
+    page.goto(f"{server}/#/points/{m.id}/recover?what=disk")
+    disk = page.get_by_role("region", name="A disk")
+    disk.get_by_label("Image to write").fill("restored.raw")
+    disk.get_by_label("Pool").fill("default")
+    disk.get_by_label("Overwrite it if it exists").check()
+    disk.get_by_role("button", name="Restore disk").click()
+    sync_api.expect(page.locator("[data-error-for='d-force']")).to_contain_text(
+        "a pool's volume is never overwritten")
+    assert len(page.request.get(f"{server}/api/v1/jobs").json()["items"]) == jobs
+    # the VMs list clones a VM's newest point (of a VM, not of images), that VM chosen
+    of_vm = commit(api_ctx.repository(), 9, ["test"], name="test")
+    page.goto(f"{server}/#/vms")
+    page.get_by_role("link", name="Clone test's newest point").click()
+    sync_api.expect(page.get_by_role("region", name="A clone").get_by_label(
+        "New VM's name")).to_have_value("test-clone")
+    assert f"/points/{of_vm.id}/recover?what=clone&vm=test" in page.url
+    assert not (tmp_path / "new").exists()
+    # the point's page and the clone wizard read at 768 px in the dark theme
+    page.emulate_media(color_scheme="dark")
+    page.set_viewport_size({"width": 768, "height": 860})
+    for where in (f"points/{m.id}", f"points/{m.id}/recover?what=clone", "vms"):
+        page.goto(f"{server}/#/{where}")
+        page.locator("main h1").wait_for()
+        width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1], (where, width)
+
+    # A tenant's user is offered the tenant's pools (from GET /me), and neither verify
+    # nor copy (the system's); a viewer sees no Verify, Copy or Clone either.
+    acc.add_tenant(api_ctx.catalog, "shop", vms=["test"], labels={},
+                   restore_pools=["shop-pool", "shop-fast"], restore_networks=[],
+                   restore_dirs=["/srv/shop"])
+    user(api_ctx, "tess", "operator", tenant="shop")
+    _, tenant = signed_in(browse, server, "tess")
+    tenant.goto(f"{server}/#/points/{m.id}")
+    tenant.get_by_role("region", name="Restore as a new VM").wait_for()
+    pools = tenant.get_by_test_id("r-pools").locator("option")
+    assert [pools.nth(i).get_attribute("value") for i in range(pools.count())] == [
+        "shop-pool", "shop-fast"]
+    assert tenant.get_by_role("region", name="Verify and copy").count() == 0
+    tenant.get_by_role("link", name="Clone…").click()
+    sync_api.expect(tenant.get_by_test_id("c-pools").locator("option")).to_have_count(2)
+    user(api_ctx, "vic", "viewer")
+    _, viewer = signed_in(browse, server, "vic")
+    viewer.goto(f"{server}/#/points/{m.id}")
+    viewer.get_by_role("region", name="Point", exact=True).wait_for()
+    for hidden in ("Verify and copy", "Restore as a new VM"):
+        assert viewer.get_by_role("region", name=hidden).count() == 0, hidden
+    assert viewer.get_by_role("link", name="Clone…").count() == 0
     assert not b.foreign(), b.foreign()
 
 

@@ -1,9 +1,11 @@
 // A recovery point: its VMs and disks, the consistency each VM reached, its hold; and
-// what can be done with it: hold or release, restore a VM as a new one, explore its
-// files, delete it (after a confirmation that says what is lost).
+// what can be done with it: hold or release, restore a VM as a new one, clone it,
+// explore its files, verify it deeply or copy it to another repository, delete it
+// (after a confirmation that says what is lost).
 
-import { api } from "../api.js";
+import { all, api } from "../api.js";
 import { h, replace, link, badge, bytes, time, table, facts, problem, startJob, announce } from "../dom.js";
+import { field as formField, select as formSelect, placement, submitJob } from "../forms.js";
 
 function field(id, label, input, hint) {
   return h("label", { for: id }, label, hint ? h("span", { class: "hint" }, hint) : null, input);
@@ -55,35 +57,56 @@ function holdPanel(ctx, p, held, row) {
 
 function restorePanel(ctx, p) {
   const area = h("div", { "aria-live": "polite" });
-  const tenant = ctx.me.tenant;
   const vmSel = h("select", { id: "r-vm", name: "vm" }, p.vms.map((v) => h("option", { value: v.name }, v.name)));
   const name = h("input", { id: "r-name", name: "name", required: true, value: `${p.vms[0].name}-restored` });
   vmSel.addEventListener("change", () => { name.value = `${vmSel.value}-restored`; });
-  const storage = h("input", { id: "r-storage", name: "storage", list: "r-dirs",
-    placeholder: tenant ? tenant.restore_dirs[0] || "" : "beside the original disks",
-    required: !!tenant });
-  const dirs = h("datalist", { id: "r-dirs" }, (tenant?.restore_dirs || []).map((d) => h("option", { value: d })));
-  const network = h("input", { id: "r-network", name: "network", list: "r-nets", placeholder: "as in the point" });
-  const nets = h("datalist", { id: "r-nets" }, (tenant?.restore_networks || []).map((d) => h("option", { value: d })));
+  const where = placement(ctx, "r", { storageHint: " a directory for the new disks; empty: beside the original ones" });
   const start = h("input", { id: "r-start", name: "start", type: "checkbox", checked: true });
   const submit = h("button", { type: "submit" }, "Restore as new VM");
   const form = h("form", { class: "stack", onsubmit: (e) => {
     e.preventDefault();
-    const body = { what: "vm", point: p.id, name: name.value.trim(), start: start.checked };
+    const body = { what: "vm", point: p.id, name: name.value.trim(), start: start.checked, ...where.values() };
     if (p.vms.length > 1) body.vm = vmSel.value;
-    if (storage.value.trim()) body.storage = storage.value.trim();
-    if (network.value.trim()) body.network = network.value.trim();
-    startJob(ctx, "/restores", body, submit, area);
+    submitJob(ctx, form, area, "/restores", body, submit, { name: "r-name", vm: "r-vm", ...where.fields });
   } },
-  p.vms.length > 1 ? field("r-vm", "VM of the point", vmSel) : null,
-  field("r-name", "New VM's name", name),
-  field("r-storage", "Storage", storage, " a directory for the new disks"), dirs,
-  field("r-network", "Network", network, " empty: the networks of the point"), nets,
+  p.vms.length > 1 ? formField("r-vm", "VM of the point", vmSel) : null,
+  formField("r-name", "New VM's name", name),
+  where.nodes,
   h("label", { class: "check", for: "r-start" }, start, "Start it once restored"),
   h("div", {}, submit), area);
   return h("section", { class: "panel", "aria-labelledby": "p-restore" },
     h("h2", { id: "p-restore" }, "Restore as a new VM"),
     h("p", { class: "muted" }, "A new VM with a new name, UUID and MAC addresses, beside the original."), form);
+}
+
+// A deep verify of this point (every chunk read and checked) and a copy of it to another
+// served repository: each a job of the system's (repositories:maintain), on its page.
+// The repositories (whose listing reads each one's size) come after the page is shown.
+function maintainPanel(ctx, p) {
+  const area = h("div", { "aria-live": "polite" });
+  const verify = h("button", { type: "button", onclick: (e) => startJob(ctx, "/verifications",
+    { points: [p.id], deep: true }, e.currentTarget, area) }, "Verify the point");
+  const to = formSelect("p-copy-to", [], null);
+  const copy = h("button", { type: "submit", disabled: true }, "Copy the point");
+  to.disabled = true;
+  const form = h("form", { class: "stack", onsubmit: (e) => {
+    e.preventDefault();
+    submitJob(ctx, form, area, "/copies", { points: [p.id], to: to.value }, copy, { to: "p-copy-to", points: "p-copy-to" });
+  } }, formField("p-copy-to", "Copy to", to, " another served repository; only what it lacks is sent"), h("div", {}, copy));
+  const alone = h("p", { class: "muted", hidden: true }, "Copies go to another served repository: this server serves one.");
+  if (ctx.can("repositories:read")) {
+    all("/repositories").then((repos) => {
+      const others = repos.filter((r) => !r.default);
+      replace(to, others.map((r) => h("option", { value: r.name }, r.name)));
+      to.disabled = copy.disabled = !others.length;
+      form.hidden = !others.length;
+      alone.hidden = !!others.length;
+    }).catch((e) => replace(area, problem(e)));
+  }
+  return h("section", { class: "panel", "aria-labelledby": "p-maintain" },
+    h("h2", { id: "p-maintain" }, "Verify and copy"),
+    h("p", { class: "muted" }, "Verify reads every chunk of this point and checks it (a deep verify)."),
+    h("div", { class: "row" }, verify), form, alone, area);
 }
 
 function deletePanel(ctx, p, held) {
@@ -120,6 +143,8 @@ export async function render(ctx) {
   const p = await api(`/points/${encodeURIComponent(id)}`);
   const hold = await api(`/points/${encodeURIComponent(p.id)}/hold`).catch(() => null);
   const held = !!hold?.held;
+  // verify and copy are the system's (a tenant's principal is refused them)
+  const maintains = ctx.can("repositories:maintain") && !ctx.me.tenant;
   const explore = (v, d) => ctx.can("files:read")
     ? link(`#/points/${p.id}/explore?vm=${encodeURIComponent(v.name)}&disk=${encodeURIComponent(d.target || d.name)}`,
       "Explore files", h("span", { class: "sr-only" }, ` of ${v.name} ${d.target || d.name}`))
@@ -137,7 +162,8 @@ export async function render(ctx) {
       p.vms.map((v, i) => [i ? ", " : "", link(`#/vms/${encodeURIComponent(v.name)}`, v.name)]), " /"),
     h("h1", {}, `Point ${p.name} `, h("span", { class: "muted" }, `of ${new Date(p.time).toLocaleString()}`)),
     ctx.can("restores:run") ? h("p", { class: "row" }, h("a", { class: "button quiet", href: `#/points/${p.id}/recover` },
-      "Recover: a disk, instant recovery, the group, in place…")) : null,
+      "Recover: a disk, instant recovery, the group, in place…"),
+    h("a", { class: "button quiet", href: `#/points/${p.id}/recover?what=clone` }, "Clone…")) : null,
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "p-facts" }, h("h2", { id: "p-facts" }, "Point"),
         facts([["Id", h("span", { class: "mono" }, p.id)], ["Taken", time(p.time)], ["Kind", p.kind],
@@ -152,5 +178,6 @@ export async function render(ctx) {
       table("Disks", ["VM", "Disk", "Format", ["Size", "num"], "Read", ["Read bytes", "num"], ["Stored new", "num"], "Files"], diskRows)),
     h("div", { class: "grid" },
       ctx.can("restores:run") ? restorePanel(ctx, p) : null,
+      maintains ? maintainPanel(ctx, p) : null,
       ctx.can("points:delete") ? deletePanel(ctx, p, held) : null));
 }

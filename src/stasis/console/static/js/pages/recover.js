@@ -1,34 +1,12 @@
 // The restore wizards of a point: a disk to a path or attached read-only to a running
 // VM, instant recovery (a VM running from the repository at once, then finalized or
 // discarded), a group's VMs into an isolated network (suffix, network, start order),
-// and a VM over itself in place (only while it is shut off). The jobs end on their
+// a clone (full or linked), and a VM over itself in place (only while it is shut off). The jobs end on their
 // page, which follows them live.
 
 import { all, api } from "../api.js";
 import { h, replace, link, bytes, problem, startJob, announce } from "../dom.js";
-import { field, input, select, words } from "../forms.js";
-
-// Where restored disks and NICs go, from what the user's tenant allows (a choice the
-// API checks again): the fields and the part of a body they make.
-function placement(ctx, prefix, { storageHint, network = true } = {}) {
-  const tenant = ctx.me.tenant;
-  const storage = input(`${prefix}-storage`, { list: `${prefix}-dirs`, required: !!tenant,
-    placeholder: tenant ? tenant.restore_dirs[0] || "" : "the default" });
-  const net = input(`${prefix}-network`, { list: `${prefix}-nets`, placeholder: "as in the point" });
-  const nodes = [
-    field(`${prefix}-storage`, "Storage", storage, storageHint || " a directory for the disks"),
-    h("datalist", { id: `${prefix}-dirs` }, (tenant?.restore_dirs || []).map((d) => h("option", { value: d }))),
-    network ? field(`${prefix}-network`, "Network", net, " every interface on this network; empty: as in the point") : null,
-    h("datalist", { id: `${prefix}-nets` }, (tenant?.restore_networks || []).map((d) => h("option", { value: d }))),
-  ];
-  const values = () => {
-    const out = {};
-    if (storage.value.trim()) out.storage = storage.value.trim();
-    if (network && net.value.trim()) out.network = net.value.trim();
-    return out;
-  };
-  return { nodes, values };
-}
+import { field, input, select, words, placement, submitJob, showProblem, checkField } from "../forms.js";
 
 function vmChoice(p, id, onChange) {
   const sel = select(id, p.vms.map((v) => [v.name]), p.vms[0].name);
@@ -55,8 +33,12 @@ function diskWizard(ctx, p, running) {
   const force = h("input", { type: "checkbox", id: "d-force" });
   const onto = select("d-onto", running.map((v) => [v.name]), running[0]?.name);
   const target = input("d-target", { placeholder: "the next free (vdb...)" });
+  const pools = ctx.me.tenant?.restore_pools || [];
+  const pool = input("d-pool", { list: "d-pools", placeholder: pools[0] || "none: a file" });
   const pathPart = h("div", { class: "stack" }, field("d-to", "Image to write", to, " a file path on the host"),
-    field("d-format", "Format", format), h("label", { class: "check", for: "d-force" }, force, "Overwrite it if it exists"));
+    field("d-pool", "Pool", pool, " or a libvirt storage pool: the image is then its new volume, named as above"),
+    h("datalist", { id: "d-pools", "data-testid": "d-pools" }, pools.map((d) => h("option", { value: d }))),
+    field("d-format", "Format", format), checkField(force, "Overwrite it if it exists"));
   const attachPart = h("div", { class: "stack", hidden: true }, field("d-onto", "Running VM", onto), field("d-target", "Device in the guest", target));
   how.addEventListener("change", () => {
     const attach = how.querySelector("input:checked").value === "attach";
@@ -69,7 +51,8 @@ function diskWizard(ctx, p, running) {
     if (how.querySelector("input:checked").value === "path") {
       const body = { what: "disk", point: p.id, vm, disk: d, to: to.value.trim(), force: force.checked };
       if (format.value) body.format = format.value;
-      startJob(ctx, "/restores", body, submit, area);
+      if (pool.value.trim()) body.pool = pool.value.trim();
+      submitJob(ctx, form, area, "/restores", body, submit, { to: "d-to", pool: "d-pool", force: "d-force", format: "d-format" });
       return;
     }
     submit.disabled = true;
@@ -96,7 +79,7 @@ function instantWizard(ctx, p) {
   const area = h("div", { "aria-live": "polite" });
   const name = input("i-name", { required: true, value: `${p.vms[0].name}-instant` });
   const vm = vmChoice(p, "i-vm", (v) => { name.value = `${v}-instant`; });
-  const where = placement(ctx, "i", { storageHint: " a directory for the overlays (the writes)" });
+  const where = placement(ctx, "i", { storageHint: " a directory for the overlays (the writes)", pool: false });
   const submit = h("button", { type: "submit" }, "Start instant recovery");
   const form = h("form", { class: "stack", onsubmit: async (e) => {
     e.preventDefault();
@@ -126,12 +109,51 @@ function groupWizard(ctx, p) {
     e.preventDefault();
     const body = { what: "group", point: p.id, suffix: suffix.value, start: start.checked, ...where.values() };
     if (words(order.value).length) body.order = words(order.value);
-    startJob(ctx, "/restores", body, submit, area);
+    submitJob(ctx, form, area, "/restores", body, submit, { suffix: "g-suffix", order: "g-order", ...where.fields });
   } }, field("g-suffix", "Suffix", suffix, " added to each VM's name"), where.nodes,
   field("g-order", "Start order", order, " VM names, first started first"),
   h("label", { class: "check", for: "g-start" }, start, "Start them once restored"), h("div", {}, submit), area);
   return panel("group", "The group, into an isolated network",
     `Every VM of the point (${p.vms.map((v) => v.name).join(", ")}) as a new VM named with the suffix; give an isolated network for a drill beside the originals.`, form);
+}
+
+// A clone: a new VM (new name, UUID, MACs) from the point, either a full sparse copy
+// (a job: its page follows it) or linked (qcow2 overlays on an export of the point,
+// made at once: the new VM's page; removed from the page of what runs from a
+// repository, and the point held while it lives).
+function cloneWizard(ctx, p) {
+  const area = h("div", { "aria-live": "polite" });
+  const chosen = p.vms.some((v) => v.name === ctx.query.get("vm")) ? ctx.query.get("vm") : p.vms[0].name;
+  const name = input("c-name", { required: true, value: `${chosen}-clone` });
+  const vm = vmChoice(p, "c-vm", (v) => { name.value = `${v}-clone`; });
+  vm.value = chosen;
+  const how = h("fieldset", { class: "choice" }, h("legend", {}, "Clone"),
+    h("label", { class: "check", for: "c-full" }, h("input", { type: "radio", name: "c-how", id: "c-full", value: "full", checked: true }),
+      "a full copy (its own disks, a job)"),
+    h("label", { class: "check", for: "c-linked" }, h("input", { type: "radio", name: "c-how", id: "c-linked", value: "linked" }),
+      "linked (overlays on the point, at once; the point is held while it lives)"));
+  const where = placement(ctx, "c", { storageHint: " a directory for its disks (linked: its overlays)" });
+  const start = h("input", { type: "checkbox", id: "c-start" });
+  const submit = h("button", { type: "submit" }, "Make the clone");
+  const form = h("form", { class: "stack", onsubmit: async (e) => {
+    e.preventDefault();
+    const linked = how.querySelector("input:checked").value === "linked";
+    const body = { point: p.id, name: name.value.trim(), linked, start: start.checked, ...where.values() };
+    if (p.vms.length > 1) body.vm = vm.value;
+    submit.disabled = true;
+    replace(area, linked ? h("p", { role: "status" }, "Making the linked clone…") : null);
+    try {
+      const made = await api("/clones", { method: "POST", body });
+      if (made.job) { ctx.go(`#/jobs/${made.job.id}`); return; }
+      announce(`${made.name} made, linked to point ${p.name}`);
+      ctx.go(`#/vms/${encodeURIComponent(made.name)}?cloned=${encodeURIComponent(p.id)}`);
+    } catch (err) {
+      submit.disabled = false;
+      showProblem(form, area, err, { name: "c-name", vm: "c-vm", linked: "c-linked", ...where.fields });
+    }
+  } }, p.vms.length > 1 ? field("c-vm", "VM of the point", vm) : null, field("c-name", "New VM's name", name),
+  how, where.nodes, h("label", { class: "check", for: "c-start" }, start, "Start it once made"), h("div", {}, submit), area);
+  return panel("clone", "A clone", "A new VM from the point, with a new name, UUID and MAC addresses, beside the original.", form);
 }
 
 function inPlaceWizard(ctx, p, states) {
@@ -174,6 +196,7 @@ export async function render(ctx) {
     ["disk", "a disk", () => diskWizard(ctx, p, running)],
     ["instant", "instant recovery", () => instantWizard(ctx, p)],
     p.vms.length > 1 || p.kind === "group" ? ["group", "the group", () => groupWizard(ctx, p)] : null,
+    ["clone", "a clone", () => cloneWizard(ctx, p)],
     ["in-place", "a VM in place", () => inPlaceWizard(ctx, p, states)],
   ].filter(Boolean);
   const shown = wizards.filter(([k]) => !choose || k === choose);

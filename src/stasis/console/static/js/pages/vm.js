@@ -1,6 +1,6 @@
 // One VM: its state and disks, its protection, its points on a timeline and in a list
 // (full or incremental, consistency, frozen window, size; the newest page of the
-// API's listing, older pages on demand) and its jobs.
+// API's listing, older pages on demand) and its jobs; a clone of its newest point.
 
 import { api } from "../api.js";
 import { h, svg, replace, link, badge, bytes, ago, since, time, table, facts, problem, startJob, duration } from "../dom.js";
@@ -106,6 +106,10 @@ export async function render(ctx) {
   const message = h("div", { "aria-live": "polite" });
   const backup = ctx.can("backups:run") ? h("button", { type: "button",
     onclick: (e) => startJob(ctx, "/backups", { vms: [name] }, e.currentTarget, message) }, "Back up now") : null;
+  const newest = points.items[0];
+  const clone = ctx.can("restores:run") && newest ? h("a", { class: "button quiet",
+    href: `#/points/${newest.id}/recover?what=clone&vm=${q}` }, "Clone the newest point…") : null;
+  const cloned = ctx.query.get("cloned");
 
   const jobRows = jobs.items.map((j) => h("tr", {},
     h("td", {}, link(`#/jobs/${j.id}`, `#${j.id}`)), h("td", {}, j.kind), h("td", {}, badge(j.state)),
@@ -113,7 +117,10 @@ export async function render(ctx) {
 
   return h("div", {},
     h("p", { class: "crumbs" }, link("#/vms", "VMs"), " / "),
-    h("div", { class: "spread" }, h("h1", {}, name), h("div", { class: "row" }, backup)),
+    h("div", { class: "spread" }, h("h1", {}, name), h("div", { class: "row" }, backup, clone)),
+    cloned ? h("p", { class: "notice", "data-testid": "cloned" }, `${name} is a linked clone of point `,
+      link(`#/points/${encodeURIComponent(cloned)}`, cloned.slice(0, 12)), ": it runs on overlays of the point, held while it lives. ",
+      link("#/instant", "Remove it"), " from what runs from a repository.") : null,
     message,
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "vm-facts" }, h("h2", { id: "vm-facts" }, "Machine"),

@@ -1,5 +1,6 @@
 // The VMs: a searchable list with state, disks, labels, the protecting policies and the
-// newest point with its age; "Back up now" starts a backup job and opens its page.
+// newest point with its age; "Back up now" starts a backup job and opens its page,
+// "Clone…" and "Restore…" start from the newest point.
 
 import { all } from "../api.js";
 import { h, replace, link, badge, bytes, since, table, problem, startJob } from "../dom.js";
@@ -26,6 +27,12 @@ export async function render(ctx) {
       "aria-label": `Back up ${v.name} now`,
       onclick: (e) => startJob(ctx, "/backups", { vms: [v.name] }, e.currentTarget, message) },
     "Back up now") : null;
+    // clone and restore start from the VM's newest point (its page offers older ones)
+    const fromNewest = ctx.can("restores:run") && v.newest_point ? [
+      h("a", { class: "button quiet small", href: `#/points/${v.newest_point.id}/recover?what=clone&vm=${encodeURIComponent(v.name)}`,
+        "aria-label": `Clone ${v.name}'s newest point` }, "Clone…"),
+      h("a", { class: "button quiet small", href: `#/points/${v.newest_point.id}`,
+        "aria-label": `Restore ${v.name} from its newest point` }, "Restore…")] : null;
     const tr = h("tr", { "data-search": text, "data-vm": v.name },
       h("td", {}, link(`#/vms/${encodeURIComponent(v.name)}`, v.name)),
       h("td", {}, badge(v.state, VM_STATES[v.state] ?? "")),
@@ -33,7 +40,7 @@ export async function render(ctx) {
       h("td", {}, Object.entries(lab).map(([k, x]) => h("span", { class: "badge" }, `${k}=${x}`)), Object.keys(lab).length ? "" : "–"),
       h("td", {}, s?.policies.join(", ") || "–"),
       h("td", { class: "nowrap" }, v.newest_point ? link(`#/points/${v.newest_point.id}`, since(v.newest_point.time)) : "none"),
-      h("td", {}, backup));
+      h("td", {}, h("span", { class: "row actions" }, backup, fromNewest)));
     return tr;
   });
   const count = h("p", { class: "muted", role: "status" }, `${rows.length} VMs`);
