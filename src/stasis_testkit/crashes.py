@@ -479,7 +479,7 @@ def calibrate(world: World, operation: str) -> float:
     """The kill window of ``operation``, from one unkilled run: placement ``time``, how
     long its work takes here, from its first lock to its end; placement ``call``, how
     many storage calls of its kind (:data:`KILL_CALLS`) it makes."""
-    if operation in VM_OPERATIONS and not world._repo().point_ids():
+    if operation in VM_OPERATIONS and not world.vm_points:
         world.run(world.argv(operation))  # the first is full: a window of incrementals
     if world.placement == "call":  # twice: the first run may find more (a first gc)
         counted = world.root / "calls.json"
