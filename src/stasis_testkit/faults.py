@@ -26,6 +26,10 @@ The kinds, as the repository sees them (above the backend's own retries):
   lost puts vanish) and :class:`Crashed` is raised, which no code of Stasis catches as a
   storage error (it is a ``BaseException``, like the interrupt a ``kill -9`` gives no
   chance to handle). After it, the test opens the repository anew, as the next process.
+- ``kill``: the process is killed for real at this call: SIGKILL to its process group
+  when it leads one (a ``stasis`` run by :mod:`stasis_testkit.callkill`, with whatever
+  it started), else to itself. Nothing runs after it (no ``finally``, no flush): what
+  a ``kill -9`` placed at a storage call leaves, for the crash matrix.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import errno
 import os
 import random
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -53,7 +58,7 @@ from stasis.backends.local import TMP_MARK, LocalBackend
 
 CALLS = ("get", "put", "put_if_absent", "sync", "exists", "size", "delete", "list")
 KINDS = ("enospc", "edquot", "eio", "slowdown", "server-error", "timeout", "reset",
-         "unreachable", "latency", "torn", "lost", "crash")
+         "unreachable", "latency", "torn", "lost", "crash", "kill")
 PUT_ONLY = ("torn", "lost")
 
 
@@ -111,6 +116,12 @@ def _error(kind: str, call: str, key: str) -> BaseException:
     if kind == "unreachable":
         return Unreachable(f"nothing answered ({what})")
     return RetriesExhausted(f"{kind} through every retry ({what})")
+
+
+def _kill_this_process() -> None:
+    if os.getpgrp() == os.getpid():  # a group of its own: its children die with it
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class FaultyBackend:
@@ -172,6 +183,8 @@ class FaultyBackend:
         for kind in kinds:
             if kind == "latency":
                 time.sleep(next(f.delay_s for f in self.faults if f.kind == "latency"))
+            elif kind == "kill":
+                _kill_this_process()
             elif kind == "crash":
                 self.crash()
                 raise Crashed(f"the process died at {call} {key}")
