@@ -284,7 +284,9 @@ class World:
         debris = 0
         if operation in VM_OPERATIONS:
             self._check_guests_run(operation)
-            debris = len(self._vm_debris())
+            left_by_kill = self._vm_debris()
+            debris = len(left_by_kill)
+            self._check_doctor_sees(operation, left_by_kill)
         self.check(operation)
         began = time.monotonic()
         rerun = self.argv(operation) if operation != "restore" else args
@@ -395,6 +397,16 @@ class World:
         left = self._vm_debris()
         assert not left, (operation, "left after the next backup", left)
 
+    def _check_doctor_sees(self, operation: str, debris: list[str]) -> None:
+        """``stasis doctor`` (without --fix: the next backup removes it) names every
+        kind of what the killed backup left on the hypervisor and the host."""
+        found = json.loads(self.run(["doctor", "--json"]).stdout)
+        kinds = {f["kind"] for f in found}
+        for what, kind in ((": libvirt job", "libvirt job"), (": checkpoint ", "checkpoint"),
+                           (lv.JOB_DIR_PREFIX, "scratch")):
+            if any(what in d for d in debris):
+                assert kind in kinds, (operation, "doctor missed", kind, debris, found)
+
     def _vm_debris(self) -> list[str]:
         """What a VM backup left on the hypervisor and the host: the guests' libvirt
         jobs, checkpoints of the repository's chain whose point did not commit, job
@@ -404,7 +416,7 @@ class World:
         chain = lv.chain_prefix(repo.id)
         found = []
         for g in self.guests:
-            if g.domain.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            if _job_running(g.domain):
                 found.append(f"{g.name}: libvirt job")
             found += [f"{g.name}: checkpoint {c.name}" for c in lv.checkpoints(g.domain, chain)
                       if c.point_prefix() not in committed]
@@ -514,3 +526,17 @@ def matrix(world: World, operations: tuple[str, ...], kills: int, seed: int,
             if on_kill is not None:
                 on_kill(kill)
     return done
+
+
+def _job_running(dom: Any, patience: float = 10.0) -> bool:
+    """Whether ``dom`` has a libvirt job. Right after a kill, libvirt may still be in
+    the killed process's backupBegin and answer "backup job data missing": asked again
+    until it can tell (as the product's own job checks do)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return bool(dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE)
+        except libvirt.libvirtError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
