@@ -489,3 +489,27 @@ def _drills_copied_and_learned(tmp_path: Path, source: Repository, dest: Reposit
     assert group.repo == dest.id and group.rto_s == 40.0 and len(group.checks) == 1
     # Learning again changes nothing.
     assert rebuild_index(lambda: _reopen_dest(tmp_path / "dst"), catalog=catalog).drills == 0
+
+
+@pytest.mark.parametrize("key", ["shared", "own"])
+def test_an_empty_object_left_by_a_killed_put_is_written_again(
+        tmp_path: Path, source: Repository, image: Path, key: str) -> None:
+    """SeaweedFS leaves a 0-byte object under the key of a PUT whose client died after
+    its headers (found by the crash matrix: a killed copy's next run trusted it and
+    committed a point that did not verify). A backup and a copy write it again."""
+    m = back_up_images(source, [image], name="web")
+    dest = _dest(tmp_path / "dst", key_from=source if key == "shared" else None)
+    copy_points(source, dest, [m])
+    dindex = dest.load_index(dest.load_manifest(m.id).vms[0].disks[0].index)
+    _i, dvictim = next(dindex.stored())
+    (tmp_path / "dst" / chunk_key(dvictim)).write_bytes(b"")  # the killed PUT's object
+    (tmp_path / "dst" / "manifests" / m.id).unlink()  # the copy was killed before its commit
+    copy_points(source, _reopen_dest(tmp_path / "dst"), [m])
+    assert verify(_reopen_dest(tmp_path / "dst"), deep=True).ok
+
+    # The backup's own lookup: an empty chunk object is not a stored chunk.
+    _i, victim = next(source.load_index(m.vms[0].disks[0].index).stored())
+    (tmp_path / "src" / chunk_key(victim)).write_bytes(b"")
+    assert not source.has_chunk(victim)
+    back_up_images(source, [image], name="web")
+    assert source.has_chunk(victim) and verify(source, deep=True).ok

@@ -247,7 +247,7 @@ def test_faults_at_random_calls_never_make_a_wrong_repository(any_site: Site,
     for seed in range(12 if site.url.startswith("/") else 2):
         rnd = random.Random(seed)
         storm = [Fault(kind, ("put",) if kind == "torn" else
-                       ("get", "put", "delete", "list", "exists"), probability=0.004)
+                       ("get", "put", "delete", "list", "exists", "size"), probability=0.004)
                  for kind in FAILING]
         image = _new_image(tmp_path, seed)
         step = rnd.choice(["backup", "copy", "remove", "gc"])
@@ -320,7 +320,7 @@ def test_a_read_that_fails_mid_backup_says_nothing_was_committed(site: Site,
                                                                  tmp_path: Path) -> None:
     """The backup had written chunks when a lookup failed: 'the repository was not
     changed' (true of that one call) is not what the person must hear."""
-    repo, _ = site.open(Fault("unreachable", ("exists",), prefix="chunks/", at=3))
+    repo, _ = site.open(Fault("unreachable", ("size",), prefix="chunks/", at=3))
     error = _fails_as_storage("unreachable",
                               lambda: back_up_images(repo, [_new_image(tmp_path, 5)],
                                                      name="new"))

@@ -54,7 +54,7 @@ from stasis.repository import DiskIndex, Manifest, ObjectDamaged, Repository
 from stasis.repository import objects as sealed
 from stasis.repository.index import NAME_LEN, V1, ZERO_NAME, IndexFormatError, encode_page
 from stasis.repository.manifest import DiskRecord, ManifestFormatError
-from stasis.repository.repo import chunk_key, index_key, manifest_key, page_key
+from stasis.repository.repo import chunk_key, index_key, manifest_key, page_key, stored_whole
 
 # ------------------------------------------------------------------ the rate limit
 
@@ -287,7 +287,7 @@ class _Copier:
         """Whether the destination lacks ``key`` (an object found is counted)."""
         if key in self.present:
             return False
-        if self.dst.backend.exists(key):
+        if stored_whole(self.dst.backend, key):
             self.present.add(key)
             self._found()
             return False
@@ -344,7 +344,7 @@ class _Copier:
 
     def _lacks_quiet(self, key: str) -> bool:
         """:meth:`_lacks` for worker threads: the caller counts."""
-        return key not in self.present and not self.dst.backend.exists(key)
+        return key not in self.present and not stored_whole(self.dst.backend, key)
 
     def _chunks(self, wanted: list[bytes]) -> None:
         """Bring the chunks ``wanted`` (source names, none known present) to the

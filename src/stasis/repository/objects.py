@@ -32,6 +32,9 @@ KIND_PAGE = 5  # 4 is a hold (holds.py)
 COMP_NONE, COMP_ZSTD = 0, 1
 ENC_NONE, ENC_AESGCM = 0, 1
 HEADER = struct.Struct("BBBB")
+# No sealed object is shorter (a header and an AES-GCM tag's worth): a stored object
+# shorter than this is no object, whatever its key says.
+SMALLEST = HEADER.size + 16
 # Default for new repositories (the level only matters when writing). On the
 # benchmark image level 1 took 1.81 CPU-s and stored 834.8 MiB, level 3 3.28 CPU-s
 # and 835.9 MiB: disk data gains little from higher levels.
@@ -101,7 +104,7 @@ class Sealer:
         return b"".join((header, payload, check.digest()))
 
     def open(self, kind: int, name: str, blob: bytes) -> bytes:
-        if len(blob) < HEADER.size + 16:
+        if len(blob) < SMALLEST:
             raise SealError("object too short")
         version, got_kind, comp, enc = HEADER.unpack_from(blob)
         if version != VERSION:

@@ -124,6 +124,19 @@ def _canonical(config: dict[str, Any]) -> bytes:
     ).encode()
 
 
+def stored_whole(backend: Backend, key: str) -> bool:
+    """Whether an object stored at ``key`` can be a sealed object: present, and no
+    shorter than the smallest a seal makes. A PUT whose client dies after its headers
+    leaves an empty object under the key on some S3 servers (SeaweedFS, found by the
+    crash matrix), even over a good one; trusted as present, a backup or a copy would
+    never write it again and commit a point that cannot be read. One request, as
+    ``exists``."""
+    try:
+        return backend.size(key) >= objects.SMALLEST
+    except ObjectNotFound:
+        return False
+
+
 def chunk_key(name: bytes) -> str:
     h = name.hex()
     return f"chunks/{h[:2]}/{h}"
@@ -467,7 +480,7 @@ class Repository:
         one locked short of this epoch's target is extended to it (its retention
         comes with the lookup: one request unless it needs extending)."""
         if self.immutability is None:
-            return self.backend.exists(key)
+            return stored_whole(self.backend, key)
         try:
             found = self.backend.retention(key)
         except ObjectNotFound:
