@@ -124,9 +124,11 @@ def service(open_repositories: Opener, *, policies: Path | None,
     them is taken up at the next tick."""
     from stasis.app.accounts import sync_roles
     from stasis.catalog import Catalog
+    from stasis.memory import limit_arenas
     from stasis.service.prune import policy_retention
     from stasis.service.runner import Limits, Service
 
+    limit_arenas()  # before the first job's threads: the service's memory stays flat
     keep = parse_keep_logs(keep_logs)
     # Opened now, so that it fails here, not at the first job, when one cannot be.
     got = open_repositories()
