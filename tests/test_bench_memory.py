@@ -92,6 +92,8 @@ def test_bench_memory_runs_on_tiny_sizes(tmp_path: Path) -> None:
     assert service["jobs"] == 8 and service["failed"] == 0
     assert len(service["per_job"]) == 8 and service["samples"]
     s = service["summary"]
-    assert s["fds_floor_last"] <= s["fds_floor_first"]
+    # A few descriptors open lazily after the first jobs (the 1,000-job run ends 2-3
+    # above its start, flat per job); a descriptor left per job would be 8 here.
+    assert s["fds_floor_last"] <= s["fds_floor_first"] + 4
     assert s["rss_end_mib"] > 0
     assert list(work.iterdir()) == []  # the work dir is removed

@@ -664,10 +664,14 @@ class Repository:
         self.backend.sync()
 
     def point_ids(self) -> list[str]:
+        """The committed points. A manifest object shorter than any sealed object is a
+        commit that never happened: the PUT of a backup whose store went away under it
+        (SeaweedFS leaves a 0-byte object then, see :func:`stored_whole`); that backup
+        failed and said nothing was committed."""
         ids = []
         for obj in self.backend.list("manifests/"):
             pid = obj.key.rsplit("/", 1)[-1]
-            if _HEX.match(pid):
+            if _HEX.match(pid) and obj.size >= objects.SMALLEST:
                 ids.append(pid)
         return ids
 
