@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tests.conftest import (
     BIN,
     CHEAP_KDF,
     PASSPHRASE,
+    ROOT,
     Cli,
     define_pool,
     nbd_processes,
@@ -305,6 +307,23 @@ def test_kill_9_leaves_what_doctor_finds_and_removes(site: Site, place: str) -> 
         _nothing_left(site)
     finally:
         site.cli("doctor", "--fix")
+
+
+def test_a_drill_killed_as_its_network_is_made_leaves_doctor_the_network(site: Site) -> None:
+    """The record names the network's UUID before the network is made: a kill -9 in
+    between leaves a network that doctor finds and removes (and none of anyone else's)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.drivers.stasis", "--kill-after-network", "--",
+         "drill", site.a.name, "--storage", str(site.root / "storage"), "--mode", "instant"],
+        env=site.cli.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    made = [n.name() for n in site.conn.listAllNetworks(0)
+            if n.name().startswith("stasis-drill-") and n.name() not in site.networks_before]
+    assert len(made) == 1, made
+    fixed = site.cli.ok("doctor", "--fix", "--json").json()
+    drills = [f for f in fixed if f["kind"] == "drill"]
+    assert len(drills) == 1 and f"network {made[0]}" in drills[0]["what"], fixed
+    _nothing_left(site)
 
 
 def test_a_network_that_forwards_is_refused(site: Site) -> None:

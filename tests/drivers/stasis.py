@@ -10,7 +10,9 @@ injected into the production functions that take them:
   debris (``Service(unit_progress=...)``);
 - ``--clock-rate RATE@EPOCH``: ``stasis serve``'s clock runs RATE times as fast as the
   wall clock from the Unix time EPOCH, so that a 1m schedule comes every few seconds
-  (``Catalog.open(clock=...)``).
+  (``Catalog.open(clock=...)``);
+- ``--kill-after-network``: a drill SIGKILLs itself the moment its isolated network is
+  made, before it records what it made (the narrowest window a kill -9 has there).
 """
 
 from __future__ import annotations
@@ -87,11 +89,27 @@ def scale_clock(spec: str) -> None:
         _with_default(original, clock=clock))
 
 
+def kill_after_network() -> None:
+    import os
+    import signal
+
+    from stasis.recovery.drill import run as drill_run
+
+    made = drill_run.ensure_network
+
+    def ensure_then_die(*args: Any, **kwargs: Any) -> Any:
+        made(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    drill_run.ensure_network = ensure_then_die  # type: ignore[assignment]
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.drivers.stasis")
     parser.add_argument("--window-ms", type=int, default=0)
     parser.add_argument("--job-hold-ms", type=int, default=0)
     parser.add_argument("--clock-rate", default="")
+    parser.add_argument("--kill-after-network", action="store_true")
     parser.add_argument("stasis", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     rest = args.stasis[1:] if args.stasis[:1] == ["--"] else args.stasis
@@ -101,6 +119,8 @@ def main(argv: list[str]) -> None:
         hold_jobs(args.job_hold_ms)
     if args.clock_rate:
         scale_clock(args.clock_rate)
+    if args.kill_after_network:
+        kill_after_network()
     from stasis.cli.main import run
 
     sys.argv = ["stasis", *rest]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -59,8 +60,17 @@ def isolation_problem(xml: str) -> str:
     return ""
 
 
-def ensure_network(conn: libvirt.virConnect, name: str, drill_id: str) -> DrillNetwork:
-    """The isolated network ``name``: an existing one (checked isolated), or a new one."""
+def planned_network(name: str) -> DrillNetwork:
+    """The network a drill will make if ``name`` is missing, with the UUID it will have:
+    recorded before it is made, so a drill killed in between leaves nothing that doctor
+    cannot find (by that UUID; an existing network of the name has another)."""
+    return DrillNetwork(name, str(uuid.uuid4()), created=True)
+
+
+def ensure_network(conn: libvirt.virConnect, name: str, drill_id: str,
+                   planned: DrillNetwork | None = None) -> DrillNetwork:
+    """The isolated network ``name``: an existing one (checked isolated), or a new one
+    (with ``planned``'s UUID when given)."""
     try:
         net = conn.networkLookupByName(name)
     except libvirt.libvirtError:
@@ -85,12 +95,11 @@ def ensure_network(conn: libvirt.virConnect, name: str, drill_id: str) -> DrillN
         raise HypervisorError(f"no free /24 in {SUBNETS} for the drill's network",
                               "Nothing was made.")
     hosts = list(subnet.hosts())
-    xml = (f"<network><name>{name}</name><bridge name='stdr{drill_id[:8]}' stp='off'/>"
+    made_uuid = planned.uuid if planned is not None else str(uuid.uuid4())
+    xml = (f"<network><name>{name}</name><uuid>{made_uuid}</uuid>"
+           f"<bridge name='stdr{drill_id[:8]}' stp='off'/>"
            f"<ip address='{hosts[0]}' prefix='24'><dhcp>"
            f"<range start='{hosts[9]}' end='{hosts[-1]}'/></dhcp></ip></network>")
-    # A drill killed between this and its record naming the network leaves it (transient:
-    # gone with libvirt's restart); doctor does not guess whose an unnamed network is,
-    # since another state directory's drill may be making its own at this moment.
     try:
         net = conn.networkCreateXML(xml)
     except libvirt.libvirtError as e:

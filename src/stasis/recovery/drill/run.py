@@ -28,7 +28,7 @@ from stasis.recovery.drill.checks import (
     run_script,
     run_vm_check,
 )
-from stasis.recovery.drill.network import ensure_network, lease_addresses
+from stasis.recovery.drill.network import ensure_network, lease_addresses, planned_network
 from stasis.recovery.drill.record import (
     DrillRecord,
     drill_lock,
@@ -210,7 +210,10 @@ def _bring_up(conn: libvirt.virConnect, repo: Repository, point: Manifest, rec: 
               storage: Path | None, pool: str | None, say: Log,
               progress: Progress | None, cancel: threading.Event | None,
               run_dir: Path | None) -> None:
-    net = ensure_network(conn, network, rec.id)
+    planned = planned_network(network)
+    rec.network = dict(planned.__dict__)
+    save(rec)  # before the network is made: a kill -9 between leaves doctor its UUID
+    net = ensure_network(conn, network, rec.id, planned)
     rec.network = dict(net.__dict__)
     save(rec)
     report.network, report.network_created = net.name, net.created
