@@ -14,8 +14,8 @@ job, more arenas hold a pipeline's worth of freed buffers, and the service's res
 memory crept up by about 3 MiB per 100 jobs (bench/bench_memory.py).
 :func:`release_free_memory` hands that back once a job has ended, but not the top of a
 thread's arena: over 1,000 jobs the service still grew 1.3 MiB per 100 jobs with it, and
-0.14 MiB with its arenas limited to two (:func:`limit_arenas`; the data path's buffers
-are large and few, so two arenas are no contention for them).
+0.3 MiB with its arenas limited to two as well (:func:`limit_arenas`; the data path's
+buffers are large and few, so two arenas are no contention for them).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from stasis.protection.copy import TokenBucket, copy_mode, copy_points
 from stasis.protection.verify import verify
 from stasis.recovery.restore import restore_disk
 from stasis.repository import Credentials, Manifest, Repository
-from stasis.repository.drills import DrillProof
+from stasis.repository.drills import DrillProof, proof_key, proof_name
 from stasis.repository.repo import chunk_key
 from tests.conftest import CHEAP_KDF, MiB, init_repo, mixed_image, seed_catalog, write_image
 
@@ -489,6 +489,13 @@ def _drills_copied_and_learned(tmp_path: Path, source: Repository, dest: Reposit
     assert group.repo == dest.id and group.rto_s == 40.0 and len(group.checks) == 1
     # Learning again changes nothing.
     assert rebuild_index(lambda: _reopen_dest(tmp_path / "dst"), catalog=catalog).drills == 0
+    # A damaged proof at the source is reported, not sent; the others are as before.
+    (web,) = [p for p in (tmp_path / "src" / "drills").iterdir()
+              if p.name == proof_key(proof_name(source.keys.id, "vm", "web")).split("/")[-1]]
+    web.write_bytes(web.read_bytes()[:-1] + bytes([web.read_bytes()[-1] ^ 1]))
+    damaged = copy_points(source, dest, [m])
+    assert damaged.drills_damaged == [f"drills/{web.name}"]
+    assert (damaged.drills_sent, damaged.drills_present) == (0, 2)
 
 
 @pytest.mark.parametrize("key", ["shared", "own"])

@@ -614,12 +614,10 @@ def copy_drill_proofs(src: Repository, dst: Repository, points: list[Manifest],
     a proof names a point by id only, and gc leaves proofs alone."""
     subjects = {("vm", v.name) for m in points for v in m.vms if v.kind == "vm"}
     subjects |= {("group", m.name) for m in points if m.kind == "group"}
-    if not subjects:
-        return
-    proofs = src.drill_proofs(on_damaged=lambda name, _e: report.drills_damaged.append(
-        f"drills/{name}"))
-    for proof in proofs:
-        if (proof.subject_kind, proof.subject) not in subjects:
+    for kind, subject in sorted(subjects):  # their proofs alone: one GET each
+        proof = src.drill_proof(kind, subject, on_damaged=lambda name, _e:
+                                report.drills_damaged.append(f"drills/{name}"))
+        if proof is None:
             continue
         theirs = dst.drill_proof(proof.subject_kind, proof.subject)
         if theirs is not None and (theirs.drill == proof.drill

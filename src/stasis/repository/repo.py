@@ -795,16 +795,24 @@ class Repository:
         self.backend.put(proof_key(name), self.sealer.seal(KIND_DRILL, name, proof.encode()))
         self.backend.sync()
 
-    def drill_proof(self, subject_kind: str, subject: str) -> DrillProof | None:
+    def drill_proof(self, subject_kind: str, subject: str, *,
+                    on_damaged: Callable[[str, ObjectDamaged], None] | None = None
+                    ) -> DrillProof | None:
         """The newest drill of one VM or group; None when there is none, or it does not
-        open (a damaged proof is as good as none: the next drill replaces it)."""
+        open (a damaged proof is as good as none: the next drill replaces it; it goes to
+        ``on_damaged``)."""
         name = proof_name(self.keys.id, subject_kind, subject)
+        key = proof_key(name)
         try:
             proof = DrillProof.decode(self.sealer.open(KIND_DRILL, name,
-                                                       self.backend.get(proof_key(name))))
-        except (ObjectNotFound, objects.SealError, DrillProofFormatError):
+                                                       self.backend.get(key)))
+            if (proof.subject_kind, proof.subject) != (subject_kind, subject):
+                raise DrillProofFormatError("it names another VM or group")
+        except ObjectNotFound:
             return None
-        if (proof.subject_kind, proof.subject) != (subject_kind, subject):
+        except (objects.SealError, DrillProofFormatError) as e:
+            if on_damaged is not None:
+                on_damaged(name, ObjectDamaged(key, str(e)))
             return None
         return proof
 
